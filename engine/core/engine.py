@@ -1,0 +1,384 @@
+"""EngineCore: the pure, deterministic queue. Requests and outcomes in, events and commands out.
+
+Theory of operation
+-------------------
+The core owns every task's state, a ``ReadyQueue`` of tasks that may start now (ordered by
+``(priority, seq)``) and a ``TimerWheel`` of tasks waiting for a time (a delayed start, a retry's
+backoff, a run's timeout, the end of a result's keepResult window). It never reads a clock: each
+entry point takes ``now_ms``.
+
+Every change goes through ``apply(event)``, the one function that mutates state. The live entry
+points (``submit``, ``cancel``, ``run_succeeded``, ``run_failed``, ``run_requeued``, ``tick``) check
+the request, build the event with the next ``seq``, ``apply`` it, and return commands: ``Append``
+(log these events) first, then ``Invoke`` / ``CancelRun`` / ``TaskFinished``. Replay after a
+restart calls the same ``apply`` for each stored event and then ``recover(now_ms)``, which decides
+the fate of runs the crash interrupted and logs that decision too.
+
+Worked example (concurrency 1, attempts 1, backoff 1000)::
+
+    submit("a", now=0)        -> [Append(TaskSubmitted seq=1)]
+    tick(0)                   -> [Append(RunStarted seq=2 attempt=1), Invoke(run_seq=2)]
+    run_failed("a", 2, now=5) -> [Append(RunFailed seq=3)]       state retry_wait, retryAt 1005
+    tick(1004)                -> []
+    tick(1005)                -> [Append(RunStarted seq=4 attempt=2), Invoke(run_seq=4)]
+    run_failed("a", 4, now=9) -> [Append(RunFailed seq=5), TaskFinished("a")]   state failed
+
+Derived state (ready queue, timers, the running set) is never logged: ``apply`` rebuilds it, and a
+timer whose time passed while the queue was down fires at the first ``tick``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
+from engine.core.errors import DuplicateTaskError, InvalidTransitionError, UnknownTaskError
+from engine.core.events import (
+    Event,
+    FailureKind,
+    RunFailed,
+    RunRequeued,
+    RunStarted,
+    RunSucceeded,
+    TaskCancelled,
+    TaskPurged,
+    TaskSubmitted,
+)
+from engine.core.options import DeliveryMode, Limits, TaskOptions
+from engine.core.ready_queue import ReadyQueue
+from engine.core.states import TaskState, Trigger, can_fire, fire
+from engine.core.task import Task, TaskInfo
+from engine.core.timer_wheel import TimerWheel
+
+
+class TimerKind(IntEnum):
+    START = 1    # a delayed task may start
+    WAKE = 2     # a retry's backoff has passed
+    TIMEOUT = 3  # a run has had its time
+    EXPIRE = 4   # a finished task's keepResult window has passed
+
+
+TimerKey = tuple[TimerKind, str, int]  # (kind, uniqueId, token)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    concurrency: int = 1
+    limits: Limits = field(default_factory=Limits)
+    wheel_tick_ms: int = 1
+    wheel_slots: int = 4096
+
+
+class EngineCore:
+    """The queue's state and rules for one app. Not thread-safe: one caller at a time."""
+
+    def __init__(self, config: CoreConfig | None = None, *, start_ms: int = 0) -> None:
+        self.config = config or CoreConfig()
+        self.concurrency = self.config.concurrency
+        self._tasks: dict[str, Task] = {}
+        self._ready = ReadyQueue()
+        self._wheel: TimerWheel[TimerKey] = TimerWheel(
+            start_ms, self.config.wheel_tick_ms, self.config.wheel_slots)
+        self._due: list[TimerKey] = []
+        self._running: dict[str, int] = {}
+        self._timer_tokens = 0
+        self.last_seq = 0
+
+    # ------------------------------------------------------------------ reads
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
+        """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed."""
+        return self._live_task(unique_id, now_ms).info()
+
+    def next_deadline_ms(self) -> int | None:
+        """When ``tick`` next has something to do by the clock (None: only a request or an
+        outcome can make work)."""
+        if self._due:
+            return self._wheel.current_ms
+        return self._wheel.next_expiry_ms()
+
+    def tasks(self) -> list[Task]:
+        return list(self._tasks.values())
+
+    def run_is_current(self, unique_id: str, run_seq: int) -> bool:
+        return self._running.get(unique_id) == run_seq
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(self, unique_id: str, function: str, params: Any, options: TaskOptions,
+               now_ms: int) -> list[Command]:
+        """Accept a new task (already validated). Raises ``DuplicateTaskError`` while the
+        uniqueId is held."""
+        events: list[Event] = []
+        existing = self._tasks.get(unique_id)
+        if existing is not None:
+            if not self._expired(existing, now_ms):
+                raise DuplicateTaskError(unique_id, existing.state.wire_status,
+                                         existing.state.value)
+            events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
+        priority = now_ms if options.priority is None else options.priority
+        events.append(self._emit(TaskSubmitted(self._seq(), now_ms, unique_id, function, params,
+                                               options, priority)))
+        return [Append(tuple(events))]
+
+    def cancel(self, unique_id: str, now_ms: int) -> list[Command]:
+        """Cancel a queued or retry-waiting task. Raises ``UnknownTaskError`` or
+        ``InvalidTransitionError`` (running or finished tasks)."""
+        task = self._live_task(unique_id, now_ms)
+        if not can_fire(task.state, Trigger.CANCEL):
+            raise InvalidTransitionError(unique_id, task.state.value, Trigger.CANCEL.value)
+        event = self._emit(TaskCancelled(self._seq(), now_ms, unique_id))
+        return [Append((event,)), TaskFinished(task.info())]
+
+    # ------------------------------------------------------------------ run outcomes
+
+    def run_succeeded(self, unique_id: str, run_seq: int, result: Any, now_ms: int,
+                      status_code: int | None = None) -> list[Command]:
+        """Record a run's success. An outcome for a run that is no longer current (it timed
+        out, or the task was requeued) is dropped: returns []."""
+        if not self.run_is_current(unique_id, run_seq):
+            return []
+        event = self._emit(RunSucceeded(self._seq(), now_ms, unique_id, run_seq, result,
+                                        status_code))
+        return [Append((event,)), TaskFinished(self._tasks[unique_id].info())]
+
+    def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
+                   kind: FailureKind = FailureKind.ERROR,
+                   status_code: int | None = None) -> list[Command]:
+        """Record a failed run; the task retries after ``backoff`` or fails for good."""
+        if not self.run_is_current(unique_id, run_seq):
+            return []
+        event = self._emit(RunFailed(self._seq(), now_ms, unique_id, run_seq, error, kind,
+                                     status_code))
+        return self._with_finish([Append((event,))], unique_id)
+
+    def run_requeued(self, unique_id: str, run_seq: int, reason: str,
+                     now_ms: int) -> list[Command]:
+        """A run that did no countable work (host unreachable): no attempt is spent."""
+        if not self.run_is_current(unique_id, run_seq):
+            return []
+        event = self._emit(RunRequeued(self._seq(), now_ms, unique_id, run_seq, reason))
+        return [Append((event,))]
+
+    def recover(self, now_ms: int) -> list[Command]:
+        """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);
+        atMostOnce fails with an error saying its run was lost. The decisions are logged."""
+        events: list[Event] = []
+        finished: list[Command] = []
+        for unique_id, run_seq in sorted(self._running.items(), key=lambda item: item[1]):
+            task = self._tasks[unique_id]
+            if task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
+                events.append(self._emit(RunFailed(
+                    self._seq(), now_ms, unique_id, run_seq,
+                    "the run was lost when the queue restarted; atMostOnce tasks are not run again",
+                    FailureKind.LOST)))
+                finished.append(TaskFinished(task.info()))
+            else:
+                events.append(self._emit(RunRequeued(
+                    self._seq(), now_ms, unique_id, run_seq,
+                    "the queue restarted during the run")))
+        return [Append(tuple(events)), *finished] if events else []
+
+    # ------------------------------------------------------------------ the clock
+
+    def tick(self, now_ms: int) -> list[Command]:
+        """Fire every timer due at ``now_ms`` and start ready tasks while slots are free."""
+        events: list[Event] = []
+        commands: list[Command] = []
+        self._due.extend(self._wheel.advance(now_ms))
+        while self._due:
+            due, self._due = self._due, []
+            for kind, unique_id, token in due:
+                task = self._tasks.get(unique_id)
+                # A timer replaced or cancelled after it became due no longer speaks for the task.
+                if task is not None and task.timer_token == token:
+                    task.timer = None
+                    task.timer_token = 0
+                    self._on_timer(kind, task, now_ms, events, commands)
+        self._dispatch(now_ms, events, commands)
+        return [Append(tuple(events)), *commands] if events else commands
+
+    def _on_timer(self, kind: TimerKind, task: Task, now_ms: int, events: list[Event],
+                  commands: list[Command]) -> None:
+        unique_id = task.unique_id
+        if kind is TimerKind.START and task.state is TaskState.QUEUED:
+            self._make_ready(task)
+        elif kind is TimerKind.WAKE and task.state is TaskState.RETRY_WAIT:
+            fire(task, Trigger.WAKE)
+            self._make_ready(task)
+        elif kind is TimerKind.TIMEOUT and task.state is TaskState.RUNNING:
+            run_seq = task.run_seq
+            events.append(self._emit(RunFailed(
+                self._seq(), now_ms, unique_id, run_seq,
+                f"cloud function timed out after {task.options.timeout_ms} ms",
+                FailureKind.UNKNOWN)))
+            commands.append(CancelRun(unique_id, run_seq))
+            if task.state.is_final:
+                commands.append(TaskFinished(task.info()))
+        elif kind is TimerKind.EXPIRE and task.state.is_final:
+            events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
+
+    def _dispatch(self, now_ms: int, events: list[Event], commands: list[Command]) -> None:
+        while len(self._running) < self.concurrency:
+            unique_id = self._ready.pop()
+            if unique_id is None:
+                return
+            task = self._tasks[unique_id]
+            started = self._emit(RunStarted(self._seq(), now_ms, unique_id, task.attempt + 1))
+            events.append(started)
+            options = task.options
+            at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE
+            commands.append(Invoke(
+                unique_id=unique_id, run_seq=started.seq, attempt=started.attempt,
+                function=task.function, params=task.params, timeout_ms=options.timeout_ms,
+                deadline_ms=now_ms + options.timeout_ms,
+                durable_seq=started.seq if at_most_once else task.seq))
+
+    # ------------------------------------------------------------------ the fold
+
+    def apply(self, event: Event) -> None:
+        """Apply one event to the state. The only mutator, shared by live handling and replay."""
+        match event:
+            case RunStarted():
+                self._apply_started(event)
+            case RunSucceeded():
+                self._apply_succeeded(event)
+            case RunFailed():
+                self._apply_failed(event)
+            case TaskSubmitted():
+                self._apply_submitted(event)
+            case RunRequeued():
+                task = self._end_run(event.unique_id)
+                fire(task, Trigger.REQUEUE)
+                task.attempt -= 1
+                self._make_ready(task)
+            case TaskCancelled():
+                task = self._tasks[event.unique_id]
+                fire(task, Trigger.CANCEL)
+                self._ready.discard(task.unique_id)
+                task.error = "the task was cancelled"
+                task.retry_at_ms = None
+                self._finish(task, event.t_ms)
+            case TaskPurged():
+                task = self._tasks.pop(event.unique_id)
+                self._set_timer(task, None, 0)
+        if event.seq > self.last_seq:
+            self.last_seq = event.seq
+
+    def _apply_submitted(self, event: TaskSubmitted) -> None:
+        task = Task(event.unique_id, event.function, event.params, event.options, event.priority,
+                    event.seq, event.t_ms)
+        self._tasks[event.unique_id] = task
+        if event.options.delay_ms > 0:
+            self._set_timer(task, TimerKind.START, event.t_ms + event.options.delay_ms)
+        else:
+            self._make_ready(task)
+
+    def _apply_started(self, event: RunStarted) -> None:
+        task = self._tasks[event.unique_id]
+        fire(task, Trigger.START)
+        self._ready.discard(task.unique_id)
+        task.attempt = event.attempt
+        task.run_seq = event.seq
+        task.started_ms = event.t_ms
+        task.retry_at_ms = None
+        self._running[task.unique_id] = event.seq
+        self._set_timer(task, TimerKind.TIMEOUT, event.t_ms + task.options.timeout_ms)
+
+    def _apply_succeeded(self, event: RunSucceeded) -> None:
+        task = self._end_run(event.unique_id)
+        fire(task, Trigger.SUCCEED)
+        task.result = event.result
+        task.status_code = event.status_code
+        task.error = None
+        self._finish(task, event.t_ms)
+
+    def _apply_failed(self, event: RunFailed) -> None:
+        task = self._end_run(event.unique_id)
+        task.error = event.error
+        task.status_code = event.status_code
+        if self._gives_up(task, event.kind):
+            fire(task, Trigger.GIVE_UP)
+            self._finish(task, event.t_ms)
+        else:
+            fire(task, Trigger.RETRY_LATER)
+            task.retry_at_ms = event.t_ms + task.options.backoff_ms
+            self._set_timer(task, TimerKind.WAKE, task.retry_at_ms)
+
+    @staticmethod
+    def _gives_up(task: Task, kind: FailureKind) -> bool:
+        if kind is FailureKind.LOST:
+            return True
+        if kind is FailureKind.UNKNOWN and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
+            return True
+        return task.attempt >= task.options.max_runs
+
+    # ------------------------------------------------------------------ helpers
+
+    def _seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
+
+    def _emit(self, event: Event) -> Event:
+        self.apply(event)
+        return event
+
+    def _with_finish(self, commands: list[Command], unique_id: str) -> list[Command]:
+        task = self._tasks.get(unique_id)
+        if task is not None and task.state.is_final:
+            commands.append(TaskFinished(task.info()))
+        return commands
+
+    def _live_task(self, unique_id: str, now_ms: int) -> Task:
+        task = self._tasks.get(unique_id)
+        if task is None or self._expired(task, now_ms):
+            raise UnknownTaskError(unique_id)
+        return task
+
+    @staticmethod
+    def _expired(task: Task, now_ms: int) -> bool:
+        return (task.finished_ms is not None
+                and now_ms >= task.finished_ms + task.options.keep_result_ms)
+
+    def _make_ready(self, task: Task) -> None:
+        self._ready.push(task.unique_id, task.priority, task.seq)
+
+    def _end_run(self, unique_id: str) -> Task:
+        task = self._tasks[unique_id]
+        self._running.pop(unique_id, None)
+        self._set_timer(task, None, 0)
+        return task
+
+    def _finish(self, task: Task, t_ms: int) -> None:
+        task.finished_ms = t_ms
+        self._set_timer(task, TimerKind.EXPIRE, t_ms + task.options.keep_result_ms)
+
+    def _set_timer(self, task: Task, kind: TimerKind | None, at_ms: int) -> None:
+        """Replace the task's one pending timer (a task waits for at most one time at once)."""
+        if task.timer is not None:
+            self._wheel.cancel(task.timer)
+            task.timer = None
+        task.timer_token = 0
+        if kind is None:
+            return
+        self._timer_tokens += 1
+        key = (kind, task.unique_id, self._timer_tokens)
+        task.timer_token = self._timer_tokens
+        handle = self._wheel.add(key, at_ms)
+        if handle is None:
+            self._due.append(key)
+        else:
+            task.timer = handle

@@ -1,0 +1,116 @@
+"""The error hierarchy shared by the core, the runtime and the adapters.
+
+Every error knows the HTTP status and the LeanCloud error ``code`` it maps to, so one piece of
+middleware can turn any of them into a ``{"code": ..., "error": ...}`` body (h11's
+``error_status_hint``). Expected outcomes of a run (a function failed, timed out) are *events*,
+not exceptions; an exception escaping the core is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class EngineError(Exception):
+    """Base of every error the queue raises on purpose. Never raised itself."""
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[int] = 1
+
+    def body(self) -> dict[str, Any]:
+        """The LeanCloud error body for this error."""
+        return {"code": self.code, "error": str(self)}
+
+
+class ValidationError(EngineError, ValueError):
+    """An enqueue request or option that cannot be accepted as given.
+
+    ``field`` names the offending option in the caller's spelling where known.
+    """
+
+    http_status = 400
+    code = 1
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DuplicateTaskError(EngineError):
+    """The uniqueId is still held by a task (queued, running, waiting, or finished within
+    its keepResult window)."""
+
+    http_status = 409
+    code = 409
+
+    def __init__(self, unique_id: str, status: str, state: str) -> None:
+        super().__init__(
+            f"A task with uniqueId '{unique_id}' already exists (status {status}, state {state}); "
+            "a uniqueId is held until keepResult ms after its task finishes"
+        )
+        self.unique_id = unique_id
+        self.status = status
+        self.state = state
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "error": str(self), "uniqueId": self.unique_id,
+                "status": self.status}
+
+
+class UnknownTaskError(EngineError):
+    """No task with this uniqueId: it never existed or its keepResult window has passed."""
+
+    http_status = 404
+    code = 404
+
+    def __init__(self, unique_id: str) -> None:
+        super().__init__(f"Task '{unique_id}' not found")
+        self.unique_id = unique_id
+
+
+class InvalidTransitionError(EngineError):
+    """A trigger that the task's current state does not allow (e.g. cancelling a running task)."""
+
+    http_status = 409
+    code = 409
+
+    def __init__(self, task_id: str, state: str, trigger: str) -> None:
+        super().__init__(f"Task '{task_id}' is {state}: cannot {trigger.replace('_', ' ')} it")
+        self.task_id = task_id
+        self.state = state
+        self.trigger = trigger
+
+
+class ConfigError(EngineError, ValueError):
+    """A configuration value that cannot be used."""
+
+    http_status = 500
+    code = 1
+
+
+class EngineClosedError(EngineError):
+    """The engine is shutting down or stopped and takes no more work."""
+
+    http_status = 503
+    code = 503
+
+
+class LogError(EngineError):
+    """Base of the durable log's errors."""
+
+    http_status = 503
+    code = 503
+
+
+class LogPoisonedError(LogError):
+    """A write or fsync failed: nothing more is acknowledged until a restart replays the log.
+
+    The original ``OSError`` is the ``__cause__``.
+    """
+
+
+class DiskFullError(LogError):
+    """The disk is full (ENOSPC): nothing was acknowledged; writing resumes once space is freed."""
+
+    http_status = 507
+    code = 507

@@ -1,0 +1,98 @@
+"""Events: past-tense facts about tasks, exactly what the log stores.
+
+The core turns every accepted request and every run outcome into one of these, applies it to its
+state with ``EngineCore.apply`` and asks the runtime to append it. Replay after a restart is a fold
+of the same ``apply`` over the stored events, so what is decided live and what is rebuilt cannot
+differ. Every event carries ``seq`` (engine-wide, strictly increasing) and ``t_ms`` (when it
+happened); the decisions that follow from an event (retry or give up, when to retry, when to
+purge) are computed from these fields only, never from a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from engine.core.options import TaskOptions
+
+
+class FailureKind(str, Enum):
+    """How sure we are that a failed run did not do its work."""
+
+    ERROR = "error"      # the function answered with an error: retried under both delivery modes
+    UNKNOWN = "unknown"  # no answer in time, or the connection broke after sending: deliveryMode decides
+    LOST = "lost"        # the queue restarted while the run was in flight (atMostOnce only)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSubmitted:
+    seq: int
+    t_ms: int
+    unique_id: str
+    function: str
+    params: Any
+    options: TaskOptions
+    priority: int | float
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run began. Its ``seq`` identifies the run; outcomes name it as ``run_seq``."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunSucceeded:
+    seq: int
+    t_ms: int
+    unique_id: str
+    run_seq: int
+    result: Any
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    seq: int
+    t_ms: int
+    unique_id: str
+    run_seq: int
+    error: str
+    kind: FailureKind = FailureKind.ERROR
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequeued:
+    """A run that did no countable work: the host was unreachable, or the queue restarted while
+    an atLeastOnce run was in flight. No attempt is spent; the task waits its turn again."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+    run_seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCancelled:
+    seq: int
+    t_ms: int
+    unique_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPurged:
+    """keepResult ran out: the task and its result are gone and the uniqueId is free again."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+
+
+Event = TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled | TaskPurged

@@ -1,0 +1,249 @@
+"""Task options with LeanCloud's meanings and defaults, and their validation.
+
+One validator serves both spellings: the Python API's snake_case keywords (``delivery_mode``,
+``keep_result``, ``unique_id``) and the wire's camelCase fields (``deliveryMode``, ``keepResult``,
+``uniqueId``), so the two can never disagree about what is valid. Messages name the option in the
+caller's own spelling and say what to send instead. Durations are integer milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from engine.core.errors import ValidationError
+
+MAX_UNIQUE_ID_CHARS = 32
+MAX_FUNCTION_NAME_CHARS = 128
+# A year: long enough for any real delay or retention, small enough that ms + duration stays exact.
+MAX_DURATION_MS = 366 * 24 * 3600 * 1000
+MAX_PARAMS_DEPTH = 64
+
+
+class DeliveryMode(str, Enum):
+    AT_LEAST_ONCE = "atLeastOnce"
+    AT_MOST_ONCE = "atMostOnce"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The queue's own bounds on options (config, not per task)."""
+
+    max_timeout_ms: int = 600_000
+    max_attempts: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Validated options of one task. ``attempts`` counts retries: runs = attempts + 1 (D1)."""
+
+    attempts: int = 1
+    backoff_ms: int = 60_000
+    delay_ms: int = 0
+    delivery_mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
+    keep_result_ms: int = 300_000
+    priority: int | float | None = None
+    timeout_ms: int = 15_000
+    unique_id: str | None = None
+
+    @property
+    def max_runs(self) -> int:
+        return self.attempts + 1
+
+
+# (python name, wire name, TaskOptions field)
+_OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
+    ("attempts", "attempts", "attempts"),
+    ("backoff", "backoff", "backoff_ms"),
+    ("delay", "delay", "delay_ms"),
+    ("delivery_mode", "deliveryMode", "delivery_mode"),
+    ("keep_result", "keepResult", "keep_result_ms"),
+    ("priority", "priority", "priority"),
+    ("timeout", "timeout", "timeout_ms"),
+    ("unique_id", "uniqueId", "unique_id"),
+)
+PYTHON_OPTION_NAMES = frozenset(p for p, _, _ in _OPTION_NAMES)
+WIRE_OPTION_NAMES = frozenset(w for _, w, _ in _OPTION_NAMES)
+_DEFAULTS = TaskOptions()
+
+
+def parse_options(values: Mapping[str, Any], *, wire: bool, limits: Limits = Limits()) -> TaskOptions:
+    """Validate options given in the Python (``wire=False``) or wire (``wire=True``) spelling.
+
+    Unknown names are refused in the Python spelling (a typo there is a bug) and ignored on the
+    wire (the protocol says so: older SDKs send ``notify``, ``retryTimeout``, ``prod``).
+
+    Raises:
+        ValidationError: naming the first offending option and what it accepts.
+    """
+    if not wire:
+        unknown = sorted(set(values) - PYTHON_OPTION_NAMES)
+        if unknown:
+            raise ValidationError(
+                f"unknown option {unknown[0]!r}; options are: {', '.join(sorted(PYTHON_OPTION_NAMES))}",
+                unknown[0],
+            )
+    fields: dict[str, Any] = {}
+    for py_name, wire_name, field in _OPTION_NAMES:
+        name = wire_name if wire else py_name
+        value = values.get(name)
+        if value is None:
+            continue
+        fields[field] = _CHECKS[field](name, value, limits)
+    return TaskOptions(**fields) if fields else _DEFAULTS
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(
+            f"{name} must be an integer number of milliseconds, got {_describe(value)}", name)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValidationError(f"{name} must be a whole number of milliseconds, got {value}", name)
+        value = int(value)
+    return value
+
+
+def _duration(name: str, value: Any, limits: Limits) -> int:
+    ms = _integer(name, value)
+    if ms < 0:
+        raise ValidationError(f"{name} must be >= 0 ms, got {ms}", name)
+    if ms > MAX_DURATION_MS:
+        raise ValidationError(f"{name} must be at most {MAX_DURATION_MS} ms (366 days), got {ms}",
+                              name)
+    return ms
+
+
+def _attempts(name: str, value: Any, limits: Limits) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        isinstance(value, float) and not value.is_integer()
+    ):
+        raise ValidationError(
+            f"{name} must be a whole number of retries (runs = {name} + 1), got {_describe(value)}",
+            name)
+    n = int(value)
+    if not 0 <= n <= limits.max_attempts:
+        raise ValidationError(f"{name} must be between 0 and {limits.max_attempts}, got {n}", name)
+    return n
+
+
+def _timeout(name: str, value: Any, limits: Limits) -> int:
+    ms = _integer(name, value)
+    if ms < 1:
+        raise ValidationError(f"{name} must be at least 1 ms, got {ms}", name)
+    if ms > limits.max_timeout_ms:
+        raise ValidationError(
+            f"{name} {ms} ms is over this queue's maximum of {limits.max_timeout_ms} ms; "
+            "split longer work into continued slices", name)
+    return ms
+
+
+def _delivery_mode(name: str, value: Any, limits: Limits) -> DeliveryMode:
+    try:
+        return DeliveryMode(value)
+    except ValueError:
+        raise ValidationError(
+            f"{name} must be \"atLeastOnce\" or \"atMostOnce\", got {_describe(value)}", name
+        ) from None
+
+
+def _priority(name: str, value: Any, limits: Limits) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        raise ValidationError(f"{name} must be a finite number (lower runs first), got "
+                              f"{_describe(value)}", name)
+    return value
+
+
+def _unique_id(name: str, value: Any, limits: Limits) -> str:
+    check_unique_id(value, name)
+    return str(value)
+
+
+_CHECKS = {
+    "attempts": _attempts,
+    "backoff_ms": _duration,
+    "delay_ms": _duration,
+    "keep_result_ms": _duration,
+    "delivery_mode": _delivery_mode,
+    "priority": _priority,
+    "timeout_ms": _timeout,
+    "unique_id": _unique_id,
+}
+
+# Characters that cannot reach the queue intact through the SDK's unencoded GET path
+# (leancloud-protocol.md 1.1): they would split, cut or re-decode the path.
+_ID_FORBIDDEN = frozenset("/?#%")
+
+
+def check_unique_id(value: Any, name: str = "uniqueId") -> None:
+    """Refuse ids that are not 1-32 printable ASCII characters without space, / ? # or %."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, got {_describe(value)}", name)
+    if not 1 <= len(value) <= MAX_UNIQUE_ID_CHARS:
+        raise ValidationError(
+            f"{name} must be 1 to {MAX_UNIQUE_ID_CHARS} characters, got {len(value)}", name)
+    for ch in value:
+        if not ("!" <= ch <= "~") or ch in _ID_FORBIDDEN:
+            raise ValidationError(
+                f"{name} may not contain {ch!r}: use printable ASCII without space, / ? # or % "
+                "(letters, digits and _ . ~ - are always safe)", name)
+
+
+def check_function_name(value: Any, name: str = "function") -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{name} must be a non-empty string naming the cloud function, got "
+                              f"{_describe(value)}", name)
+    if len(value) > MAX_FUNCTION_NAME_CHARS:
+        raise ValidationError(
+            f"{name} must be at most {MAX_FUNCTION_NAME_CHARS} characters, got {len(value)}", name)
+    for ch in value:
+        if not ("!" <= ch <= "~") or ch in _ID_FORBIDDEN:
+            raise ValidationError(f"{name} may not contain {ch!r}: it becomes a URL path segment",
+                                  name)
+    return value
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_DEPTH) -> None:
+    """Refuse params that are not plain JSON (dict with str keys, list, str, number, bool, None)
+    or that nest deeper than ``max_depth``: they could not be stored or sent as JSON."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, _SCALARS):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValidationError(f"{name} must be JSON: {item} is not a JSON number", name)
+            continue
+        if depth > max_depth:
+            raise ValidationError(f"{name} nest deeper than {max_depth} levels", name)
+        if isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    raise ValidationError(f"{name} must be JSON: object key {key!r} is not a "
+                                          "string", name)
+                stack.append((v, depth + 1))
+        else:
+            raise ValidationError(
+                f"{name} must be JSON: a {type(item).__name__} cannot be stored", name)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)

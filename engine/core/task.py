@@ -1,0 +1,133 @@
+"""The task record the core keeps, and the read-only ``TaskInfo`` it hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.core.options import TaskOptions
+from engine.core.states import TaskState
+
+
+class _Absent:
+    """Marks a field that has no value (distinct from a JSON ``null`` result)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT: Any = _Absent()
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    """One task's live state. Mutated only by ``EngineCore.apply``."""
+
+    unique_id: str
+    function: str
+    params: Any
+    options: TaskOptions
+    priority: int | float
+    seq: int
+    created_ms: int
+    state: TaskState = TaskState.QUEUED
+    attempt: int = 0
+    run_seq: int = 0
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    status_code: int | None = None
+    result: Any = ABSENT
+    error: str | None = None
+    retry_at_ms: int | None = None
+    timer: Any = None
+    timer_token: int = 0
+
+    def info(self) -> TaskInfo:
+        return TaskInfo(
+            unique_id=self.unique_id,
+            state=self.state,
+            function=self.function,
+            attempt=self.attempt,
+            max_runs=self.options.max_runs,
+            created_ms=self.created_ms,
+            started_ms=self.started_ms,
+            finished_ms=self.finished_ms,
+            status_code=self.status_code,
+            result=self.result,
+            error=self.error,
+            retry_at_ms=self.retry_at_ms if self.state is TaskState.RETRY_WAIT else None,
+            expires_ms=(self.finished_ms + self.options.keep_result_ms
+                        if self.finished_ms is not None else None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A snapshot of one task, as ``get_task_info`` returns it.
+
+    ``status`` is LeanCloud's three-valued status; ``state`` is the detailed one. ``result`` is
+    ``ABSENT`` until the task succeeds; for a function host it is the host's whole JSON body
+    (``{"result": v}``, leancloud-protocol D3), and in-process functions are wrapped the same way.
+    """
+
+    unique_id: str
+    state: TaskState
+    function: str
+    attempt: int
+    max_runs: int
+    created_ms: int
+    started_ms: int | None
+    finished_ms: int | None
+    status_code: int | None
+    result: Any
+    error: str | None
+    retry_at_ms: int | None
+    expires_ms: int | None
+
+    @property
+    def status(self) -> str:
+        return self.state.wire_status
+
+    @property
+    def return_value(self) -> Any:
+        """The function's own return value (``result["result"]``), or None."""
+        if isinstance(self.result, dict):
+            return self.result.get("result")
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The LeanCloud TaskInfo dict, plus extension fields (state, function, attempt,
+        maxRuns, createdAt, startedAt, expiresAt). Absent fields are left out."""
+        wire: dict[str, Any] = {"uniqueId": self.unique_id, "status": self.status}
+        if self.finished_ms is not None:
+            wire["finishedAt"] = iso_ms(self.finished_ms)
+        if self.status_code is not None:
+            wire["statusCode"] = self.status_code
+        if self.result is not ABSENT and self.state is TaskState.SUCCESS:
+            wire["result"] = self.result
+        if self.error is not None and self.state is not TaskState.SUCCESS:
+            wire["error"] = self.error
+        if self.retry_at_ms is not None:
+            wire["retryAt"] = iso_ms(self.retry_at_ms)
+        wire["state"] = self.state.value
+        wire["function"] = self.function
+        wire["attempt"] = self.attempt
+        wire["maxRuns"] = self.max_runs
+        wire["createdAt"] = iso_ms(self.created_ms)
+        if self.started_ms is not None:
+            wire["startedAt"] = iso_ms(self.started_ms)
+        if self.expires_ms is not None:
+            wire["expiresAt"] = iso_ms(self.expires_ms)
+        return wire
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC with milliseconds and ``Z``: ``2019-05-31T07:23:19.467Z``."""
+    dt = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"

@@ -1,0 +1,184 @@
+"""The embedded queue: ``Engine``, the API a Python service uses inside its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import TracebackType
+from typing import Any
+
+from engine.core.engine import CoreConfig, EngineCore
+from engine.core.errors import EngineClosedError
+from engine.core.options import Limits, check_function_name, check_params, parse_options
+from engine.core.task import TaskInfo
+from engine.runtime.clock import Clock, SystemClock
+from engine.runtime.driver import Driver
+from engine.runtime.functions import FunctionRegistry, Invoker
+from engine.runtime.store import MemoryStore, Store
+
+
+class Engine:
+    """A task queue in this process.
+
+    Example::
+
+        async with Engine() as queue:
+            @queue.define
+            async def add(params, ctx):
+                return params["a"] + params["b"]
+
+            uid = await queue.enqueue("add", {"a": 1, "b": 2}, attempts=3, backoff=1000)
+            info = await queue.wait(uid)          # info.status == "success"
+            assert info.result == {"result": 3}
+
+    Args:
+        concurrency: runs in flight at once (LeanCloud's default is 1).
+        max_timeout_ms: the largest ``timeout`` a task may ask for.
+        store: where events go (default: kept in memory only).
+        clock: time source (default: the system clock; tests pass a ``FakeClock``).
+        invoker: runs tasks (default: the in-process functions registered with ``define``).
+    """
+
+    def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
+                 store: Store | None = None, clock: Clock | None = None,
+                 invoker: Invoker | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.clock = clock or SystemClock()
+        self.functions = FunctionRegistry()
+        self.limits = Limits(max_timeout_ms=max_timeout_ms)
+        self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits),
+                               start_ms=self.clock.now_ms())
+        self.store: Store = store or MemoryStore()
+        self._driver = Driver(self.core, self.store, self.clock, invoker or self.functions)
+        self._state = "new"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"engine already {self._state}")
+        self._state = "running"
+        self._driver.start()
+        self._driver.poke()
+
+    async def close(self, grace_ms: int = 5_000) -> None:
+        """Stop taking work, give runs in flight ``grace_ms`` to finish, flush and stop."""
+        if self._state != "running":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        await self._driver.stop(grace_ms)
+        await self.store.close()
+        self._state = "closed"
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ functions
+
+    def define(self, name: Any = None) -> Any:
+        """Register an ``async def fn(params, ctx)``: ``@queue.define`` or
+        ``@queue.define("name")``. Raising fails the run; returning a JSON value succeeds."""
+        return self.functions.define(name)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def enqueue(self, function: str, params: Any = None, **options: Any) -> str:
+        """Queue a task; return its uniqueId once it is durable.
+
+        Options (LeanCloud's, snake_case, durations in ms): ``attempts`` (retries; runs =
+        attempts + 1; default 1), ``backoff`` (default 60000), ``delay`` (0), ``delivery_mode``
+        ("atLeastOnce" | "atMostOnce"), ``keep_result`` (300000), ``priority`` (lower first;
+        default the enqueue time), ``timeout`` (per run, default 15000), ``unique_id`` (1-32
+        chars; default a random UUID).
+
+        Raises:
+            ValidationError: a bad option, function name or params; nothing is created.
+            DuplicateTaskError: the uniqueId is held by a task (queued .. keepResult).
+            EngineClosedError: the engine is not running.
+            LogError: the store cannot make the task durable (nothing was acknowledged).
+        """
+        self._check_open()
+        opts = parse_options(options, wire=False, limits=self.limits)
+        check_function_name(function)
+        if params is None:
+            params = {}
+        check_params(params)
+        unique_id = opts.unique_id or str(uuid.uuid4())
+        commands = self.core.submit(unique_id, function, params, opts, self.clock.now_ms())
+        self._driver.execute(commands)
+        self._driver.poke()
+        seq = self.core.last_seq
+        if self.store.durable_seq < seq:
+            await self.store.wait_durable(seq)
+        return unique_id
+
+    async def get_task_info(self, unique_id: str) -> TaskInfo:
+        """Raises ``UnknownTaskError`` for an unknown or expired uniqueId."""
+        return self.core.task_info(unique_id, self.clock.now_ms())
+
+    async def cancel(self, unique_id: str) -> TaskInfo:
+        """Cancel a queued or retry-waiting task; returns its final info.
+
+        Raises:
+            UnknownTaskError: no such task.
+            InvalidTransitionError: the task is running or already finished.
+        """
+        self._check_open()
+        commands = self.core.cancel(unique_id, self.clock.now_ms())
+        info = self.core.task_info(unique_id, self.clock.now_ms())
+        self._driver.execute(commands)
+        self._driver.poke()
+        seq = self.core.last_seq
+        if self.store.durable_seq < seq:
+            await self.store.wait_durable(seq)
+        return info
+
+    async def wait(self, unique_id: str, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task is final (success, failed or cancelled) and return its info.
+
+        ``timeout`` is in seconds (asyncio's convention); raises ``TimeoutError`` when it passes.
+        """
+        info = self.core.task_info(unique_id, self.clock.now_ms())
+        if info.state.is_final:
+            return info
+        future = self._driver.wait_finished(unique_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            self._driver.drop_waiter(unique_id, future)
+
+    # ------------------------------------------------------------------ tests and tools
+
+    @property
+    def idle(self) -> bool:
+        return self._driver.idle and self.store.durable_seq >= self.core.last_seq
+
+    async def settle(self, max_rounds: int = 10_000) -> None:
+        """Let the driver and in-flight runs proceed until nothing more happens without the
+        clock moving (for tests with a ``FakeClock``): no poke pending, everything durable, and
+        no event, run or durability change for several loop turns. A run blocked on something
+        outside counts as settled."""
+        quiet, last = 0, None
+        for _ in range(max_rounds):
+            await asyncio.sleep(0)
+            mark = (self.core.last_seq, self.store.durable_seq, self._driver.running_runs)
+            calm = (not self._driver.poked and mark == last
+                    and self.store.durable_seq >= self.core.last_seq)
+            quiet = quiet + 1 if calm else 0
+            last = mark
+            if quiet >= 5:
+                return
+
+    def _check_open(self) -> None:
+        if self._state != "running":
+            raise EngineClosedError(f"the engine is {self._state}; it takes no new tasks")
+        if self._driver.failure is not None:
+            raise EngineClosedError(f"the engine stopped: {self._driver.failure}")
+

@@ -1,0 +1,176 @@
+"""Driver: the one asyncio task that owns the core and carries out its commands.
+
+The core is only ever touched from the event loop's thread and never across an ``await``, so
+there is one writer and no lock. Requests (``Engine.enqueue`` …) call the core directly, hand the
+returned commands to ``execute`` and ``poke`` the driver; the driver's loop ticks the core, sleeps
+until the next timer or the next poke, and repeats.
+
+Effects happen after commit: a run starts only once the events it depends on are durable
+(``Invoke.durable_seq``), and a waiter hears of a finished task only once the event that finished
+it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
+from engine.core.engine import EngineCore
+from engine.core.errors import LogError
+from engine.core.events import FailureKind
+from engine.core.task import TaskInfo
+from engine.runtime.clock import Clock
+from engine.runtime.functions import Failed, Invoker, Outcome, Succeeded, Unavailable
+from engine.runtime.store import Store
+
+log = logging.getLogger("cloudqueue.driver")
+
+
+class Driver:
+    def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker) -> None:
+        self.core = core
+        self.store = store
+        self.clock = clock
+        self.invoker = invoker
+        self._wake = asyncio.Event()
+        self._runs: dict[int, asyncio.Task[None]] = {}
+        self._waiters: dict[str, list[asyncio.Future[TaskInfo]]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.failure: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="cloudqueue-driver")
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    @property
+    def running_runs(self) -> int:
+        return len(self._runs)
+
+    @property
+    def poked(self) -> bool:
+        return self._wake.is_set()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to do right now: no poke pending and every run finished."""
+        return not self._wake.is_set() and not self._runs
+
+    async def stop(self, grace_ms: int) -> None:
+        """Stop ticking; give runs in flight ``grace_ms`` to finish, then cancel them (an
+        unfinished run is handed back: on restart the log's recovery decides its fate)."""
+        if self._runs and grace_ms > 0:
+            await asyncio.wait(list(self._runs.values()), timeout=grace_ms / 1000)
+        self._stopping = True
+        self._wake.set()
+        for task in list(self._runs.values()):
+            task.cancel()
+        tasks = [t for t in [self._loop_task, *self._runs.values()] if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runs.clear()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            self.execute(self.core.tick(self.clock.now_ms()))
+            deadline = self.core.next_deadline_ms()
+            timer = self.clock.call_at(deadline, self._wake.set) if deadline is not None else None
+            await self._wake.wait()
+            if timer is not None:
+                timer.cancel()
+
+    # ------------------------------------------------------------------ commands
+
+    def execute(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Append):
+                self.store.append(command.events)
+            elif isinstance(command, Invoke):
+                self._runs[command.run_seq] = asyncio.create_task(self._run(command))
+            elif isinstance(command, CancelRun):
+                run = self._runs.pop(command.run_seq, None)
+                if run is not None:
+                    run.cancel()
+            elif isinstance(command, TaskFinished):
+                self._finished(command.info)
+
+    async def _run(self, command: Invoke) -> None:
+        try:
+            if self.store.durable_seq < command.durable_seq:
+                await self.store.wait_durable(command.durable_seq)
+            outcome = await self.invoker.invoke(command)
+        except LogError:
+            return  # the store failed: nothing may run; the engine is failing closed
+        except Exception as exc:  # an invoker bug: we cannot tell whether the function ran
+            log.exception("invoker failed on %s run %d", command.unique_id, command.run_seq)
+            outcome = Failed(f"internal error while running the task: {exc!r}",
+                             FailureKind.UNKNOWN)
+        finally:
+            if self._runs.get(command.run_seq) is asyncio.current_task():
+                del self._runs[command.run_seq]
+        self._report(command, outcome)
+
+    def _report(self, command: Invoke, outcome: Outcome) -> None:
+        now_ms = self.clock.now_ms()
+        uid, run_seq = command.unique_id, command.run_seq
+        if isinstance(outcome, Succeeded):
+            commands = self.core.run_succeeded(uid, run_seq, outcome.result, now_ms,
+                                               outcome.status_code)
+        elif isinstance(outcome, Failed):
+            commands = self.core.run_failed(uid, run_seq, outcome.error, now_ms, outcome.kind,
+                                            outcome.status_code)
+        elif isinstance(outcome, Unavailable):
+            commands = self.core.run_requeued(uid, run_seq, outcome.reason, now_ms)
+        try:
+            self.execute(commands)
+        except LogError as exc:
+            self.failure = exc
+            log.error("the store failed; stopping: %s", exc)
+        self.poke()
+
+    # ------------------------------------------------------------------ waiters
+
+    def wait_finished(self, unique_id: str) -> asyncio.Future[TaskInfo]:
+        future: asyncio.Future[TaskInfo] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(unique_id, []).append(future)
+        return future
+
+    def drop_waiter(self, unique_id: str, future: asyncio.Future[TaskInfo]) -> None:
+        waiters = self._waiters.get(unique_id)
+        if waiters and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._waiters[unique_id]
+
+    def _finished(self, info: TaskInfo) -> None:
+        waiters = self._waiters.pop(info.unique_id, None)
+        if not waiters:
+            return
+        seq = self.core.last_seq
+        if self.store.durable_seq >= seq:
+            _resolve(waiters, info)
+        else:
+            asyncio.ensure_future(self._resolve_when_durable(seq, waiters, info))
+
+    async def _resolve_when_durable(self, seq: int, waiters: list[asyncio.Future[TaskInfo]],
+                                    info: TaskInfo) -> None:
+        try:
+            await self.store.wait_durable(seq)
+        except LogError as exc:
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        _resolve(waiters, info)
+
+
+def _resolve(waiters: list[asyncio.Future[TaskInfo]], info: TaskInfo) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_result(info)

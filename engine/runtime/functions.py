@@ -1,0 +1,106 @@
+"""In-process functions: the ``define`` registry, the run context, and the in-process invoker."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from engine.core.commands import Invoke
+from engine.core.errors import ConfigError, ValidationError
+from engine.core.events import FailureKind
+from engine.core.options import check_function_name, check_params
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What a running function knows about its run."""
+
+    unique_id: str
+    function: str
+    attempt: int
+    deadline_ms: int
+
+
+Handler: TypeAlias = Callable[[Any, RunContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    result: Any
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: str
+    kind: FailureKind = FailureKind.ERROR
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Nothing was delivered (host unreachable): no attempt is charged."""
+
+    reason: str
+
+
+Outcome: TypeAlias = Succeeded | Failed | Unavailable
+
+
+class Invoker:
+    """Runs one run and classifies how it went. Must not raise for a function's failure."""
+
+    async def invoke(self, command: Invoke) -> Outcome:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FunctionRegistry(Invoker):
+    """Coroutine functions by name, called as ``await fn(params, ctx)``.
+
+    The result of a successful run is stored as ``{"result": value}``, the shape a LeanEngine
+    host answers with, so task info reads the same however the function ran.
+    """
+
+    def __init__(self) -> None:
+        self._functions: dict[str, Handler] = {}
+
+    def define(self, name: str | Handler | None = None) -> Any:
+        """Register a coroutine function; use as ``@define``, ``@define()`` or ``@define("name")``."""
+        if callable(name):
+            return self._register(name.__name__, name)
+
+        def decorator(fn: Handler) -> Handler:
+            return self._register(name if isinstance(name, str) else fn.__name__, fn)
+
+        return decorator
+
+    def _register(self, name: str, fn: Handler) -> Handler:
+        try:
+            check_function_name(name)
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigError(
+                f"function {name!r} must be 'async def' (wrap blocking work in asyncio.to_thread)")
+        self._functions[name] = fn
+        return fn
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._functions
+
+    async def invoke(self, command: Invoke) -> Outcome:
+        fn = self._functions.get(command.function)
+        if fn is None:
+            return Failed(f"No such cloud function '{command.function}'")
+        ctx = RunContext(command.unique_id, command.function, command.attempt, command.deadline_ms)
+        try:
+            value = await fn(command.params, ctx)
+        except Exception as exc:  # the function's failure is an outcome, not our error
+            return Failed(str(exc) or type(exc).__name__)
+        try:
+            check_params(value, "the function's return value")
+        except ValidationError as exc:
+            return Failed(str(exc))
+        return Succeeded({"result": value})
