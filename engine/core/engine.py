@@ -221,8 +221,11 @@ class EngineCore:
             self._make_ready(task)
         elif kind is TimerKind.TIMEOUT and task.state is TaskState.RUNNING:
             run_seq = task.run_seq
+            # The run failed at its deadline, however late the driver noticed: retryAt counts
+            # from there.
+            deadline_ms = (task.started_ms or now_ms) + task.options.timeout_ms
             events.append(self._emit(RunFailed(
-                self._seq(), now_ms, unique_id, run_seq,
+                self._seq(), min(now_ms, deadline_ms), unique_id, run_seq,
                 f"cloud function timed out after {task.options.timeout_ms} ms",
                 FailureKind.UNKNOWN)))
             commands.append(CancelRun(unique_id, run_seq))
@@ -237,7 +240,8 @@ class EngineCore:
             if unique_id is None:
                 return
             task = self._tasks[unique_id]
-            started = self._emit(RunStarted(self._seq(), now_ms, unique_id, task.attempt + 1))
+            started = RunStarted(self._seq(), now_ms, unique_id, task.attempt + 1)
+            self.apply(started)
             events.append(started)
             options = task.options
             at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE
@@ -289,6 +293,9 @@ class EngineCore:
 
     def _apply_started(self, event: RunStarted) -> None:
         task = self._tasks[event.unique_id]
+        if task.state is TaskState.RETRY_WAIT:
+            # The wake is derived from retryAt, not logged; in replay the start implies it.
+            fire(task, Trigger.WAKE)
         fire(task, Trigger.START)
         self._ready.discard(task.unique_id)
         task.attempt = event.attempt

@@ -11,17 +11,18 @@ purge) are computed from these fields only, never from a clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from engine.core.options import TaskOptions
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     """How sure we are that a failed run did not do its work."""
 
     ERROR = "error"      # the function answered with an error: retried under both delivery modes
-    UNKNOWN = "unknown"  # no answer in time, or the connection broke after sending: deliveryMode decides
+    UNKNOWN = "unknown"  # no answer in time, or the connection broke after sending:
+    #                      deliveryMode decides
     LOST = "lost"        # the queue restarted while the run was in flight (atMostOnce only)
 
 
@@ -95,4 +96,5 @@ class TaskPurged:
     unique_id: str
 
 
-Event = TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled | TaskPurged
+Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
+         | TaskPurged)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from engine.core.errors import ValidationError
@@ -23,7 +23,7 @@ MAX_DURATION_MS = 366 * 24 * 3600 * 1000
 MAX_PARAMS_DEPTH = 64
 
 
-class DeliveryMode(str, Enum):
+class DeliveryMode(StrEnum):
     AT_LEAST_ONCE = "atLeastOnce"
     AT_MOST_ONCE = "atMostOnce"
 
@@ -70,7 +70,8 @@ WIRE_OPTION_NAMES = frozenset(w for _, w, _ in _OPTION_NAMES)
 _DEFAULTS = TaskOptions()
 
 
-def parse_options(values: Mapping[str, Any], *, wire: bool, limits: Limits = Limits()) -> TaskOptions:
+def parse_options(values: Mapping[str, Any], *, wire: bool,
+                  limits: Limits = Limits()) -> TaskOptions:
     """Validate options given in the Python (``wire=False``) or wire (``wire=True``) spelling.
 
     Unknown names are refused in the Python spelling (a typo there is a bug) and ignored on the
@@ -83,7 +84,8 @@ def parse_options(values: Mapping[str, Any], *, wire: bool, limits: Limits = Lim
         unknown = sorted(set(values) - PYTHON_OPTION_NAMES)
         if unknown:
             raise ValidationError(
-                f"unknown option {unknown[0]!r}; options are: {', '.join(sorted(PYTHON_OPTION_NAMES))}",
+                f"unknown option {unknown[0]!r}; options are: "
+                f"{', '.join(sorted(PYTHON_OPTION_NAMES))}",
                 unknown[0],
             )
     fields: dict[str, Any] = {}
@@ -102,9 +104,10 @@ def _integer(name: str, value: Any) -> int:
             f"{name} must be an integer number of milliseconds, got {_describe(value)}", name)
     if isinstance(value, float):
         if not value.is_integer():
-            raise ValidationError(f"{name} must be a whole number of milliseconds, got {value}", name)
-        value = int(value)
-    return value
+            raise ValidationError(
+                f"{name} must be a whole number of milliseconds, got {value}", name)
+        return int(value)
+    return int(value)
 
 
 def _duration(name: str, value: Any, limits: Limits) -> int:
@@ -246,4 +249,8 @@ def _describe(value: Any) -> str:
         return f"string {shown!r}"
     if isinstance(value, int | float):
         return f"number {value}"
-    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -19,7 +19,7 @@ legal.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from transitions import Machine
@@ -27,7 +27,7 @@ from transitions import Machine
 from engine.core.errors import InvalidTransitionError
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRY_WAIT = "retry_wait"
@@ -52,7 +52,7 @@ class TaskState(str, Enum):
 _FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.CANCELLED})
 
 
-class Trigger(str, Enum):
+class Trigger(StrEnum):
     START = "start"
     SUCCEED = "succeed"
     RETRY_LATER = "retry_later"
@@ -93,7 +93,7 @@ def _compile(machine: Machine) -> dict[tuple[TaskState, Trigger], TaskState]:
         event = machine.events[trigger.value]
         for source_name, transitions in event.transitions.items():
             for transition in transitions:
-                table[(TaskState[source_name], trigger)] = TaskState[transition.dest]
+                table[(TaskState[source_name], trigger)] = TaskState[str(transition.dest)]
     return table
 
 
@@ -101,7 +101,8 @@ _COMPILED = _compile(TASK_MACHINE)
 
 
 def fire(task: HasState, trigger: Trigger) -> TaskState:
-    """Move ``task`` by ``trigger``; raise ``InvalidTransitionError`` (state unchanged) if illegal."""
+    """Move ``task`` by ``trigger``; raise ``InvalidTransitionError`` (state unchanged) if
+    illegal."""
     dest = _COMPILED.get((task.state, trigger))
     if dest is None:
         raise InvalidTransitionError(task.unique_id, task.state.value, trigger.value)

@@ -67,7 +67,7 @@ class FunctionRegistry(Invoker):
         self._functions: dict[str, Handler] = {}
 
     def define(self, name: str | Handler | None = None) -> Any:
-        """Register a coroutine function; use as ``@define``, ``@define()`` or ``@define("name")``."""
+        """Register a coroutine function: ``@define``, ``@define()`` or ``@define("name")``."""
         if callable(name):
             return self._register(name.__name__, name)
 

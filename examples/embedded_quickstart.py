@@ -1,0 +1,39 @@
+"""The README's embedded example: define functions, enqueue tasks, read their outcome.
+
+Run it with `python examples/embedded_quickstart.py` (after `pip install -e .`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engine import Engine, RunContext
+
+
+async def main() -> None:
+    async with Engine(concurrency=2) as queue:
+
+        @queue.define
+        async def resize(params: Any, ctx: RunContext) -> dict[str, Any]:
+            await asyncio.sleep(0.01)  # stands in for real work
+            return {"image": params["image"], "width": params["width"]}
+
+        @queue.define
+        async def flaky(params: Any, ctx: RunContext) -> str:
+            if ctx.attempt < 2:
+                raise RuntimeError(f"upstream busy (attempt {ctx.attempt})")
+            return f"done on attempt {ctx.attempt}"
+
+        first = await queue.enqueue("resize", {"image": "cat.png", "width": 640})
+        second = await queue.enqueue("flaky", {}, attempts=2, backoff=100, unique_id="flaky-1")
+        later = await queue.enqueue("resize", {"image": "dog.png", "width": 320}, delay=200,
+                                    priority=1)
+
+        for uid in (first, second, later):
+            info = await queue.wait(uid, timeout=10)
+            print(info.to_wire())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
