@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError
+from engine.core.events import Event, TaskSubmitted
 from engine.core.options import Limits, check_function_name, check_params, parse_options
 from engine.core.task import TaskInfo
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
 from engine.runtime.functions import FunctionRegistry, Invoker
+from engine.runtime.log_file import (
+    DEFAULT_SEGMENT_BYTES,
+    FileOps,
+    FsyncPolicy,
+    RecoveryReport,
+)
+from engine.runtime.log_store import LogStore
 from engine.runtime.store import MemoryStore, Store
+
+log = logging.getLogger("cloudqueue")
 
 
 class Engine:
@@ -34,14 +46,23 @@ class Engine:
     Args:
         concurrency: runs in flight at once (LeanCloud's default is 1).
         max_timeout_ms: the largest ``timeout`` a task may ask for.
-        store: where events go (default: kept in memory only).
+        data_dir: keep tasks in a durable log in this directory (replayed on start). Without
+            it (and without ``store``) tasks are kept in memory only.
+        fsync: ``always`` (default: fsync before acknowledging), ``interval[:MS]`` or ``never``.
+        segment_bytes: the log rotates to a new segment past this size.
+        file_ops: the file layer under the log (tests inject faults through it).
+        store: a custom ``Store`` instead of ``data_dir``.
         clock: time source (default: the system clock; tests pass a ``FakeClock``).
         invoker: runs tasks (default: the in-process functions registered with ``define``).
     """
 
     def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
-                 store: Store | None = None, clock: Clock | None = None,
-                 invoker: Invoker | None = None) -> None:
+                 data_dir: str | Path | None = None, fsync: str = "always",
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, file_ops: FileOps | None = None,
+                 store: Store | None = None,
+                 clock: Clock | None = None, invoker: Invoker | None = None) -> None:
+        if data_dir is not None and store is not None:
+            raise ValueError("give data_dir or store, not both")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.clock = clock or SystemClock()
@@ -49,18 +70,47 @@ class Engine:
         self.limits = Limits(max_timeout_ms=max_timeout_ms)
         self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits),
                                start_ms=self.clock.now_ms())
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._log_options = {"policy": FsyncPolicy.parse(fsync), "segment_bytes": segment_bytes,
+                             "ops": file_ops}
         self.store: Store = store or MemoryStore()
-        self._driver = Driver(self.core, self.store, self.clock, invoker or self.functions)
+        self._invoker = invoker or self.functions
+        self._driver = Driver(self.core, self.store, self.clock, self._invoker)
         self._state = "new"
+        self.recovery: RecoveryReport | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"engine already {self._state}")
+        if self.data_dir is not None:
+            await self._open_log(self.data_dir)
         self._state = "running"
+        self.store.start()
+        self._driver.execute(self.core.recover(self.clock.now_ms()))
         self._driver.start()
         self._driver.poke()
+
+    async def _open_log(self, directory: Path) -> None:
+        store, events, report = await asyncio.to_thread(
+            LogStore.open, directory, on_disk_full=self._roll_back_unstored,
+            **self._log_options)
+        for event in events:
+            self.core.apply(event)
+        self.store = store
+        self._driver = Driver(self.core, store, self.clock, self._invoker)
+        self.recovery = report
+        log.info("%s: %s", directory, report.summary())
+
+    def _roll_back_unstored(self, batch: list[Event]) -> list[Event]:
+        """The disk filled up before ``batch`` was written: forget the tasks submitted in it
+        (their callers get DiskFullError) and keep the rest of the batch for a retry."""
+        submitted = {e.unique_id: e.seq for e in batch if isinstance(e, TaskSubmitted)}
+        for unique_id in submitted:
+            self.core.forget(unique_id)
+        return [e for e in batch
+                if e.unique_id not in submitted or e.seq < submitted[e.unique_id]]
 
     async def close(self, grace_ms: int = 5_000) -> None:
         """Stop taking work, give runs in flight ``grace_ms`` to finish, flush and stop."""
@@ -179,6 +229,7 @@ class Engine:
     def _check_open(self) -> None:
         if self._state != "running":
             raise EngineClosedError(f"the engine is {self._state}; it takes no new tasks")
-        if self._driver.failure is not None:
-            raise EngineClosedError(f"the engine stopped: {self._driver.failure}")
+        failure = self.store.failure
+        if failure is not None:
+            raise failure
 

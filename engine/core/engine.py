@@ -173,6 +173,16 @@ class EngineCore:
         event = self._emit(RunRequeued(self._seq(), now_ms, unique_id, run_seq, reason))
         return [Append((event,))]
 
+    def forget(self, unique_id: str) -> None:
+        """Undo a submission the store could not make durable (disk full). Such a task never
+        ran (a run waits for its submission to be durable), so nothing else refers to it."""
+        task = self._tasks.pop(unique_id, None)
+        if task is None:
+            return
+        self._ready.discard(unique_id)
+        self._running.pop(unique_id, None)
+        self._set_timer(task, None, 0)
+
     def recover(self, now_ms: int) -> list[Command]:
         """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);
         atMostOnce fails with an error saying its run was lost. The decisions are logged."""
@@ -194,8 +204,9 @@ class EngineCore:
 
     # ------------------------------------------------------------------ the clock
 
-    def tick(self, now_ms: int) -> list[Command]:
-        """Fire every timer due at ``now_ms`` and start ready tasks while slots are free."""
+    def tick(self, now_ms: int, *, dispatch: bool = True) -> list[Command]:
+        """Fire every timer due at ``now_ms`` and (unless ``dispatch`` is False, e.g. while the
+        store refuses work) start ready tasks while slots are free."""
         events: list[Event] = []
         commands: list[Command] = []
         self._due.extend(self._wheel.advance(now_ms))
@@ -208,7 +219,8 @@ class EngineCore:
                     task.timer = None
                     task.timer_token = 0
                     self._on_timer(kind, task, now_ms, events, commands)
-        self._dispatch(now_ms, events, commands)
+        if dispatch:
+            self._dispatch(now_ms, events, commands)
         return [Append(tuple(events)), *commands] if events else commands
 
     def _on_timer(self, kind: TimerKind, task: Task, now_ms: int, events: list[Event],

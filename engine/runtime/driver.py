@@ -39,7 +39,6 @@ class Driver:
         self._waiters: dict[str, list[asyncio.Future[TaskInfo]]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.failure: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,7 +77,7 @@ class Driver:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            self.execute(self.core.tick(self.clock.now_ms()))
+            self.execute(self.core.tick(self.clock.now_ms(), dispatch=self.store.accepting))
             deadline = self.core.next_deadline_ms()
             timer = self.clock.call_at(deadline, self._wake.set) if deadline is not None else None
             await self._wake.wait()
@@ -129,9 +128,8 @@ class Driver:
             commands = self.core.run_requeued(uid, run_seq, outcome.reason, now_ms)
         try:
             self.execute(commands)
-        except LogError as exc:
-            self.failure = exc
-            log.error("the store failed; stopping: %s", exc)
+        except LogError as exc:  # the store refuses: it failed closed and says why
+            log.error("could not record the outcome of %s: %s", uid, exc)
         self.poke()
 
     # ------------------------------------------------------------------ waiters

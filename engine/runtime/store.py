@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from engine.core.errors import LogError
 from engine.core.events import Event
 
 
@@ -19,6 +20,18 @@ class Store(Protocol):
     def durable_seq(self) -> int:
         """Every event with ``seq <= durable_seq`` is durable."""
         ...
+
+    @property
+    def accepting(self) -> bool:
+        """False while the store cannot take new work (failed, or the disk is full)."""
+        ...
+
+    @property
+    def failure(self) -> LogError | None:
+        """Why the store is not accepting, or None."""
+        ...
+
+    def start(self) -> None: ...
 
     def append(self, events: Sequence[Event]) -> None:
         """Queue events for writing. Never blocks; raises ``LogError`` once the store has
@@ -42,6 +55,17 @@ class MemoryStore:
     @property
     def durable_seq(self) -> int:
         return self._durable_seq
+
+    @property
+    def accepting(self) -> bool:
+        return True
+
+    @property
+    def failure(self) -> LogError | None:
+        return None
+
+    def start(self) -> None:
+        return None
 
     def append(self, events: Sequence[Event]) -> None:
         if events:

@@ -1,0 +1,146 @@
+"""Events <-> log records: explicit, versioned, msgpack-ready dicts.
+
+Every record is a dict with ``"v"`` (schema version), ``"k"`` (kind), ``"seq"`` and ``"t"``
+(t_ms), plus short keys for the kind's fields. Options are stored as only the fields that differ
+from the defaults, so a default task costs a few bytes. The mapping is written out by hand for
+each kind: a renamed Python field must never silently change what is on disk, and a record of an
+unknown kind or a newer version refuses to load (``UnknownRecordKindError``) rather than being
+misread.
+
+Example: ``TaskSubmitted(seq=7, t_ms=1700000000000, unique_id="a", function="f", params={},
+options=TaskOptions(attempts=3), priority=1700000000000)`` is stored as::
+
+    {"v": 1, "k": "sub", "seq": 7, "t": 1700000000000, "id": "a", "fn": "f", "p": {},
+     "o": {"attempts": 3}, "pri": 1700000000000}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from engine.core.errors import LogError
+from engine.core.events import (
+    Event,
+    FailureKind,
+    RunFailed,
+    RunRequeued,
+    RunStarted,
+    RunSucceeded,
+    TaskCancelled,
+    TaskPurged,
+    TaskSubmitted,
+)
+from engine.core.options import DeliveryMode, TaskOptions
+
+SCHEMA_VERSION = 1
+_DEFAULT_OPTIONS = TaskOptions()
+_OPTION_FIELDS = ("attempts", "backoff_ms", "delay_ms", "delivery_mode", "keep_result_ms",
+                  "priority", "timeout_ms")
+
+
+class UnknownRecordKindError(LogError):
+    """A record this version cannot read (written by a newer version, or damaged in a way the
+    checksum could not see). The queue refuses to start rather than misread it."""
+
+    def __init__(self, kind: object, version: object) -> None:
+        super().__init__(f"unknown log record kind {kind!r} (schema version {version!r}); "
+                         f"this version reads schema {SCHEMA_VERSION}")
+        self.kind = kind
+        self.version = version
+
+
+def _options_to_dict(options: TaskOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _OPTION_FIELDS:
+        value = getattr(options, name)
+        if value != getattr(_DEFAULT_OPTIONS, name):
+            out[name] = value.value if isinstance(value, DeliveryMode) else value
+    return out
+
+
+def _options_from_dict(data: dict[str, Any]) -> TaskOptions:
+    if not data:
+        return _DEFAULT_OPTIONS
+    fields = dict(data)
+    if "delivery_mode" in fields:
+        fields["delivery_mode"] = DeliveryMode(fields["delivery_mode"])
+    return TaskOptions(**fields)
+
+
+def _head(kind: str, event: Event) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "k": kind, "seq": event.seq, "t": event.t_ms,
+            "id": event.unique_id}
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The dict that represents ``event`` in the log."""
+    match event:
+        case TaskSubmitted():
+            return {**_head("sub", event), "fn": event.function, "p": event.params,
+                    "o": _options_to_dict(event.options), "pri": event.priority}
+        case RunStarted():
+            return {**_head("start", event), "a": event.attempt}
+        case RunSucceeded():
+            return {**_head("ok", event), "run": event.run_seq, "r": event.result,
+                    "sc": event.status_code}
+        case RunFailed():
+            return {**_head("fail", event), "run": event.run_seq, "e": event.error,
+                    "kind": event.kind.value, "sc": event.status_code}
+        case RunRequeued():
+            return {**_head("requeue", event), "run": event.run_seq, "why": event.reason}
+        case TaskCancelled():
+            return _head("cancel", event)
+        case TaskPurged():
+            return _head("purge", event)
+    raise TypeError(f"not an event: {event!r}")  # pragma: no cover - exhaustive above
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    "sub": lambda r: TaskSubmitted(r["seq"], r["t"], r["id"], r["fn"], r["p"],
+                                   _options_from_dict(r["o"]), r["pri"]),
+    "start": lambda r: RunStarted(r["seq"], r["t"], r["id"], r["a"]),
+    "ok": lambda r: RunSucceeded(r["seq"], r["t"], r["id"], r["run"], r["r"], r["sc"]),
+    "fail": lambda r: RunFailed(r["seq"], r["t"], r["id"], r["run"], r["e"],
+                                FailureKind(r["kind"]), r["sc"]),
+    "requeue": lambda r: RunRequeued(r["seq"], r["t"], r["id"], r["run"], r["why"]),
+    "cancel": lambda r: TaskCancelled(r["seq"], r["t"], r["id"]),
+    "purge": lambda r: TaskPurged(r["seq"], r["t"], r["id"]),
+}
+
+
+def from_record(record: Any) -> Event:
+    """The event a log record stands for.
+
+    Raises:
+        UnknownRecordKindError: an unknown kind or schema version, or a record missing a field.
+    """
+    if not isinstance(record, dict):
+        raise UnknownRecordKindError(type(record).__name__, None)
+    version, kind = record.get("v"), record.get("k")
+    decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
+    if version != SCHEMA_VERSION or decoder is None:
+        raise UnknownRecordKindError(kind, version)
+    try:
+        return decoder(record)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnknownRecordKindError(kind, version) from exc
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_event(event: Event) -> bytes:
+    """``event`` as msgpack bytes (the payload of one log frame)."""
+    return bytes(_packer.pack(to_record(event)))
+
+
+def decode_event(payload: bytes) -> Event:
+    """The event in one frame's payload. Raises ``UnknownRecordKindError`` on anything else."""
+    try:
+        record = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise UnknownRecordKindError("undecodable msgpack", None) from exc
+    return from_record(record)

@@ -1,0 +1,306 @@
+"""LogStore: the durable ``Store`` (see ``log_file`` for the theory of operation)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import heapq
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.core.codec import encode_event
+from engine.core.errors import DiskFullError, LogError, LogPoisonedError
+from engine.core.events import Event
+from engine.core.framing import encode_frame
+from engine.runtime.log_file import (
+    DEFAULT_SEGMENT_BYTES,
+    FileOps,
+    FsyncPolicy,
+    LogLockedError,
+    OnDiskFull,
+    RecoveryReport,
+    list_segments,
+    read_log,
+    segment_name,
+)
+
+log = logging.getLogger("cloudqueue.log")
+
+_FULL_RETRY_FIRST_S = 0.05
+_FULL_RETRY_MAX_S = 2.0
+
+
+class _Waiters:
+    """Futures waiting for a seq to become durable, released in seq order."""
+
+    def __init__(self) -> None:
+        self.heap: list[int] = []
+        self.by_seq: dict[int, list[asyncio.Future[None]]] = {}
+
+    def add(self, seq: int, future: asyncio.Future[None]) -> None:
+        if seq not in self.by_seq:
+            self.by_seq[seq] = []
+            heapq.heappush(self.heap, seq)
+        self.by_seq[seq].append(future)
+
+    def pop_upto(self, seq: int) -> list[asyncio.Future[None]]:
+        ready: list[asyncio.Future[None]] = []
+        while self.heap and self.heap[0] <= seq:
+            ready.extend(self.by_seq.pop(heapq.heappop(self.heap), ()))
+        return ready
+
+    def pop(self, seq: int) -> list[asyncio.Future[None]]:
+        return self.by_seq.pop(seq, [])  # its heap entry is skipped later by pop_upto
+
+    def pop_all(self) -> list[asyncio.Future[None]]:
+        futures = [f for fs in self.by_seq.values() for f in fs]
+        self.heap.clear()
+        self.by_seq.clear()
+        return futures
+
+
+def _lock(directory: Path) -> int:
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogLockedError(directory) from None
+    return fd
+
+
+class LogStore:
+    """Append-only, group-committed, segmented log in ``directory``.
+
+    Use ``LogStore.open(directory)``, which also returns the events already in the log.
+    """
+
+    CLOSE_WAIT_S = 30.0  # how long close waits for pending writes (a full disk may never clear)
+
+    def __init__(self, directory: Path, *, last_seq: int = 0, policy: FsyncPolicy | None = None,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, ops: FileOps | None = None,
+                 on_disk_full: OnDiskFull | None = None, lock_fd: int | None = None) -> None:
+        self.directory = directory
+        self.policy = policy or FsyncPolicy()
+        self.segment_bytes = segment_bytes
+        self.on_disk_full = on_disk_full
+        self._ops = ops or FileOps()
+        self._lock_fd = lock_fd
+        segments = list_segments(directory)
+        self._segment_no = segments[-1][0] if segments else 1
+        path = directory / segment_name(self._segment_no)
+        self._size = path.stat().st_size if path.exists() else 0
+        self._fd = self._ops.open_append(path)
+        if not segments:
+            self._ops.fsync_dir(directory)
+        self._durable_seq = last_seq
+        self._pending: list[Event] = []
+        self._appended_seq = last_seq
+        self._kick = asyncio.Event()
+        self._waiters = _Waiters()
+        self._rejected: set[int] = set()
+        self._failure: LogError | None = None
+        self._full = False
+        self._retry_s = _FULL_RETRY_FIRST_S
+        self._flusher: asyncio.Task[None] | None = None
+        self._io: asyncio.Future[None] | None = None
+        self._unsynced = False
+        self._last_sync = time.monotonic()
+        self.batches = 0
+        self.syncs = 0
+        self.records = 0
+
+    @classmethod
+    def open(cls, directory: Path | str, **options: object
+             ) -> tuple[LogStore, list[Event], RecoveryReport]:
+        """Lock ``directory``, read (and tail-repair) its log, and open it for appending."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(path)
+        try:
+            events, report = read_log(path)
+            store = cls(path, last_seq=events[-1].seq if events else 0, lock_fd=lock_fd,
+                        **options)  # type: ignore[arg-type]
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return store, events, report
+
+    # ------------------------------------------------------------------ Store protocol
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable_seq
+
+    @property
+    def accepting(self) -> bool:
+        return self._failure is None and not self._full
+
+    @property
+    def failure(self) -> LogError | None:
+        if self._failure is not None:
+            return self._failure
+        if self._full:
+            return DiskFullError("the disk is full: nothing new is accepted until space is freed")
+        return None
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")
+
+    def append(self, events: Sequence[Event]) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if events:
+            self._pending.extend(events)
+            self._appended_seq = events[-1].seq
+            self._kick.set()
+
+    async def wait_durable(self, seq: int) -> None:
+        if seq in self._rejected:
+            raise DiskFullError("the disk is full: this was not stored")
+        if seq <= self._durable_seq:
+            return
+        if self._failure is not None:
+            raise self._failure
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(seq, future)
+        await future
+
+    async def close(self) -> None:
+        """Write what is pending (unless the store has failed), sync, and release the lock."""
+        if self._appended_seq > self._durable_seq and self._failure is None:
+            with contextlib.suppress(LogError, TimeoutError):
+                await asyncio.wait_for(self.wait_durable(self._appended_seq), self.CLOSE_WAIT_S)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        if self._io is not None:
+            await asyncio.gather(self._io, return_exceptions=True)
+        if self._failure is None and self._unsynced:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._ops.fsync, self._fd)
+        with contextlib.suppress(OSError):
+            self._ops.close(self._fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ the flusher
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if not self._pending:
+                # After a full disk with nothing left to retry, the next write is the probe.
+                self._full = False
+                if self._unsynced and self._sync_due():
+                    await self._sync_now()
+                continue
+            batch, self._pending = self._pending, []
+            data = b"".join([encode_frame(encode_event(event)) for event in batch])
+            try:
+                await self._in_thread(self._write, data)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC and self._failure is None:
+                    await self._disk_full(batch)
+                    continue
+                return self._poison(exc)
+            self._written(batch)
+
+    def _write(self, data: bytes) -> None:
+        """In a worker thread: one write, the fsync the policy asks for, rotation."""
+        size_before = self._size
+        try:
+            self._ops.write(self._fd, data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._ops.truncate(self._fd, size_before)  # drop the partial batch
+            raise
+        self._size += len(data)
+        if self.policy.mode == "always" or (self.policy.mode == "interval" and self._sync_due()):
+            self._sync()
+        else:
+            self._unsynced = True
+        if self._size >= self.segment_bytes:
+            self._rotate()
+
+    def _written(self, batch: list[Event]) -> None:
+        self._full = False
+        self._retry_s = _FULL_RETRY_FIRST_S
+        self.batches += 1
+        self.records += len(batch)
+        self._durable_seq = batch[-1].seq
+        for future in self._waiters.pop_upto(self._durable_seq):
+            if not future.done():
+                future.set_result(None)
+        if self._unsynced:
+            asyncio.get_running_loop().call_later(self.policy.interval_ms / 1000, self._kick.set)
+
+    def _sync(self) -> None:
+        self._ops.fsync(self._fd)
+        self.syncs += 1
+        self._unsynced = False
+        self._last_sync = time.monotonic()
+
+    def _sync_due(self) -> bool:
+        return (time.monotonic() - self._last_sync) * 1000 >= self.policy.interval_ms
+
+    async def _sync_now(self) -> None:
+        try:
+            await self._in_thread(self._sync)
+        except OSError as exc:
+            self._poison(exc)
+
+    async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run file IO in a worker thread; ``close`` waits for it even if the flusher is
+        cancelled, so the file is never closed under a write."""
+        self._io = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        await asyncio.shield(self._io)
+
+    def _rotate(self) -> None:
+        """In the worker thread: the old segment is synced before the new one exists, so only the
+        last segment can ever end torn."""
+        self._sync()
+        self._ops.close(self._fd)
+        self._segment_no += 1
+        self._fd = self._ops.open_append(self.directory / segment_name(self._segment_no))
+        self._ops.fsync_dir(self.directory)
+        self._size = 0
+
+    async def _disk_full(self, batch: list[Event]) -> None:
+        self._full = True
+        kept = self.on_disk_full(batch) if self.on_disk_full is not None else batch
+        kept_seqs = {event.seq for event in kept}
+        error = DiskFullError("the disk is full: the task was not stored (nothing was "
+                              "acknowledged); free space and enqueue again")
+        for event in batch:
+            if event.seq not in kept_seqs:
+                self._rejected.add(event.seq)
+                for future in self._waiters.pop(event.seq):
+                    if not future.done():
+                        future.set_exception(error)
+        self._pending[:0] = kept
+        log.error("disk full writing %s: %d event(s) rolled back, %d kept for retry",
+                  self.directory, len(batch) - len(kept), len(kept))
+        await asyncio.sleep(self._retry_s)
+        self._retry_s = min(self._retry_s * 2, _FULL_RETRY_MAX_S)
+        self._kick.set()
+
+    def _poison(self, exc: OSError) -> None:
+        error = LogPoisonedError(f"the log could not be written ({exc.strerror or exc}); nothing "
+                                 "more is acknowledged; restart the queue to recover")
+        error.__cause__ = exc
+        self._failure = error
+        self._pending.clear()
+        for future in self._waiters.pop_all():
+            if not future.done():
+                future.set_exception(error)
+        log.error("log poisoned: %s", error)

@@ -1,0 +1,318 @@
+"""The durable log under the Engine: ack after fsync, group commit, faults, restart, damage."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import (
+    DiskFullError,
+    Engine,
+    FakeClock,
+    LogPoisonedError,
+    RunContext,
+    TaskState,
+    UnknownTaskError,
+)
+from engine.core.codec import encode_event
+from engine.core.events import RunStarted, TaskSubmitted
+from engine.core.framing import encode_frame
+from engine.core.options import DeliveryMode, TaskOptions
+from engine.runtime.log_file import (
+    FileOps,
+    FsyncPolicy,
+    LogCorruptError,
+    LogLockedError,
+    list_segments,
+    read_log,
+    segment_name,
+)
+
+T0 = 1_700_000_000_000
+
+
+class CountingOps(FileOps):
+    """The real file layer, counting syncs, with switchable faults."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+        self.writes = 0
+        self.fail_fsync: int | None = None   # errno to raise from the next fsync
+        self.fail_write: int | None = None   # errno to raise from every write while set
+        self.gate: threading.Event | None = None  # fsync waits for it when set
+
+    def write(self, fd: int, data: bytes) -> None:
+        if self.fail_write is not None:
+            super().write(fd, data[: len(data) // 2])  # a partial write, as a full disk leaves
+            raise OSError(self.fail_write, "injected")
+        self.writes += 1
+        super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.fail_fsync is not None:
+            code, self.fail_fsync = self.fail_fsync, None
+            raise OSError(code, "injected fsync failure")
+        self.syncs += 1
+        super().fsync(fd)
+
+
+def write_log(directory: Path, events: list[Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = b"".join(encode_frame(encode_event(e)) for e in events)
+    (directory / segment_name(1)).write_bytes(data)
+
+
+async def noop(params: Any, ctx: RunContext) -> str:
+    return "done"
+
+
+# ---------------------------------------------------------------------------- acknowledgement
+
+
+async def test_enqueue_returns_only_after_fsync(tmp_path: Path) -> None:
+    ops = CountingOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+        ops.gate = threading.Event()
+        pending = asyncio.ensure_future(queue.enqueue("f", delay=10_000, unique_id="u1"))
+        await asyncio.sleep(0.05)
+        assert not pending.done()
+        ops.gate.set()
+        assert await asyncio.wait_for(pending, 5) == "u1"
+        ops.gate = None
+    events, _ = read_log(tmp_path)
+    assert [e.unique_id for e in events if isinstance(e, TaskSubmitted)] == ["u1"]
+
+
+async def test_concurrent_enqueues_share_fsyncs(tmp_path: Path) -> None:
+    ops = CountingOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+        before = ops.syncs
+        ids = await asyncio.gather(*(queue.enqueue("f", delay=60_000) for _ in range(200)))
+        syncs = ops.syncs - before
+    assert len(set(ids)) == 200
+    assert 1 <= syncs < 100  # group commit: many records per fsync
+    events, _ = read_log(tmp_path)
+    assert len(events) == 200
+
+
+async def test_acknowledged_tasks_survive_a_restart(tmp_path: Path) -> None:
+    async with Engine(data_dir=tmp_path) as queue:
+        ids = [await queue.enqueue("f", {"i": i}, delay=60_000, priority=i) for i in range(20)]
+    async with Engine(data_dir=tmp_path) as queue:
+        infos = [await queue.get_task_info(uid) for uid in ids]
+    assert all(info.state is TaskState.QUEUED for info in infos)
+    assert queue.recovery is not None and queue.recovery.records == 20
+
+
+async def test_results_and_timers_survive_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        queue.define("noop")(noop)
+        done = await queue.enqueue("noop", keep_result=60_000)
+        await queue.wait(done, timeout=5)
+        delayed = await queue.enqueue("noop", delay=5_000)
+    clock.advance(4_999)
+    queue = Engine(data_dir=tmp_path, clock=clock)
+    queue.define("noop")(noop)
+    await queue.start()
+    assert (await queue.get_task_info(done)).return_value == "done"
+    await queue.settle()
+    assert (await queue.get_task_info(delayed)).state is TaskState.QUEUED
+    clock.advance(1)
+    assert (await queue.wait(delayed, timeout=5)).status == "success"
+    clock.advance(60_000)
+    await queue.settle()
+    with pytest.raises(UnknownTaskError):
+        await queue.get_task_info(done)
+    await queue.close()
+
+
+# ---------------------------------------------------------------------------- crash recovery
+
+
+def crashed_mid_run(directory: Path, mode: DeliveryMode) -> None:
+    """A log as a crash leaves it: the task was submitted and its run started, no outcome."""
+    write_log(directory, [
+        TaskSubmitted(1, T0, "t", "noop", {}, TaskOptions(attempts=0, delivery_mode=mode), T0),
+        RunStarted(2, T0 + 1, "t", 1),
+    ])
+
+
+async def test_at_least_once_run_lost_in_a_crash_runs_again_uncharged(tmp_path: Path) -> None:
+    crashed_mid_run(tmp_path, DeliveryMode.AT_LEAST_ONCE)
+    clock = FakeClock(T0 + 100)
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        queue.define("noop")(noop)
+        info = await queue.wait("t", timeout=5)
+    assert (info.status, info.attempt, info.return_value) == ("success", 1, "done")
+
+
+async def test_at_most_once_run_lost_in_a_crash_fails_and_never_runs(tmp_path: Path) -> None:
+    crashed_mid_run(tmp_path, DeliveryMode.AT_MOST_ONCE)
+    ran = False
+
+    async def spy(params: Any, ctx: RunContext) -> None:
+        nonlocal ran
+        ran = True
+
+    clock = FakeClock(T0 + 100)
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        queue.define("noop")(spy)
+        await queue.settle()
+        info = await queue.get_task_info("t")
+    assert not ran
+    assert info.status == "failed" and "lost when the queue restarted" in (info.error or "")
+
+
+async def test_recovery_decision_is_logged_so_a_second_replay_agrees(tmp_path: Path) -> None:
+    crashed_mid_run(tmp_path, DeliveryMode.AT_MOST_ONCE)
+    clock = FakeClock(T0 + 100)
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        first = await queue.get_task_info("t")
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        second = await queue.get_task_info("t")
+    assert first == second
+    events, _ = read_log(tmp_path)
+    assert [type(e).__name__ for e in events] == ["TaskSubmitted", "RunStarted", "RunFailed"]
+
+
+# ---------------------------------------------------------------------------- damage
+
+
+async def test_torn_tail_is_cut_and_kept_aside(tmp_path: Path) -> None:
+    async with Engine(data_dir=tmp_path) as queue:
+        kept = await queue.enqueue("f", delay=60_000)
+    segment = tmp_path / segment_name(1)
+    good = segment.read_bytes()
+    torn = encode_frame(b"\x81\xa1k\xa3sub" * 10)[:-7]
+    segment.write_bytes(good + torn)
+    async with Engine(data_dir=tmp_path) as queue:
+        assert (await queue.get_task_info(kept)).state is TaskState.QUEUED
+        report = queue.recovery
+    assert report is not None
+    assert (report.torn_offset, report.dropped_bytes) == (len(good), len(torn))
+    assert report.saved_to is not None and (tmp_path / report.saved_to).read_bytes() == torn
+    assert segment.stat().st_size >= len(good)  # cut back, then appended to
+
+
+async def test_damage_in_the_middle_refuses_to_start_naming_segment_and_offset(
+        tmp_path: Path) -> None:
+    async with Engine(data_dir=tmp_path) as queue:
+        for _ in range(5):
+            await queue.enqueue("f", delay=60_000)
+    segment = tmp_path / segment_name(1)
+    data = bytearray(segment.read_bytes())
+    first_len = len(encode_frame(encode_event(read_log(tmp_path)[0][0])))
+    data[first_len + 12] ^= 0x40  # a bit in the second frame's payload
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogCorruptError) as info:
+        await Engine(data_dir=tmp_path).start()
+    assert info.value.segment == segment_name(1) and info.value.offset == first_len
+    assert "cloudqueue log repair" in str(info.value)
+
+
+async def test_log_rotates_into_segments_and_replays_them_all(tmp_path: Path) -> None:
+    async with Engine(data_dir=tmp_path, segment_bytes=1_000) as queue:
+        ids = [await queue.enqueue("f", delay=60_000) for _ in range(40)]
+    assert len(list_segments(tmp_path)) > 3
+    async with Engine(data_dir=tmp_path, segment_bytes=1_000) as queue:
+        assert len(queue.core) == 40
+        assert {(await queue.get_task_info(uid)).state for uid in ids} == {TaskState.QUEUED}
+
+
+async def test_a_second_engine_cannot_open_the_same_directory(tmp_path: Path) -> None:
+    async with Engine(data_dir=tmp_path):
+        with pytest.raises(LogLockedError, match="in use by another cloudqueue process"):
+            await Engine(data_dir=tmp_path).start()
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+async def test_failed_fsync_poisons_the_log_and_fails_closed(tmp_path: Path) -> None:
+    ops = CountingOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+        before = await queue.enqueue("f", delay=60_000)
+        ops.fail_fsync = errno.EIO
+        with pytest.raises(LogPoisonedError, match="nothing more is acknowledged"):
+            await queue.enqueue("f", delay=60_000)
+        with pytest.raises(LogPoisonedError):
+            await queue.enqueue("f", delay=60_000)
+        assert (await queue.get_task_info(before)).state is TaskState.QUEUED  # reads still work
+    async with Engine(data_dir=tmp_path) as queue:
+        assert (await queue.get_task_info(before)).state is TaskState.QUEUED
+
+
+async def test_full_disk_refuses_new_tasks_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    ops = CountingOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+        kept = await queue.enqueue("f", delay=60_000)
+        ops.fail_write = errno.ENOSPC
+        with pytest.raises(DiskFullError, match="not stored"):
+            await queue.enqueue("f", delay=60_000, unique_id="lost")
+        with pytest.raises(UnknownTaskError):
+            await queue.get_task_info("lost")  # rolled back, not half-created
+        with pytest.raises(DiskFullError):
+            await queue.enqueue("f", delay=60_000, unique_id="refused")
+        ops.fail_write = None  # space freed
+        for _ in range(100):
+            if queue.store.accepting:
+                break
+            await asyncio.sleep(0.02)
+        after = await queue.enqueue("f", delay=60_000, unique_id="lost")
+    events, _ = read_log(tmp_path)
+    assert [e.unique_id for e in events] == [kept, after]
+
+
+def test_fsync_policy_parses_its_three_modes() -> None:
+    assert FsyncPolicy.parse("always") == FsyncPolicy("always")
+    assert FsyncPolicy.parse("never") == FsyncPolicy("never")
+    assert FsyncPolicy.parse("interval:250") == FsyncPolicy("interval", 250)
+    with pytest.raises(ValueError, match="always, never or interval"):
+        FsyncPolicy.parse("sometimes")
+
+
+async def test_interval_policy_acknowledges_before_syncing_and_syncs_soon(tmp_path: Path) -> None:
+    ops = CountingOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="interval:50") as queue:
+        await asyncio.sleep(0.06)
+        syncs = ops.syncs
+        await queue.enqueue("f", delay=60_000)
+        await queue.enqueue("f", delay=60_000)
+        await asyncio.sleep(0.2)
+        assert ops.syncs <= syncs + 2
+        assert ops.syncs >= syncs + 1
+
+
+async def test_run_outcome_during_a_full_disk_is_written_once_space_returns(
+        tmp_path: Path) -> None:
+    ops = CountingOps()
+    release = asyncio.Event()
+
+    async def gated(params: Any, ctx: RunContext) -> str:
+        await release.wait()
+        return "ok"
+
+    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+        queue.define("gated")(gated)
+        uid = await queue.enqueue("gated")
+        for _ in range(200):
+            if (await queue.get_task_info(uid)).state is TaskState.RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        ops.fail_write = errno.ENOSPC
+        release.set()
+        await asyncio.sleep(0.1)  # the success is kept in memory, retried with backoff
+        assert not queue.store.accepting
+        ops.fail_write = None
+        info = await queue.wait(uid, timeout=5)
+    assert info.return_value == "ok"
+    events, _ = read_log(tmp_path)
+    assert [type(e).__name__ for e in events] == ["TaskSubmitted", "RunStarted", "RunSucceeded"]
