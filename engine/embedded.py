@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import EngineClosedError
+from engine.core.errors import EngineClosedError, LogError
 from engine.core.events import Event, TaskSubmitted
 from engine.core.options import Limits, check_function_name, check_params, parse_options
 from engine.core.task import TaskInfo
@@ -24,6 +24,7 @@ from engine.runtime.log_file import (
     RecoveryReport,
 )
 from engine.runtime.log_store import LogStore
+from engine.runtime.snapshot import encode_snapshot
 from engine.runtime.store import MemoryStore, Store
 
 log = logging.getLogger("cloudqueue")
@@ -50,6 +51,8 @@ class Engine:
             it (and without ``store``) tasks are kept in memory only.
         fsync: ``always`` (default: fsync before acknowledging), ``interval[:MS]`` or ``never``.
         segment_bytes: the log rotates to a new segment past this size.
+        compact_bytes: snapshot and drop old segments once this much log was written since the
+            last snapshot (default 4 segments).
         file_ops: the file layer under the log (tests inject faults through it).
         store: a custom ``Store`` instead of ``data_dir``.
         clock: time source (default: the system clock; tests pass a ``FakeClock``).
@@ -58,7 +61,8 @@ class Engine:
 
     def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
                  data_dir: str | Path | None = None, fsync: str = "always",
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, file_ops: FileOps | None = None,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, compact_bytes: int | None = None,
+                 file_ops: FileOps | None = None,
                  store: Store | None = None,
                  clock: Clock | None = None, invoker: Invoker | None = None) -> None:
         if data_dir is not None and store is not None:
@@ -72,12 +76,15 @@ class Engine:
                                start_ms=self.clock.now_ms())
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._log_options = {"policy": FsyncPolicy.parse(fsync), "segment_bytes": segment_bytes,
-                             "ops": file_ops}
+                             "ops": file_ops,
+                             "compact_bytes": compact_bytes or 4 * segment_bytes}
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
         self._driver = Driver(self.core, self.store, self.clock, self._invoker)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
+        self._log: LogStore | None = None
+        self._compaction: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,15 +100,38 @@ class Engine:
         self._driver.poke()
 
     async def _open_log(self, directory: Path) -> None:
-        store, events, report = await asyncio.to_thread(
+        store, loaded = await asyncio.to_thread(
             LogStore.open, directory, on_disk_full=self._roll_back_unstored,
-            **self._log_options)
-        for event in events:
+            on_compact_due=self._compact_soon, **self._log_options)
+        for task in loaded.snapshot_tasks:
+            self.core.restore(task)
+        self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
+        for event in loaded.events:
             self.core.apply(event)
-        self.store = store
+        self.store = self._log = store
         self._driver = Driver(self.core, store, self.clock, self._invoker)
-        self.recovery = report
-        log.info("%s: %s", directory, report.summary())
+        self.recovery = loaded.report
+        log.info("%s: %s", directory, loaded.report.summary())
+
+    async def compact(self) -> int:
+        """Snapshot the live state and drop the log segments it covers (also done on its own
+        every ``compact_bytes`` of log). Returns the number of segments removed."""
+        if self._log is None:
+            raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
+        seq = self.core.last_seq
+        snapshot = encode_snapshot(seq, self.core.tasks())
+        return await self._log.compact(seq, snapshot)
+
+    def _compact_soon(self) -> None:
+        if self._compaction is None or self._compaction.done():
+            self._compaction = asyncio.ensure_future(self._compact_logging_errors())
+
+    async def _compact_logging_errors(self) -> None:
+        try:
+            removed = await self.compact()
+            log.info("compacted the log: %d segment(s) removed", removed)
+        except LogError as exc:
+            log.error("compaction failed: %s", exc)
 
     def _roll_back_unstored(self, batch: list[Event]) -> list[Event]:
         """The disk filled up before ``batch`` was written: forget the tasks submitted in it
@@ -119,6 +149,8 @@ class Engine:
             return
         self._state = "closing"
         await self._driver.stop(grace_ms)
+        if self._compaction is not None:
+            await asyncio.gather(self._compaction, return_exceptions=True)
         await self.store.close()
         self._state = "closed"
 

@@ -34,6 +34,8 @@ from engine.core.events import (
     TaskSubmitted,
 )
 from engine.core.options import DeliveryMode, TaskOptions
+from engine.core.states import TaskState
+from engine.core.task import ABSENT, Task
 
 SCHEMA_VERSION = 1
 _DEFAULT_OPTIONS = TaskOptions()
@@ -129,6 +131,33 @@ def from_record(record: Any) -> Event:
         raise UnknownRecordKindError(kind, version) from exc
 
 
+def task_to_record(task: Task) -> dict[str, Any]:
+    """A live task's whole state, for a snapshot (derived state is rebuilt on restore)."""
+    record = {"v": SCHEMA_VERSION, "k": "task", "id": task.unique_id, "fn": task.function,
+              "p": task.params, "o": _options_to_dict(task.options), "pri": task.priority,
+              "seq": task.seq, "c": task.created_ms, "st": task.state.value, "a": task.attempt,
+              "run": task.run_seq, "s": task.started_ms, "f": task.finished_ms,
+              "sc": task.status_code, "e": task.error, "ra": task.retry_at_ms}
+    if task.result is not ABSENT:
+        record["r"] = task.result
+    return record
+
+
+def task_from_record(record: Any) -> Task:
+    """Raises ``UnknownRecordKindError`` for anything but a task record of this version."""
+    if not isinstance(record, dict):
+        raise UnknownRecordKindError(type(record).__name__, None)
+    if record.get("k") != "task" or record.get("v") != SCHEMA_VERSION:
+        raise UnknownRecordKindError(record.get("k"), record.get("v"))
+    try:
+        return Task(record["id"], record["fn"], record["p"], _options_from_dict(record["o"]),
+                    record["pri"], record["seq"], record["c"], TaskState(record["st"]),
+                    record["a"], record["run"], record["s"], record["f"], record["sc"],
+                    record.get("r", ABSENT), record["e"], record["ra"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnknownRecordKindError("task", SCHEMA_VERSION) from exc
+
+
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -137,10 +166,17 @@ def encode_event(event: Event) -> bytes:
     return bytes(_packer.pack(to_record(event)))
 
 
-def decode_event(payload: bytes) -> Event:
-    """The event in one frame's payload. Raises ``UnknownRecordKindError`` on anything else."""
+def encode_record(record: dict[str, Any]) -> bytes:
+    return bytes(_packer.pack(record))
+
+
+def decode_record(payload: bytes) -> Any:
     try:
-        record = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise UnknownRecordKindError("undecodable msgpack", None) from exc
-    return from_record(record)
+
+
+def decode_event(payload: bytes) -> Event:
+    """The event in one frame's payload. Raises ``UnknownRecordKindError`` on anything else."""
+    return from_record(decode_record(payload))

@@ -202,6 +202,29 @@ class EngineCore:
                     "the queue restarted during the run")))
         return [Append(tuple(events)), *finished] if events else []
 
+    # ------------------------------------------------------------------ snapshots
+
+    def restore(self, task: Task) -> None:
+        """Insert a task read from a snapshot and rebuild what derives from its state (the
+        ready queue, its timer, the running set): the same rules ``apply`` follows."""
+        task.timer, task.timer_token = None, 0
+        self._tasks[task.unique_id] = task
+        state, options = task.state, task.options
+        if state is TaskState.QUEUED:
+            if task.started_ms is None and options.delay_ms > 0:
+                self._set_timer(task, TimerKind.START, task.created_ms + options.delay_ms)
+            else:
+                self._make_ready(task)
+        elif state is TaskState.RUNNING:
+            self._running[task.unique_id] = task.run_seq
+            self._set_timer(task, TimerKind.TIMEOUT, (task.started_ms or 0) + options.timeout_ms)
+        elif state is TaskState.RETRY_WAIT:
+            self._set_timer(task, TimerKind.WAKE, task.retry_at_ms or 0)
+        else:
+            expires_ms = (task.finished_ms or 0) + options.keep_result_ms
+            self._set_timer(task, TimerKind.EXPIRE, expires_ms)
+        self.last_seq = max(self.last_seq, task.seq, task.run_seq)
+
     # ------------------------------------------------------------------ the clock
 
     def tick(self, now_ms: int, *, dispatch: bool = True) -> list[Command]:

@@ -90,6 +90,21 @@ class FileOps:
     def close(self, fd: int) -> None:
         os.close(fd)
 
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Create ``path`` with ``data`` and fsync it."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self.write(fd, data)
+            self.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
     def fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -133,9 +148,15 @@ class RecoveryReport:
     torn_reason: str | None = None
     saved_to: str | None = None
     seconds: float = 0.0
+    snapshot_seq: int = 0
+    snapshot_tasks: int = 0
 
     def summary(self) -> str:
         text = f"replayed {self.records} records from {self.segments} segment(s)"
+        if self.snapshot_seq:
+            text = (f"loaded {self.snapshot_tasks} tasks from the snapshot at seq "
+                    f"{self.snapshot_seq}; " + text)
+        text += f" in {self.seconds:.3f} s"
         if self.torn_segment is not None:
             text += (f"; torn tail in {self.torn_segment} at offset {self.torn_offset}: "
                      f"dropped {self.dropped_bytes} bytes ({self.torn_reason}), "

@@ -11,13 +11,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.core.codec import encode_event
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError
 from engine.core.events import Event
 from engine.core.framing import encode_frame
+from engine.core.task import Task
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     FileOps,
@@ -29,8 +31,38 @@ from engine.runtime.log_file import (
     read_log,
     segment_name,
 )
+from engine.runtime.snapshot import latest_snapshot, remove_covered, write_snapshot
 
 log = logging.getLogger("cloudqueue.log")
+T = TypeVar("T")
+
+
+@dataclass
+class LoadedLog:
+    """What a data directory holds: the snapshot's tasks and the events after it."""
+
+    snapshot_tasks: list[Task]
+    snapshot_seq: int
+    events: list[Event]
+    report: RecoveryReport
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else self.snapshot_seq
+
+
+def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
+    """The latest snapshot plus every logged event after its seq."""
+    started = time.perf_counter()
+    snapshot = latest_snapshot(directory, ops)
+    snapshot_seq, tasks = snapshot if snapshot is not None else (0, [])
+    events, report = read_log(directory)
+    events = [e for e in events if e.seq > snapshot_seq]
+    report.snapshot_seq = snapshot_seq
+    report.snapshot_tasks = len(tasks)
+    report.records = len(events)
+    report.seconds = time.perf_counter() - started
+    return LoadedLog(tasks, snapshot_seq, events, report)
 
 _FULL_RETRY_FIRST_S = 0.05
 _FULL_RETRY_MAX_S = 2.0
@@ -85,7 +117,10 @@ class LogStore:
 
     def __init__(self, directory: Path, *, last_seq: int = 0, policy: FsyncPolicy | None = None,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, ops: FileOps | None = None,
-                 on_disk_full: OnDiskFull | None = None, lock_fd: int | None = None) -> None:
+                 on_disk_full: OnDiskFull | None = None, lock_fd: int | None = None,
+                 compact_bytes: int | None = None,
+                 on_compact_due: Callable[[], None] | None = None,
+                 snapshot_seq: int = 0) -> None:
         self.directory = directory
         self.policy = policy or FsyncPolicy()
         self.segment_bytes = segment_bytes
@@ -109,7 +144,13 @@ class LogStore:
         self._full = False
         self._retry_s = _FULL_RETRY_FIRST_S
         self._flusher: asyncio.Task[None] | None = None
-        self._io: asyncio.Future[None] | None = None
+        self._io: asyncio.Future[Any] | None = None
+        self._rotation: tuple[int, asyncio.Future[int]] | None = None
+        self._compacting = False
+        self.compact_bytes = compact_bytes
+        self.on_compact_due = on_compact_due
+        self.bytes_since_snapshot = 0
+        self.snapshot_seq = snapshot_seq
         self._unsynced = False
         self._last_sync = time.monotonic()
         self.batches = 0
@@ -117,20 +158,20 @@ class LogStore:
         self.records = 0
 
     @classmethod
-    def open(cls, directory: Path | str, **options: object
-             ) -> tuple[LogStore, list[Event], RecoveryReport]:
-        """Lock ``directory``, read (and tail-repair) its log, and open it for appending."""
+    def open(cls, directory: Path | str, **options: Any) -> tuple[LogStore, LoadedLog]:
+        """Lock ``directory``, load its snapshot and log (cutting a torn tail), and open it for
+        appending."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
         try:
-            events, report = read_log(path)
-            store = cls(path, last_seq=events[-1].seq if events else 0, lock_fd=lock_fd,
-                        **options)  # type: ignore[arg-type]
+            loaded = load_log(path, options.get("ops"))
+            store = cls(path, last_seq=loaded.last_seq, lock_fd=lock_fd,
+                        snapshot_seq=loaded.snapshot_seq, **options)
         except BaseException:
             os.close(lock_fd)
             raise
-        return store, events, report
+        return store, loaded
 
     # ------------------------------------------------------------------ Store protocol
 
@@ -198,6 +239,8 @@ class LogStore:
         while True:
             await self._kick.wait()
             self._kick.clear()
+            if self._rotation is not None:
+                await self._rotate_at_boundary()
             if not self._pending:
                 # After a full disk with nothing left to retry, the next write is the probe.
                 self._full = False
@@ -205,15 +248,48 @@ class LogStore:
                     await self._sync_now()
                 continue
             batch, self._pending = self._pending, []
-            data = b"".join([encode_frame(encode_event(event)) for event in batch])
-            try:
-                await self._in_thread(self._write, data)
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC and self._failure is None:
-                    await self._disk_full(batch)
-                    continue
-                return self._poison(exc)
-            self._written(batch)
+            await self._write_batch(batch)
+            if self._failure is not None:
+                return
+
+    async def _write_batch(self, batch: list[Event]) -> bool:
+        """Write and (per policy) sync ``batch``; True once it is on disk."""
+        data = b"".join([encode_frame(encode_event(event)) for event in batch])
+        try:
+            await self._in_thread(self._write, data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC and self._failure is None:
+                await self._disk_full(batch)
+            else:
+                self._poison(exc)
+            return False
+        except Exception as exc:  # a bug below us: fail closed rather than leave waiters hanging
+            self._poison(exc)
+            return False
+        self.bytes_since_snapshot += len(data)
+        self._written(batch)
+        return True
+
+    async def _rotate_at_boundary(self) -> None:
+        """Write every pending event up to the requested seq, then start a new segment, so the
+        segments before it hold exactly the events a snapshot at that seq covers."""
+        assert self._rotation is not None
+        seq, future = self._rotation
+        self._rotation = None
+        head = [e for e in self._pending if e.seq <= seq]
+        self._pending = [e for e in self._pending if e.seq > seq]
+        if head and not await self._write_batch(head):
+            future.set_exception(self.failure or LogError("the log could not be written"))
+            return
+        try:
+            await self._in_thread(self._rotate)
+        except Exception as exc:
+            self._poison(exc)
+            future.set_exception(self.failure or LogError(str(exc)))
+            return
+        future.set_result(self._segment_no - 1)
+        if self._pending:
+            self._kick.set()
 
     def _write(self, data: bytes) -> None:
         """In a worker thread: one write, the fsync the policy asks for, rotation."""
@@ -241,6 +317,9 @@ class LogStore:
         for future in self._waiters.pop_upto(self._durable_seq):
             if not future.done():
                 future.set_result(None)
+        if (self.compact_bytes is not None and self.on_compact_due is not None
+                and not self._compacting and self.bytes_since_snapshot >= self.compact_bytes):
+            self.on_compact_due()
         if self._unsynced:
             asyncio.get_running_loop().call_later(self.policy.interval_ms / 1000, self._kick.set)
 
@@ -256,14 +335,41 @@ class LogStore:
     async def _sync_now(self) -> None:
         try:
             await self._in_thread(self._sync)
-        except OSError as exc:
+        except Exception as exc:
             self._poison(exc)
 
-    async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run file IO in a worker thread; ``close`` waits for it even if the flusher is
         cancelled, so the file is never closed under a write."""
-        self._io = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        await asyncio.shield(self._io)
+        io: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._io = io
+        return await asyncio.shield(io)
+
+    # ------------------------------------------------------------------ compaction
+
+    async def compact(self, seq: int, snapshot: bytes) -> int:
+        """Make ``snapshot`` (the state at ``seq``, taken synchronously just before) the base
+        of the log and drop the segments it covers. Returns how many segments were removed.
+
+        Crash-safe at every step; see ``engine.runtime.snapshot``.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._compacting:
+            raise LogError("a compaction is already running")
+        self._compacting = True
+        try:
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._rotation = (seq, future)
+            self._kick.set()
+            last_segment = await future
+            self.bytes_since_snapshot = 0
+            await self._in_thread(write_snapshot, self.directory, seq, snapshot, self._ops)
+            self.snapshot_seq = seq
+            return await self._in_thread(remove_covered, self.directory, last_segment, seq,
+                                         self._ops)
+        finally:
+            self._compacting = False
 
     def _rotate(self) -> None:
         """In the worker thread: the old segment is synced before the new one exists, so only the
@@ -294,9 +400,10 @@ class LogStore:
         self._retry_s = min(self._retry_s * 2, _FULL_RETRY_MAX_S)
         self._kick.set()
 
-    def _poison(self, exc: OSError) -> None:
-        error = LogPoisonedError(f"the log could not be written ({exc.strerror or exc}); nothing "
-                                 "more is acknowledged; restart the queue to recover")
+    def _poison(self, exc: Exception) -> None:
+        reason = getattr(exc, "strerror", None) or exc
+        error = LogPoisonedError(f"the log could not be written ({reason}); nothing more is "
+                                 "acknowledged; restart the queue to recover")
         error.__cause__ = exc
         self._failure = error
         self._pending.clear()

@@ -219,10 +219,10 @@ async def test_damage_in_the_middle_refuses_to_start_naming_segment_and_offset(
 
 
 async def test_log_rotates_into_segments_and_replays_them_all(tmp_path: Path) -> None:
-    async with Engine(data_dir=tmp_path, segment_bytes=1_000) as queue:
+    async with Engine(data_dir=tmp_path, segment_bytes=1_000, compact_bytes=10**9) as queue:
         ids = [await queue.enqueue("f", delay=60_000) for _ in range(40)]
     assert len(list_segments(tmp_path)) > 3
-    async with Engine(data_dir=tmp_path, segment_bytes=1_000) as queue:
+    async with Engine(data_dir=tmp_path, segment_bytes=1_000, compact_bytes=10**9) as queue:
         assert len(queue.core) == 40
         assert {(await queue.get_task_info(uid)).state for uid in ids} == {TaskState.QUEUED}
 

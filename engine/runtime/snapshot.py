@@ -1,0 +1,115 @@
+"""Snapshots: the live state at one seq, so restart time stays bounded.
+
+A snapshot file ``snapshot-<seq>.snap`` is a run of frames: a header record (``k: "snap"``, the
+``seq`` it covers, the task count), one ``task`` record per live task (queued, running, waiting,
+or finished within keepResult: the dedup window), and a footer (``k: "end"``, the count again).
+Frames make damage detectable; the footer makes a truncated file detectable.
+
+Compaction, crash-safe at every step (``LogStore.compact`` drives it):
+
+1. the log rotates at the snapshot's seq, so segments up to N hold exactly the events <= seq;
+2. the snapshot is written to ``.tmp``, fsynced, renamed into place, and the directory fsynced;
+3. segments up to N and older snapshots are deleted, and the directory fsynced.
+
+A crash before (2) completes leaves the old state plus a stray ``.tmp`` (deleted on open); after
+it, replay loads the snapshot and skips every event at or below its seq, whether or not step (3)
+got to delete the segments that hold them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.core.codec import (
+    SCHEMA_VERSION,
+    UnknownRecordKindError,
+    decode_record,
+    encode_record,
+    task_from_record,
+    task_to_record,
+)
+from engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
+from engine.core.task import Task
+from engine.runtime.log_file import FileOps, LogCorruptError, list_segments
+
+SNAPSHOT_PREFIX = "snapshot-"
+SNAPSHOT_SUFFIX = ".snap"
+
+
+def snapshot_name(seq: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{seq:020d}{SNAPSHOT_SUFFIX}"
+
+
+def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in directory.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}"):
+        number = path.name[len(SNAPSHOT_PREFIX):-len(SNAPSHOT_SUFFIX)]
+        if number.isdigit():
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def encode_snapshot(seq: int, tasks: Iterable[Task]) -> bytes:
+    """The bytes of a snapshot at ``seq``. Encodes each task at once (tasks change later)."""
+    body = [encode_frame(encode_record(task_to_record(task))) for task in tasks]
+    header = {"v": SCHEMA_VERSION, "k": "snap", "seq": seq, "n": len(body)}
+    footer = {"v": SCHEMA_VERSION, "k": "end", "n": len(body)}
+    return b"".join([encode_frame(encode_record(header)), *body,
+                     encode_frame(encode_record(footer))])
+
+
+def read_snapshot(path: Path) -> tuple[int, list[Task]]:
+    """(seq, tasks) of a snapshot file. Raises ``LogCorruptError`` on any damage."""
+    data = path.read_bytes()
+    try:
+        result = scan(data)
+    except CorruptRecordError as exc:
+        raise LogCorruptError(path.name, exc.offset, exc.reason) from None
+    if result.tail is not TailState.CLEAN or len(result.payloads) < 2:
+        raise LogCorruptError(path.name, result.good_end, result.reason or "snapshot incomplete")
+    try:
+        header = decode_record(result.payloads[0])
+        footer = decode_record(result.payloads[-1])
+        tasks = [task_from_record(decode_record(p)) for p in result.payloads[1:-1]]
+    except UnknownRecordKindError as exc:
+        raise LogCorruptError(path.name, 0, f"unreadable snapshot record: {exc}") from None
+    complete = (isinstance(header, dict) and header.get("k") == "snap"
+                and isinstance(footer, dict) and footer.get("k") == "end"
+                and header.get("n") == footer.get("n") == len(tasks))
+    if not complete:
+        raise LogCorruptError(path.name, 0, "snapshot header, footer and task count disagree")
+    return int(header["seq"]), tasks
+
+
+def latest_snapshot(directory: Path, ops: FileOps | None = None) -> tuple[int, list[Task]] | None:
+    """The newest snapshot, after deleting leftovers of a compaction that crashed mid-write."""
+    ops = ops or FileOps()
+    for leftover in directory.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}.tmp"):
+        ops.unlink(leftover)
+    snapshots = list_snapshots(directory)
+    return read_snapshot(snapshots[-1][1]) if snapshots else None
+
+
+def write_snapshot(directory: Path, seq: int, data: bytes, ops: FileOps) -> Path:
+    """Step 2: write to .tmp, fsync, rename into place, fsync the directory."""
+    final = directory / snapshot_name(seq)
+    tmp = final.with_name(final.name + ".tmp")
+    ops.write_file(tmp, data)
+    ops.replace(tmp, final)
+    ops.fsync_dir(directory)
+    return final
+
+
+def remove_covered(directory: Path, last_segment: int, seq: int, ops: FileOps) -> int:
+    """Step 3: delete segments up to ``last_segment`` and snapshots older than ``seq``."""
+    removed = 0
+    for number, path in list_segments(directory):
+        if number <= last_segment:
+            ops.unlink(path)
+            removed += 1
+    for snap_seq, path in list_snapshots(directory):
+        if snap_seq < seq:
+            ops.unlink(path)
+    ops.fsync_dir(directory)
+    return removed
