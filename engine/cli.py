@@ -18,6 +18,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(args: argparse.Namespace) -> int:
+    from engine import log_tool
+
+    return log_tool.run(args.action, args.data_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudqueue",
                                      description="A durable task queue for cloud functions.")
@@ -25,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the embedded example: enqueue and run tasks")
     demo.set_defaults(func=_demo)
+    log_cmd = commands.add_parser("log", help="inspect, verify, repair or compact a data directory")
+    log_cmd.add_argument("action", choices=["inspect", "verify", "repair", "compact"],
+                         help="inspect: summary; verify: exit 0 clean, 1 torn tail, 2 damage; "
+                              "repair: back up and rewrite; compact: snapshot offline")
+    log_cmd.add_argument("data_dir", type=Path, help="the queue's data directory")
+    log_cmd.set_defaults(func=_log)
     return parser
 
 

@@ -75,10 +75,12 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "CorruptRecordError",
     "FrameDecoder",
+    "Salvage",
     "ScanResult",
     "TailState",
     "TailVerdict",
     "encode_frame",
+    "salvage",
     "scan",
 ]
 
@@ -452,6 +454,37 @@ def scan(
             payloads.append(bytes(view[pos + HEADER_SIZE : judged]))
             pos = judged
     return ScanResult(payloads, offsets, base + size, TailState.CLEAN, 0, None)
+
+
+@dataclass(frozen=True)
+class Salvage:
+    payloads: list[bytes]
+    offsets: list[int]
+    skipped: list[tuple[int, int]]  # (offset, length) of every damaged region passed over
+
+
+def salvage(data: Buffer, *, max_record_bytes: int = MAX_RECORD_BYTES) -> Salvage:
+    """Every valid frame of ``data``, passing over damaged regions (for repair, not replay:
+    a frame found after damage is only as trustworthy as its CRC)."""
+    cap = _checked_cap(max_record_bytes)
+    payloads: list[bytes] = []
+    offsets: list[int] = []
+    skipped: list[tuple[int, int]] = []
+    with memoryview(data) as raw, raw.cast("B") as view:
+        pos, size = 0, len(view)
+        while pos < size:
+            judged = _check_frame(view, pos, cap)
+            if isinstance(judged, _Bad):
+                start = pos
+                pos += 1
+                while pos < size and isinstance(_check_frame(view, pos, cap), _Bad):
+                    pos += 1
+                skipped.append((start, pos - start))
+                continue
+            offsets.append(pos)
+            payloads.append(bytes(view[pos + HEADER_SIZE : judged]))
+            pos = judged
+    return Salvage(payloads, offsets, skipped)
 
 
 def _judge_tail(view: memoryview, pos: int, bad: _Bad, base: int, cap: int) -> str:

@@ -10,7 +10,7 @@ import heapq
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,6 +95,16 @@ class _Waiters:
         self.heap.clear()
         self.by_seq.clear()
         return futures
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold the directory's lock (for offline tools): refuses while a queue is running on it."""
+    fd = _lock(directory)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _lock(directory: Path) -> int:

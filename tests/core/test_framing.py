@@ -566,3 +566,16 @@ def test_any_truncated_log_yields_its_complete_frames_and_decoder_agrees(
     assert result.good_end == ends[complete]
     assert result.tail is (TailState.CLEAN if len(cut) == ends[complete] else TailState.TORN)
     assert decode_in_chunks(cut, random.Random(seed)) == (result.payloads, result.verdict)
+
+
+def test_salvage_keeps_every_valid_frame_around_damage() -> None:
+    from engine.core.framing import salvage
+
+    frames = [encode_frame(bytes([i]) * (10 + i)) for i in range(6)]
+    data = bytearray(b"".join(frames))
+    second = len(frames[0])
+    data[second + 12] ^= 0xFF  # damage inside frame 1
+    data += b"\x00" * 7  # and a torn tail
+    result = salvage(bytes(data))
+    assert result.payloads == [bytes([i]) * (10 + i) for i in (0, 2, 3, 4, 5)]
+    assert result.skipped == [(second, len(frames[1])), (len(b"".join(frames)), 7)]

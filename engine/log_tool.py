@@ -1,0 +1,241 @@
+"""``cloudqueue log inspect|verify|repair|compact DATA_DIR``: the operator's view of the log.
+
+``inspect`` and ``verify`` only read (no lock, no truncation). Their exit status: 0 clean, 1 a
+torn tail (the queue cuts it by itself at the next start), 2 damage that keeps the queue from
+starting (run ``repair``); 3 means the command could not act (e.g. a queue holds the directory).
+``repair`` copies the directory to a backup, salvages every valid
+record, replays what still makes sense, and rewrites the directory as one snapshot. ``compact``
+does offline what the running queue does on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from engine.core.codec import UnknownRecordKindError, decode_event, to_record
+from engine.core.engine import EngineCore
+from engine.core.errors import EngineError, LogError
+from engine.core.events import Event
+from engine.core.framing import CorruptRecordError, TailState, salvage, scan
+from engine.core.task import Task
+from engine.runtime.log_file import FileOps, LogCorruptError, LogLockedError, list_segments
+from engine.runtime.log_store import LogStore, locked
+from engine.runtime.snapshot import (
+    encode_snapshot,
+    list_snapshots,
+    read_snapshot,
+    remove_covered,
+    write_snapshot,
+)
+
+CLEAN, TORN, DAMAGED, REFUSED = 0, 1, 2, 3
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only on a terminal and at most 10 times a second."""
+
+    def __init__(self, total: int, label: str, out: TextIO = sys.stderr) -> None:
+        self.total, self.label, self.out = max(total, 1), label, out
+        self.done = 0
+        self._drawn = 0.0
+        self._on = out.isatty()
+
+    def add(self, amount: int) -> None:
+        self.done += amount
+        now = time.monotonic()
+        if self._on and (now - self._drawn >= 0.1 or self.done >= self.total):
+            self._drawn = now
+            filled = int(30 * min(self.done, self.total) / self.total)
+            self.out.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
+                           f"{100 * min(self.done, self.total) // self.total:3d}%")
+            if self.done >= self.total:
+                self.out.write("\n")
+            self.out.flush()
+
+
+@dataclass
+class Inspection:
+    status: int = CLEAN
+    snapshot_seq: int = 0
+    snapshot_tasks: list[Task] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    problem: str | None = None
+
+
+def inspect(directory: Path) -> Inspection:
+    """Read everything, change nothing."""
+    result = Inspection()
+    snapshots = list_snapshots(directory)
+    if snapshots:
+        seq, path = snapshots[-1]
+        try:
+            result.snapshot_seq, result.snapshot_tasks = read_snapshot(path)
+            result.lines.append(f"snapshot: {path.name}, seq {seq}, "
+                                f"{len(result.snapshot_tasks)} tasks, {_size(path)}")
+        except LogCorruptError as exc:
+            return _damaged(result, str(exc))
+    segments = list_segments(directory)
+    progress = Progress(sum(p.stat().st_size for _, p in segments), "reading")
+    for index, (_, path) in enumerate(segments):
+        data = path.read_bytes()
+        progress.add(len(data))
+        try:
+            scanned = scan(data)
+            events = [decode_event(payload) for payload in scanned.payloads]
+        except CorruptRecordError as exc:
+            return _damaged(result, f"{path.name} is damaged at offset {exc.offset}: {exc.reason}")
+        except UnknownRecordKindError as exc:
+            return _damaged(result, f"{path.name}: {exc}")
+        result.lines.append(f"segment: {path.name}, {len(events)} records, {_size(path)}")
+        if scanned.tail is TailState.TORN:
+            if index != len(segments) - 1:
+                return _damaged(result, f"{path.name} ends torn but later segments exist")
+            result.status = TORN
+            result.problem = (f"torn tail in {path.name} at offset {scanned.good_end}: "
+                              f"{scanned.dropped_bytes} bytes will be cut at the next start "
+                              f"({scanned.reason})")
+        for event in events:
+            result.kinds[to_record(event)["k"]] += 1
+        result.events.extend(e for e in events if e.seq > result.snapshot_seq)
+    return result
+
+
+def _damaged(result: Inspection, problem: str) -> Inspection:
+    result.status = DAMAGED
+    result.problem = problem + "; run `cloudqueue log repair DATA_DIR`"
+    return result
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1024:.1f} KiB"
+
+
+def replay(snapshot_tasks: Iterable[Task], snapshot_seq: int, events: Iterable[Event],
+           lenient: bool = False) -> tuple[EngineCore, int]:
+    """A core rebuilt from a snapshot and events (no recovery, no runs). With ``lenient``,
+    events that no longer make sense (their cause was lost to damage) are dropped and counted."""
+    core = EngineCore(start_ms=int(time.time() * 1000))
+    for task in snapshot_tasks:
+        core.restore(task)
+    core.last_seq = max(core.last_seq, snapshot_seq)
+    dropped = 0
+    for event in events:
+        if lenient and event.seq <= core.last_seq:
+            dropped += 1
+            continue
+        try:
+            core.apply(event)
+        except (EngineError, KeyError):
+            if not lenient:
+                raise
+            dropped += 1
+    return core, dropped
+
+
+def describe(directory: Path, out: TextIO, verbose: bool = True) -> int:
+    found = inspect(directory)
+    for line in found.lines if verbose else ():
+        print(line, file=out)
+    if found.status != DAMAGED and verbose:
+        core, _ = replay(found.snapshot_tasks, found.snapshot_seq, found.events)
+        states = Counter(task.state.value for task in core.tasks())
+        print(f"records: {sum(found.kinds.values())} ("
+              + ", ".join(f"{k} {n}" for k, n in sorted(found.kinds.items())) + ")", file=out)
+        print(f"live tasks: {len(core)} ("
+              + ", ".join(f"{k} {n}" for k, n in sorted(states.items())) + ")", file=out)
+        print(f"last seq: {core.last_seq}", file=out)
+    print(f"tail: {found.problem or 'clean'}", file=out)
+    return found.status
+
+
+def repair(directory: Path, out: TextIO) -> int:
+    """Back up, salvage, replay leniently, rewrite as one snapshot."""
+    backup = directory.with_name(f"{directory.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}")
+    with locked(directory):
+        shutil.copytree(directory, backup, ignore=shutil.ignore_patterns("LOCK"))
+        print(f"backup: {backup}", file=out)
+        tasks, seq = _salvage_snapshot(directory, out)
+        events = _salvage_segments(directory, seq, out)
+        core, dropped = replay(tasks, seq, events, lenient=True)
+        if dropped:
+            print(f"dropped {dropped} record(s) that no longer follow from what survived",
+                  file=out)
+        ops = FileOps()
+        write_snapshot(directory, core.last_seq, encode_snapshot(core.last_seq, core.tasks()),
+                       ops)
+        last_segment = list_segments(directory)[-1][0] if list_segments(directory) else 0
+        remove_covered(directory, last_segment, core.last_seq, ops)
+    print(f"repaired: {len(core)} live tasks at seq {core.last_seq}", file=out)
+    return CLEAN
+
+
+def _salvage_snapshot(directory: Path, out: TextIO) -> tuple[list[Task], int]:
+    for seq, path in reversed(list_snapshots(directory)):
+        try:
+            return read_snapshot(path)[1], seq
+        except LogCorruptError as exc:
+            print(f"unreadable snapshot skipped: {exc}", file=out)
+    return [], 0
+
+
+def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Event]:
+    events: list[Event] = []
+    last = after_seq
+    for _, path in list_segments(directory):
+        found = salvage(path.read_bytes())
+        for offset, length in found.skipped:
+            print(f"{path.name}: skipped {length} damaged bytes at offset {offset}", file=out)
+        for payload in found.payloads:
+            try:
+                event = decode_event(payload)
+            except UnknownRecordKindError as exc:
+                print(f"{path.name}: skipped an unreadable record: {exc}", file=out)
+                continue
+            if event.seq > last:
+                events.append(event)
+                last = event.seq
+    return events
+
+
+async def _compact(directory: Path) -> int:
+    store, loaded = LogStore.open(directory, compact_bytes=None)
+    core, _ = replay(loaded.snapshot_tasks, loaded.snapshot_seq, loaded.events)
+    store.start()
+    try:
+        return await store.compact(core.last_seq, encode_snapshot(core.last_seq, core.tasks()))
+    finally:
+        await store.close()
+
+
+def compact(directory: Path, out: TextIO) -> int:
+    removed = asyncio.run(_compact(directory))
+    print(f"compacted: {removed} segment(s) replaced by a snapshot", file=out)
+    return CLEAN
+
+
+def run(action: str, directory: Path, out: TextIO = sys.stdout) -> int:
+    if not directory.is_dir():
+        print(f"{directory} is not a data directory", file=sys.stderr)
+        return DAMAGED
+    try:
+        if action in ("inspect", "verify"):
+            return describe(directory, out, verbose=action == "inspect")
+        if action == "repair":
+            return repair(directory, out)
+        return compact(directory, out)
+    except LogLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return REFUSED
+    except LogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return DAMAGED
