@@ -1,18 +1,25 @@
 """The README's embedded example: define functions, enqueue tasks, read their outcome.
 
-Run it with `python examples/embedded_quickstart.py` (after `pip install -e .`).
+Run it with `python examples/embedded_quickstart.py` (after `pip install -e .`). Tasks are kept
+in a durable log under ./data/demo (override with CLOUDQUEUE_DATA); run it twice and the second
+run replays the first one's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 from engine import Engine, RunContext
 
 
 async def main() -> None:
-    async with Engine(concurrency=2) as queue:
+    data_dir = os.environ.get("CLOUDQUEUE_DATA", "data/demo")
+    async with Engine(concurrency=2, data_dir=data_dir) as queue:
+        assert queue.recovery is not None
+        print(f"{data_dir}: {queue.recovery.summary()}")
 
         @queue.define
         async def resize(params: Any, ctx: RunContext) -> dict[str, Any]:
@@ -26,7 +33,8 @@ async def main() -> None:
             return f"done on attempt {ctx.attempt}"
 
         first = await queue.enqueue("resize", {"image": "cat.png", "width": 640})
-        second = await queue.enqueue("flaky", {}, attempts=2, backoff=100, unique_id="flaky-1")
+        second = await queue.enqueue("flaky", {}, attempts=2, backoff=100,
+                                     unique_id=f"flaky-{time.time_ns() // 1000}")
         later = await queue.enqueue("resize", {"image": "dog.png", "width": 320}, delay=200,
                                     priority=1)
 
