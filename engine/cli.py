@@ -24,6 +24,32 @@ def _log(args: argparse.Namespace) -> int:
     return log_tool.run(args.action, args.data_dir)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import os
+
+    from adapters import server
+
+    if args.config is not None:
+        config = server.load_config(args.config)
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                       ("data_dir", args.data_dir)) if v is not None}
+        config = dataclasses.replace(config, **overrides)
+    else:
+        data_dir = args.data_dir or Path("data")
+        apps = server.apps_from_env(os.environ, data_dir, args.function_host, args.concurrency)
+        config = server.ServeConfig(host=args.host or "127.0.0.1",
+                                    port=args.port or server.DEFAULT_PORT, data_dir=data_dir,
+                                    apps=apps)
+        keys = apps[0].keys
+        if "LEANCLOUD_APP_ID" not in os.environ:
+            print(f"development app: X-LC-Id {keys.app_id}, app key {keys.app_key}, master key "
+                  f"{keys.master_key} (from {data_dir / 'dev-credentials.json'})", flush=True)
+    asyncio.run(server.serve(config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudqueue",
                                      description="A durable task queue for cloud functions.")
@@ -37,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "repair: back up and rewrite; compact: snapshot offline")
     log_cmd.add_argument("data_dir", type=Path, help="the queue's data directory")
     log_cmd.set_defaults(func=_log)
+    serve = commands.add_parser("serve", help="run the queue server (LeanCloud's REST protocol)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 3100)")
+    serve.add_argument("--data-dir", type=Path, help="where the logs live (default ./data)")
+    serve.add_argument("--function-host", help="base URL of the LeanEngine app to call")
+    serve.add_argument("--concurrency", type=int, default=1, help="runs in flight (default 1)")
+    serve.add_argument("--config", type=Path, help="TOML file describing many apps")
+    serve.set_defaults(func=_serve)
     return parser
 
 

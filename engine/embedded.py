@@ -12,7 +12,13 @@ from typing import Any
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError, LogError
 from engine.core.events import Event, TaskSubmitted
-from engine.core.options import Limits, check_function_name, check_params, parse_options
+from engine.core.options import (
+    Limits,
+    TaskOptions,
+    check_function_name,
+    check_params,
+    parse_options,
+)
 from engine.core.task import TaskInfo
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
@@ -94,6 +100,7 @@ class Engine:
         if self.data_dir is not None:
             await self._open_log(self.data_dir)
         self._state = "running"
+        await self._invoker.start()
         self.store.start()
         self._driver.execute(self.core.recover(self.clock.now_ms()))
         self._driver.start()
@@ -149,6 +156,7 @@ class Engine:
             return
         self._state = "closing"
         await self._driver.stop(grace_ms)
+        await self._invoker.close()
         if self._compaction is not None:
             await asyncio.gather(self._compaction, return_exceptions=True)
         await self.store.close()
@@ -186,14 +194,18 @@ class Engine:
             EngineClosedError: the engine is not running.
             LogError: the store cannot make the task durable (nothing was acknowledged).
         """
-        self._check_open()
         opts = parse_options(options, wire=False, limits=self.limits)
         check_function_name(function)
         if params is None:
             params = {}
         check_params(params)
-        unique_id = opts.unique_id or str(uuid.uuid4())
-        commands = self.core.submit(unique_id, function, params, opts, self.clock.now_ms())
+        return await self.submit(function, params, opts)
+
+    async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
+        """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""
+        self._check_open()
+        unique_id = options.unique_id or str(uuid.uuid4())
+        commands = self.core.submit(unique_id, function, params, options, self.clock.now_ms())
         self._driver.execute(commands)
         self._driver.poke()
         seq = self.core.last_seq

@@ -81,6 +81,23 @@ class InvalidTransitionError(EngineError):
         self.trigger = trigger
 
 
+class UnauthorizedError(EngineError):
+    """Missing or wrong credentials: LeanCloud's ``{"code":401,"error":"Unauthorized."}``."""
+
+    http_status = 401
+    code = 401
+
+    def __init__(self) -> None:
+        super().__init__("Unauthorized.")
+
+
+class ForbiddenError(EngineError):
+    """Valid credentials whose role may not do this (app key where the master key is needed)."""
+
+    http_status = 403
+    code = 119
+
+
 class ConfigError(EngineError, ValueError):
     """A configuration value that cannot be used."""
 

@@ -39,6 +39,7 @@ class Driver:
         self._waiters: dict[str, list[asyncio.Future[TaskInfo]]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        invoker.set_wake(self.poke)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -77,7 +78,8 @@ class Driver:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            self.execute(self.core.tick(self.clock.now_ms(), dispatch=self.store.accepting))
+            dispatch = self.store.accepting and self.invoker.available
+            self.execute(self.core.tick(self.clock.now_ms(), dispatch=dispatch))
             deadline = self.core.next_deadline_ms()
             timer = self.clock.call_at(deadline, self._wake.set) if deadline is not None else None
             await self._wake.wait()

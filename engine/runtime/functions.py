@@ -50,7 +50,26 @@ Outcome: TypeAlias = Succeeded | Failed | Unavailable
 
 
 class Invoker:
-    """Runs one run and classifies how it went. Must not raise for a function's failure."""
+    """Runs one run and classifies how it went. Must not raise for a function's failure.
+
+    ``available`` is False while the invoker knows its target is down (the driver then starts
+    no runs); it calls the ``wake`` callback when the target is back.
+    """
+
+    _wake: Callable[[], None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     async def invoke(self, command: Invoke) -> Outcome:  # pragma: no cover - interface
         raise NotImplementedError

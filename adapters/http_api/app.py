@@ -1,0 +1,163 @@
+"""The LeanCloud-compatible REST API (protocol §1), plus marked extensions.
+
+LeanCloud's endpoints:
+    POST /1.1/engine/cloud-queue/tasks               enqueue (master)
+    GET  /1.1/engine/cloud-queue/tasks/{uniqueId}    task info (app or master)
+Extensions (master):
+    GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
+    POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel
+Unauthenticated:
+    GET  /__health/live, /__health/ready, /1.1/engine/cloud-queue/openapi.json
+
+Every answer is JSON; every error is ``{"code", "error"}`` with a non-zero code. Credentials are
+checked before the body is read, so a bad caller creates nothing and learns nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from adapters.http_api.auth import AppKeys, Role, authenticate
+from adapters.http_api.wire import parse_enqueue, parse_json_object
+from engine.core.errors import EngineError, ForbiddenError, UnauthorizedError, ValidationError
+from engine.core.states import TaskState
+from engine.embedded import Engine
+
+log = logging.getLogger("cloudqueue.http")
+
+BASE = "/1.1/engine/cloud-queue"
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass
+class QueueApp:
+    """One tenant: its keys and its engine (its own log, function host and concurrency)."""
+
+    keys: AppKeys
+    engine: Engine
+
+
+APPS = web.AppKey("apps", dict[str, QueueApp])
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"code": code, "error": message, **extra}, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except EngineError as exc:
+        return web.json_response(exc.body(), status=exc.http_status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.status, exc.reason or "error")
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(500, 1, "internal error; the server logged the details")
+
+
+def _tenant(request: web.Request, need: Role) -> QueueApp:
+    apps = request.app[APPS]
+    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()})
+    if keys is None or role is Role.NONE:
+        raise UnauthorizedError()
+    if role < need:
+        raise ForbiddenError("That operation isn't allowed for clients. It needs the master key "
+                             "(X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,master).")
+    return apps[keys.app_id]
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    tenant = _tenant(request, Role.MASTER)
+    body = parse_json_object(await request.read())
+    spec = parse_enqueue(body, tenant.engine.limits)
+    unique_id = await tenant.engine.submit(spec.function, spec.params, spec.options)
+    return web.json_response({"uniqueId": unique_id})
+
+
+async def task_info(request: web.Request) -> web.Response:
+    tenant = _tenant(request, Role.APP)
+    info = await tenant.engine.get_task_info(request.match_info["unique_id"])
+    return web.json_response(info.to_wire())
+
+
+async def cancel(request: web.Request) -> web.Response:
+    tenant = _tenant(request, Role.MASTER)
+    info = await tenant.engine.cancel(request.match_info["unique_id"])
+    return web.json_response(info.to_wire())
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    tenant = _tenant(request, Role.MASTER)
+    state = request.query.get("state")
+    if state is not None and state not in {s.value for s in TaskState}:
+        raise ValidationError(f"state must be one of {', '.join(s.value for s in TaskState)}",
+                              "state")
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= 1000:
+        raise ValidationError("limit must be a whole number from 1 to 1000", "limit")
+    tasks = [t for t in tenant.engine.core.tasks() if state is None or t.state.value == state]
+    tasks.sort(key=lambda t: t.seq, reverse=True)
+    return web.json_response({"results": [t.info().to_wire() for t in tasks[:limit]],
+                              "count": len(tasks)})
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "live"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    problems = {}
+    for app_id, tenant in request.app[APPS].items():
+        failure = tenant.engine.store.failure
+        if failure is not None:
+            problems[app_id] = str(failure)
+    if problems:
+        return web.json_response({"status": "not ready", "apps": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def openapi(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(OPENAPI_PATH, headers={"Content-Type": "application/json"})
+
+
+def create_app(apps: Mapping[str, QueueApp], *,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+    """The aiohttp application; engines are started and stopped with it."""
+    app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
+    app[APPS] = dict(apps)
+    app.router.add_post(f"{BASE}/tasks", enqueue)
+    app.router.add_get(f"{BASE}/tasks", list_tasks)
+    app.router.add_get(f"{BASE}/tasks/{{unique_id}}", task_info)
+    app.router.add_post(f"{BASE}/tasks/{{unique_id}}/cancel", cancel)
+    app.router.add_get(f"{BASE}/openapi.json", openapi)
+    app.router.add_get("/__health/live", live)
+    app.router.add_get("/__health/ready", ready)
+    app.cleanup_ctx.append(_engines)
+    return app
+
+
+async def _engines(app: web.Application) -> Any:
+    started: list[Engine] = []
+    try:
+        for tenant in app[APPS].values():
+            await tenant.engine.start()
+            started.append(tenant.engine)
+        yield
+    finally:
+        for engine in started:
+            await engine.close()

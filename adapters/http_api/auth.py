@@ -1,0 +1,101 @@
+"""Who is calling: LeanCloud's credential headers, checked in constant time (protocol §1.3).
+
+Pure: headers in, ``(app, role)`` out. Accepted forms, in the order they are tried:
+
+* ``X-LC-Sign: md5(ts + key),ts[,master]`` (what the SDK sends; legacy ``X-AVOSCloud-Request-Sign``)
+* ``X-LC-Key: appKey`` or ``X-LC-Key: masterKey,master`` (legacy ``X-AVOSCloud-Application-Key``)
+* ``X-AVOSCloud-Master-Key: masterKey``
+
+The app is named by ``X-LC-Id`` (legacy ``X-AVOSCloud-Application-Id``, ``X-Uluru-Application-Id``).
+The timestamp in a signature is not checked for freshness, as leanengine does not check it.
+``X-LC-Hook-Key`` grants nothing here. Keys never appear in an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Role(IntEnum):
+    NONE = 0
+    APP = 1
+    MASTER = 2
+
+
+@dataclass(frozen=True)
+class AppKeys:
+    app_id: str
+    app_key: str
+    master_key: str
+    hook_key: str | None = None
+
+    def __repr__(self) -> str:  # keys stay out of logs and tracebacks
+        return f"AppKeys(app_id={self.app_id!r})"
+
+
+_ID_HEADERS = ("X-LC-Id", "X-AVOSCloud-Application-Id", "X-Uluru-Application-Id")
+_SIGN_HEADERS = ("X-LC-Sign", "X-AVOSCloud-Request-Sign")
+_KEY_HEADERS = ("X-LC-Key", "X-AVOSCloud-Application-Key")
+
+
+def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _role_from_sign(sign: str, app: AppKeys) -> Role:
+    parts = sign.split(",")
+    if len(parts) == 3 and parts[2] == "master":
+        key, role = app.master_key, Role.MASTER
+    elif len(parts) == 2:
+        key, role = app.app_key, Role.APP
+    else:
+        return Role.NONE
+    signature, timestamp = parts[0].lower(), parts[1]
+    expected = hashlib.md5((timestamp + key).encode(), usedforsecurity=False).hexdigest()
+    return role if _same(signature, expected) else Role.NONE
+
+
+def _role_from_key(value: str, app: AppKeys) -> Role:
+    if value.endswith(",master"):
+        return Role.MASTER if _same(value[: -len(",master")], app.master_key) else Role.NONE
+    if _same(value, app.app_key):
+        return Role.APP
+    # leanengine accepts the bare master key too, without treating it as master
+    return Role.APP if _same(value, app.master_key) else Role.NONE
+
+
+def authenticate(headers: Mapping[str, str], apps: Mapping[str, AppKeys]
+                 ) -> tuple[AppKeys | None, Role]:
+    """The app the request names and the role its credentials prove (``Role.NONE`` if none)."""
+    app_id = _first(headers, _ID_HEADERS)
+    app = apps.get(app_id) if app_id else None
+    if app is None:
+        return None, Role.NONE
+    sign = _first(headers, _SIGN_HEADERS)
+    if sign is not None:
+        return app, _role_from_sign(sign, app)
+    key = _first(headers, _KEY_HEADERS)
+    if key is not None:
+        return app, _role_from_key(key, app)
+    master = headers.get("X-AVOSCloud-Master-Key")
+    if master:
+        return app, Role.MASTER if _same(master, app.master_key) else Role.NONE
+    return app, Role.NONE
+
+
+def sign(key: str, timestamp_ms: int, master: bool = False) -> str:
+    """An ``X-LC-Sign`` value, as the SDK makes it."""
+    digest = hashlib.md5(f"{timestamp_ms}{key}".encode(), usedforsecurity=False).hexdigest()
+    return f"{digest},{timestamp_ms}" + (",master" if master else "")

@@ -1,0 +1,359 @@
+"""The REST API over real loopback sockets: auth forms, status codes, isolation, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from adapters.http_api.app import QueueApp, create_app
+from adapters.http_api.auth import AppKeys, sign
+from adapters.http_invoker.invoker import HttpInvoker
+from engine import Engine, TaskInfo
+from tests.adapters.function_host import FunctionHost, error, hang, ok
+
+A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789", "appA-hook")
+B = AppKeys("appB", "appB-key-0123456789", "appB-master-0123456789")
+URL = "/1.1/engine/cloud-queue/tasks"
+
+Client = TestClient[web.Request, web.Application]
+
+
+def master(keys: AppKeys = A) -> dict[str, str]:
+    return {"X-LC-Id": keys.app_id, "X-LC-Sign": sign(keys.master_key, int(time.time() * 1000),
+                                                        master=True),
+            "Content-Type": "application/json;charset=UTF-8"}
+
+
+def app_role(keys: AppKeys = A) -> dict[str, str]:
+    return {"X-LC-Id": keys.app_id, "X-LC-Sign": sign(keys.app_key, int(time.time() * 1000))}
+
+
+class Queue:
+    def __init__(self, client: Client, tenants: dict[str, QueueApp], host: FunctionHost) -> None:
+        self.client, self.tenants, self.host = client, tenants, host
+
+    async def enqueue(self, body: dict[str, Any], keys: AppKeys = A) -> str:
+        response = await self.client.post(URL, json=body, headers=master(keys))
+        assert response.status == 200, await response.text()
+        unique_id: str = (await response.json())["uniqueId"]
+        return unique_id
+
+    async def info(self, uid: str, keys: AppKeys = A) -> dict[str, Any]:
+        response = await self.client.get(f"{URL}/{uid}", headers=app_role(keys))
+        assert response.status == 200
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def wait(self, uid: str, keys: AppKeys = A) -> TaskInfo:
+        return await self.tenants[keys.app_id].engine.wait(uid, timeout=10)
+
+
+@pytest.fixture
+async def queue(tmp_path: Path) -> Any:
+    host = FunctionHost(A.app_id, A.master_key, A.hook_key)
+    host_server = TestServer(host.app, host="127.0.0.1")
+    await host_server.start_server()
+    base = str(host_server.make_url("")).rstrip("/")
+    tenants = {
+        k.app_id: QueueApp(k, Engine(data_dir=tmp_path / k.app_id, concurrency=2,
+                                     invoker=HttpInvoker(base, k, probe_min_ms=50)))
+        for k in (A, B)
+    }
+    client = TestClient(TestServer(create_app(tenants, max_body_bytes=64 * 1024),
+                                   host="127.0.0.1"))
+    await client.start_server()
+    yield Queue(client, tenants, host)
+    await client.close()
+    await host_server.close()
+
+
+# ---------------------------------------------------------------------------- auth
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+GOOD_MASTER_FORMS: list[dict[str, str]] = [
+    {"X-LC-Id": A.app_id, "X-LC-Sign": sign(A.master_key, 1795337732903, master=True)},
+    {"X-LC-Id": A.app_id, "X-LC-Sign": sign(A.master_key, 1, master=True).upper().replace(
+        "MASTER", "master")},
+    {"X-LC-Id": A.app_id, "X-LC-Key": f"{A.master_key},master"},
+    {"X-AVOSCloud-Application-Id": A.app_id,
+     "X-AVOSCloud-Request-Sign": sign(A.master_key, 5, master=True)},
+    {"X-Uluru-Application-Id": A.app_id, "X-AVOSCloud-Master-Key": A.master_key},
+]
+APP_FORMS: list[dict[str, str]] = [
+    {"X-LC-Id": A.app_id, "X-LC-Sign": sign(A.app_key, 7)},
+    {"X-LC-Id": A.app_id, "X-LC-Key": A.app_key},
+    {"X-AVOSCloud-Application-Id": A.app_id, "X-AVOSCloud-Application-Key": A.app_key},
+    {"X-LC-Id": A.app_id, "X-LC-Key": A.master_key},  # bare master key: authenticated, not master
+]
+BAD_FORMS: list[dict[str, str]] = [
+    {},
+    {"X-LC-Id": A.app_id},
+    {"X-LC-Id": A.app_id, "X-LC-Hook-Key": A.hook_key or ""},
+    {"X-LC-Id": A.app_id, "X-LC-Sign": sign(A.app_key, 7, master=True)},
+    {"X-LC-Id": A.app_id, "X-LC-Sign": "0" * 32 + ",7,master"},
+    {"X-LC-Id": A.app_id, "X-LC-Key": f"{A.app_key},master"},
+    {"X-LC-Id": "nobody", "X-LC-Key": f"{A.master_key},master"},
+    {"X-LC-Id": B.app_id, "X-LC-Key": f"{A.master_key},master"},
+    {"X-LC-Id": A.app_id, "X-LC-Sign": "garbage"},
+]
+
+
+@pytest.mark.parametrize("headers", GOOD_MASTER_FORMS)
+async def test_every_master_credential_form_may_enqueue(queue: Queue,
+                                                        headers: dict[str, str]) -> None:
+    response = await queue.client.post(URL, json={"function": "f", "delay": 60_000},
+                                       headers=headers)
+    assert response.status == 200
+    assert len((await response.json())["uniqueId"]) == 36
+
+
+@pytest.mark.parametrize("headers", APP_FORMS)
+async def test_app_credentials_read_but_may_not_enqueue(queue: Queue,
+                                                        headers: dict[str, str]) -> None:
+    response = await queue.client.post(URL, json={"function": "f"}, headers=headers)
+    assert response.status == 403
+    body = await response.json()
+    assert body["code"] == 119 and "master key" in body["error"]
+    uid = await queue.enqueue({"function": "f", "delay": 60_000})
+    assert (await queue.client.get(f"{URL}/{uid}", headers=headers)).status == 200
+
+
+@pytest.mark.parametrize("headers", BAD_FORMS)
+async def test_bad_credentials_get_401_before_the_body_is_read(queue: Queue,
+                                                               headers: dict[str, str]) -> None:
+    response = await queue.client.post(URL, data=b"{not json", headers=headers)
+    assert response.status == 401
+    assert await response.json() == {"code": 401, "error": "Unauthorized."}
+    assert len(queue.tenants["appA"].engine.core) == 0
+    got = await queue.client.get(f"{URL}/anything", headers=headers)
+    assert got.status == 401
+
+
+async def test_keys_never_appear_in_answers(queue: Queue) -> None:
+    for headers in [*BAD_FORMS, *APP_FORMS]:
+        text = await (await queue.client.post(URL, json={}, headers=headers)).text()
+        assert A.master_key not in text and A.app_key not in text
+
+
+# ---------------------------------------------------------------------------- bodies and codes
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "message"),
+    [
+        (b"{oops", 400, 107, "Malformed json object"),
+        (b"[1, 2]", 400, 107, "A json dictionary is expected"),
+        (b"\xff\xfe", 400, 107, "Malformed json object"),
+        (b"[" * 50_000, 400, 107, "nested too deeply"),
+        (b'{"function": ""}', 400, 1, "function must be a non-empty string"),
+        (b'{"function": "f", "attempts": "2"}', 400, 1, "attempts must be a whole number"),
+        (b'{"function": "f", "uniqueId": "' + b"x" * 33 + b'"}', 400, 1,
+         "uniqueId must be 1 to 32 characters"),
+        (b'{"function": "f", "deliveryMode": "maybe"}', 400, 1, "deliveryMode must be"),
+        (b'{"function": "f", "timeout": 99999999}', 400, 1, "over this queue's maximum"),
+        (b'{"function": "f", "params": ' + b"[" * 500 + b"]" * 500 + b"}", 400, 1,
+         "nest deeper than 64 levels"),
+        (b'{"function": "f", "backoff": -1}', 400, 1, "backoff must be >= 0 ms"),
+    ],
+    ids=["syntax", "array", "not-utf8", "deep-json", "no-function", "attempts-type",
+         "long-id", "delivery-mode", "timeout-max", "deep-params", "negative-backoff"],
+)
+async def test_bad_bodies_get_a_leancloud_error_and_create_nothing(
+        queue: Queue, body: bytes, status: int, code: int, message: str) -> None:
+    response = await queue.client.post(URL, data=body, headers=master())
+    assert response.status == status
+    assert response.content_type == "application/json"
+    payload = await response.json()
+    assert payload["code"] == code and message in payload["error"]
+    assert len(queue.tenants["appA"].engine.core) == 0
+
+
+async def test_body_over_the_size_limit_gets_413(queue: Queue) -> None:
+    body = {"function": "f", "params": {"blob": "x" * 70_000}}
+    response = await queue.client.post(URL, json=body, headers=master())
+    assert response.status == 413
+    assert (await response.json())["code"] == 413
+
+
+async def test_sdk_body_with_prod_and_unknown_fields_is_accepted(queue: Queue) -> None:
+    body = {"function": "f", "params": {"k": 1}, "uniqueId": "rlqc5p6yig-fail", "attempts": 2,
+            "backoff": 1000, "prod": 0, "notify": True, "delay": 60_000}
+    assert await queue.enqueue(body) == "rlqc5p6yig-fail"
+
+
+async def test_duplicate_unique_id_gets_409_with_code_409(queue: Queue) -> None:
+    await queue.enqueue({"function": "f", "uniqueId": "dup-1", "delay": 60_000})
+    response = await queue.client.post(URL, json={"function": "f", "uniqueId": "dup-1"},
+                                       headers=master())
+    assert response.status == 409
+    body = await response.json()
+    assert body["code"] == 409 and "dup-1" in body["error"]
+
+
+async def test_unknown_task_gets_404(queue: Queue) -> None:
+    response = await queue.client.get(f"{URL}/never-was", headers=app_role())
+    assert response.status == 404
+    assert await response.json() == {"code": 404, "error": "Task 'never-was' not found"}
+
+
+async def test_percent_encoded_unique_id_is_decoded(queue: Queue) -> None:
+    uid = await queue.enqueue({"function": "f", "uniqueId": "a:b~c", "delay": 60_000})
+    response = await queue.client.get(f"{URL}/a%3Ab%7Ec", headers=app_role())
+    assert response.status == 200 and (await response.json())["uniqueId"] == uid
+
+
+async def test_another_apps_task_reads_as_absent(queue: Queue) -> None:
+    uid = await queue.enqueue({"function": "f", "delay": 60_000, "uniqueId": "mine"})
+    response = await queue.client.get(f"{URL}/{uid}", headers=app_role(B))
+    assert response.status == 404
+    assert await queue.enqueue({"function": "f", "delay": 60_000, "uniqueId": "mine"}, B) == "mine"
+
+
+# ---------------------------------------------------------------------------- running functions
+
+
+async def test_success_keeps_the_hosts_whole_body_as_result(queue: Queue) -> None:
+    @queue.host.define("add")
+    async def add(params: Any, request: web.Request) -> web.Response:
+        return ok(params["a"] + params["b"])
+
+    uid = await queue.enqueue({"function": "add", "params": {"a": 2, "b": 3}})
+    await queue.wait(uid)
+    info = await queue.info(uid)
+    assert (info["status"], info["statusCode"], info["result"]) == ("success", 200,
+                                                                  {"result": 5})
+    (name, params, headers), = queue.host.calls
+    assert (name, params) == ("add", {"a": 2, "b": 3})
+    assert headers["X-LC-Key"] == f"{A.master_key},master"
+    assert headers["X-LC-Hook-Key"] == A.hook_key and "X-LC-Session" not in headers
+    assert headers["Content-Type"].startswith("application/json")
+
+
+async def test_internal_function_is_callable_by_the_queue(queue: Queue) -> None:
+    @queue.host.define("secret", internal=True)
+    async def secret(params: Any, request: web.Request) -> web.Response:
+        return ok("inside")
+
+    uid = await queue.enqueue({"function": "secret"})
+    assert (await queue.wait(uid)).result == {"result": "inside"}
+
+
+async def test_error_answer_retries_with_status_code_error_and_retry_at(queue: Queue) -> None:
+    @queue.host.define("fail")
+    async def fail(params: Any, request: web.Request) -> web.Response:
+        return error(f"boom (attempt {request.headers['X-CloudQueue-Attempt']})")
+
+    uid = await queue.enqueue({"function": "fail", "attempts": 2, "backoff": 300})
+    for _ in range(100):
+        info = await queue.info(uid)
+        if "retryAt" in info:
+            break
+        await asyncio.sleep(0.01)
+    assert (info["status"], info["statusCode"], info["error"]) == ("queued", 500,
+                                                                 "boom (attempt 1)")
+    final = await queue.wait(uid)
+    assert (final.status, final.error, final.attempt) == ("failed", "boom (attempt 3)", 3)
+
+
+@pytest.mark.parametrize(("mode", "runs", "status"),
+                         [("atLeastOnce", 2, "failed"), ("atMostOnce", 1, "failed")])
+async def test_timeout_is_decided_by_delivery_mode(queue: Queue, mode: str, runs: int,
+                                                   status: str) -> None:
+    queue.host.define("slow")(hang)
+    uid = await queue.enqueue({"function": "slow", "timeout": 200, "attempts": 1,
+                               "backoff": 10, "deliveryMode": mode})
+    info = await queue.wait(uid)
+    assert (info.status, info.error) == (status, "cloud function timed out after 200 ms")
+    assert len(queue.host.calls) == runs and info.status_code is None
+
+
+async def test_unknown_function_fails_with_the_hosts_404(queue: Queue) -> None:
+    uid = await queue.enqueue({"function": "nope", "attempts": 0})
+    info = await queue.wait(uid)
+    assert (info.status, info.status_code, info.error) == ("failed", 404,
+                                                           "No such cloud function 'nope'")
+
+
+async def test_gateway_error_without_leanengine_body_charges_no_attempt(queue: Queue) -> None:
+    answers = [web.Response(status=502, text="<html>bad gateway</html>"),
+               web.Response(status=503, text="no healthy upstream")]
+
+    @queue.host.define("flaky_gateway")
+    async def flaky_gateway(params: Any, request: web.Request) -> web.Response:
+        return answers.pop(0) if answers else ok("through")
+
+    uid = await queue.enqueue({"function": "flaky_gateway", "attempts": 0})
+    info = await queue.wait(uid)
+    assert (info.status, info.attempt, info.result) == ("success", 1, {"result": "through"})
+
+
+async def test_leanengine_503_timeout_body_is_a_failed_run(queue: Queue) -> None:
+    @queue.host.define("host_timeout")
+    async def host_timeout(params: Any, request: web.Request) -> web.Response:
+        return error("The request timed out on the server.", status=503, code=124)
+
+    uid = await queue.enqueue({"function": "host_timeout", "attempts": 0})
+    info = await queue.wait(uid)
+    assert (info.status, info.status_code) == ("failed", 503)
+
+
+# ---------------------------------------------------------------------------- extensions
+
+
+async def test_list_by_state_and_cancel(queue: Queue) -> None:
+    waiting = await queue.enqueue({"function": "f", "delay": 60_000})
+    response = await queue.client.get(f"{URL}?state=queued&limit=10", headers=master())
+    listed = await response.json()
+    assert listed["count"] == 1 and listed["results"][0]["uniqueId"] == waiting
+    cancelled = await queue.client.post(f"{URL}/{waiting}/cancel", headers=master())
+    assert (await cancelled.json())["state"] == "cancelled"
+    again = await queue.client.post(f"{URL}/{waiting}/cancel", headers=master())
+    assert again.status == 409
+    assert (await queue.client.get(f"{URL}?state=bogus", headers=master())).status == 400
+    assert (await queue.client.get(URL, headers=app_role())).status == 403
+
+
+async def test_health_endpoints(queue: Queue) -> None:
+    assert (await queue.client.get("/__health/live")).status == 200
+    assert await (await queue.client.get("/__health/ready")).json() == {"status": "ready"}
+
+
+Probe = Callable[[], Awaitable[None]]
+
+
+async def test_host_down_charges_no_attempt_and_all_tasks_run_when_it_returns(
+        tmp_path: Path, unused_tcp_port: int) -> None:
+    host = FunctionHost(A.app_id, A.master_key)
+
+    @host.define("work")
+    async def work(params: Any, request: web.Request) -> web.Response:
+        return ok(params["i"])
+
+    invoker = HttpInvoker(f"http://127.0.0.1:{unused_tcp_port}", A, probe_min_ms=20,
+                          probe_max_ms=100)
+    engine = Engine(data_dir=tmp_path / "q", concurrency=3, invoker=invoker)
+    async with engine:
+        ids = [await engine.enqueue("work", {"i": i}, attempts=0) for i in range(6)]
+        await asyncio.sleep(0.3)  # refused, probed, refused again...
+        assert not invoker.available
+        assert {(await engine.get_task_info(u)).attempt for u in ids} == {0}
+        server = TestServer(host.app, host="127.0.0.1", port=unused_tcp_port)
+        await server.start_server()
+        try:
+            infos = [await engine.wait(u, timeout=10) for u in ids]
+        finally:
+            await server.close()
+    assert [(i.status, i.attempt, i.return_value) for i in infos] == [
+        ("success", 1, n) for n in range(6)]
+    assert len(host.calls) == 6
