@@ -357,3 +357,12 @@ async def test_host_down_charges_no_attempt_and_all_tasks_run_when_it_returns(
     assert [(i.status, i.attempt, i.return_value) for i in infos] == [
         ("success", 1, n) for n in range(6)]
     assert len(host.calls) == 6
+
+
+async def test_openapi_document_is_served_and_covers_every_route(queue: Queue) -> None:
+    response = await queue.client.get("/1.1/engine/cloud-queue/openapi.json")
+    assert response.status == 200 and response.content_type == "application/json"
+    documented = set((await response.json())["paths"])
+    routed = {info.get("path") or info.get("formatter")
+              for info in (r.get_info() for r in queue.client.app.router.resources())}
+    assert {p.replace("{uniqueId}", "{unique_id}") for p in documented} == routed
