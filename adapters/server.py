@@ -18,6 +18,10 @@ A TOML config describes many apps::
     hook_key = "..."                         # optional
     function_host = "http://127.0.0.1:3000"  # the LeanEngine app's base URL
     concurrency = 1
+    [apps.quotas]                            # each optional; 429 + Retry-After past them
+    rate_per_s = 100
+    per_day = 10000
+    held = 1000
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from adapters.http_api.app import QueueApp, create_app
 from adapters.http_api.auth import AppKeys
 from adapters.http_invoker.invoker import HttpInvoker
 from engine.core.errors import ConfigError
+from engine.core.quotas import Quotas
 from engine.embedded import Engine
 
 log = logging.getLogger("cloudqueue.serve")
@@ -54,6 +59,7 @@ class AppConfig:
     concurrency: int = 1
     max_timeout_ms: int = 600_000
     fsync: str = "always"
+    quotas: Quotas = field(default_factory=Quotas)
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,18 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
     return AppConfig(AppKeys(raw["app_id"], raw["app_key"], raw["master_key"],
                              raw.get("hook_key") or None),
                      raw.get("function_host"), concurrency,
-                     int(raw.get("max_timeout_ms", 600_000)), str(raw.get("fsync", "always")))
+                     int(raw.get("max_timeout_ms", 600_000)), str(raw.get("fsync", "always")),
+                     _quotas(where, raw.get("quotas", {})))
+
+
+def _quotas(where: str, raw: Any) -> Quotas:
+    known = {"rate_per_s", "burst", "per_day", "held"}
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise ConfigError(f"{where}.quotas takes {', '.join(sorted(known))}")
+    try:
+        return Quotas(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}.quotas: {exc}") from None
 
 
 def build_app(config: ServeConfig) -> web.Application:
@@ -131,6 +148,7 @@ def build_app(config: ServeConfig) -> web.Application:
     for app in config.apps:
         invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
         engine = Engine(concurrency=app.concurrency, max_timeout_ms=app.max_timeout_ms,
+                        quotas=app.quotas,
                         data_dir=config.data_dir / app.keys.app_id, fsync=app.fsync,
                         invoker=invoker)
         tenants[app.keys.app_id] = QueueApp(app.keys, engine)

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from engine.core.commands import TaskFinished
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError, LogError
 from engine.core.events import Event, TaskSubmitted
@@ -19,6 +20,7 @@ from engine.core.options import (
     check_params,
     parse_options,
 )
+from engine.core.quotas import Quotas
 from engine.core.task import TaskInfo
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
@@ -53,6 +55,7 @@ class Engine:
     Args:
         concurrency: runs in flight at once (LeanCloud's default is 1).
         max_timeout_ms: the largest ``timeout`` a task may ask for.
+        quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
         data_dir: keep tasks in a durable log in this directory (replayed on start). Without
             it (and without ``store``) tasks are kept in memory only.
         fsync: ``always`` (default: fsync before acknowledging), ``interval[:MS]`` or ``never``.
@@ -66,6 +69,7 @@ class Engine:
     """
 
     def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
+                 quotas: Quotas | None = None,
                  data_dir: str | Path | None = None, fsync: str = "always",
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, compact_bytes: int | None = None,
                  file_ops: FileOps | None = None,
@@ -78,7 +82,8 @@ class Engine:
         self.clock = clock or SystemClock()
         self.functions = FunctionRegistry()
         self.limits = Limits(max_timeout_ms=max_timeout_ms)
-        self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits),
+        self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits,
+                                          quotas=quotas or Quotas()),
                                start_ms=self.clock.now_ms())
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._log_options = {"policy": FsyncPolicy.parse(fsync), "segment_bytes": segment_bytes,
@@ -112,6 +117,7 @@ class Engine:
             on_compact_due=self._compact_soon, **self._log_options)
         for task in loaded.snapshot_tasks:
             self.core.restore(task)
+        self.core.restore_counters(loaded.counters)
         self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
         for event in loaded.events:
             self.core.apply(event)
@@ -126,7 +132,7 @@ class Engine:
         if self._log is None:
             raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
         seq = self.core.last_seq
-        snapshot = encode_snapshot(seq, self.core.tasks())
+        snapshot = encode_snapshot(seq, self.core.tasks(), self.core.counters())
         return await self._log.compact(seq, snapshot)
 
     def _compact_soon(self) -> None:
@@ -226,7 +232,8 @@ class Engine:
         """
         self._check_open()
         commands = self.core.cancel(unique_id, self.clock.now_ms())
-        info = self.core.task_info(unique_id, self.clock.now_ms())
+        # the snapshot taken at the moment of cancelling: with keepResult 0 the task is gone now
+        info = next(c.info for c in commands if isinstance(c, TaskFinished))
         self._driver.execute(commands)
         self._driver.poke()
         seq = self.core.last_seq

@@ -66,6 +66,7 @@ class Inspection:
     status: int = CLEAN
     snapshot_seq: int = 0
     snapshot_tasks: list[Task] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
@@ -79,7 +80,7 @@ def inspect(directory: Path) -> Inspection:
     if snapshots:
         seq, path = snapshots[-1]
         try:
-            result.snapshot_seq, result.snapshot_tasks = read_snapshot(path)
+            result.snapshot_seq, result.snapshot_tasks, result.counters = read_snapshot(path)
             result.lines.append(f"snapshot: {path.name}, seq {seq}, "
                                 f"{len(result.snapshot_tasks)} tasks, {_size(path)}")
         except LogCorruptError as exc:
@@ -121,12 +122,14 @@ def _size(path: Path) -> str:
 
 
 def replay(snapshot_tasks: Iterable[Task], snapshot_seq: int, events: Iterable[Event],
-           lenient: bool = False) -> tuple[EngineCore, int]:
+           lenient: bool = False, counters: dict[str, int] | None = None
+           ) -> tuple[EngineCore, int]:
     """A core rebuilt from a snapshot and events (no recovery, no runs). With ``lenient``,
     events that no longer make sense (their cause was lost to damage) are dropped and counted."""
     core = EngineCore(start_ms=int(time.time() * 1000))
     for task in snapshot_tasks:
         core.restore(task)
+    core.restore_counters(counters or {})
     core.last_seq = max(core.last_seq, snapshot_seq)
     dropped = 0
     for event in events:
@@ -147,7 +150,8 @@ def describe(directory: Path, out: TextIO, verbose: bool = True) -> int:
     for line in found.lines if verbose else ():
         print(line, file=out)
     if found.status != DAMAGED and verbose:
-        core, _ = replay(found.snapshot_tasks, found.snapshot_seq, found.events)
+        core, _ = replay(found.snapshot_tasks, found.snapshot_seq, found.events,
+                         counters=found.counters)
         states = Counter(task.state.value for task in core.tasks())
         print(f"records: {sum(found.kinds.values())} ("
               + ", ".join(f"{k} {n}" for k, n in sorted(found.kinds.items())) + ")", file=out)
@@ -171,8 +175,8 @@ def repair(directory: Path, out: TextIO) -> int:
             print(f"dropped {dropped} record(s) that no longer follow from what survived",
                   file=out)
         ops = FileOps()
-        write_snapshot(directory, core.last_seq, encode_snapshot(core.last_seq, core.tasks()),
-                       ops)
+        write_snapshot(directory, core.last_seq,
+                       encode_snapshot(core.last_seq, core.tasks(), core.counters()), ops)
         last_segment = list_segments(directory)[-1][0] if list_segments(directory) else 0
         remove_covered(directory, last_segment, core.last_seq, ops)
     print(f"repaired: {len(core)} live tasks at seq {core.last_seq}", file=out)
@@ -209,10 +213,12 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
 
 async def _compact(directory: Path) -> int:
     store, loaded = LogStore.open(directory, compact_bytes=None)
-    core, _ = replay(loaded.snapshot_tasks, loaded.snapshot_seq, loaded.events)
+    core, _ = replay(loaded.snapshot_tasks, loaded.snapshot_seq, loaded.events,
+                     counters=loaded.counters)
     store.start()
     try:
-        return await store.compact(core.last_seq, encode_snapshot(core.last_seq, core.tasks()))
+        return await store.compact(core.last_seq,
+                                   encode_snapshot(core.last_seq, core.tasks(), core.counters()))
     finally:
         await store.close()
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from adapters.http_api.auth import AppKeys, Role, authenticate
 from adapters.http_api.wire import parse_enqueue, parse_json_object
 from engine.core.errors import EngineError, ForbiddenError, UnauthorizedError, ValidationError
+from engine.core.quotas import QuotaExceededError
 from engine.core.states import TaskState
 from engine.embedded import Engine
 
@@ -56,6 +57,10 @@ def _error(status: int, code: int, message: str, **extra: Any) -> web.Response:
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except QuotaExceededError as exc:
+        retry_after = str(max(1, -(-exc.retry_after_ms // 1000)))
+        return web.json_response(exc.body(), status=exc.http_status,
+                                 headers={"Retry-After": retry_after})
     except EngineError as exc:
         return web.json_response(exc.body(), status=exc.http_status)
     except web.HTTPException as exc:

@@ -47,6 +47,7 @@ from engine.core.events import (
     TaskSubmitted,
 )
 from engine.core.options import DeliveryMode, Limits, TaskOptions
+from engine.core.quotas import Quotas, QuotaTracker
 from engine.core.ready_queue import ReadyQueue
 from engine.core.states import TaskState, Trigger, can_fire, fire
 from engine.core.task import Task, TaskInfo
@@ -69,6 +70,7 @@ class CoreConfig:
     limits: Limits = field(default_factory=Limits)
     wheel_tick_ms: int = 1
     wheel_slots: int = 4096
+    quotas: Quotas = field(default_factory=Quotas)
 
 
 class EngineCore:
@@ -84,6 +86,8 @@ class EngineCore:
         self._due: list[TimerKey] = []
         self._running: dict[str, int] = {}
         self._timer_tokens = 0
+        self._unfinished = 0
+        self.quota = QuotaTracker(self.config.quotas)
         self.last_seq = 0
 
     # ------------------------------------------------------------------ reads
@@ -128,7 +132,10 @@ class EngineCore:
             if not self._expired(existing, now_ms):
                 raise DuplicateTaskError(unique_id, existing.state.wire_status,
                                          existing.state.value)
+            self.quota.check(now_ms, self._unfinished)
             events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
+        else:
+            self.quota.check(now_ms, self._unfinished)
         priority = now_ms if options.priority is None else options.priority
         events.append(self._emit(TaskSubmitted(self._seq(), now_ms, unique_id, function, params,
                                                options, priority)))
@@ -179,6 +186,9 @@ class EngineCore:
         task = self._tasks.pop(unique_id, None)
         if task is None:
             return
+        if not task.state.is_final:
+            self._unfinished -= 1
+        self.quota.uncounted(task.created_ms)
         self._ready.discard(unique_id)
         self._running.pop(unique_id, None)
         self._set_timer(task, None, 0)
@@ -204,12 +214,22 @@ class EngineCore:
 
     # ------------------------------------------------------------------ snapshots
 
+    def counters(self) -> dict[str, int]:
+        """State a snapshot must keep beyond the tasks (the records it was counted from go)."""
+        return {"quota_day": self.quota.day, "quota_day_count": self.quota.day_count}
+
+    def restore_counters(self, counters: dict[str, int]) -> None:
+        self.quota.day = counters.get("quota_day", -1)
+        self.quota.day_count = counters.get("quota_day_count", 0)
+
     def restore(self, task: Task) -> None:
         """Insert a task read from a snapshot and rebuild what derives from its state (the
         ready queue, its timer, the running set): the same rules ``apply`` follows."""
         task.timer, task.timer_token = None, 0
         self._tasks[task.unique_id] = task
         state, options = task.state, task.options
+        if not state.is_final:
+            self._unfinished += 1
         if state is TaskState.QUEUED:
             if task.started_ms is None and options.delay_ms > 0:
                 self._set_timer(task, TimerKind.START, task.created_ms + options.delay_ms)
@@ -321,6 +341,8 @@ class EngineCore:
         task = Task(event.unique_id, event.function, event.params, event.options, event.priority,
                     event.seq, event.t_ms)
         self._tasks[event.unique_id] = task
+        self._unfinished += 1
+        self.quota.counted(event.t_ms)
         if event.options.delay_ms > 0:
             self._set_timer(task, TimerKind.START, event.t_ms + event.options.delay_ms)
         else:
@@ -405,6 +427,7 @@ class EngineCore:
         return task
 
     def _finish(self, task: Task, t_ms: int) -> None:
+        self._unfinished -= 1
         task.finished_ms = t_ms
         self._set_timer(task, TimerKind.EXPIRE, t_ms + task.options.keep_result_ms)
 

@@ -45,6 +45,7 @@ class LoadedLog:
     snapshot_seq: int
     events: list[Event]
     report: RecoveryReport
+    counters: dict[str, int]
 
     @property
     def last_seq(self) -> int:
@@ -55,14 +56,14 @@ def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
     """The latest snapshot plus every logged event after its seq."""
     started = time.perf_counter()
     snapshot = latest_snapshot(directory, ops)
-    snapshot_seq, tasks = snapshot if snapshot is not None else (0, [])
+    snapshot_seq, tasks, counters = snapshot if snapshot is not None else (0, [], {})
     events, report = read_log(directory)
     events = [e for e in events if e.seq > snapshot_seq]
     report.snapshot_seq = snapshot_seq
     report.snapshot_tasks = len(tasks)
     report.records = len(events)
     report.seconds = time.perf_counter() - started
-    return LoadedLog(tasks, snapshot_seq, events, report)
+    return LoadedLog(tasks, snapshot_seq, events, report, counters)
 
 _FULL_RETRY_FIRST_S = 0.05
 _FULL_RETRY_MAX_S = 2.0

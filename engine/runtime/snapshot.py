@@ -50,17 +50,20 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def encode_snapshot(seq: int, tasks: Iterable[Task]) -> bytes:
-    """The bytes of a snapshot at ``seq``. Encodes each task at once (tasks change later)."""
+def encode_snapshot(seq: int, tasks: Iterable[Task],
+                    counters: dict[str, int] | None = None) -> bytes:
+    """The bytes of a snapshot at ``seq``. Encodes each task at once (tasks change later).
+    ``counters`` is state beyond the tasks (e.g. the day's enqueue count for quotas)."""
     body = [encode_frame(encode_record(task_to_record(task))) for task in tasks]
-    header = {"v": SCHEMA_VERSION, "k": "snap", "seq": seq, "n": len(body)}
+    header = {"v": SCHEMA_VERSION, "k": "snap", "seq": seq, "n": len(body),
+              "counters": counters or {}}
     footer = {"v": SCHEMA_VERSION, "k": "end", "n": len(body)}
     return b"".join([encode_frame(encode_record(header)), *body,
                      encode_frame(encode_record(footer))])
 
 
-def read_snapshot(path: Path) -> tuple[int, list[Task]]:
-    """(seq, tasks) of a snapshot file. Raises ``LogCorruptError`` on any damage."""
+def read_snapshot(path: Path) -> tuple[int, list[Task], dict[str, int]]:
+    """(seq, tasks, counters) of a snapshot file. Raises ``LogCorruptError`` on any damage."""
     data = path.read_bytes()
     try:
         result = scan(data)
@@ -79,10 +82,11 @@ def read_snapshot(path: Path) -> tuple[int, list[Task]]:
                 and header.get("n") == footer.get("n") == len(tasks))
     if not complete:
         raise LogCorruptError(path.name, 0, "snapshot header, footer and task count disagree")
-    return int(header["seq"]), tasks
+    return int(header["seq"]), tasks, dict(header.get("counters") or {})
 
 
-def latest_snapshot(directory: Path, ops: FileOps | None = None) -> tuple[int, list[Task]] | None:
+def latest_snapshot(directory: Path, ops: FileOps | None = None
+                    ) -> tuple[int, list[Task], dict[str, int]] | None:
     """The newest snapshot, after deleting leftovers of a compaction that crashed mid-write."""
     ops = ops or FileOps()
     for leftover in directory.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}.tmp"):

@@ -366,3 +366,20 @@ async def test_openapi_document_is_served_and_covers_every_route(queue: Queue) -
     routed = {info.get("path") or info.get("formatter")
               for info in (r.get_info() for r in queue.client.app.router.resources())}
     assert {p.replace("{uniqueId}", "{unique_id}") for p in documented} == routed
+
+
+async def test_over_a_quota_answers_429_with_retry_after(tmp_path: Path) -> None:
+    from engine.core.quotas import Quotas
+
+    tenants = {A.app_id: QueueApp(A, Engine(data_dir=tmp_path / "q",
+                                            quotas=Quotas(per_day=2, rate_per_s=1000)))}
+    async with TestClient(TestServer(create_app(tenants), host="127.0.0.1")) as client:
+        for _ in range(2):
+            ok_response = await client.post(URL, json={"function": "f", "delay": 60_000},
+                                             headers=master())
+            assert ok_response.status == 200
+        response = await client.post(URL, json={"function": "f"}, headers=master())
+        assert response.status == 429
+        body = await response.json()
+        assert (body["code"], body["quota"]) == (429, "daily")
+        assert 1 <= int(response.headers["Retry-After"]) <= 86_400

@@ -146,12 +146,14 @@ async def compact_offline(directory: Path, ops: FileOps) -> None:
     core = EngineCore(start_ms=T0)
     for task in loaded.snapshot_tasks:
         core.restore(task)
+    core.restore_counters(loaded.counters)
     for event in loaded.events:
         core.apply(event)
     core.last_seq = max(core.last_seq, loaded.snapshot_seq)
     store.start()
     try:
-        await store.compact(core.last_seq, encode_snapshot(core.last_seq, core.tasks()))
+        await store.compact(core.last_seq,
+                            encode_snapshot(core.last_seq, core.tasks(), core.counters()))
     finally:
         await store.close()
 

@@ -248,3 +248,11 @@ async def test_real_clock_runs_a_delayed_retry_end_to_end() -> None:
         uids = [await engine.enqueue("twice", {"i": i}, delay=20, backoff=30) for i in range(8)]
         infos = [await engine.wait(uid, timeout=5) for uid in uids]
     assert {(i.status, i.return_value, i.attempt) for i in infos} == {("success", 2, 2)}
+
+
+async def test_cancel_with_keep_result_zero_returns_the_final_info(queue: Engine) -> None:
+    uid = await queue.enqueue("f", delay=10_000, keep_result=0)
+    info = await queue.cancel(uid)
+    assert info.state is TaskState.CANCELLED
+    with pytest.raises(UnknownTaskError):
+        await queue.get_task_info(uid)

@@ -316,3 +316,25 @@ async def test_run_outcome_during_a_full_disk_is_written_once_space_returns(
     assert info.return_value == "ok"
     events, _ = read_log(tmp_path)
     assert [type(e).__name__ for e in events] == ["TaskSubmitted", "RunStarted", "RunSucceeded"]
+
+
+async def test_daily_quota_count_survives_restart_and_compaction(tmp_path: Path) -> None:
+    from engine.core.quotas import QuotaExceededError, Quotas
+
+    clock = FakeClock(T0)
+    quotas = Quotas(per_day=2)
+    async with Engine(data_dir=tmp_path, clock=clock, quotas=quotas) as queue:
+        await queue.enqueue("f", delay=60_000)
+        gone = await queue.enqueue("f", delay=60_000, keep_result=0)
+        await queue.cancel(gone)  # finished and purged: the day's count must not forget it
+        await queue.settle()
+        assert len(queue.core) == 1
+    for compact in (False, True):
+        async with Engine(data_dir=tmp_path, clock=clock, quotas=quotas) as queue:
+            with pytest.raises(QuotaExceededError, match="enqueued 2 tasks today"):
+                await queue.enqueue("f")
+            if compact:
+                await queue.compact()
+    async with Engine(data_dir=tmp_path, clock=clock, quotas=quotas) as queue:
+        with pytest.raises(QuotaExceededError):
+            await queue.enqueue("f")
