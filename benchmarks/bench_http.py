@@ -1,0 +1,133 @@
+"""HTTP enqueue over loopback: cloudqueue's server beside aiohttp's own no-op ceiling.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_http            # full run
+    python -m benchmarks.bench_http --quick    # tiny: checks only that it runs
+
+The server runs in its own process (``cloudqueue serve``, fsync always, a fresh data directory);
+this process is the load generator: N concurrent clients, each POSTing an enqueue and awaiting
+the answer. Every enqueue is acknowledged only after its record is fsynced. The ceiling case runs
+the same load against a no-op aiohttp JSON handler, so the ratio between the two is measured in
+one run on the same machine. CPU figures in the record are the load generator's, not the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from functools import partial
+
+import aiohttp
+
+from adapters.http_api.auth import sign
+from benchmarks._harness import REPO_ROOT, Case, Stopwatch, Target, Trial, main, now_ns
+
+KEYS = {"LEANCLOUD_APP_ID": "bench", "LEANCLOUD_APP_KEY": "bench-app-key",
+        "LEANCLOUD_APP_MASTER_KEY": "bench-master-key"}
+HEADERS = {"X-LC-Id": "bench", "X-LC-Sign": sign("bench-master-key", 1, master=True),
+           "Content-Type": "application/json"}
+BODY = b'{"function":"resize","params":{"image":"cat.png","width":640},"delay":86400000}'
+PATH = "/1.1/engine/cloud-queue/tasks"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(kind: str) -> Iterator[str]:
+    """Start the queue (or the no-op ceiling) in its own process; yield its base URL."""
+    port = _free_port()
+    env = {**os.environ, **KEYS, "PYTHONPATH": str(REPO_ROOT)}
+    with tempfile.TemporaryDirectory(prefix="cq-bench-") as data:
+        if kind == "queue":
+            argv = [sys.executable, "-m", "engine.cli", "serve", "--port", str(port),
+                    "--data-dir", data]
+        else:
+            argv = [sys.executable, "-m", "benchmarks._noop_server", str(port)]
+        process = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            asyncio.run(_wait_ready(base))
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+async def _wait_ready(base: str) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{base}/__health/ready") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{base} did not become ready")
+
+
+async def _load(base: str, clients: int, total: int) -> Trial:
+    latencies: list[int] = []
+    remaining = total
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def client() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = now_ns()
+                async with session.post(base + PATH, data=BODY, headers=HEADERS) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"enqueue answered {response.status}")
+                latencies.append(now_ns() - started)
+
+        watch = Stopwatch()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        wall, cpu = watch.read()
+    return Trial(total, wall, cpu, latencies)
+
+
+def http_trial(base_urls: dict[str, str], kind: str, clients: int, total: int) -> Trial:
+    return asyncio.run(_load(base_urls[kind], clients, total))
+
+
+def build_cases(quick: bool) -> list[Case]:
+    total = 300 if quick else 20_000
+    return [
+        Case("http_enqueue", {"server": kind, "store": "log, fsync always" if kind == "queue"
+                              else "none", "concurrency": clients, "n": total},
+             partial(_with_server, kind, clients, total), "req/s",
+             Target("HTTP enqueue, 64 concurrent clients", 8_000) if
+             (kind, clients) == ("queue", 64) else None)
+        for kind in ("queue", "aiohttp_noop") for clients in (16, 64)
+    ]
+
+
+_SERVERS: dict[str, str] = {}
+
+
+def _with_server(kind: str, clients: int, total: int) -> Trial:
+    return http_trial(_SERVERS, kind, clients, total)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    with server("queue") as queue_url, server("aiohttp_noop") as noop_url:
+        _SERVERS.update({"queue": queue_url, "aiohttp_noop": noop_url})
+        return main(build_cases, argv, description=(__doc__ or "").split("\n", 1)[0])
+
+
+if __name__ == "__main__":
+    sys.exit(run())
