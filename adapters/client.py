@@ -58,6 +58,7 @@ from engine.core.options import (
     check_params,
     parse_options,
 )
+from engine.core.quotas import QuotaExceededError as CoreQuotaExceededError
 from engine.core.states import TaskState
 from engine.core.task import ABSENT, TaskInfo
 
@@ -94,8 +95,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # ---------------------------------------------------------------------------- errors
 
 
-class QuotaExceededError(EngineError):
+class QuotaExceededError(CoreQuotaExceededError):
     """The server refused an enqueue over one of the app's quotas (HTTP 429): nothing was created.
+
+    A subclass of the embedded engine's ``QuotaExceededError``, so one ``except`` serves both.
 
     Attributes:
         retry_after_s: seconds to wait before trying again, from the ``Retry-After`` header (or
@@ -104,18 +107,16 @@ class QuotaExceededError(EngineError):
         quota: which quota was hit (the body's ``quota``), if the server said.
     """
 
-    http_status: ClassVar[int] = 429
-    code: ClassVar[int] = 429
-
     def __init__(self, message: str, retry_after_s: float | None = None,
                  server_code: int | None = None, quota: str | None = None) -> None:
-        super().__init__(message)
+        retry_after_ms = round(retry_after_s * 1000) if retry_after_s is not None else 0
+        super().__init__(quota or "unknown", message, retry_after_ms)
         self.retry_after_s = retry_after_s
         self.server_code = server_code
-        self.quota = quota
+        self.quota: str | None = quota  # type: ignore[assignment]
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.server_code or self.code, "error": str(self)}
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.server_code or self.code, "error": str(self)}
         if self.quota is not None:
             body["quota"] = self.quota
         return body

@@ -20,13 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from engine.core.codec import UnknownRecordKindError, decode_event, to_record
+from engine.core.codec import UnknownRecordKindError, decode_log_record, to_record
 from engine.core.engine import EngineCore
 from engine.core.errors import EngineError, LogError
 from engine.core.events import Event
-from engine.core.framing import CorruptRecordError, TailState, salvage, scan
+from engine.core.framing import TailState, salvage
 from engine.core.task import Task
-from engine.runtime.log_file import FileOps, LogCorruptError, LogLockedError, list_segments
+from engine.runtime.log_file import (
+    FileOps,
+    LogCorruptError,
+    LogLockedError,
+    list_segments,
+    scan_segment,
+)
 from engine.runtime.log_store import LogStore, locked
 from engine.runtime.snapshot import (
     encode_snapshot,
@@ -91,12 +97,13 @@ def inspect(directory: Path) -> Inspection:
         data = path.read_bytes()
         progress.add(len(data))
         try:
-            scanned = scan(data)
-            events = [decode_event(payload) for payload in scanned.payloads]
-        except CorruptRecordError as exc:
+            scanned = scan_segment(path.name, data)
+            decoded = [decode_log_record(payload) for payload in scanned.payloads]
+        except LogCorruptError as exc:
             return _damaged(result, f"{path.name} is damaged at offset {exc.offset}: {exc.reason}")
         except UnknownRecordKindError as exc:
             return _damaged(result, f"{path.name}: {exc}")
+        events = [event for event in decoded if event is not None]
         result.lines.append(f"segment: {path.name}, {len(events)} records, {_size(path)}")
         if scanned.tail is TailState.TORN:
             if index != len(segments) - 1:
@@ -201,11 +208,11 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
             print(f"{path.name}: skipped {length} damaged bytes at offset {offset}", file=out)
         for payload in found.payloads:
             try:
-                event = decode_event(payload)
+                event = decode_log_record(payload)
             except UnknownRecordKindError as exc:
                 print(f"{path.name}: skipped an unreadable record: {exc}", file=out)
                 continue
-            if event.seq > last:
+            if event is not None and event.seq > last:
                 events.append(event)
                 last = event.seq
     return events

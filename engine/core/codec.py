@@ -177,6 +177,33 @@ def decode_record(payload: bytes) -> Any:
         raise UnknownRecordKindError("undecodable msgpack", None) from exc
 
 
+def batch_marker(synced_bytes: int) -> bytes:
+    """The record that opens every written batch: how many bytes of its segment were fsynced
+    before the batch was written. Recovery uses it to tell damage in bytes that were never
+    synced (a torn tail, whatever survived after it) from damage to synced data (corruption)."""
+    return encode_record({"v": SCHEMA_VERSION, "k": "batch", "synced": synced_bytes})
+
+
+def batch_synced(payload: bytes) -> int | None:
+    """The ``synced`` of a batch marker payload; None for anything else."""
+    try:
+        record = decode_record(payload)
+    except UnknownRecordKindError:
+        return None
+    if isinstance(record, dict) and record.get("k") == "batch":
+        synced = record.get("synced")
+        return synced if isinstance(synced, int) else None
+    return None
+
+
+def decode_log_record(payload: bytes) -> Event | None:
+    """The event in a log frame's payload, or None for a batch marker."""
+    record = decode_record(payload)
+    if isinstance(record, dict) and record.get("k") == "batch":
+        return None
+    return from_record(record)
+
+
 def decode_event(payload: bytes) -> Event:
     """The event in one frame's payload. Raises ``UnknownRecordKindError`` on anything else."""
     return from_record(decode_record(payload))

@@ -41,10 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.codec import decode_event
+from engine.core.codec import batch_synced, decode_log_record
 from engine.core.errors import LogError
 from engine.core.events import Event
-from engine.core.framing import CorruptRecordError, TailState, scan
+from engine.core.framing import CorruptRecordError, ScanResult, TailState, salvage, scan
 
 log = logging.getLogger("cloudqueue.log")
 
@@ -193,10 +193,7 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
         data = path.read_bytes()
         report.segments += 1
         report.bytes_read += len(data)
-        try:
-            result = scan(data)
-        except CorruptRecordError as exc:
-            raise LogCorruptError(path.name, exc.offset, exc.reason) from None
+        result = scan_segment(path.name, data)
         if result.tail is TailState.TORN:
             if index != len(segments) - 1:
                 raise LogCorruptError(path.name, result.good_end,
@@ -205,7 +202,9 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
             if repair_tail:
                 _cut_torn_tail(directory, path, data, result.good_end, result.reason, report)
         for offset, payload in zip(result.offsets, result.payloads, strict=True):
-            event = decode_event(payload)
+            event = decode_log_record(payload)
+            if event is None:
+                continue
             if event.seq <= last_seq:
                 raise LogCorruptError(path.name, offset,
                                       f"record seq {event.seq} does not follow {last_seq}")
@@ -214,6 +213,33 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
     report.records = len(events)
     report.seconds = time.perf_counter() - started
     return events, report
+
+
+def scan_segment(name: str, data: bytes) -> ScanResult:
+    """Frames of one segment, with damage judged by what was synced.
+
+    A bad frame followed by valid ones is corruption only if a later batch marker says bytes
+    beyond it had been fsynced; otherwise the damage lies in a batch that was never synced (the
+    kernel may write its pages back in any order before a power cut) and it is a torn tail.
+
+    Raises:
+        LogCorruptError: damage to synced data, or an intact frame of an unknown type.
+    """
+    try:
+        return scan(data)
+    except CorruptRecordError as exc:
+        if "unknown frame type" in exc.reason or _synced_beyond(data, exc.offset):
+            raise LogCorruptError(name, exc.offset, exc.reason) from None
+        head = scan(memoryview(data)[: exc.offset])
+        return ScanResult(head.payloads, head.offsets, exc.offset, TailState.TORN,
+                          len(data) - exc.offset,
+                          f"{exc.reason}; no byte after it was ever synced")
+
+
+def _synced_beyond(data: bytes, offset: int) -> bool:
+    after = salvage(memoryview(data)[offset + 1:])
+    return any((synced := batch_synced(p)) is not None and synced > offset
+               for p in after.payloads)
 
 
 def _cut_torn_tail(directory: Path, path: Path, data: bytes, good_end: int, reason: str | None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.codec import encode_event
+from engine.core.codec import batch_marker, encode_event
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError
 from engine.core.events import Event
 from engine.core.framing import encode_frame
@@ -145,6 +145,10 @@ class LogStore:
         self._fd = self._ops.open_append(path)
         if not segments:
             self._ops.fsync_dir(directory)
+        # What recovery read may still sit only in the page cache (a process crash keeps it
+        # there): sync it once, so every batch marker written from now on tells the truth.
+        self._ops.fsync(self._fd)
+        self._synced_size = self._size
         self._durable_seq = last_seq
         self._pending: list[Event] = []
         self._appended_seq = last_seq
@@ -265,7 +269,9 @@ class LogStore:
 
     async def _write_batch(self, batch: list[Event]) -> bool:
         """Write and (per policy) sync ``batch``; True once it is on disk."""
-        data = b"".join([encode_frame(encode_event(event)) for event in batch])
+        frames = [encode_frame(batch_marker(self._synced_size))]
+        frames += [encode_frame(encode_event(event)) for event in batch]
+        data = b"".join(frames)
         try:
             await self._in_thread(self._write, data)
         except OSError as exc:
@@ -336,6 +342,7 @@ class LogStore:
 
     def _sync(self) -> None:
         self._ops.fsync(self._fd)
+        self._synced_size = self._size
         self.syncs += 1
         self._unsynced = False
         self._last_sync = time.monotonic()
@@ -373,6 +380,8 @@ class LogStore:
             future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._rotation = (seq, future)
             self._kick.set()
+            if self._failure is not None or self._flusher is None or self._flusher.done():
+                raise self._failure or LogError("the log is not running")
             last_segment = await future
             self.bytes_since_snapshot = 0
             await self._in_thread(write_snapshot, self.directory, seq, snapshot, self._ops)
@@ -390,7 +399,7 @@ class LogStore:
         self._segment_no += 1
         self._fd = self._ops.open_append(self.directory / segment_name(self._segment_no))
         self._ops.fsync_dir(self.directory)
-        self._size = 0
+        self._size = self._synced_size = 0
 
     async def _disk_full(self, batch: list[Event]) -> None:
         self._full = True
@@ -418,6 +427,11 @@ class LogStore:
         error.__cause__ = exc
         self._failure = error
         self._pending.clear()
+        if self._rotation is not None:  # a compaction waiting for its boundary must not hang
+            _, rotation = self._rotation
+            self._rotation = None
+            if not rotation.done():
+                rotation.set_exception(error)
         for future in self._waiters.pop_all():
             if not future.done():
                 future.set_exception(error)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, TaskState
-from engine.core.codec import encode_event
-from engine.core.framing import encode_frame
+from engine.core.codec import decode_log_record
+from engine.core.framing import scan
 from engine.log_tool import CLEAN, DAMAGED, REFUSED, TORN, run
-from engine.runtime.log_file import LogCorruptError, list_segments, read_log
+from engine.runtime.log_file import LogCorruptError, list_segments
 from engine.runtime.snapshot import list_snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,11 +28,13 @@ async def make_log(directory: Path, count: int = 6) -> list[str]:
 
 
 def damage_frame(directory: Path, index: int) -> None:
+    """Flip a bit in the payload of the index-th event's frame (batch markers skipped)."""
     segment = list_segments(directory)[0][1]
     data = bytearray(segment.read_bytes())
-    events, _ = read_log(directory)
-    offset = sum(len(encode_frame(encode_event(e))) for e in events[:index])
-    data[offset + 12] ^= 0x20
+    scanned = scan(bytes(data))
+    offsets = [o for o, p in zip(scanned.offsets, scanned.payloads, strict=True)
+               if decode_log_record(p) is not None]
+    data[offsets[index] + 12] ^= 0x20
     segment.write_bytes(bytes(data))
 
 

@@ -21,7 +21,7 @@ from engine import (
 )
 from engine.core.codec import encode_event
 from engine.core.events import RunStarted, TaskSubmitted
-from engine.core.framing import encode_frame
+from engine.core.framing import encode_frame, scan
 from engine.core.options import DeliveryMode, TaskOptions
 from engine.runtime.log_file import (
     FileOps,
@@ -209,12 +209,12 @@ async def test_damage_in_the_middle_refuses_to_start_naming_segment_and_offset(
             await queue.enqueue("f", delay=60_000)
     segment = tmp_path / segment_name(1)
     data = bytearray(segment.read_bytes())
-    first_len = len(encode_frame(encode_event(read_log(tmp_path)[0][0])))
-    data[first_len + 12] ^= 0x40  # a bit in the second frame's payload
+    second_event = scan(bytes(data)).offsets[3]  # marker, event, marker, event: the 2nd event
+    data[second_event + 12] ^= 0x40
     segment.write_bytes(bytes(data))
     with pytest.raises(LogCorruptError) as info:
         await Engine(data_dir=tmp_path).start()
-    assert info.value.segment == segment_name(1) and info.value.offset == first_len
+    assert info.value.segment == segment_name(1) and info.value.offset == second_event
     assert "cloudqueue log repair" in str(info.value)
 
 
