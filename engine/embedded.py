@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -115,12 +116,14 @@ class Engine:
         store, loaded = await asyncio.to_thread(
             LogStore.open, directory, on_disk_full=self._roll_back_unstored,
             on_compact_due=self._compact_soon, **self._log_options)
+        started = time.perf_counter()
         for task in loaded.snapshot_tasks:
             self.core.restore(task)
         self.core.restore_counters(loaded.counters)
         self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
         for event in loaded.events:
             self.core.apply(event)
+        loaded.report.apply_seconds = time.perf_counter() - started
         self.store = self._log = store
         self._driver = Driver(self.core, store, self.clock, self._invoker)
         self.recovery = loaded.report

@@ -150,6 +150,7 @@ class RecoveryReport:
     seconds: float = 0.0
     snapshot_seq: int = 0
     snapshot_tasks: int = 0
+    apply_seconds: float = 0.0  # rebuilding the engine's state from what was read
 
     def summary(self) -> str:
         text = f"replayed {self.records} records from {self.segments} segment(s)"
@@ -157,6 +158,8 @@ class RecoveryReport:
             text = (f"loaded {self.snapshot_tasks} tasks from the snapshot at seq "
                     f"{self.snapshot_seq}; " + text)
         text += f" in {self.seconds:.3f} s"
+        if self.apply_seconds:
+            text += f" (+ {self.apply_seconds:.3f} s rebuilding state)"
         if self.torn_segment is not None:
             text += (f"; torn tail in {self.torn_segment} at offset {self.torn_offset}: "
                      f"dropped {self.dropped_bytes} bytes ({self.torn_reason}), "

@@ -259,7 +259,7 @@ class LogStore:
             if not self._pending:
                 # After a full disk with nothing left to retry, the next write is the probe.
                 self._full = False
-                if self._unsynced and self._sync_due():
+                if self._unsynced and self.policy.mode == "interval" and self._sync_due():
                     await self._sync_now()
                 continue
             batch, self._pending = self._pending, []
@@ -337,7 +337,7 @@ class LogStore:
         if (self.compact_bytes is not None and self.on_compact_due is not None
                 and not self._compacting and self.bytes_since_snapshot >= self.compact_bytes):
             self.on_compact_due()
-        if self._unsynced:
+        if self._unsynced and self.policy.mode == "interval":
             asyncio.get_running_loop().call_later(self.policy.interval_ms / 1000, self._kick.set)
 
     def _sync(self) -> None:

@@ -338,3 +338,13 @@ async def test_daily_quota_count_survives_restart_and_compaction(tmp_path: Path)
     async with Engine(data_dir=tmp_path, clock=clock, quotas=quotas) as queue:
         with pytest.raises(QuotaExceededError):
             await queue.enqueue("f")
+
+
+async def test_never_policy_leaves_syncing_to_the_os(tmp_path: Path) -> None:
+    ops = CountingOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="never") as queue:
+        after_open = ops.syncs
+        for _ in range(3):
+            await queue.enqueue("f", delay=60_000)
+        await asyncio.sleep(0.25)  # longer than the interval policy's default
+        assert ops.syncs == after_open
