@@ -66,7 +66,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.status, exc.reason or "error")
+        response = _error(exc.status, exc.status, exc.reason or "error")
+        if "Allow" in exc.headers:  # a 405 says which methods would do
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, 1, "internal error; the server logged the details")

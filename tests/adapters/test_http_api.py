@@ -383,3 +383,30 @@ async def test_over_a_quota_answers_429_with_retry_after(tmp_path: Path) -> None
         body = await response.json()
         assert (body["code"], body["quota"]) == (429, "daily")
         assert 1 <= int(response.headers["Retry-After"]) <= 86_400
+
+
+async def test_wrong_method_says_which_are_allowed(queue: Queue) -> None:
+    response = await queue.client.put(URL, headers=master())
+    assert response.status == 405 and "POST" in response.headers["Allow"]
+    assert (await response.json())["code"] == 405
+
+
+@pytest.mark.parametrize("field", ["uniqueId", "function"])
+def test_the_documents_id_pattern_is_exactly_what_the_server_accepts(field: str) -> None:
+    import json
+    import re
+
+    from adapters.http_api.app import OPENAPI_PATH
+    from engine.core.errors import ValidationError
+    from engine.core.options import check_unique_id
+
+    schema = json.loads(OPENAPI_PATH.read_text())["components"]["schemas"]["EnqueueRequest"]
+    pattern = re.compile(schema["properties"][field]["pattern"])
+    for code in [*range(0, 128), 0xE9, 0x4E2D]:
+        candidate = f"a{chr(code)}b"
+        try:
+            check_unique_id(candidate)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert bool(pattern.match(candidate)) == accepted, repr(candidate)
