@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -10,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from engine.core.codec import task_to_record
 from engine.core.commands import TaskFinished
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError, LogError
@@ -33,7 +35,7 @@ from engine.runtime.log_file import (
     RecoveryReport,
 )
 from engine.runtime.log_store import LogStore
-from engine.runtime.snapshot import encode_snapshot
+from engine.runtime.snapshot import encode_snapshot_records
 from engine.runtime.store import MemoryStore, Store
 
 log = logging.getLogger("cloudqueue")
@@ -135,8 +137,11 @@ class Engine:
         if self._log is None:
             raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
         seq = self.core.last_seq
-        snapshot = encode_snapshot(seq, self.core.tasks(), self.core.counters())
-        return await self._log.compact(seq, snapshot)
+        # Take the state now, on the loop (tasks change later); encode it in a worker thread.
+        records = [task_to_record(task) for task in self.core.tasks()]
+        counters = self.core.counters()
+        return await self._log.compact(
+            seq, functools.partial(encode_snapshot_records, seq, records, counters))
 
     def _compact_soon(self) -> None:
         if self._compaction is None or self._compaction.done():
@@ -264,21 +269,29 @@ class Engine:
     def idle(self) -> bool:
         return self._driver.idle and self.store.durable_seq >= self.core.last_seq
 
-    async def settle(self, max_rounds: int = 10_000) -> None:
-        """Let the driver and in-flight runs proceed until nothing more happens without the
-        clock moving (for tests with a ``FakeClock``): no poke pending, everything durable, and
-        no event, run or durability change for several loop turns. A run blocked on something
-        outside counts as settled."""
-        quiet, last = 0, None
-        for _ in range(max_rounds):
-            await asyncio.sleep(0)
-            mark = (self.core.last_seq, self.store.durable_seq, self._driver.running_runs)
-            calm = (not self._driver.poked and mark == last
-                    and self.store.durable_seq >= self.core.last_seq)
-            quiet = quiet + 1 if calm else 0
-            last = mark
-            if quiet >= 5:
-                return
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """Let the driver, in-flight runs and the log proceed until nothing more happens without
+        the clock moving (for tests with a ``FakeClock``): no poke pending, everything durable,
+        no log IO or compaction in flight, and no event, run or durability change for several
+        loop turns. Waits for real IO (an fsync) rather than spinning; a run blocked on
+        something outside counts as settled. Raises ``TimeoutError`` after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            quiet, last = 0, None
+            while quiet < 5:
+                if self.store.durable_seq < self.core.last_seq and self.store.failure is None:
+                    await self.store.wait_durable(self.core.last_seq)
+                elif self._log is not None and self._log.busy:
+                    await asyncio.sleep(0.001)  # IO in a worker thread: nothing to await here
+                else:
+                    await asyncio.sleep(0)
+                mark = (self.core.last_seq, self.store.durable_seq, self._driver.running_runs)
+                calm = (not self._driver.poked and mark == last
+                        and (self.store.durable_seq >= self.core.last_seq
+                             or self.store.failure is not None)
+                        and not (self._log is not None and self._log.busy)
+                        and (self._compaction is None or self._compaction.done()))
+                quiet = quiet + 1 if calm else 0
+                last = mark
 
     def _check_open(self) -> None:
         if self._state != "running":

@@ -278,7 +278,8 @@ class EngineCore:
             run_seq = task.run_seq
             # The run failed at its deadline, however late the driver noticed: retryAt counts
             # from there.
-            deadline_ms = (task.started_ms or now_ms) + task.options.timeout_ms
+            started_ms = now_ms if task.started_ms is None else task.started_ms
+            deadline_ms = started_ms + task.options.timeout_ms
             events.append(self._emit(RunFailed(
                 self._seq(), min(now_ms, deadline_ms), unique_id, run_seq,
                 f"cloud function timed out after {task.options.timeout_ms} ms",

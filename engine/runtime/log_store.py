@@ -164,7 +164,9 @@ class LogStore:
         self._compacting = False
         self.compact_bytes = compact_bytes
         self.on_compact_due = on_compact_due
-        self.bytes_since_snapshot = 0
+        # Log written since the last snapshot survives restarts, or a queue restarted more often
+        # than every compact_bytes would never compact and its replay would grow forever.
+        self.bytes_since_snapshot = sum(p.stat().st_size for _, p in segments)
         self.snapshot_seq = snapshot_seq
         self._unsynced = False
         self._last_sync = time.monotonic()
@@ -205,6 +207,12 @@ class LogStore:
         if self._full:
             return DiskFullError("the disk is full: nothing new is accepted until space is freed")
         return None
+
+    @property
+    def busy(self) -> bool:
+        """Writing, syncing or compacting right now (for tests that wait for quiet)."""
+        return (bool(self._pending) or self._rotation is not None or self._compacting
+                or (self._io is not None and not self._io.done()))
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")
@@ -365,9 +373,10 @@ class LogStore:
 
     # ------------------------------------------------------------------ compaction
 
-    async def compact(self, seq: int, snapshot: bytes) -> int:
-        """Make ``snapshot`` (the state at ``seq``, taken synchronously just before) the base
-        of the log and drop the segments it covers. Returns how many segments were removed.
+    async def compact(self, seq: int, snapshot: bytes | Callable[[], bytes]) -> int:
+        """Make ``snapshot`` (the state at ``seq``, taken synchronously just before; or a
+        function that encodes it, run in a worker thread) the base of the log and drop the
+        segments it covers. Returns how many segments were removed.
 
         Crash-safe at every step; see ``engine.runtime.snapshot``.
         """
@@ -384,6 +393,8 @@ class LogStore:
                 raise self._failure or LogError("the log is not running")
             last_segment = await future
             self.bytes_since_snapshot = 0
+            if callable(snapshot):
+                snapshot = await self._in_thread(snapshot)
             await self._in_thread(write_snapshot, self.directory, seq, snapshot, self._ops)
             self.snapshot_seq = seq
             return await self._in_thread(remove_covered, self.directory, last_segment, seq,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from engine.core.codec import (
     SCHEMA_VERSION,
@@ -52,9 +53,16 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
 
 def encode_snapshot(seq: int, tasks: Iterable[Task],
                     counters: dict[str, int] | None = None) -> bytes:
-    """The bytes of a snapshot at ``seq``. Encodes each task at once (tasks change later).
-    ``counters`` is state beyond the tasks (e.g. the day's enqueue count for quotas)."""
-    body = [encode_frame(encode_record(task_to_record(task))) for task in tasks]
+    """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (e.g. the day's
+    enqueue count for quotas)."""
+    return encode_snapshot_records(seq, [task_to_record(task) for task in tasks], counters)
+
+
+def encode_snapshot_records(seq: int, records: list[dict[str, Any]],
+                            counters: dict[str, int] | None = None) -> bytes:
+    """``encode_snapshot`` from task records already taken (``task_to_record``): the records are
+    cheap to take on the event loop at one instant, the encoding can then run elsewhere."""
+    body = [encode_frame(encode_record(record)) for record in records]
     header = {"v": SCHEMA_VERSION, "k": "snap", "seq": seq, "n": len(body),
               "counters": counters or {}}
     footer = {"v": SCHEMA_VERSION, "k": "end", "n": len(body)}

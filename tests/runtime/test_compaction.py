@@ -200,3 +200,15 @@ async def test_a_leftover_tmp_snapshot_is_ignored_and_removed(tmp_path: Path) ->
     async with Engine(data_dir=tmp_path) as queue:
         assert (await queue.get_task_info(uid)).state.value == "queued"
     assert not stray.exists()
+
+
+async def test_a_queue_restarted_often_still_compacts(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    for _ in range(6):  # each life writes less than compact_bytes; together they write more
+        async with Engine(data_dir=tmp_path, clock=clock, compact_bytes=4_000) as queue:
+            for _ in range(8):
+                await queue.enqueue("f", {"pad": "x" * 40}, delay=60_000)
+            await queue.settle()
+    assert list_snapshots(tmp_path)
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        assert len(queue.core) == 48
