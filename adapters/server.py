@@ -18,6 +18,7 @@ A TOML config describes many apps::
     hook_key = "..."                         # optional
     function_host = "http://127.0.0.1:3000"  # the LeanEngine app's base URL
     concurrency = 1
+    timezone = "Asia/Shanghai"               # default zone of the app's cron schedules (UTC)
     [apps.quotas]                            # each optional; 429 + Retry-After past them
     rate_per_s = 100
     per_day = 10000
@@ -37,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
@@ -60,6 +62,7 @@ class AppConfig:
     max_timeout_ms: int = 600_000
     fsync: str = "always"
     quotas: Quotas = field(default_factory=Quotas)
+    timezone: str = "UTC"  # the default zone of the app's cron schedules
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,17 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                              raw.get("hook_key") or None),
                      raw.get("function_host"), concurrency,
                      int(raw.get("max_timeout_ms", 600_000)), str(raw.get("fsync", "always")),
-                     _quotas(where, raw.get("quotas", {})))
+                     _quotas(where, raw.get("quotas", {})),
+                     _timezone(where, raw.get("timezone", "UTC")))
+
+
+def _timezone(where: str, name: Any) -> str:
+    try:
+        ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}.timezone: unknown time zone {name!r} (an IANA name such as "
+                          "'Asia/Shanghai' or 'UTC')") from None
+    return str(name)
 
 
 def _quotas(where: str, raw: Any) -> Quotas:

@@ -1,0 +1,85 @@
+"""The serve configuration: environment, TOML, and the errors a bad file gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.server import apps_from_env, load_config
+from engine.core.errors import ConfigError
+from engine.core.quotas import Quotas
+
+GOOD = """
+port = 3200
+data_dir = "qdata"
+[[apps]]
+app_id = "a1"
+app_key = "k1"
+master_key = "m1"
+hook_key = "h1"
+function_host = "http://127.0.0.1:3000"
+concurrency = 4
+timezone = "Asia/Shanghai"
+[apps.quotas]
+rate_per_s = 100
+per_day = 10000
+held = 1000
+[[apps]]
+app_id = "a2"
+app_key = "k2"
+master_key = "m2"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cloudqueue.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert (config.port, config.data_dir, len(config.apps)) == (3200, Path("qdata"), 2)
+    first, second = config.apps
+    assert (first.keys.app_id, first.keys.hook_key, first.function_host) == (
+        "a1", "h1", "http://127.0.0.1:3000")
+    assert (first.concurrency, first.timezone) == (4, "Asia/Shanghai")
+    assert first.quotas == Quotas(rate_per_s=100, per_day=10_000, held=1_000)
+    assert (second.concurrency, second.timezone, second.quotas) == (1, "UTC", Quotas())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[apps]]\napp_id = 'a'\napp_key = 'k'\n", "apps[0].master_key must be a non-empty"),
+        ("port = 1\n", "defines no [[apps]]"),
+        (GOOD.replace('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
+         "unknown time zone 'Mars/Olympus'"),
+        (GOOD.replace("held = 1000", "held = 0"), "quota held must be > 0"),
+        (GOOD.replace("held = 1000", "burstiness = 3"), "quotas takes"),
+        (GOOD.replace("concurrency = 4", "concurrency = 0"), "concurrency must be"),
+        (GOOD.replace('app_id = "a2"', 'app_id = "a1"'), "app ids must be unique"),
+        ("[[apps]\n", "cannot read"),
+    ],
+)
+def test_a_bad_file_is_refused_saying_what_to_fix(tmp_path: Path, text: str,
+                                                 message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_env_credentials_are_leanengines_variables(tmp_path: Path) -> None:
+    (app,) = apps_from_env({"LEANCLOUD_APP_ID": "i", "LEANCLOUD_APP_KEY": "k",
+                            "LEANCLOUD_APP_MASTER_KEY": "m", "LEANCLOUD_APP_HOOK_KEY": "h"},
+                           tmp_path, "http://127.0.0.1:1", 3)
+    assert (app.keys.app_id, app.keys.hook_key, app.concurrency) == ("i", "h", 3)
+    with pytest.raises(ConfigError, match="missing: LEANCLOUD_APP_MASTER_KEY"):
+        apps_from_env({"LEANCLOUD_APP_ID": "i", "LEANCLOUD_APP_KEY": "k"}, tmp_path, None, 1)
+
+
+def test_without_credentials_a_development_app_is_made_once(tmp_path: Path) -> None:
+    (first,) = apps_from_env({}, tmp_path, None, 1)
+    (again,) = apps_from_env({}, tmp_path, None, 1)
+    assert first.keys == again.keys and first.keys.app_id == "cloudqueue-dev"
+    assert (tmp_path / "dev-credentials.json").stat().st_mode & 0o777 == 0o600
