@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
 )
 def test_a_bad_file_is_refused_saying_what_to_fix(tmp_path: Path, text: str,
                                                  message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write(tmp_path, text))
 
 
