@@ -6,6 +6,7 @@ Run from the repository root::
     python -m benchmarks.bench_log --quick         # tiny sizes: checks only that it runs
     python -m benchmarks.bench_log --case replay_rate --out /tmp/replay.jsonl
     python -m benchmarks.bench_log --tmp /some/dir # where the data directories go
+    python -m benchmarks.bench_log --full-size     # 1,000,000 records to replay (slower)
 
 Every case works in its own fresh data directory under ``--tmp`` (default: a new directory under
 the system temp dir, on the same filesystem as /tmp), removed afterwards. Same conventions as
@@ -441,6 +442,9 @@ QUICK = Sizes({1: 300, 16: 300, 64: 300, 256: 300}, 20_000, 2_000, 5_000, 1_000,
 FULL = Sizes({1: 2_000, 16: 20_000, 64: 20_000, 256: 20_000}, 200_000, 100_000, 200_000,
              10_000, 50)
 REDUCED_FROM = {"enqueue_1": 20_000, "replay": 1_000_000}
+# --full-size: the issue's own sizes (a few minutes more)
+FULL_SIZE = Sizes({1: 20_000, 16: 20_000, 64: 20_000, 256: 20_000}, 1_000_000, 100_000,
+                  200_000, 10_000, 50)
 
 
 def _enqueue_cases(root: Path, sizes: Sizes) -> list[Case]:
@@ -494,8 +498,8 @@ def _restart_cases(root: Path, sizes: Sizes) -> list[Case]:
     ]
 
 
-def build_cases(quick: bool, root: Path) -> list[Case]:
-    sizes = QUICK if quick else FULL
+def build_cases(quick: bool, root: Path, full_size: bool = False) -> list[Case]:
+    sizes = QUICK if quick else FULL_SIZE if full_size else FULL
     memory_producers = 256
     return [
         *_enqueue_cases(root, sizes),
@@ -592,14 +596,17 @@ def _run_all(cases: Sequence[Case], args: argparse.Namespace) -> list[tuple[Case
 def main(argv: Sequence[str] | None = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--tmp", type=Path, default=None)
+    pre.add_argument("--full-size", action="store_true")
     known, rest = pre.parse_known_args(argv)
     names = [case.name for case in build_cases(True, Path(tempfile.gettempdir()))]
     args = parse_args(rest, names, (__doc__ or "").split("\n", 1)[0]
-                      + " Also: --tmp DIR (where the data directories go).")
+                      + " Also: --tmp DIR (where the data directories go), --full-size (the "
+                      "issue's sizes: 1,000,000 records to replay, 20,000 one-producer enqueues).")
     if known.tmp is not None:
         known.tmp.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="cloudqueue-bench-log-", dir=known.tmp))
-    cases = [c for c in build_cases(args.quick, root) if not args.cases or c.name in args.cases]
+    cases = [c for c in build_cases(args.quick, root, known.full_size)
+             if not args.cases or c.name in args.cases]
     try:
         results = _run_all(cases, args)
     finally:

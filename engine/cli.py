@@ -44,8 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
                                     apps=apps)
         keys = apps[0].keys
         if "LEANCLOUD_APP_ID" not in os.environ:
-            print(f"development app: X-LC-Id {keys.app_id}, app key {keys.app_key}, master key "
-                  f"{keys.master_key} (from {data_dir / 'dev-credentials.json'})", flush=True)
+            print(f"development app {keys.app_id}: its keys are in "
+                  f"{data_dir / 'dev-credentials.json'}", flush=True)
     asyncio.run(server.serve(config))
     return 0
 
