@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine.core.codec import task_to_record
+from engine.core.codec import schedule_to_record, task_to_record
 from engine.core.commands import TaskFinished
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError, LogError
@@ -121,6 +121,8 @@ class Engine:
         started = time.perf_counter()
         for task in loaded.snapshot_tasks:
             self.core.restore(task)
+        for found in loaded.snapshot_schedules:
+            self.core.restore_schedule(found)
         self.core.restore_counters(loaded.counters)
         self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
         for event in loaded.events:
@@ -139,6 +141,7 @@ class Engine:
         seq = self.core.last_seq
         # Take the state now, on the loop (tasks change later); encode it in a worker thread.
         records = [task_to_record(task) for task in self.core.tasks()]
+        records += [schedule_to_record(found) for found in self.core.schedules()]
         counters = self.core.counters()
         return await self._log.compact(
             seq, functools.partial(encode_snapshot_records, seq, records, counters))
@@ -157,7 +160,9 @@ class Engine:
     def _roll_back_unstored(self, batch: list[Event]) -> list[Event]:
         """The disk filled up before ``batch`` was written: forget the tasks submitted in it
         (their callers get DiskFullError) and keep the rest of the batch for a retry."""
-        submitted = {e.unique_id: e.seq for e in batch if isinstance(e, TaskSubmitted)}
+        # A schedule's firing has no caller to tell: it stays in the batch and is retried.
+        submitted = {e.unique_id: e.seq for e in batch
+                     if isinstance(e, TaskSubmitted) and e.schedule is None}
         for unique_id in submitted:
             self.core.forget(unique_id)
         return [e for e in batch

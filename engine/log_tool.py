@@ -25,6 +25,7 @@ from engine.core.engine import EngineCore
 from engine.core.errors import EngineError, LogError
 from engine.core.events import Event
 from engine.core.framing import TailState, salvage
+from engine.core.schedules import Schedule
 from engine.core.task import Task
 from engine.runtime.log_file import (
     FileOps,
@@ -72,6 +73,7 @@ class Inspection:
     status: int = CLEAN
     snapshot_seq: int = 0
     snapshot_tasks: list[Task] = field(default_factory=list)
+    snapshot_schedules: list[Schedule] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
@@ -86,7 +88,9 @@ def inspect(directory: Path) -> Inspection:
     if snapshots:
         seq, path = snapshots[-1]
         try:
-            result.snapshot_seq, result.snapshot_tasks, result.counters = read_snapshot(path)
+            contents = read_snapshot(path)
+            result.snapshot_seq, result.snapshot_tasks = contents.seq, contents.tasks
+            result.counters, result.snapshot_schedules = contents.counters, contents.schedules
             result.lines.append(f"snapshot: {path.name}, seq {seq}, "
                                 f"{len(result.snapshot_tasks)} tasks, {_size(path)}")
         except LogCorruptError as exc:
@@ -129,13 +133,15 @@ def _size(path: Path) -> str:
 
 
 def replay(snapshot_tasks: Iterable[Task], snapshot_seq: int, events: Iterable[Event],
-           lenient: bool = False, counters: dict[str, int] | None = None
-           ) -> tuple[EngineCore, int]:
+           lenient: bool = False, counters: dict[str, int] | None = None,
+           schedules: Iterable[Schedule] = ()) -> tuple[EngineCore, int]:
     """A core rebuilt from a snapshot and events (no recovery, no runs). With ``lenient``,
     events that no longer make sense (their cause was lost to damage) are dropped and counted."""
     core = EngineCore(start_ms=int(time.time() * 1000))
     for task in snapshot_tasks:
         core.restore(task)
+    for found in schedules:
+        core.restore_schedule(found)
     core.restore_counters(counters or {})
     core.last_seq = max(core.last_seq, snapshot_seq)
     dropped = 0
@@ -158,7 +164,7 @@ def describe(directory: Path, out: TextIO, verbose: bool = True) -> int:
         print(line, file=out)
     if found.status != DAMAGED and verbose:
         core, _ = replay(found.snapshot_tasks, found.snapshot_seq, found.events,
-                         counters=found.counters)
+                         counters=found.counters, schedules=found.snapshot_schedules)
         states = Counter(task.state.value for task in core.tasks())
         print(f"records: {sum(found.kinds.values())} ("
               + ", ".join(f"{k} {n}" for k, n in sorted(found.kinds.items())) + ")", file=out)
@@ -175,28 +181,32 @@ def repair(directory: Path, out: TextIO) -> int:
     with locked(directory):
         shutil.copytree(directory, backup, ignore=shutil.ignore_patterns("LOCK"))
         print(f"backup: {backup}", file=out)
-        tasks, seq = _salvage_snapshot(directory, out)
+        tasks, seq, schedules, counters = _salvage_snapshot(directory, out)
         events = _salvage_segments(directory, seq, out)
-        core, dropped = replay(tasks, seq, events, lenient=True)
+        core, dropped = replay(tasks, seq, events, lenient=True, counters=counters,
+                               schedules=schedules)
         if dropped:
             print(f"dropped {dropped} record(s) that no longer follow from what survived",
                   file=out)
         ops = FileOps()
         write_snapshot(directory, core.last_seq,
-                       encode_snapshot(core.last_seq, core.tasks(), core.counters()), ops)
+                       encode_snapshot(core.last_seq, core.tasks(), core.counters(),
+                                       core.schedules()), ops)
         last_segment = list_segments(directory)[-1][0] if list_segments(directory) else 0
         remove_covered(directory, last_segment, core.last_seq, ops)
     print(f"repaired: {len(core)} live tasks at seq {core.last_seq}", file=out)
     return CLEAN
 
 
-def _salvage_snapshot(directory: Path, out: TextIO) -> tuple[list[Task], int]:
+def _salvage_snapshot(directory: Path, out: TextIO
+                      ) -> tuple[list[Task], int, list[Schedule], dict[str, int]]:
     for seq, path in reversed(list_snapshots(directory)):
         try:
-            return read_snapshot(path)[1], seq
+            contents = read_snapshot(path)
+            return contents.tasks, seq, contents.schedules, contents.counters
         except LogCorruptError as exc:
             print(f"unreadable snapshot skipped: {exc}", file=out)
-    return [], 0
+    return [], 0, [], {}
 
 
 def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Event]:
@@ -221,11 +231,12 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
 async def _compact(directory: Path) -> int:
     store, loaded = LogStore.open(directory, compact_bytes=None)
     core, _ = replay(loaded.snapshot_tasks, loaded.snapshot_seq, loaded.events,
-                     counters=loaded.counters)
+                     counters=loaded.counters, schedules=loaded.snapshot_schedules)
     store.start()
     try:
         return await store.compact(core.last_seq,
-                                   encode_snapshot(core.last_seq, core.tasks(), core.counters()))
+                                   encode_snapshot(core.last_seq, core.tasks(), core.counters(),
+                                                   core.schedules()))
     finally:
         await store.close()
 

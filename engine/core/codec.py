@@ -29,11 +29,16 @@ from engine.core.events import (
     RunRequeued,
     RunStarted,
     RunSucceeded,
+    ScheduleDeleted,
+    SchedulePaused,
+    ScheduleSet,
+    ScheduleSkipped,
     TaskCancelled,
     TaskPurged,
     TaskSubmitted,
 )
 from engine.core.options import DeliveryMode, TaskOptions
+from engine.core.schedules import Schedule, ScheduleSpec
 from engine.core.states import TaskState
 from engine.core.task import ABSENT, Task
 
@@ -77,32 +82,44 @@ def _head(kind: str, event: Event) -> dict[str, Any]:
             "id": event.unique_id}
 
 
+def _submitted(event: TaskSubmitted) -> dict[str, Any]:
+    record = {**_head("sub", event), "fn": event.function, "p": event.params,
+              "o": _options_to_dict(event.options), "pri": event.priority}
+    if event.schedule is not None:
+        record["sch"] = [event.schedule, event.slot_ms]
+    return record
+
+
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    TaskSubmitted: _submitted,
+    RunStarted: lambda e: {**_head("start", e), "a": e.attempt},
+    RunSucceeded: lambda e: {**_head("ok", e), "run": e.run_seq, "r": e.result,
+                             "sc": e.status_code},
+    RunFailed: lambda e: {**_head("fail", e), "run": e.run_seq, "e": e.error,
+                          "kind": e.kind.value, "sc": e.status_code},
+    RunRequeued: lambda e: {**_head("requeue", e), "run": e.run_seq, "why": e.reason},
+    TaskCancelled: lambda e: _head("cancel", e),
+    TaskPurged: lambda e: _head("purge", e),
+    ScheduleSet: lambda e: {**_head("sset", e), "spec": schedule_to_dict(e.spec)},
+    SchedulePaused: lambda e: {**_head("spause", e), "paused": e.paused},
+    ScheduleDeleted: lambda e: _head("sdel", e),
+    ScheduleSkipped: lambda e: {**_head("sskip", e), "n": e.skipped, "last": e.last_slot_ms},
+}
+
+
 def to_record(event: Event) -> dict[str, Any]:
     """The dict that represents ``event`` in the log."""
-    match event:
-        case TaskSubmitted():
-            return {**_head("sub", event), "fn": event.function, "p": event.params,
-                    "o": _options_to_dict(event.options), "pri": event.priority}
-        case RunStarted():
-            return {**_head("start", event), "a": event.attempt}
-        case RunSucceeded():
-            return {**_head("ok", event), "run": event.run_seq, "r": event.result,
-                    "sc": event.status_code}
-        case RunFailed():
-            return {**_head("fail", event), "run": event.run_seq, "e": event.error,
-                    "kind": event.kind.value, "sc": event.status_code}
-        case RunRequeued():
-            return {**_head("requeue", event), "run": event.run_seq, "why": event.reason}
-        case TaskCancelled():
-            return _head("cancel", event)
-        case TaskPurged():
-            return _head("purge", event)
-    raise TypeError(f"not an event: {event!r}")  # pragma: no cover - exhaustive above
+    return _ENCODERS[type(event)](event)
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "sub": lambda r: TaskSubmitted(r["seq"], r["t"], r["id"], r["fn"], r["p"],
-                                   _options_from_dict(r["o"]), r["pri"]),
+                                   _options_from_dict(r["o"]), r["pri"],
+                                   *(r["sch"] if "sch" in r else (None, None))),
+    "sset": lambda r: ScheduleSet(r["seq"], r["t"], schedule_from_dict(r["spec"])),
+    "spause": lambda r: SchedulePaused(r["seq"], r["t"], r["id"], r["paused"]),
+    "sdel": lambda r: ScheduleDeleted(r["seq"], r["t"], r["id"]),
+    "sskip": lambda r: ScheduleSkipped(r["seq"], r["t"], r["id"], r["n"], r["last"]),
     "start": lambda r: RunStarted(r["seq"], r["t"], r["id"], r["a"]),
     "ok": lambda r: RunSucceeded(r["seq"], r["t"], r["id"], r["run"], r["r"], r["sc"]),
     "fail": lambda r: RunFailed(r["seq"], r["t"], r["id"], r["run"], r["e"],
@@ -129,6 +146,30 @@ def from_record(record: Any) -> Event:
         return decoder(record)
     except (KeyError, ValueError, TypeError) as exc:
         raise UnknownRecordKindError(kind, version) from exc
+
+
+def schedule_to_dict(spec: ScheduleSpec) -> dict[str, Any]:
+    return {"name": spec.name, "fn": spec.function, "p": spec.params, "cron": spec.cron,
+            "every": spec.interval_ms, "tz": spec.timezone, "o": _options_to_dict(spec.options),
+            "paused": spec.paused}
+
+
+def schedule_from_dict(data: dict[str, Any]) -> ScheduleSpec:
+    return ScheduleSpec(data["name"], data["fn"], data["p"], data["cron"], data["every"],
+                        data["tz"], _options_from_dict(data["o"]), data["paused"])
+
+
+def schedule_to_record(schedule: Schedule) -> dict[str, Any]:
+    """A schedule's whole state, for a snapshot."""
+    return {"v": SCHEMA_VERSION, "k": "schedule", "spec": schedule_to_dict(schedule.spec),
+            "c": schedule.created_ms, "last": schedule.last_slot_ms}
+
+
+def schedule_from_record(record: dict[str, Any]) -> Schedule:
+    try:
+        return Schedule(schedule_from_dict(record["spec"]), record["c"], record["last"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnknownRecordKindError("schedule", SCHEMA_VERSION) from exc
 
 
 def task_to_record(task: Task) -> dict[str, Any]:

@@ -42,6 +42,10 @@ from engine.core.events import (
     RunRequeued,
     RunStarted,
     RunSucceeded,
+    ScheduleDeleted,
+    SchedulePaused,
+    ScheduleSet,
+    ScheduleSkipped,
     TaskCancelled,
     TaskPurged,
     TaskSubmitted,
@@ -49,6 +53,8 @@ from engine.core.events import (
 from engine.core.options import DeliveryMode, Limits, TaskOptions
 from engine.core.quotas import Quotas, QuotaTracker
 from engine.core.ready_queue import ReadyQueue
+from engine.core.schedule_ops import ScheduleOps
+from engine.core.schedules import Schedule
 from engine.core.states import TaskState, Trigger, can_fire, fire
 from engine.core.task import Task, TaskInfo
 from engine.core.timer_wheel import TimerWheel
@@ -59,6 +65,7 @@ class TimerKind(IntEnum):
     WAKE = 2     # a retry's backoff has passed
     TIMEOUT = 3  # a run has had its time
     EXPIRE = 4   # a finished task's keepResult window has passed
+    CRON = 5     # a schedule's next slot (keyed by the schedule's name)
 
 
 TimerKey = tuple[TimerKind, str, int]  # (kind, uniqueId, token)
@@ -73,7 +80,7 @@ class CoreConfig:
     quotas: Quotas = field(default_factory=Quotas)
 
 
-class EngineCore:
+class EngineCore(ScheduleOps):
     """The queue's state and rules for one app. Not thread-safe: one caller at a time."""
 
     def __init__(self, config: CoreConfig | None = None, *, start_ms: int = 0) -> None:
@@ -85,6 +92,7 @@ class EngineCore:
             start_ms, self.config.wheel_tick_ms, self.config.wheel_slots)
         self._due: list[TimerKey] = []
         self._running: dict[str, int] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._timer_tokens = 0
         self._unfinished = 0
         self.quota = QuotaTracker(self.config.quotas)
@@ -198,6 +206,7 @@ class EngineCore:
         atMostOnce fails with an error saying its run was lost. The decisions are logged."""
         events: list[Event] = []
         finished: list[Command] = []
+        self._recover_schedules(now_ms, events)
         for unique_id, run_seq in sorted(self._running.items(), key=lambda item: item[1]):
             task = self._tasks[unique_id]
             if task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
@@ -256,6 +265,12 @@ class EngineCore:
         while self._due:
             due, self._due = self._due, []
             for kind, unique_id, token in due:
+                if kind is TimerKind.CRON:
+                    found = self._schedules.get(unique_id)
+                    if found is not None and found.timer_token == token:
+                        found.timer, found.timer_token = None, 0
+                        self._fire(found, now_ms, events)
+                    continue
                 task = self._tasks.get(unique_id)
                 # A timer replaced or cancelled after it became due no longer speaks for the task.
                 if task is not None and task.timer_token == token:
@@ -335,6 +350,8 @@ class EngineCore:
             case TaskPurged():
                 task = self._tasks.pop(event.unique_id)
                 self._set_timer(task, None, 0)
+            case ScheduleSet() | SchedulePaused() | ScheduleDeleted() | ScheduleSkipped():
+                self._apply_schedule_event(event)
         if event.seq > self.last_seq:
             self.last_seq = event.seq
 
@@ -343,7 +360,10 @@ class EngineCore:
                     event.seq, event.t_ms)
         self._tasks[event.unique_id] = task
         self._unfinished += 1
-        self.quota.counted(event.t_ms)
+        if event.schedule is None:  # a schedule's firings are not enqueues against the quota
+            self.quota.counted(event.t_ms)
+        else:
+            self._slot_fired(event)
         if event.options.delay_ms > 0:
             self._set_timer(task, TimerKind.START, event.t_ms + event.options.delay_ms)
         else:
@@ -432,8 +452,13 @@ class EngineCore:
         task.finished_ms = t_ms
         self._set_timer(task, TimerKind.EXPIRE, t_ms + task.options.keep_result_ms)
 
-    def _set_timer(self, task: Task, kind: TimerKind | None, at_ms: int) -> None:
-        """Replace the task's one pending timer (a task waits for at most one time at once)."""
+    def _cron_kind(self) -> TimerKind:
+        return TimerKind.CRON
+
+    def _set_timer(self, task: Any, kind: TimerKind | None, at_ms: int,
+                   key: str | None = None) -> None:
+        """Replace the one pending timer of a task (or, with ``key``, a schedule): a task waits
+        for at most one time at once."""
         if task.timer is not None:
             self._wheel.cancel(task.timer)
             task.timer = None
@@ -441,10 +466,10 @@ class EngineCore:
         if kind is None:
             return
         self._timer_tokens += 1
-        key = (kind, task.unique_id, self._timer_tokens)
+        timer_key = (kind, task.unique_id if key is None else key, self._timer_tokens)
         task.timer_token = self._timer_tokens
-        handle = self._wheel.add(key, at_ms)
+        handle = self._wheel.add(timer_key, at_ms)
         if handle is None:
-            self._due.append(key)
+            self._due.append(timer_key)
         else:
             task.timer = handle

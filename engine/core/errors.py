@@ -68,6 +68,15 @@ class UnknownTaskError(EngineError):
         self.unique_id = unique_id
 
 
+class UnknownScheduleError(EngineError):
+    http_status = 404
+    code = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Schedule '{name}' not found")
+        self.name = name
+
+
 class InvalidTransitionError(EngineError):
     """A trigger that the task's current state does not allow (e.g. cancelling a running task)."""
 

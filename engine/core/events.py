@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from engine.core.options import TaskOptions
+from engine.core.schedules import ScheduleSpec
 
 
 class FailureKind(StrEnum):
@@ -35,6 +36,8 @@ class TaskSubmitted:
     params: Any
     options: TaskOptions
     priority: int | float
+    schedule: str | None = None  # a schedule's firing: which schedule, and which slot
+    slot_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,5 +99,56 @@ class TaskPurged:
     unique_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleSet:
+    """A schedule was created or replaced (a replacement keeps its last fired slot)."""
+
+    seq: int
+    t_ms: int
+    spec: ScheduleSpec
+
+    @property
+    def unique_id(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePaused:
+    seq: int
+    t_ms: int
+    name: str
+    paused: bool
+
+    @property
+    def unique_id(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDeleted:
+    seq: int
+    t_ms: int
+    name: str
+
+    @property
+    def unique_id(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSkipped:
+    """Slots an atMostOnce schedule missed while the queue was down: not fired, by design."""
+
+    seq: int
+    t_ms: int
+    name: str
+    skipped: int
+    last_slot_ms: int
+
+    @property
+    def unique_id(self) -> str:
+        return self.name
+
+
 Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
-         | TaskPurged)
+         | TaskPurged | ScheduleSet | SchedulePaused | ScheduleDeleted | ScheduleSkipped)

@@ -19,6 +19,7 @@ from engine.core.codec import batch_marker, encode_event
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError
 from engine.core.events import Event
 from engine.core.framing import encode_frame
+from engine.core.schedules import Schedule
 from engine.core.task import Task
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
@@ -46,6 +47,7 @@ class LoadedLog:
     events: list[Event]
     report: RecoveryReport
     counters: dict[str, int]
+    snapshot_schedules: list[Schedule]
 
     @property
     def last_seq(self) -> int:
@@ -56,14 +58,14 @@ def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
     """The latest snapshot plus every logged event after its seq."""
     started = time.perf_counter()
     snapshot = latest_snapshot(directory, ops)
-    snapshot_seq, tasks, counters = snapshot if snapshot is not None else (0, [], {})
+    snapshot_seq, tasks, counters, schedules = snapshot or (0, [], {}, [])
     events, report = read_log(directory)
     events = [e for e in events if e.seq > snapshot_seq]
     report.snapshot_seq = snapshot_seq
     report.snapshot_tasks = len(tasks)
     report.records = len(events)
     report.seconds = time.perf_counter() - started
-    return LoadedLog(tasks, snapshot_seq, events, report, counters)
+    return LoadedLog(tasks, snapshot_seq, events, report, counters, schedules)
 
 _FULL_RETRY_FIRST_S = 0.05
 _FULL_RETRY_MAX_S = 2.0

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.core.codec import (
     SCHEMA_VERSION,
     UnknownRecordKindError,
     decode_record,
     encode_record,
+    schedule_from_record,
+    schedule_to_record,
     task_from_record,
     task_to_record,
 )
 from engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
+from engine.core.schedules import Schedule
 from engine.core.task import Task
 from engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 
@@ -51,11 +54,20 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def encode_snapshot(seq: int, tasks: Iterable[Task],
-                    counters: dict[str, int] | None = None) -> bytes:
+class SnapshotContents(NamedTuple):
+    seq: int
+    tasks: list[Task]
+    counters: dict[str, int]
+    schedules: list[Schedule]
+
+
+def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, int] | None = None,
+                    schedules: Iterable[Schedule] = ()) -> bytes:
     """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (e.g. the day's
     enqueue count for quotas)."""
-    return encode_snapshot_records(seq, [task_to_record(task) for task in tasks], counters)
+    records = [task_to_record(task) for task in tasks]
+    records += [schedule_to_record(found) for found in schedules]
+    return encode_snapshot_records(seq, records, counters)
 
 
 def encode_snapshot_records(seq: int, records: list[dict[str, Any]],
@@ -70,8 +82,8 @@ def encode_snapshot_records(seq: int, records: list[dict[str, Any]],
                      encode_frame(encode_record(footer))])
 
 
-def read_snapshot(path: Path) -> tuple[int, list[Task], dict[str, int]]:
-    """(seq, tasks, counters) of a snapshot file. Raises ``LogCorruptError`` on any damage."""
+def read_snapshot(path: Path) -> SnapshotContents:
+    """What a snapshot file holds. Raises ``LogCorruptError`` on any damage."""
     data = path.read_bytes()
     try:
         result = scan(data)
@@ -82,19 +94,23 @@ def read_snapshot(path: Path) -> tuple[int, list[Task], dict[str, int]]:
     try:
         header = decode_record(result.payloads[0])
         footer = decode_record(result.payloads[-1])
-        tasks = [task_from_record(decode_record(p)) for p in result.payloads[1:-1]]
+        body = [decode_record(p) for p in result.payloads[1:-1]]
+        tasks = [task_from_record(r) for r in body
+                 if not (isinstance(r, dict) and r.get("k") == "schedule")]
+        schedules = [schedule_from_record(r) for r in body
+                     if isinstance(r, dict) and r.get("k") == "schedule"]
     except UnknownRecordKindError as exc:
         raise LogCorruptError(path.name, 0, f"unreadable snapshot record: {exc}") from None
     complete = (isinstance(header, dict) and header.get("k") == "snap"
                 and isinstance(footer, dict) and footer.get("k") == "end"
-                and header.get("n") == footer.get("n") == len(tasks))
+                and header.get("n") == footer.get("n") == len(body))
     if not complete:
         raise LogCorruptError(path.name, 0, "snapshot header, footer and task count disagree")
-    return int(header["seq"]), tasks, dict(header.get("counters") or {})
+    return SnapshotContents(int(header["seq"]), tasks, dict(header.get("counters") or {}),
+                            schedules)
 
 
-def latest_snapshot(directory: Path, ops: FileOps | None = None
-                    ) -> tuple[int, list[Task], dict[str, int]] | None:
+def latest_snapshot(directory: Path, ops: FileOps | None = None) -> SnapshotContents | None:
     """The newest snapshot, after deleting leftovers of a compaction that crashed mid-write."""
     ops = ops or FileOps()
     for leftover in directory.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}.tmp"):
