@@ -161,7 +161,7 @@ def build_app(config: ServeConfig) -> web.Application:
     for app in config.apps:
         invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
         engine = Engine(concurrency=app.concurrency, max_timeout_ms=app.max_timeout_ms,
-                        quotas=app.quotas,
+                        quotas=app.quotas, timezone=app.timezone,
                         data_dir=config.data_dir / app.keys.app_id, fsync=app.fsync,
                         invoker=invoker)
         tenants[app.keys.app_id] = QueueApp(app.keys, engine)

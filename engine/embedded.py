@@ -12,7 +12,8 @@ from types import TracebackType
 from typing import Any
 
 from engine.core.codec import schedule_to_record, task_to_record
-from engine.core.commands import TaskFinished
+from engine.core.commands import Command, TaskFinished
+from engine.core.cron import check_timezone
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError, LogError
 from engine.core.events import Event, TaskSubmitted
@@ -24,6 +25,7 @@ from engine.core.options import (
     parse_options,
 )
 from engine.core.quotas import Quotas
+from engine.core.schedules import ScheduleInfo, describe, parse_schedule
 from engine.core.task import TaskInfo
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
@@ -59,6 +61,7 @@ class Engine:
         concurrency: runs in flight at once (LeanCloud's default is 1).
         max_timeout_ms: the largest ``timeout`` a task may ask for.
         quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
+        timezone: the default zone of schedules (an IANA name).
         data_dir: keep tasks in a durable log in this directory (replayed on start). Without
             it (and without ``store``) tasks are kept in memory only.
         fsync: ``always`` (default: fsync before acknowledging), ``interval[:MS]`` or ``never``.
@@ -72,7 +75,7 @@ class Engine:
     """
 
     def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
-                 quotas: Quotas | None = None,
+                 quotas: Quotas | None = None, timezone: str = "UTC",
                  data_dir: str | Path | None = None, fsync: str = "always",
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, compact_bytes: int | None = None,
                  file_ops: FileOps | None = None,
@@ -85,6 +88,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.functions = FunctionRegistry()
         self.limits = Limits(max_timeout_ms=max_timeout_ms)
+        self.timezone = check_timezone(timezone)
         self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits,
                                           quotas=quotas or Quotas()),
                                start_ms=self.clock.now_ms())
@@ -267,6 +271,56 @@ class Engine:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         finally:
             self._driver.drop_waiter(unique_id, future)
+
+    # ------------------------------------------------------------------ schedules
+
+    async def set_schedule(self, name: str, function: str, params: Any = None, *,
+                           cron: str | None = None, interval: int | None = None,
+                           timezone: str | None = None, paused: bool = False,
+                           **options: Any) -> ScheduleInfo:
+        """Create or replace the schedule ``name``: ``cron`` (LeanCloud's six fields, seconds
+        first) or ``interval`` (ms), in ``timezone`` (default: the engine's). Task options for
+        each firing: attempts, backoff, delivery_mode, timeout, keep_result. Each firing is a
+        task with uniqueId ``cron:<name>:<slot_ms>`` and priority the slot time."""
+        self._check_open()
+        values = {"function": function, "params": params, "cron": cron, "interval": interval,
+                  "timezone": timezone, "paused": paused, **options}
+        spec = parse_schedule(name, {k: v for k, v in values.items() if v is not None},
+                              wire=False, default_timezone=self.timezone, limits=self.limits)
+        return await self._schedule_change(name, self.core.set_schedule(spec, self.clock.now_ms()))
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo:
+        self._check_open()
+        return await self._schedule_change(
+            name, self.core.pause_schedule(name, True, self.clock.now_ms()))
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume from now: slots missed while paused are not caught up."""
+        self._check_open()
+        return await self._schedule_change(
+            name, self.core.pause_schedule(name, False, self.clock.now_ms()))
+
+    async def delete_schedule(self, name: str) -> None:
+        self._check_open()
+        await self._durable(self.core.delete_schedule(name, self.clock.now_ms()))
+
+    async def get_schedule(self, name: str, upcoming: int = 5) -> ScheduleInfo:
+        """Raises ``UnknownScheduleError``."""
+        return describe(self.core.schedule(name), upcoming)
+
+    async def list_schedules(self, upcoming: int = 1) -> list[ScheduleInfo]:
+        return [describe(found, upcoming) for found in self.core.schedules()]
+
+    async def _schedule_change(self, name: str, commands: list[Command]) -> ScheduleInfo:
+        await self._durable(commands)
+        return describe(self.core.schedule(name), 5)
+
+    async def _durable(self, commands: list[Command]) -> None:
+        self._driver.execute(commands)
+        self._driver.poke()
+        seq = self.core.last_seq
+        if self.store.durable_seq < seq:
+            await self.store.wait_durable(seq)
 
     # ------------------------------------------------------------------ tests and tools
 

@@ -74,6 +74,44 @@ class Schedule:
                             anchor_ms=self.created_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A snapshot of one schedule, with its upcoming fire times."""
+
+    spec: ScheduleSpec
+    last_slot_ms: int | None
+    upcoming_ms: tuple[int, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        from engine.core.task import iso_ms
+
+        spec = self.spec
+        wire: dict[str, Any] = {"name": spec.name, "function": spec.function,
+                                "params": spec.params, "timezone": spec.timezone,
+                                "paused": spec.paused}
+        if spec.cron is not None:
+            wire["cron"] = spec.cron
+        else:
+            wire["interval"] = spec.interval_ms
+        options = spec.options
+        wire.update({"attempts": options.attempts, "backoff": options.backoff_ms,
+                     "deliveryMode": options.delivery_mode.value, "timeout": options.timeout_ms,
+                     "keepResult": options.keep_result_ms})
+        if self.last_slot_ms is not None:
+            wire["lastFiredAt"] = iso_ms(self.last_slot_ms)
+        wire["nextFireTimes"] = [iso_ms(ms) for ms in self.upcoming_ms]
+        return wire
+
+
+def describe(found: Schedule, upcoming: int) -> ScheduleInfo:
+    times: list[int] = []
+    if not found.spec.paused and found.next_slot_ms is not None:
+        times.append(found.next_slot_ms)
+        while len(times) < upcoming:
+            times.append(found.next_after(times[-1]))
+    return ScheduleInfo(found.spec, found.last_slot_ms, tuple(times))
+
+
 def task_id(name: str, slot_ms: int) -> str:
     return f"cron:{name}:{slot_ms}"
 
