@@ -8,12 +8,12 @@ same typed errors), so a service can move between an in-process queue and a remo
         info = await queue.wait(uid, timeout_s=60)      # info.status == "success"
 
 Requests are signed as the SDK signs them (``X-LC-Sign: md5(ts + key),ts[,master]``), with the
-master key when one is given (enqueue, cancel and list need it), else with the app key. Keys
-never appear in an error message or a repr.
+master key when one is given (enqueue, cancel, list and schedules need it), else with the app
+key. Keys never appear in an error message or a repr.
 
 Answers map to ``engine.core.errors``: 400 ``ValidationError`` (the server's message), 401
-``UnauthorizedError``, 403 ``ForbiddenError``, 404 ``UnknownTaskError``, 409
-``DuplicateTaskError`` (enqueue) or ``InvalidTransitionError`` (cancel), 503
+``UnauthorizedError``, 403 ``ForbiddenError``, 404 ``UnknownTaskError`` (``UnknownScheduleError``
+for a schedule), 409 ``DuplicateTaskError`` (enqueue) or ``InvalidTransitionError`` (cancel), 503
 ``LogPoisonedError`` or ``EngineClosedError``, 507 ``DiskFullError``; plus this module's
 ``QuotaExceededError`` (429), ``QueueUnavailableError`` (cannot reach the queue) and
 ``UnexpectedResponseError`` (an answer that is not the protocol's).
@@ -37,6 +37,7 @@ import aiohttp
 from yarl import URL
 
 from adapters.http_api.auth import sign
+from engine.core.cron import MAX_PREVIEW, check_interval, check_timezone, parse_cron
 from engine.core.errors import (
     ConfigError,
     DiskFullError,
@@ -47,6 +48,7 @@ from engine.core.errors import (
     InvalidTransitionError,
     LogPoisonedError,
     UnauthorizedError,
+    UnknownScheduleError,
     UnknownTaskError,
     ValidationError,
 )
@@ -59,8 +61,9 @@ from engine.core.options import (
     parse_options,
 )
 from engine.core.quotas import QuotaExceededError as CoreQuotaExceededError
+from engine.core.schedules import check_schedule_name, parse_schedule
 from engine.core.states import TaskState
-from engine.core.task import ABSENT, TaskInfo
+from engine.core.task import ABSENT, TaskInfo, iso_ms
 
 __all__ = [
     "QueueClient",
@@ -72,6 +75,7 @@ __all__ = [
 
 API_BASE = "/1.1/engine/cloud-queue"
 MAX_LIST_LIMIT = 1000
+MAX_UPCOMING = 100  # most upcoming fire times get_schedule asks for (the server's bound)
 
 # (Python option name, wire name, TaskOptions field): the spelling the server expects.
 _WIRE_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -600,6 +604,141 @@ class QueueClient:
             raise TimeoutError(f"task '{unique_id}' was not final within {timeout_s} s{seen}"
                                ) from None
 
+    # ------------------------------------------------------------------ schedules
+
+    async def set_schedule(self, name: str, function: str, params: Any = None, *,
+                           cron: str | None = None, interval: int | None = None,
+                           timezone: str | None = None, paused: bool = False,
+                           **options: Any) -> dict[str, Any]:
+        """Create or replace the schedule ``name`` on the server (needs the master key).
+
+        The embedded ``Engine.set_schedule``'s arguments, checked by the same validator before
+        anything is sent: exactly one of ``cron`` (LeanCloud's six fields, seconds first) or
+        ``interval`` (ms); ``timezone`` (an IANA name; None leaves the server's default zone);
+        per-firing task options ``attempts``, ``backoff``, ``delivery_mode``, ``timeout``,
+        ``keep_result``. Only the options given are sent.
+
+        Returns:
+            The server's schedule object (wire spelling: ``deliveryMode``, ``nextFireTimes``...).
+
+        Raises:
+            ValidationError: a bad name, function, params, expression, zone or option (no
+                request made), or one the server refused, in its words.
+            ForbiddenError, UnauthorizedError, QueueUnavailableError, UnexpectedResponseError,
+            EngineClosedError, LogPoisonedError, DiskFullError: as ``enqueue``.
+        """
+        values = {"function": function, "params": params, "cron": cron, "interval": interval,
+                  "timezone": timezone, "paused": paused, **options}
+        spec = parse_schedule(name, {k: v for k, v in values.items() if v is not None},
+                              wire=False, default_timezone="UTC")
+        body: dict[str, Any] = {"function": spec.function, "params": spec.params}
+        if spec.cron is not None:
+            body["cron"] = spec.cron
+        else:
+            body["interval"] = spec.interval_ms
+        if timezone is not None:
+            body["timezone"] = spec.timezone
+        body["paused"] = spec.paused
+        body.update(_wire_options(options, spec.options))
+        return await self._schedule_call("set_schedule", "PUT", name, "", json_body=body)
+
+    async def get_schedule(self, name: str, upcoming: int = 5) -> dict[str, Any]:
+        """One schedule, with its next ``upcoming`` (1 to 100) fire times in ``nextFireTimes``
+        (none while paused).
+
+        Raises:
+            UnknownScheduleError: no schedule of that name.
+            ValidationError: a bad name or ``upcoming`` (no request made).
+            ForbiddenError, UnauthorizedError, QueueUnavailableError,
+            UnexpectedResponseError: as ``list_tasks``.
+        """
+        if isinstance(upcoming, bool) or not isinstance(upcoming, int) or not (
+                1 <= upcoming <= MAX_UPCOMING):
+            raise ValidationError(f"upcoming must be a whole number from 1 to {MAX_UPCOMING}, "
+                                  f"got {upcoming!r}", "count")
+        return await self._schedule_call("get_schedule", "GET", name, "",
+                                         query={"count": str(upcoming)})
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, by name, each with its next fire time (``nextFireTimes`` holds one).
+
+        Raises:
+            ForbiddenError, UnauthorizedError, QueueUnavailableError,
+            UnexpectedResponseError: as ``list_tasks``.
+        """
+        answer = await self._call("list_schedules", "GET", "/schedules")
+        results = answer.get("results") if isinstance(answer, Mapping) else None
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise UnexpectedResponseError("the schedule list has no results array of objects",
+                                          200)
+        return results
+
+    async def pause_schedule(self, name: str) -> dict[str, Any]:
+        """Stop firing ``name`` until resumed; returns its schedule object.
+
+        Raises:
+            UnknownScheduleError: no schedule of that name. Others as ``get_schedule``.
+        """
+        return await self._schedule_call("pause_schedule", "POST", name, "/pause")
+
+    async def resume_schedule(self, name: str) -> dict[str, Any]:
+        """Fire ``name`` again, from now (slots missed while paused are not caught up).
+
+        Raises:
+            UnknownScheduleError: no schedule of that name. Others as ``get_schedule``.
+        """
+        return await self._schedule_call("resume_schedule", "POST", name, "/resume")
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete ``name`` (tasks it already fired are kept).
+
+        Raises:
+            UnknownScheduleError: no schedule of that name. Others as ``get_schedule``.
+        """
+        await self._schedule_call("delete_schedule", "DELETE", name, "")
+
+    async def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,
+                               timezone: str | None = "UTC", from_ms: int | None = None,
+                               count: int = 5) -> list[int]:
+        """The next ``count`` (1 to 1000) fire times strictly after ``from_ms`` (epoch ms;
+        default the server's now), as the server computes them, in epoch ms.
+
+        An ``interval`` counts from ``from_ms`` (``from_ms + k * interval``); a saved schedule's
+        interval counts from its creation instead. ``timezone=None`` uses the server's default
+        zone.
+
+        Raises:
+            ValidationError: not exactly one of cron and interval, a bad expression, zone,
+                count or time (no request made), or one the server refused.
+            ForbiddenError, UnauthorizedError, QueueUnavailableError,
+            UnexpectedResponseError: as ``list_tasks``.
+        """
+        body = _preview_body(cron, interval, timezone, from_ms, count)
+        answer = await self._call("preview_schedule", "POST", "/schedules/preview",
+                                  json_body=body)
+        times = answer.get("fireTimes") if isinstance(answer, Mapping) else None
+        if not isinstance(times, list):
+            raise UnexpectedResponseError("the preview answer has no fireTimes array", 200)
+        return [_fire_time_ms(value) for value in times]
+
+    async def _schedule_call(self, op: str, method: str, name: str, suffix: str, *,
+                             json_body: Any = None,
+                             query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """One request on ``/schedules/<name><suffix>``: its JSON object answer; a 404 from the
+        schedule handlers is ``UnknownScheduleError``."""
+        check_schedule_name(name)
+        try:
+            answer = await self._call(op, method, f"/schedules/{_segment(name)}{suffix}",
+                                      json_body=json_body, query=query)
+        except UnexpectedResponseError as exc:
+            # a route-level 404 ("Not Found") is a server without the schedule endpoints
+            if exc.status == 404 and exc.server_code == 404 and str(exc) != "Not Found":
+                raise _with_message(UnknownScheduleError(name), str(exc)) from None
+            raise
+        if not isinstance(answer, dict):
+            raise UnexpectedResponseError(f"the {op} answer is not a JSON object", 200)
+        return answer
+
     # ------------------------------------------------------------------ transport
 
     def _headers(self) -> dict[str, str]:
@@ -675,3 +814,50 @@ def _check_state(state: TaskState | str) -> TaskState:
         raise ValidationError(
             f"state must be one of {', '.join(s.value for s in TaskState)}, got {state!r}",
             "state") from None
+
+
+def _preview_body(cron: str | None, interval: int | None, timezone: str | None,
+                  from_ms: int | None, count: int) -> dict[str, Any]:
+    """A preview request's body, checked as the server checks it."""
+    if (cron is None) == (interval is None):
+        raise ValidationError("give exactly one of cron (an expression) or interval (ms)",
+                              "cron")
+    body: dict[str, Any] = {}
+    if cron is not None:
+        parse_cron(cron)
+        body["cron"] = cron
+    else:
+        body["interval"] = check_interval(interval)  # type: ignore[arg-type]  # it checks
+    if timezone is not None:
+        body["timezone"] = check_timezone(timezone)
+    if from_ms is not None:
+        if isinstance(from_ms, bool) or not isinstance(from_ms, int):
+            raise ValidationError(f"from_ms must be epoch milliseconds (an int), got "
+                                  f"{from_ms!r}", "from")
+        try:
+            body["from"] = iso_ms(from_ms)
+        except (ValueError, OverflowError, OSError):
+            raise ValidationError(f"from_ms {from_ms} is not a representable time",
+                                  "from") from None
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW:
+        raise ValidationError(f"count must be a whole number from 1 to {MAX_PREVIEW}, got "
+                              f"{count!r}", "count")
+    body["count"] = count
+    return body
+
+
+def _fire_time_ms(value: Any) -> int:
+    """One ``fireTimes`` entry (ISO-8601; UTC when it names no zone) as epoch ms."""
+    when = None
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    if when is None:
+        raise UnexpectedResponseError(f"a fire time must be an ISO-8601 string, got "
+                                      f"{_kind(value)}")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000

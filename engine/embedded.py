@@ -13,9 +13,9 @@ from typing import Any
 
 from engine.core.codec import schedule_to_record, task_to_record
 from engine.core.commands import Command, TaskFinished
-from engine.core.cron import check_timezone
+from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
 from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import EngineClosedError, LogError
+from engine.core.errors import EngineClosedError, LogError, ValidationError
 from engine.core.events import Event, TaskSubmitted
 from engine.core.options import (
     Limits,
@@ -25,7 +25,7 @@ from engine.core.options import (
     parse_options,
 )
 from engine.core.quotas import Quotas
-from engine.core.schedules import ScheduleInfo, describe, parse_schedule
+from engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
 from engine.core.task import TaskInfo
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
@@ -310,6 +310,26 @@ class Engine:
 
     async def list_schedules(self, upcoming: int = 1) -> list[ScheduleInfo]:
         return [describe(found, upcoming) for found in self.core.schedules()]
+
+    async def set_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
+        """``set_schedule`` for callers that validated already (the HTTP API)."""
+        self._check_open()
+        return await self._schedule_change(spec.name,
+                                           self.core.set_schedule(spec, self.clock.now_ms()))
+
+    def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,
+                         timezone: str | None = None, from_ms: int | None = None,
+                         count: int = 5) -> list[int]:
+        """The next ``count`` fire times strictly after ``from_ms`` (default now); an interval
+        counts from ``from_ms``. Raises ``ValidationError``."""
+        if (cron is None) == (interval is None):
+            raise ValidationError("give exactly one of cron (an expression) or interval (ms)",
+                                  "cron")
+        start = self.clock.now_ms() if from_ms is None else from_ms
+        zone = check_timezone(timezone or self.timezone)
+        spec: CronExpr | int = parse_cron(cron) if cron is not None else check_interval(
+            interval)  # type: ignore[arg-type]
+        return fire_times(spec, zone, start, count, anchor_ms=start)
 
     async def _schedule_change(self, name: str, commands: list[Command]) -> ScheduleInfo:
         await self._durable(commands)

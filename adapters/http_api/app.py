@@ -6,6 +6,7 @@ LeanCloud's endpoints:
 Extensions (master):
     GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel
+    /1.1/engine/cloud-queue/schedules...              schedules (see ``schedules``)
 Unauthenticated:
     GET  /__health/live, /__health/ready, /1.1/engine/cloud-queue/openapi.json
 
@@ -17,18 +18,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from adapters.http_api.auth import AppKeys, Role, authenticate
+from adapters.http_api import schedules
+from adapters.http_api.auth import Role
+from adapters.http_api.tenants import APPS, QueueApp, tenant
 from adapters.http_api.wire import parse_enqueue, parse_json_object
-from engine.core.errors import EngineError, ForbiddenError, UnauthorizedError, ValidationError
+from engine.core.errors import EngineError, ValidationError
 from engine.core.quotas import QuotaExceededError
 from engine.core.states import TaskState
 from engine.embedded import Engine
+
+__all__ = ["APPS", "OPENAPI_PATH", "QueueApp", "create_app"]
 
 log = logging.getLogger("cloudqueue.http")
 
@@ -37,15 +41,6 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
-@dataclass
-class QueueApp:
-    """One tenant: its keys and its engine (its own log, function host and concurrency)."""
-
-    keys: AppKeys
-    engine: Engine
-
-
-APPS = web.AppKey("apps", dict[str, QueueApp])
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -75,39 +70,28 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(500, 1, "internal error; the server logged the details")
 
 
-def _tenant(request: web.Request, need: Role) -> QueueApp:
-    apps = request.app[APPS]
-    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()})
-    if keys is None or role is Role.NONE:
-        raise UnauthorizedError()
-    if role < need:
-        raise ForbiddenError("That operation isn't allowed for clients. It needs the master key "
-                             "(X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,master).")
-    return apps[keys.app_id]
-
-
 async def enqueue(request: web.Request) -> web.Response:
-    tenant = _tenant(request, Role.MASTER)
+    queue_app = tenant(request, Role.MASTER)
     body = parse_json_object(await request.read())
-    spec = parse_enqueue(body, tenant.engine.limits)
-    unique_id = await tenant.engine.submit(spec.function, spec.params, spec.options)
+    spec = parse_enqueue(body, queue_app.engine.limits)
+    unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
     return web.json_response({"uniqueId": unique_id})
 
 
 async def task_info(request: web.Request) -> web.Response:
-    tenant = _tenant(request, Role.APP)
-    info = await tenant.engine.get_task_info(request.match_info["unique_id"])
+    queue_app = tenant(request, Role.APP)
+    info = await queue_app.engine.get_task_info(request.match_info["unique_id"])
     return web.json_response(info.to_wire())
 
 
 async def cancel(request: web.Request) -> web.Response:
-    tenant = _tenant(request, Role.MASTER)
-    info = await tenant.engine.cancel(request.match_info["unique_id"])
+    queue_app = tenant(request, Role.MASTER)
+    info = await queue_app.engine.cancel(request.match_info["unique_id"])
     return web.json_response(info.to_wire())
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    tenant = _tenant(request, Role.MASTER)
+    queue_app = tenant(request, Role.MASTER)
     state = request.query.get("state")
     if state is not None and state not in {s.value for s in TaskState}:
         raise ValidationError(f"state must be one of {', '.join(s.value for s in TaskState)}",
@@ -118,7 +102,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         limit = -1
     if not 1 <= limit <= 1000:
         raise ValidationError("limit must be a whole number from 1 to 1000", "limit")
-    tasks = [t for t in tenant.engine.core.tasks() if state is None or t.state.value == state]
+    tasks = [t for t in queue_app.engine.core.tasks() if state is None or t.state.value == state]
     tasks.sort(key=lambda t: t.seq, reverse=True)
     return web.json_response({"results": [t.info().to_wire() for t in tasks[:limit]],
                               "count": len(tasks)})
@@ -130,8 +114,8 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     problems = {}
-    for app_id, tenant in request.app[APPS].items():
-        failure = tenant.engine.store.failure
+    for app_id, queue_app in request.app[APPS].items():
+        failure = queue_app.engine.store.failure
         if failure is not None:
             problems[app_id] = str(failure)
     if problems:
@@ -154,6 +138,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}", task_info)
     app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/cancel", cancel)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
+    schedules.add_routes(app.router, BASE)
     app.router.add_get("/__health/live", live)
     app.router.add_get("/__health/ready", ready)
     app.cleanup_ctx.append(_engines)
@@ -163,9 +148,9 @@ def create_app(apps: Mapping[str, QueueApp], *,
 async def _engines(app: web.Application) -> Any:
     started: list[Engine] = []
     try:
-        for tenant in app[APPS].values():
-            await tenant.engine.start()
-            started.append(tenant.engine)
+        for queue_app in app[APPS].values():
+            await queue_app.engine.start()
+            started.append(queue_app.engine)
         yield
     finally:
         for engine in started:

@@ -1,0 +1,39 @@
+"""Tenants: each app's keys and engine, and who a request speaks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from adapters.http_api.auth import AppKeys, Role, authenticate
+from engine.core.errors import ForbiddenError, UnauthorizedError
+from engine.embedded import Engine
+
+
+@dataclass
+class QueueApp:
+    """One tenant: its keys and its engine (its own log, function host and concurrency)."""
+
+    keys: AppKeys
+    engine: Engine
+
+
+APPS = web.AppKey("apps", dict[str, QueueApp])
+
+
+def tenant(request: web.Request, need: Role) -> QueueApp:
+    """The app the request's credentials prove, if they carry role ``need``.
+
+    Raises:
+        UnauthorizedError: no app, or wrong credentials.
+        ForbiddenError: app credentials where the master key is needed.
+    """
+    apps = request.app[APPS]
+    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()})
+    if keys is None or role is Role.NONE:
+        raise UnauthorizedError()
+    if role < need:
+        raise ForbiddenError("That operation isn't allowed for clients. It needs the master key "
+                             "(X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,master).")
+    return apps[keys.app_id]
