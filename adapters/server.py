@@ -19,6 +19,7 @@ A TOML config describes many apps::
     function_host = "http://127.0.0.1:3000"  # the LeanEngine app's base URL
     concurrency = 1
     timezone = "Asia/Shanghai"               # default zone of the app's cron schedules (UTC)
+    schedule_concurrency = 1                 # schedules' firings get slots of their own
     [apps.quotas]                            # each optional; 429 + Retry-After past them
     rate_per_s = 100
     per_day = 10000
@@ -63,6 +64,7 @@ class AppConfig:
     fsync: str = "always"
     quotas: Quotas = field(default_factory=Quotas)
     timezone: str = "UTC"  # the default zone of the app's cron schedules
+    schedule_concurrency: int | None = None  # a group of their own for schedules' firings
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,17 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                      raw.get("function_host"), concurrency,
                      int(raw.get("max_timeout_ms", 600_000)), str(raw.get("fsync", "always")),
                      _quotas(where, raw.get("quotas", {})),
-                     _timezone(where, raw.get("timezone", "UTC")))
+                     _timezone(where, raw.get("timezone", "UTC")),
+                     _positive_or_none(where, "schedule_concurrency",
+                                       raw.get("schedule_concurrency")))
+
+
+def _positive_or_none(where: str, key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}.{key} must be a whole number >= 1")
+    return value
 
 
 def _timezone(where: str, name: Any) -> str:
@@ -162,6 +174,7 @@ def build_app(config: ServeConfig) -> web.Application:
         invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
         engine = Engine(concurrency=app.concurrency, max_timeout_ms=app.max_timeout_ms,
                         quotas=app.quotas, timezone=app.timezone,
+                        schedule_concurrency=app.schedule_concurrency,
                         data_dir=config.data_dir / app.keys.app_id, fsync=app.fsync,
                         invoker=invoker)
         tenants[app.keys.app_id] = QueueApp(app.keys, engine)

@@ -62,6 +62,8 @@ class Engine:
         max_timeout_ms: the largest ``timeout`` a task may ask for.
         quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
         timezone: the default zone of schedules (an IANA name).
+        schedule_concurrency: give schedules' firings a concurrency group of their own, so a
+            backlog of ordinary tasks cannot delay them (default: they share ``concurrency``).
         data_dir: keep tasks in a durable log in this directory (replayed on start). Without
             it (and without ``store``) tasks are kept in memory only.
         fsync: ``always`` (default: fsync before acknowledging), ``interval[:MS]`` or ``never``.
@@ -76,6 +78,7 @@ class Engine:
 
     def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
                  quotas: Quotas | None = None, timezone: str = "UTC",
+                 schedule_concurrency: int | None = None,
                  data_dir: str | Path | None = None, fsync: str = "always",
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, compact_bytes: int | None = None,
                  file_ops: FileOps | None = None,
@@ -89,8 +92,11 @@ class Engine:
         self.functions = FunctionRegistry()
         self.limits = Limits(max_timeout_ms=max_timeout_ms)
         self.timezone = check_timezone(timezone)
+        if schedule_concurrency is not None and schedule_concurrency < 1:
+            raise ValueError(f"schedule_concurrency must be >= 1, got {schedule_concurrency}")
         self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits,
-                                          quotas=quotas or Quotas()),
+                                          quotas=quotas or Quotas(),
+                                          schedule_concurrency=schedule_concurrency),
                                start_ms=self.clock.now_ms())
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._log_options = {"policy": FsyncPolicy.parse(fsync), "segment_bytes": segment_bytes,

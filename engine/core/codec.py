@@ -181,6 +181,8 @@ def task_to_record(task: Task) -> dict[str, Any]:
               "sc": task.status_code, "e": task.error, "ra": task.retry_at_ms}
     if task.result is not ABSENT:
         record["r"] = task.result
+    if task.schedule is not None:
+        record["sch"] = task.schedule
     return record
 
 
@@ -194,7 +196,8 @@ def task_from_record(record: Any) -> Task:
         return Task(record["id"], record["fn"], record["p"], _options_from_dict(record["o"]),
                     record["pri"], record["seq"], record["c"], TaskState(record["st"]),
                     record["a"], record["run"], record["s"], record["f"], record["sc"],
-                    record.get("r", ABSENT), record["e"], record["ra"])
+                    record.get("r", ABSENT), record["e"], record["ra"],
+                    schedule=record.get("sch"))
     except (KeyError, ValueError, TypeError) as exc:
         raise UnknownRecordKindError("task", SCHEMA_VERSION) from exc
 

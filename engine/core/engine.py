@@ -78,6 +78,9 @@ class CoreConfig:
     wheel_tick_ms: int = 1
     wheel_slots: int = 4096
     quotas: Quotas = field(default_factory=Quotas)
+    # Runs in flight for schedules' firings, in a group of their own (None: they share
+    # ``concurrency`` with every other task).
+    schedule_concurrency: int | None = None
 
 
 class EngineCore(ScheduleOps):
@@ -88,6 +91,8 @@ class EngineCore(ScheduleOps):
         self.concurrency = self.config.concurrency
         self._tasks: dict[str, Task] = {}
         self._ready = ReadyQueue()
+        self._ready_scheduled = ReadyQueue()  # used when schedules have their own group
+        self._running_scheduled: set[str] = set()
         self._wheel: TimerWheel[TimerKey] = TimerWheel(
             start_ms, self.config.wheel_tick_ms, self.config.wheel_slots)
         self._due: list[TimerKey] = []
@@ -197,8 +202,9 @@ class EngineCore(ScheduleOps):
         if not task.state.is_final:
             self._unfinished -= 1
         self.quota.uncounted(task.created_ms)
-        self._ready.discard(unique_id)
+        self._unready(unique_id)
         self._running.pop(unique_id, None)
+        self._running_scheduled.discard(unique_id)
         self._set_timer(task, None, 0)
 
     def recover(self, now_ms: int) -> list[Command]:
@@ -246,6 +252,8 @@ class EngineCore(ScheduleOps):
                 self._make_ready(task)
         elif state is TaskState.RUNNING:
             self._running[task.unique_id] = task.run_seq
+            if self._own_group(task):
+                self._running_scheduled.add(task.unique_id)
             self._set_timer(task, TimerKind.TIMEOUT, (task.started_ms or 0) + options.timeout_ms)
         elif state is TaskState.RETRY_WAIT:
             self._set_timer(task, TimerKind.WAKE, task.retry_at_ms or 0)
@@ -306,21 +314,31 @@ class EngineCore(ScheduleOps):
             events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
 
     def _dispatch(self, now_ms: int, events: list[Event], commands: list[Command]) -> None:
-        while len(self._running) < self.concurrency:
+        own_group = self.config.schedule_concurrency
+        if own_group is not None:
+            while len(self._running_scheduled) < own_group:
+                unique_id = self._ready_scheduled.pop()
+                if unique_id is None:
+                    break
+                self._start(self._tasks[unique_id], now_ms, events, commands)
+        while len(self._running) - len(self._running_scheduled) < self.concurrency:
             unique_id = self._ready.pop()
             if unique_id is None:
                 return
-            task = self._tasks[unique_id]
-            started = RunStarted(self._seq(), now_ms, unique_id, task.attempt + 1)
-            self.apply(started)
-            events.append(started)
-            options = task.options
-            at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE
-            commands.append(Invoke(
-                unique_id=unique_id, run_seq=started.seq, attempt=started.attempt,
-                function=task.function, params=task.params, timeout_ms=options.timeout_ms,
-                deadline_ms=now_ms + options.timeout_ms,
-                durable_seq=started.seq if at_most_once else task.seq))
+            self._start(self._tasks[unique_id], now_ms, events, commands)
+
+    def _start(self, task: Task, now_ms: int, events: list[Event],
+               commands: list[Command]) -> None:
+        started = RunStarted(self._seq(), now_ms, task.unique_id, task.attempt + 1)
+        self.apply(started)
+        events.append(started)
+        options = task.options
+        at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE
+        commands.append(Invoke(
+            unique_id=task.unique_id, run_seq=started.seq, attempt=started.attempt,
+            function=task.function, params=task.params, timeout_ms=options.timeout_ms,
+            deadline_ms=now_ms + options.timeout_ms,
+            durable_seq=started.seq if at_most_once else task.seq))
 
     # ------------------------------------------------------------------ the fold
 
@@ -343,7 +361,7 @@ class EngineCore(ScheduleOps):
             case TaskCancelled():
                 task = self._tasks[event.unique_id]
                 fire(task, Trigger.CANCEL)
-                self._ready.discard(task.unique_id)
+                self._unready(task.unique_id)
                 task.error = "the task was cancelled"
                 task.retry_at_ms = None
                 self._finish(task, event.t_ms)
@@ -357,7 +375,7 @@ class EngineCore(ScheduleOps):
 
     def _apply_submitted(self, event: TaskSubmitted) -> None:
         task = Task(event.unique_id, event.function, event.params, event.options, event.priority,
-                    event.seq, event.t_ms)
+                    event.seq, event.t_ms, schedule=event.schedule)
         self._tasks[event.unique_id] = task
         self._unfinished += 1
         if event.schedule is None:  # a schedule's firings are not enqueues against the quota
@@ -375,12 +393,14 @@ class EngineCore(ScheduleOps):
             # The wake is derived from retryAt, not logged; in replay the start implies it.
             fire(task, Trigger.WAKE)
         fire(task, Trigger.START)
-        self._ready.discard(task.unique_id)
+        self._unready(task.unique_id)
         task.attempt = event.attempt
         task.run_seq = event.seq
         task.started_ms = event.t_ms
         task.retry_at_ms = None
         self._running[task.unique_id] = event.seq
+        if self._own_group(task):
+            self._running_scheduled.add(task.unique_id)
         self._set_timer(task, TimerKind.TIMEOUT, event.t_ms + task.options.timeout_ms)
 
     def _apply_succeeded(self, event: RunSucceeded) -> None:
@@ -438,12 +458,21 @@ class EngineCore(ScheduleOps):
         return (task.finished_ms is not None
                 and now_ms >= task.finished_ms + task.options.keep_result_ms)
 
+    def _own_group(self, task: Task) -> bool:
+        return task.schedule is not None and self.config.schedule_concurrency is not None
+
     def _make_ready(self, task: Task) -> None:
-        self._ready.push(task.unique_id, task.priority, task.seq)
+        queue = self._ready_scheduled if self._own_group(task) else self._ready
+        queue.push(task.unique_id, task.priority, task.seq)
+
+    def _unready(self, unique_id: str) -> None:
+        if not self._ready.discard(unique_id):
+            self._ready_scheduled.discard(unique_id)
 
     def _end_run(self, unique_id: str) -> Task:
         task = self._tasks[unique_id]
         self._running.pop(unique_id, None)
+        self._running_scheduled.discard(unique_id)
         self._set_timer(task, None, 0)
         return task
 

@@ -47,6 +47,7 @@ class Task:
     retry_at_ms: int | None = None
     timer: Any = None
     timer_token: int = 0
+    schedule: str | None = None  # the schedule whose firing this is
 
     def info(self) -> TaskInfo:
         return TaskInfo(
@@ -64,6 +65,7 @@ class Task:
             retry_at_ms=self.retry_at_ms if self.state is TaskState.RETRY_WAIT else None,
             expires_ms=(self.finished_ms + self.options.keep_result_ms
                         if self.finished_ms is not None else None),
+            schedule=self.schedule,
         )
 
 
@@ -89,6 +91,7 @@ class TaskInfo:
     error: str | None
     retry_at_ms: int | None
     expires_ms: int | None
+    schedule: str | None = None
 
     @property
     def status(self) -> str:
@@ -103,7 +106,7 @@ class TaskInfo:
 
     def to_wire(self) -> dict[str, Any]:
         """The LeanCloud TaskInfo dict, plus extension fields (state, function, attempt,
-        maxRuns, createdAt, startedAt, expiresAt). Absent fields are left out."""
+        maxRuns, createdAt, startedAt, expiresAt, schedule). Absent fields are left out."""
         wire: dict[str, Any] = {"uniqueId": self.unique_id, "status": self.status}
         if self.finished_ms is not None:
             wire["finishedAt"] = iso_ms(self.finished_ms)
@@ -124,6 +127,8 @@ class TaskInfo:
             wire["startedAt"] = iso_ms(self.started_ms)
         if self.expires_ms is not None:
             wire["expiresAt"] = iso_ms(self.expires_ms)
+        if self.schedule is not None:
+            wire["schedule"] = self.schedule
         return wire
 
 

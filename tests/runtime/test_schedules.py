@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,29 @@ async def test_compaction_keeps_schedules_and_their_last_slot(tmp_path: Path,
         assert (info.last_slot_ms, info.spec.options.attempts) == (MONDAY + 2_000, 3)
         assert len(fired(queue)) == 2
         assert all(t.state is not TaskState.CANCELLED for t in queue.core.tasks())
+
+
+async def test_a_group_of_their_own_keeps_firings_ahead_of_a_backlog(clock: FakeClock) -> None:
+    release = asyncio.Event()
+
+    async def slow(params: Any, ctx: RunContext) -> None:
+        await release.wait()
+
+    for own_group, expected in ((None, []), (1, ["cron:beat:" + str(MONDAY + 1_000)])):
+        own_clock = FakeClock(MONDAY)
+        async with Engine(clock=own_clock, schedule_concurrency=own_group) as queue:
+            queue.define("slow")(slow)
+            queue.define("beat")(runs)
+            for _ in range(3):
+                await queue.enqueue("slow")  # the one ordinary slot is taken, two wait
+            await queue.set_schedule("beat", "beat", interval=1_000)
+            own_clock.advance(1_000)
+            await queue.settle()
+            started = [t.unique_id for t in queue.core.tasks()
+                       if t.schedule == "beat" and t.state is not TaskState.QUEUED]
+            assert started == expected
+            info = (await queue.get_task_info(f"cron:beat:{MONDAY + 1_000}")).to_wire()
+            assert info["schedule"] == "beat"
+            release.set()
+            await queue.settle()
+            release.clear()
