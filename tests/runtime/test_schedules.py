@@ -168,3 +168,37 @@ async def test_a_group_of_their_own_keeps_firings_ahead_of_a_backlog(clock: Fake
             release.set()
             await queue.settle()
             release.clear()
+
+
+async def test_a_crash_anywhere_in_a_firing_loses_no_slot_and_doubles_none(
+        tmp_path: Path) -> None:
+    """The firing of a slot is one record (the task naming its slot): cut the log at every byte
+    of the last firing's batch and restart within the slot's period."""
+    import shutil
+
+    from engine.core.codec import decode_log_record
+    from engine.core.framing import scan
+    from engine.runtime.log_file import segment_name
+
+    clock = FakeClock(MONDAY)
+    original = tmp_path / "original"
+    async with Engine(data_dir=original, clock=clock) as queue:
+        await queue.set_schedule("s", "f", interval=1_000, keep_result=3_600_000)
+        for _ in range(3):
+            clock.advance(1_000)
+            await queue.settle()
+    data = (original / segment_name(1)).read_bytes()
+    frames = scan(data)
+    last_fire = max(i for i, p in enumerate(frames.payloads)
+                    if isinstance(e := decode_log_record(p), TaskSubmitted) and e.slot_ms)
+    start = frames.offsets[last_fire - 1]  # the batch marker before it
+    end = frames.offsets[last_fire + 1] if last_fire + 1 < len(frames.offsets) else len(data)
+    clock.advance(500)  # restart inside slot 3's period
+    for cut in range(start, end + 1):
+        directory = tmp_path / f"cut-{cut}"
+        shutil.copytree(original, directory, ignore=shutil.ignore_patterns("LOCK"))
+        (directory / segment_name(1)).write_bytes(data[:cut])
+        async with Engine(data_dir=directory, clock=clock) as queue:
+            await queue.settle()
+            slots = sorted(int(u.rsplit(":", 1)[1]) for u in fired(queue))
+        assert slots == [MONDAY + 1_000, MONDAY + 2_000, MONDAY + 3_000], cut
