@@ -125,7 +125,8 @@ def _add_set(actions: Any, conn: argparse.ArgumentParser) -> None:
                      help="an IANA zone for --cron (default: the server's, UTC unless set)")
     put.add_argument("--attempts", type=int, metavar="N", help="retries of each firing")
     put.add_argument("--backoff", type=int, metavar="MS", help="wait between retries")
-    put.add_argument("--delivery-mode", choices=_DELIVERY_MODES)
+    put.add_argument("--delivery-mode", choices=_DELIVERY_MODES, help="each firing's (default "
+                     "atLeastOnce)")
     put.add_argument("--timeout", type=int, metavar="MS", help="bound on each run")
     put.add_argument("--keep-result", type=int, metavar="MS", help="keep each result this long")
     put.add_argument("--paused", action="store_true", help="create it paused")

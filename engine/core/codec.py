@@ -68,13 +68,26 @@ def _options_to_dict(options: TaskOptions) -> dict[str, Any]:
     return out
 
 
+_OPTIONS_CACHE: dict[tuple[tuple[str, Any], ...], TaskOptions] = {}
+_OPTIONS_CACHE_MAX = 4_096
+
+
 def _options_from_dict(data: dict[str, Any]) -> TaskOptions:
+    """Options are immutable and most tasks share a handful of option sets: decode each set once
+    (faster replay, and one object in memory for all the tasks that share it)."""
     if not data:
         return _DEFAULT_OPTIONS
+    key = tuple(sorted(data.items()))
+    cached = _OPTIONS_CACHE.get(key)
+    if cached is not None:
+        return cached
     fields = dict(data)
     if "delivery_mode" in fields:
         fields["delivery_mode"] = DeliveryMode(fields["delivery_mode"])
-    return TaskOptions(**fields)
+    options = TaskOptions(**fields)
+    if len(_OPTIONS_CACHE) < _OPTIONS_CACHE_MAX:
+        _OPTIONS_CACHE[key] = options
+    return options
 
 
 def _head(kind: str, event: Event) -> dict[str, Any]:
