@@ -173,8 +173,8 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
     ``state`` comes from the ``state`` field, or from ``status`` when it is absent or unknown (a
     plain LeanCloud server sends no ``state``: ``failed`` then also covers a cancelled task).
     Missing extension fields read as ``function=""``, ``attempt=0``, ``max_runs=0``,
-    ``created_ms=0``. ``result`` is ``ABSENT`` unless the dict has a ``result`` key (a JSON null
-    result stays None).
+    ``created_ms=0``, ``schedule=None``. ``result`` is ``ABSENT`` unless the dict has a
+    ``result`` key (a JSON null result stays None).
 
     Args:
         wire: the decoded JSON body of a task-info answer.
@@ -205,6 +205,7 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
         error=_typed(wire, "error", str, None),
         retry_at_ms=_time_ms(wire, "retryAt"),
         expires_ms=_time_ms(wire, "expiresAt"),
+        schedule=_typed(wire, "schedule", str, None),
     )
 
 

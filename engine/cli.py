@@ -8,6 +8,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from engine import cron_cli
+
 
 def _demo(args: argparse.Namespace) -> int:
     example = Path(__file__).resolve().parent.parent / "examples" / "embedded_quickstart.py"
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, default=1, help="runs in flight (default 1)")
     serve.add_argument("--config", type=Path, help="TOML file describing many apps")
     serve.set_defaults(func=_serve)
+    cron_cli.add_parser(commands)
     return parser
 
 

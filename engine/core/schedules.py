@@ -117,7 +117,8 @@ def task_id(name: str, slot_ms: int) -> str:
 
 
 def check_schedule_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME_CHARS:
+    if (not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME_CHARS
+            or name in (".", "..")):  # dot segments are rewritten by clients and proxies
         raise ValidationError(
             f"schedule name must be 1 to {MAX_NAME_CHARS} of letters, digits and _ . ~ -, "
             f"got {name!r}", "name")
@@ -138,9 +139,12 @@ def parse_schedule(name: str, values: Mapping[str, Any], *, wire: bool, default_
         if key in values:
             raise ValidationError(f"{key} cannot be set on a schedule: each firing's uniqueId "
                                   "and priority come from its slot time", key)
-    if not wire and set(values) - known:
+    # Schedules are this queue's own API (no SDK sends extra fields): a misspelt field is refused
+    # rather than silently ignored.
+    if set(values) - known:
         unknown = sorted(set(values) - known)[0]
-        raise ValidationError(f"unknown schedule field {unknown!r}", unknown)
+        raise ValidationError(f"unknown schedule field {unknown!r}; fields are: "
+                              f"{', '.join(sorted(known))}", unknown)
     function = check_function_name(values.get("function"))
     params = values.get("params")
     params = {} if params is None else params

@@ -126,3 +126,20 @@ async def test_firings_reach_the_function_host_as_tasks(setup: Any) -> None:
                                    headers=app_role())).json()
     assert info["status"] == "success" and info["result"] == {"result": uids[0]}
     assert host.calls[0][1] == {"n": 1}
+
+
+@pytest.mark.parametrize(("name", "body", "message"), [
+    ("typo", {"function": "f", "interval": 1000, "timezon": "Asia/Shanghai"},
+     "unknown schedule field 'timezon'"),
+    ("..", {"function": "f", "interval": 1000}, "schedule name"),
+])
+async def test_misspelt_fields_and_dot_names_are_refused(setup: Any, name: str,
+                                                        body: dict[str, Any],
+                                                        message: str) -> None:
+    client, _, engine = setup
+    response = await client.put(f"{BASE}/{name}", json=body, headers=master(),
+                                allow_redirects=False)
+    assert response.status in (400, 404)
+    if response.status == 400:
+        assert message in (await response.json())["error"]
+    assert await engine.list_schedules() == []
