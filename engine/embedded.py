@@ -13,11 +13,11 @@ from types import TracebackType
 from typing import Any
 
 from engine.core.codec import schedule_to_record, task_to_record
-from engine.core.commands import Command, TaskFinished
+from engine.core.commands import Append, Command, TaskFinished
 from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
 from engine.core.engine import CoreConfig, EngineCore
 from engine.core.errors import EngineClosedError, LogError, ValidationError
-from engine.core.events import Event, TaskSubmitted
+from engine.core.events import Event, ScheduleSkipped, TaskSubmitted
 from engine.core.options import (
     Limits,
     TaskOptions,
@@ -27,7 +27,7 @@ from engine.core.options import (
 )
 from engine.core.quotas import Quotas
 from engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
-from engine.core.task import TaskInfo
+from engine.core.task import TaskInfo, iso_ms
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
 from engine.runtime.functions import FunctionRegistry, Invoker
@@ -121,7 +121,14 @@ class Engine:
         self._state = "running"
         await self._invoker.start()
         self.store.start()
-        self._driver.execute(self.core.recover(self.clock.now_ms()))
+        recovery = self.core.recover(self.clock.now_ms())
+        for command in recovery:
+            for event in command.events if isinstance(command, Append) else ():
+                if isinstance(event, ScheduleSkipped):
+                    log.warning("schedule %s: %d slot(s) missed while the queue was down were "
+                                "skipped (atMostOnce), the last at %s", event.name,
+                                event.skipped, iso_ms(event.last_slot_ms))
+        self._driver.execute(recovery)
         self._driver.start()
         self._driver.poke()
 

@@ -102,7 +102,7 @@ async def test_pause_resume_and_delete(clock: FakeClock) -> None:
 
 @pytest.mark.parametrize(("mode", "catch_up"), [("atLeastOnce", 1), ("atMostOnce", 0)])
 async def test_slots_missed_while_down(tmp_path: Path, clock: FakeClock, mode: str,
-                                       catch_up: int) -> None:
+                                       catch_up: int, caplog: pytest.LogCaptureFixture) -> None:
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         await queue.set_schedule("m", "f", cron="0 * * * * ?", delivery_mode=mode)
     clock.advance(10 * 60_000 + 30_000)  # down for 10.5 minutes: 10 slots missed
@@ -115,6 +115,8 @@ async def test_slots_missed_while_down(tmp_path: Path, clock: FakeClock, mode: s
     skipped = [e for e in read_log(tmp_path)[0] if isinstance(e, ScheduleSkipped)]
     assert [(e.skipped, e.last_slot_ms) for e in skipped] == (
         [] if catch_up else [(10, MONDAY + 600_000)])
+    said = "schedule m: 10 slot(s) missed while the queue was down were skipped (atMostOnce)"
+    assert (said in caplog.text) == (not catch_up)
 
 
 async def test_a_slot_is_never_fired_twice_across_restarts(tmp_path: Path,
