@@ -53,7 +53,7 @@ from engine.core.errors import (
     ValidationError,
 )
 from engine.core.options import (
-    PYTHON_OPTION_NAMES,
+    OPTION_NAMES,
     WIRE_OPTION_NAMES,
     TaskOptions,
     check_function_name,
@@ -78,18 +78,7 @@ MAX_LIST_LIMIT = 1000
 MAX_UPCOMING = 100  # most upcoming fire times get_schedule asks for (the server's bound)
 
 # (Python option name, wire name, TaskOptions field): the spelling the server expects.
-_WIRE_OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("attempts", "attempts", "attempts"),
-    ("backoff", "backoff", "backoff_ms"),
-    ("delay", "delay", "delay_ms"),
-    ("delivery_mode", "deliveryMode", "delivery_mode"),
-    ("keep_result", "keepResult", "keep_result_ms"),
-    ("priority", "priority", "priority"),
-    ("timeout", "timeout", "timeout_ms"),
-    ("unique_id", "uniqueId", "unique_id"),
-)
-assert {p for p, _, _ in _WIRE_OPTIONS} == PYTHON_OPTION_NAMES
-assert {w for _, w, _ in _WIRE_OPTIONS} == WIRE_OPTION_NAMES
+_WIRE_OPTIONS = OPTION_NAMES
 
 _STATUS_STATES = {"queued": TaskState.QUEUED, "success": TaskState.SUCCESS,
                   "failed": TaskState.FAILED}

@@ -55,7 +55,7 @@ class TaskOptions:
 
 
 # (python name, wire name, TaskOptions field)
-_OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
+OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
     ("attempts", "attempts", "attempts"),
     ("backoff", "backoff", "backoff_ms"),
     ("delay", "delay", "delay_ms"),
@@ -65,8 +65,8 @@ _OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
     ("timeout", "timeout", "timeout_ms"),
     ("unique_id", "uniqueId", "unique_id"),
 )
-PYTHON_OPTION_NAMES = frozenset(p for p, _, _ in _OPTION_NAMES)
-WIRE_OPTION_NAMES = frozenset(w for _, w, _ in _OPTION_NAMES)
+PYTHON_OPTION_NAMES = frozenset(p for p, _, _ in OPTION_NAMES)
+WIRE_OPTION_NAMES = frozenset(w for _, w, _ in OPTION_NAMES)
 _DEFAULTS = TaskOptions()
 
 
@@ -89,7 +89,7 @@ def parse_options(values: Mapping[str, Any], *, wire: bool,
                 unknown[0],
             )
     fields: dict[str, Any] = {}
-    for py_name, wire_name, field in _OPTION_NAMES:
+    for py_name, wire_name, field in OPTION_NAMES:
         name = wire_name if wire else py_name
         value = values.get(name)
         if value is None:
