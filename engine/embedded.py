@@ -105,6 +105,7 @@ class Engine:
                              "compact_bytes": compact_bytes or 4 * segment_bytes}
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
+        self.functions.progress_sink = self._report_progress
         self._driver = Driver(self.core, self.store, self.clock, self._invoker)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
@@ -298,6 +299,11 @@ class Engine:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         finally:
             self._driver.drop_waiter(unique_id, future)
+
+    def _report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
+        commands = self.core.report_progress(unique_id, run_seq, report, self.clock.now_ms())
+        self._driver.execute(commands)
+        self._driver.poke()  # a report held for its window gives the driver a new deadline
 
     # ------------------------------------------------------------------ schedules
 

@@ -25,6 +25,7 @@ from engine.core.errors import LogError
 from engine.core.events import (
     Event,
     FailureKind,
+    ProgressReported,
     RunFailed,
     RunRequeued,
     RunStarted,
@@ -112,6 +113,8 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
                           "kind": e.kind.value, "sc": e.status_code},
     RunRequeued: lambda e: {**_head("requeue", e), "run": e.run_seq, "why": e.reason},
     TaskCancelled: lambda e: _head("cancel", e),
+    ProgressReported: lambda e: {**_head("prog", e), "run": e.run_seq, "p": e.progress,
+                                 "m": [list(m) for m in e.messages]},
     TaskPurged: lambda e: _head("purge", e),
     ScheduleSet: lambda e: {**_head("sset", e), "spec": schedule_to_dict(e.spec)},
     SchedulePaused: lambda e: {**_head("spause", e), "paused": e.paused},
@@ -139,6 +142,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
                                 FailureKind(r["kind"]), r["sc"]),
     "requeue": lambda r: RunRequeued(r["seq"], r["t"], r["id"], r["run"], r["why"]),
     "cancel": lambda r: TaskCancelled(r["seq"], r["t"], r["id"]),
+    "prog": lambda r: ProgressReported(r["seq"], r["t"], r["id"], r["run"], r["p"],
+                                       tuple((int(t), str(m)) for t, m in r["m"])),
     "purge": lambda r: TaskPurged(r["seq"], r["t"], r["id"]),
 }
 
@@ -196,7 +201,17 @@ def task_to_record(task: Task) -> dict[str, Any]:
         record["r"] = task.result
     if task.schedule is not None:
         record["sch"] = task.schedule
+    if task.progress is not None:
+        record["prog"] = [task.progress, task.progress_ms, [list(m) for m in task.messages]]
     return record
+
+
+def _progress_fields(stored: Any) -> dict[str, Any]:
+    if not stored:
+        return {}
+    progress, at_ms, messages = stored
+    return {"progress": progress, "progress_ms": at_ms,
+            "messages": tuple((int(t), str(m)) for t, m in messages)}
 
 
 def task_from_record(record: Any) -> Task:
@@ -210,7 +225,7 @@ def task_from_record(record: Any) -> Task:
                     record["pri"], record["seq"], record["c"], TaskState(record["st"]),
                     record["a"], record["run"], record["s"], record["f"], record["sc"],
                     record.get("r", ABSENT), record["e"], record["ra"],
-                    schedule=record.get("sch"))
+                    schedule=record.get("sch"), **_progress_fields(record.get("prog")))
     except (KeyError, ValueError, TypeError) as exc:
         raise UnknownRecordKindError("task", SCHEMA_VERSION) from exc
 

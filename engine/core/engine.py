@@ -29,15 +29,22 @@ timer whose time passed while the queue was down fires at the first ``tick``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
-from engine.core.errors import DuplicateTaskError, InvalidTransitionError, UnknownTaskError
+from engine.core.errors import (
+    DuplicateTaskError,
+    InvalidTransitionError,
+    StaleRunError,
+    UnknownTaskError,
+)
 from engine.core.events import (
     Event,
     FailureKind,
+    ProgressReported,
     RunFailed,
     RunRequeued,
     RunStarted,
@@ -51,6 +58,7 @@ from engine.core.events import (
     TaskSubmitted,
 )
 from engine.core.options import DeliveryMode, Limits, TaskOptions
+from engine.core.progress import KEPT_MESSAGES, PROGRESS_WINDOW_MS
 from engine.core.quotas import Quotas, QuotaTracker
 from engine.core.ready_queue import ReadyQueue
 from engine.core.schedule_ops import ScheduleOps
@@ -93,6 +101,8 @@ class EngineCore(ScheduleOps):
         self._ready = ReadyQueue()
         self._ready_scheduled = ReadyQueue()  # used when schedules have their own group
         self._running_scheduled: set[str] = set()
+        self._progress_due: dict[str, int] = {}  # uniqueId -> when its pending report is logged
+        self._appliers = self._make_appliers()
         self._wheel: TimerWheel[TimerKey] = TimerWheel(
             start_ms, self.config.wheel_tick_ms, self.config.wheel_slots)
         self._due: list[TimerKey] = []
@@ -125,7 +135,11 @@ class EngineCore(ScheduleOps):
         outcome can make work)."""
         if self._due:
             return self._wheel.current_ms
-        return self._wheel.next_expiry_ms()
+        wheel = self._wheel.next_expiry_ms()
+        if self._progress_due:
+            soonest = min(self._progress_due.values())
+            return soonest if wheel is None else min(wheel, soonest)
+        return wheel
 
     def tasks(self) -> list[Task]:
         return list(self._tasks.values())
@@ -171,9 +185,11 @@ class EngineCore(ScheduleOps):
         out, or the task was requeued) is dropped: returns []."""
         if not self.run_is_current(unique_id, run_seq):
             return []
-        event = self._emit(RunSucceeded(self._seq(), now_ms, unique_id, run_seq, result,
-                                        status_code))
-        return [Append((event,)), TaskFinished(self._tasks[unique_id].info())]
+        events: list[Event] = []
+        self._flush_progress(unique_id, events)
+        events.append(self._emit(RunSucceeded(self._seq(), now_ms, unique_id, run_seq, result,
+                                              status_code)))
+        return [Append(tuple(events)), TaskFinished(self._tasks[unique_id].info())]
 
     def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
                    kind: FailureKind = FailureKind.ERROR,
@@ -181,17 +197,21 @@ class EngineCore(ScheduleOps):
         """Record a failed run; the task retries after ``backoff`` or fails for good."""
         if not self.run_is_current(unique_id, run_seq):
             return []
-        event = self._emit(RunFailed(self._seq(), now_ms, unique_id, run_seq, error, kind,
-                                     status_code))
-        return self._with_finish([Append((event,))], unique_id)
+        events: list[Event] = []
+        self._flush_progress(unique_id, events)
+        events.append(self._emit(RunFailed(self._seq(), now_ms, unique_id, run_seq, error, kind,
+                                           status_code)))
+        return self._with_finish([Append(tuple(events))], unique_id)
 
     def run_requeued(self, unique_id: str, run_seq: int, reason: str,
                      now_ms: int) -> list[Command]:
         """A run that did no countable work (host unreachable): no attempt is spent."""
         if not self.run_is_current(unique_id, run_seq):
             return []
-        event = self._emit(RunRequeued(self._seq(), now_ms, unique_id, run_seq, reason))
-        return [Append((event,))]
+        events: list[Event] = []
+        self._flush_progress(unique_id, events)
+        events.append(self._emit(RunRequeued(self._seq(), now_ms, unique_id, run_seq, reason)))
+        return [Append(tuple(events))]
 
     def forget(self, unique_id: str) -> None:
         """Undo a submission the store could not make durable (disk full). Such a task never
@@ -206,6 +226,41 @@ class EngineCore(ScheduleOps):
         self._running.pop(unique_id, None)
         self._running_scheduled.discard(unique_id)
         self._set_timer(task, None, 0)
+
+    def report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any],
+                        now_ms: int) -> list[Command]:
+        """A running task's progress (validated by ``progress.parse_progress``): shown at once,
+        logged at most once per ``PROGRESS_WINDOW_MS`` (the latest wins).
+
+        Raises:
+            StaleRunError: ``run_seq`` is not the task's current run.
+        """
+        if not self.run_is_current(unique_id, run_seq):
+            raise StaleRunError(unique_id, run_seq)
+        task = self._tasks[unique_id]
+        messages = task.messages
+        if "message" in report:
+            messages = (*messages, (now_ms, report["message"]))[-KEPT_MESSAGES:]
+        task.progress = {**(task.progress or {}), **report}
+        task.progress_ms, task.messages = now_ms, messages
+        logged = task.progress_logged_ms
+        if logged is not None and now_ms - logged < PROGRESS_WINDOW_MS:
+            self._progress_due.setdefault(unique_id, logged + PROGRESS_WINDOW_MS)
+            return []
+        events: list[Event] = []
+        self._log_progress(task, events)
+        return [Append(tuple(events))]
+
+    def _log_progress(self, task: Task, events: list[Event]) -> None:
+        self._progress_due.pop(task.unique_id, None)
+        events.append(self._emit(ProgressReported(
+            self._seq(), task.progress_ms or 0, task.unique_id, task.run_seq,
+            dict(task.progress or {}), task.messages)))
+
+    def _flush_progress(self, unique_id: str, events: list[Event]) -> None:
+        """Log a report still waiting for its window before the run's outcome is logged."""
+        if unique_id in self._progress_due:
+            self._log_progress(self._tasks[unique_id], events)
 
     def recover(self, now_ms: int) -> list[Command]:
         """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);
@@ -285,6 +340,9 @@ class EngineCore(ScheduleOps):
                     task.timer = None
                     task.timer_token = 0
                     self._on_timer(kind, task, now_ms, events, commands)
+        for unique_id, due_ms in list(self._progress_due.items()):
+            if due_ms <= now_ms:
+                self._log_progress(self._tasks[unique_id], events)
         if dispatch:
             self._dispatch(now_ms, events, commands)
         return [Append(tuple(events)), *commands] if events else commands
@@ -299,6 +357,7 @@ class EngineCore(ScheduleOps):
             self._make_ready(task)
         elif kind is TimerKind.TIMEOUT and task.state is TaskState.RUNNING:
             run_seq = task.run_seq
+            self._flush_progress(unique_id, events)
             # The run failed at its deadline, however late the driver noticed: retryAt counts
             # from there.
             started_ms = now_ms if task.started_ms is None else task.started_ms
@@ -344,34 +403,49 @@ class EngineCore(ScheduleOps):
 
     def apply(self, event: Event) -> None:
         """Apply one event to the state. The only mutator, shared by live handling and replay."""
-        match event:
-            case RunStarted():
-                self._apply_started(event)
-            case RunSucceeded():
-                self._apply_succeeded(event)
-            case RunFailed():
-                self._apply_failed(event)
-            case TaskSubmitted():
-                self._apply_submitted(event)
-            case RunRequeued():
-                task = self._end_run(event.unique_id)
-                fire(task, Trigger.REQUEUE)
-                task.attempt -= 1
-                self._make_ready(task)
-            case TaskCancelled():
-                task = self._tasks[event.unique_id]
-                fire(task, Trigger.CANCEL)
-                self._unready(task.unique_id)
-                task.error = "the task was cancelled"
-                task.retry_at_ms = None
-                self._finish(task, event.t_ms)
-            case TaskPurged():
-                task = self._tasks.pop(event.unique_id)
-                self._set_timer(task, None, 0)
-            case ScheduleSet() | SchedulePaused() | ScheduleDeleted() | ScheduleSkipped():
-                self._apply_schedule_event(event)
+        self._appliers[type(event)](event)
         if event.seq > self.last_seq:
             self.last_seq = event.seq
+
+    def _make_appliers(self) -> dict[type, Callable[[Any], None]]:
+        return {
+            TaskSubmitted: self._apply_submitted,
+            RunStarted: self._apply_started,
+            RunSucceeded: self._apply_succeeded,
+            RunFailed: self._apply_failed,
+            RunRequeued: self._apply_requeued,
+            TaskCancelled: self._apply_cancelled,
+            TaskPurged: self._apply_purged,
+            ProgressReported: self._apply_progress,
+            ScheduleSet: self._apply_schedule_event,
+            SchedulePaused: self._apply_schedule_event,
+            ScheduleDeleted: self._apply_schedule_event,
+            ScheduleSkipped: self._apply_schedule_event,
+        }
+
+    def _apply_requeued(self, event: RunRequeued) -> None:
+        task = self._end_run(event.unique_id)
+        fire(task, Trigger.REQUEUE)
+        task.attempt -= 1
+        self._make_ready(task)
+
+    def _apply_cancelled(self, event: TaskCancelled) -> None:
+        task = self._tasks[event.unique_id]
+        fire(task, Trigger.CANCEL)
+        self._unready(task.unique_id)
+        task.error = "the task was cancelled"
+        task.retry_at_ms = None
+        self._finish(task, event.t_ms)
+
+    def _apply_purged(self, event: TaskPurged) -> None:
+        task = self._tasks.pop(event.unique_id)
+        self._set_timer(task, None, 0)
+
+    def _apply_progress(self, event: ProgressReported) -> None:
+        task = self._tasks[event.unique_id]
+        task.progress, task.progress_ms = dict(event.progress), event.t_ms
+        task.messages = event.messages
+        task.progress_logged_ms = event.t_ms
 
     def _apply_submitted(self, event: TaskSubmitted) -> None:
         task = Task(event.unique_id, event.function, event.params, event.options, event.priority,
@@ -470,6 +544,7 @@ class EngineCore(ScheduleOps):
             self._ready_scheduled.discard(unique_id)
 
     def _end_run(self, unique_id: str) -> Task:
+        self._progress_due.pop(unique_id, None)
         task = self._tasks[unique_id]
         self._running.pop(unique_id, None)
         self._running_scheduled.discard(unique_id)

@@ -77,6 +77,19 @@ class UnknownScheduleError(EngineError):
         self.name = name
 
 
+class StaleRunError(EngineError):
+    """A report from a run that is no longer the task's current one (it timed out, or the task
+    moved on): refused, so an old run cannot overwrite the new one's progress."""
+
+    http_status = 409
+    code = 409
+
+    def __init__(self, unique_id: str, run_seq: int) -> None:
+        super().__init__(f"run {run_seq} of task '{unique_id}' is not running any more")
+        self.unique_id = unique_id
+        self.run_seq = run_seq
+
+
 class InvalidTransitionError(EngineError):
     """A trigger that the task's current state does not allow (e.g. cancelling a running task)."""
 

@@ -84,6 +84,19 @@ class RunRequeued:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressReported:
+    """A running task's progress: the latest report merged over earlier ones, and the last few
+    messages (``[[t_ms, message], ...]``). Logged at most once per window per task."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+    run_seq: int
+    progress: dict[str, Any]
+    messages: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TaskCancelled:
     seq: int
     t_ms: int
@@ -151,4 +164,5 @@ class ScheduleSkipped:
 
 
 Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
-         | TaskPurged | ScheduleSet | SchedulePaused | ScheduleDeleted | ScheduleSkipped)
+         | TaskPurged | ProgressReported | ScheduleSet | SchedulePaused | ScheduleDeleted
+         | ScheduleSkipped)

@@ -48,6 +48,10 @@ class Task:
     timer: Any = None
     timer_token: int = 0
     schedule: str | None = None  # the schedule whose firing this is
+    progress: dict[str, Any] | None = None
+    progress_ms: int | None = None
+    messages: tuple[tuple[int, str], ...] = ()
+    progress_logged_ms: int | None = None  # derived: when a report was last logged
 
     def info(self) -> TaskInfo:
         return TaskInfo(
@@ -66,6 +70,9 @@ class Task:
             expires_ms=(self.finished_ms + self.options.keep_result_ms
                         if self.finished_ms is not None else None),
             schedule=self.schedule,
+            progress=self.progress,
+            progress_ms=self.progress_ms,
+            messages=self.messages,
         )
 
 
@@ -92,6 +99,9 @@ class TaskInfo:
     retry_at_ms: int | None
     expires_ms: int | None
     schedule: str | None = None
+    progress: dict[str, Any] | None = None
+    progress_ms: int | None = None
+    messages: tuple[tuple[int, str], ...] = ()
 
     @property
     def status(self) -> str:
@@ -129,6 +139,10 @@ class TaskInfo:
             wire["expiresAt"] = iso_ms(self.expires_ms)
         if self.schedule is not None:
             wire["schedule"] = self.schedule
+        if self.progress is not None:
+            wire["progress"] = {**self.progress, "updatedAt": iso_ms(self.progress_ms or 0),
+                                "messages": [{"at": iso_ms(t), "message": m}
+                                             for t, m in self.messages]}
         return wire
 
 

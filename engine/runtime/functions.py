@@ -4,23 +4,43 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from engine.core.commands import Invoke
 from engine.core.errors import ConfigError, ValidationError
 from engine.core.events import FailureKind
 from engine.core.options import check_function_name, check_params
+from engine.core.progress import parse_progress
+
+ProgressSink = Callable[[str, int, dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """What a running function knows about its run."""
+    """What a running function knows about its run, and how it reports progress."""
 
     unique_id: str
     function: str
     attempt: int
     deadline_ms: int
+    run_seq: int = field(default=0, compare=False)
+    sink: ProgressSink | None = field(default=None, compare=False, repr=False)
+
+    def progress(self, percent: float | None = None, *, done: int | None = None,
+                 total: int | None = None, message: str | None = None,
+                 detail: Any = None) -> None:
+        """Report how far along the run is: a percentage or done/total, a short message, a
+        small JSON detail. Shown in task info at once, logged at most every 500 ms.
+
+        Raises:
+            ValidationError: a value out of range (the run goes on).
+            StaleRunError: this run is no longer the task's current one (it timed out).
+        """
+        report = parse_progress(percent=percent, done=done, total=total, message=message,
+                                detail=detail)
+        if self.sink is not None:
+            self.sink(self.unique_id, self.run_seq, report)
 
 
 Handler: TypeAlias = Callable[[Any, RunContext], Awaitable[Any]]
@@ -84,6 +104,7 @@ class FunctionRegistry(Invoker):
 
     def __init__(self) -> None:
         self._functions: dict[str, Handler] = {}
+        self.progress_sink: ProgressSink | None = None
 
     def define(self, name: str | Handler | None = None) -> Any:
         """Register a coroutine function: ``@define``, ``@define()`` or ``@define("name")``."""
@@ -113,7 +134,8 @@ class FunctionRegistry(Invoker):
         fn = self._functions.get(command.function)
         if fn is None:
             return Failed(f"No such cloud function '{command.function}'")
-        ctx = RunContext(command.unique_id, command.function, command.attempt, command.deadline_ms)
+        ctx = RunContext(command.unique_id, command.function, command.attempt, command.deadline_ms,
+                         command.run_seq, self.progress_sink)
         try:
             value = await fn(command.params, ctx)
         except Exception as exc:  # the function's failure is an outcome, not our error
