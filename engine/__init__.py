@@ -22,11 +22,12 @@ from engine.core.states import TaskState
 from engine.core.task import TaskInfo
 from engine.embedded import Engine
 from engine.runtime.clock import Clock, FakeClock, SystemClock
-from engine.runtime.functions import RunContext
+from engine.runtime.functions import Continue, RunContext
 
 __all__ = [
     "Clock",
     "ConfigError",
+    "Continue",
     "DeliveryMode",
     "DiskFullError",
     "DuplicateTaskError",

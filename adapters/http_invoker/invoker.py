@@ -27,6 +27,7 @@ from adapters.http_invoker.outcome import (
     classify_response,
     connection_failed,
     timed_out,
+    with_checkpoint,
 )
 from engine.core.commands import Invoke
 from engine.runtime.functions import Invoker, Outcome, Unavailable
@@ -77,7 +78,8 @@ class HttpInvoker(Invoker):
             "X-LC-Key": f"{self.keys.master_key},master",
             "X-CloudQueue-Unique-Id": command.unique_id,
             "X-CloudQueue-Attempt": str(command.attempt),
-            "Idempotency-Key": f"{command.unique_id}:{command.attempt}",
+            "Idempotency-Key": f"{command.unique_id}:{command.attempt}:{command.slice}",
+            "X-CloudQueue-Slice": str(command.slice),
         }
         if self.keys.hook_key:
             headers["X-LC-Hook-Key"] = self.keys.hook_key
@@ -89,7 +91,8 @@ class HttpInvoker(Invoker):
         assert self._session is not None, "HttpInvoker.start() was not awaited"
         self.calls += 1
         url = f"{self.base_url}/1.1/functions/{command.function}"
-        body = json.dumps(command.params, separators=(",", ":")).encode()
+        params = with_checkpoint(command.params, command.checkpoint, command.slice)
+        body = json.dumps(params, separators=(",", ":")).encode()
         timeout = aiohttp.ClientTimeout(total=command.timeout_ms / 1000 + 5)
         try:
             async with self._session.post(url, data=body, headers=self._headers(command),

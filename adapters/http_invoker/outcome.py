@@ -1,7 +1,8 @@
 """How a call to a function host went, decided from what came back (protocol §2.3, D11). Pure.
 
 * 2xx: success; ``result`` is the host's whole JSON body (``{"result": v}``), or its raw text when
-  the body is not JSON.
+  the body is not JSON; unless the function returned ``{"__cloudqueue": {"continue": cp}}``,
+  which asks to be called again from checkpoint ``cp`` (continuation).
 * Any other answer: a failed run, retried while runs remain under both delivery modes;
   ``error`` is the body's ``error`` string, ``statusCode`` the status.
 * 502/503/504 whose body is not a LeanEngine ``{code, error}`` body: a gateway speaking for a dead
@@ -16,7 +17,7 @@ import json
 from typing import Any
 
 from engine.core.events import FailureKind
-from engine.runtime.functions import Failed, Outcome, Succeeded, Unavailable
+from engine.runtime.functions import Continued, Failed, Outcome, Succeeded, Unavailable
 
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
 _EXCERPT = 200
@@ -41,9 +42,33 @@ def _excerpt(body: bytes) -> str:
     return text + ("..." if len(body) > _EXCERPT else "")
 
 
+CONTINUATION_KEY = "__cloudqueue"
+
+
+def _continuation(body: Any) -> Continued | None:
+    """A function that returned ``{"__cloudqueue": {"continue": checkpoint}}`` asks to be called
+    again with ``checkpoint``; the host wraps it as ``{"result": ...}``."""
+    result = body.get("result") if isinstance(body, dict) else None
+    marker = result.get(CONTINUATION_KEY) if isinstance(result, dict) else None
+    if isinstance(marker, dict) and "continue" in marker:
+        return Continued(marker["continue"])
+    return None
+
+
+def with_checkpoint(params: Any, checkpoint: Any, slice_: int) -> Any:
+    """The body for a continued run: object params gain ``__cloudqueue: {checkpoint, slice}``,
+    which a plain LeanEngine function reads as ``req.params.__cloudqueue``."""
+    if slice_ == 0 or not isinstance(params, dict):
+        return params
+    return {**params, CONTINUATION_KEY: {"checkpoint": checkpoint, "slice": slice_}}
+
+
 def classify_response(status: int, content_type: str, body: bytes) -> Outcome:
     parsed, value = _parse(content_type, body)
     if 200 <= status < 300:
+        continued = _continuation(value) if parsed else None
+        if continued is not None:
+            return continued
         return Succeeded(value if parsed else body.decode("utf-8", "replace"), status)
     leanengine_error = (parsed and isinstance(value, dict) and "code" in value
                         and isinstance(value.get("error"), str))

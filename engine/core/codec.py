@@ -26,6 +26,7 @@ from engine.core.events import (
     Event,
     FailureKind,
     ProgressReported,
+    RunContinued,
     RunFailed,
     RunRequeued,
     RunStarted,
@@ -46,7 +47,7 @@ from engine.core.task import ABSENT, Task
 SCHEMA_VERSION = 1
 _DEFAULT_OPTIONS = TaskOptions()
 _OPTION_FIELDS = ("attempts", "backoff_ms", "delay_ms", "delivery_mode", "keep_result_ms",
-                  "priority", "timeout_ms")
+                  "priority", "timeout_ms", "deadline_ms")
 
 
 class UnknownRecordKindError(LogError):
@@ -113,6 +114,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
                           "kind": e.kind.value, "sc": e.status_code},
     RunRequeued: lambda e: {**_head("requeue", e), "run": e.run_seq, "why": e.reason},
     TaskCancelled: lambda e: _head("cancel", e),
+    RunContinued: lambda e: {**_head("cont", e), "run": e.run_seq, "cp": e.checkpoint},
     ProgressReported: lambda e: {**_head("prog", e), "run": e.run_seq, "p": e.progress,
                                  "m": [list(m) for m in e.messages]},
     TaskPurged: lambda e: _head("purge", e),
@@ -142,6 +144,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
                                 FailureKind(r["kind"]), r["sc"]),
     "requeue": lambda r: RunRequeued(r["seq"], r["t"], r["id"], r["run"], r["why"]),
     "cancel": lambda r: TaskCancelled(r["seq"], r["t"], r["id"]),
+    "cont": lambda r: RunContinued(r["seq"], r["t"], r["id"], r["run"], r["cp"]),
     "prog": lambda r: ProgressReported(r["seq"], r["t"], r["id"], r["run"], r["p"],
                                        tuple((int(t), str(m)) for t, m in r["m"])),
     "purge": lambda r: TaskPurged(r["seq"], r["t"], r["id"]),
@@ -203,6 +206,8 @@ def task_to_record(task: Task) -> dict[str, Any]:
         record["sch"] = task.schedule
     if task.progress is not None:
         record["prog"] = [task.progress, task.progress_ms, [list(m) for m in task.messages]]
+    if task.slices:
+        record["cont"] = [task.checkpoint, task.slices]
     return record
 
 
@@ -212,6 +217,13 @@ def _progress_fields(stored: Any) -> dict[str, Any]:
     progress, at_ms, messages = stored
     return {"progress": progress, "progress_ms": at_ms,
             "messages": tuple((int(t), str(m)) for t, m in messages)}
+
+
+def _continuation_fields(stored: Any) -> dict[str, Any]:
+    if not stored:
+        return {}
+    checkpoint, slices = stored
+    return {"checkpoint": checkpoint, "slices": slices}
 
 
 def task_from_record(record: Any) -> Task:
@@ -225,7 +237,8 @@ def task_from_record(record: Any) -> Task:
                     record["pri"], record["seq"], record["c"], TaskState(record["st"]),
                     record["a"], record["run"], record["s"], record["f"], record["sc"],
                     record.get("r", ABSENT), record["e"], record["ra"],
-                    schedule=record.get("sch"), **_progress_fields(record.get("prog")))
+                    schedule=record.get("sch"), **_progress_fields(record.get("prog")),
+                    **_continuation_fields(record.get("cont")))
     except (KeyError, ValueError, TypeError) as exc:
         raise UnknownRecordKindError("task", SCHEMA_VERSION) from exc
 

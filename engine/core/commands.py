@@ -32,6 +32,8 @@ class Invoke:
     timeout_ms: int
     deadline_ms: int
     durable_seq: int
+    checkpoint: Any = None  # from the previous slice of a continued task
+    slice: int = 0  # how many slices ran before this one
 
 
 @dataclass(frozen=True, slots=True)

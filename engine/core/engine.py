@@ -45,6 +45,7 @@ from engine.core.events import (
     Event,
     FailureKind,
     ProgressReported,
+    RunContinued,
     RunFailed,
     RunRequeued,
     RunStarted,
@@ -58,7 +59,7 @@ from engine.core.events import (
     TaskSubmitted,
 )
 from engine.core.options import DeliveryMode, Limits, TaskOptions
-from engine.core.progress import KEPT_MESSAGES, PROGRESS_WINDOW_MS
+from engine.core.progress import KEPT_MESSAGES, PROGRESS_WINDOW_MS, checkpoint_problem
 from engine.core.quotas import Quotas, QuotaTracker
 from engine.core.ready_queue import ReadyQueue
 from engine.core.schedule_ops import ScheduleOps
@@ -262,6 +263,30 @@ class EngineCore(ScheduleOps):
         if unique_id in self._progress_due:
             self._log_progress(self._tasks[unique_id], events)
 
+    def run_continued(self, unique_id: str, run_seq: int, checkpoint: Any,
+                      now_ms: int) -> list[Command]:
+        """A run ended "not finished: continue from ``checkpoint``". The task runs again as the
+        same attempt with the checkpoint, unless the checkpoint is not JSON or over
+        ``MAX_CHECKPOINT_BYTES`` (a failed run) or its overall ``deadline`` has passed (failed
+        for good)."""
+        if not self.run_is_current(unique_id, run_seq):
+            return []
+        task = self._tasks[unique_id]
+        events: list[Event] = []
+        self._flush_progress(unique_id, events)
+        problem = checkpoint_problem(checkpoint)
+        deadline_ms = task.options.deadline_ms
+        if problem is not None:
+            event: Event = RunFailed(self._seq(), now_ms, unique_id, run_seq, problem)
+        elif deadline_ms and now_ms >= task.created_ms + deadline_ms:
+            event = RunFailed(self._seq(), now_ms, unique_id, run_seq,
+                              f"the task's overall deadline of {deadline_ms} ms passed after "
+                              f"{task.slices + 1} slice(s)", FailureKind.DEADLINE)
+        else:
+            event = RunContinued(self._seq(), now_ms, unique_id, run_seq, checkpoint)
+        events.append(self._emit(event))
+        return self._with_finish([Append(tuple(events))], unique_id)
+
     def recover(self, now_ms: int) -> list[Command]:
         """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);
         atMostOnce fails with an error saying its run was lost. The decisions are logged."""
@@ -397,7 +422,8 @@ class EngineCore(ScheduleOps):
             unique_id=task.unique_id, run_seq=started.seq, attempt=started.attempt,
             function=task.function, params=task.params, timeout_ms=options.timeout_ms,
             deadline_ms=now_ms + options.timeout_ms,
-            durable_seq=started.seq if at_most_once else task.seq))
+            durable_seq=started.seq if at_most_once else task.seq,
+            checkpoint=task.checkpoint, slice=task.slices))
 
     # ------------------------------------------------------------------ the fold
 
@@ -414,6 +440,7 @@ class EngineCore(ScheduleOps):
             RunSucceeded: self._apply_succeeded,
             RunFailed: self._apply_failed,
             RunRequeued: self._apply_requeued,
+            RunContinued: self._apply_continued,
             TaskCancelled: self._apply_cancelled,
             TaskPurged: self._apply_purged,
             ProgressReported: self._apply_progress,
@@ -427,6 +454,14 @@ class EngineCore(ScheduleOps):
         task = self._end_run(event.unique_id)
         fire(task, Trigger.REQUEUE)
         task.attempt -= 1
+        self._make_ready(task)
+
+    def _apply_continued(self, event: RunContinued) -> None:
+        task = self._end_run(event.unique_id)
+        fire(task, Trigger.REQUEUE)
+        task.attempt -= 1  # the next slice runs as the same attempt
+        task.checkpoint = event.checkpoint
+        task.slices += 1
         self._make_ready(task)
 
     def _apply_cancelled(self, event: TaskCancelled) -> None:
@@ -499,7 +534,7 @@ class EngineCore(ScheduleOps):
 
     @staticmethod
     def _gives_up(task: Task, kind: FailureKind) -> bool:
-        if kind is FailureKind.LOST:
+        if kind is FailureKind.LOST or kind is FailureKind.DEADLINE:
             return True
         if kind is FailureKind.UNKNOWN and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
             return True

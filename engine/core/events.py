@@ -25,6 +25,7 @@ class FailureKind(StrEnum):
     UNKNOWN = "unknown"  # no answer in time, or the connection broke after sending:
     #                      deliveryMode decides
     LOST = "lost"        # the queue restarted while the run was in flight (atMostOnce only)
+    DEADLINE = "deadline"  # a continued task's overall deadline passed: final
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,18 @@ class ProgressReported:
 
 
 @dataclass(frozen=True, slots=True)
+class RunContinued:
+    """A run ended with "not finished: continue from this checkpoint". The task runs again as
+    the same attempt, with the checkpoint, without spending a retry."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+    run_seq: int
+    checkpoint: Any
+
+
+@dataclass(frozen=True, slots=True)
 class TaskCancelled:
     seq: int
     t_ms: int
@@ -164,5 +177,5 @@ class ScheduleSkipped:
 
 
 Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
-         | TaskPurged | ProgressReported | ScheduleSet | SchedulePaused | ScheduleDeleted
-         | ScheduleSkipped)
+         | TaskPurged | ProgressReported | RunContinued | ScheduleSet | SchedulePaused
+         | ScheduleDeleted | ScheduleSkipped)

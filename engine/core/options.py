@@ -48,6 +48,7 @@ class TaskOptions:
     priority: int | float | None = None
     timeout_ms: int = 15_000
     unique_id: str | None = None
+    deadline_ms: int = 0  # overall limit on a continued task, from enqueue (0: none)
 
     @property
     def max_runs(self) -> int:
@@ -64,6 +65,7 @@ OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
     ("priority", "priority", "priority"),
     ("timeout", "timeout", "timeout_ms"),
     ("unique_id", "uniqueId", "unique_id"),
+    ("deadline", "deadline", "deadline_ms"),
 )
 PYTHON_OPTION_NAMES = frozenset(p for p, _, _ in OPTION_NAMES)
 WIRE_OPTION_NAMES = frozenset(w for _, w, _ in OPTION_NAMES)
@@ -176,6 +178,7 @@ _CHECKS = {
     "priority": _priority,
     "timeout_ms": _timeout,
     "unique_id": _unique_id,
+    "deadline_ms": _duration,
 }
 
 # Characters that cannot reach the queue intact through the SDK's unencoded GET path

@@ -1,4 +1,4 @@
-"""Progress reports from a running task: validation, and what task info shows. Pure.
+"""Progress reports and continuation checkpoints from a running task: validation. Pure.
 
 A report carries any of ``percent`` (0-100), ``done``/``total`` (whole numbers, done <= total), a
 short ``message`` and a small JSON ``detail``. The core keeps the latest report and the last few
@@ -19,6 +19,7 @@ PROGRESS_WINDOW_MS = 500
 MAX_MESSAGE_CHARS = 500
 MAX_DETAIL_BYTES = 4_096
 KEPT_MESSAGES = 5
+MAX_CHECKPOINT_BYTES = 256 * 1024
 
 
 def parse_progress(*, percent: Any = None, done: Any = None, total: Any = None,
@@ -62,3 +63,16 @@ def _detail(value: Any) -> Any:
         raise ValidationError(f"detail is {size} bytes of JSON, over {MAX_DETAIL_BYTES}",
                               "detail")
     return value
+
+
+def checkpoint_problem(checkpoint: Any) -> str | None:
+    """Why a continuation's checkpoint cannot be kept (not JSON, or over the cap), or None."""
+    try:
+        check_params(checkpoint, "the checkpoint")
+    except ValidationError as exc:
+        return str(exc)
+    size = len(json.dumps(checkpoint, separators=(",", ":")).encode())
+    if size > MAX_CHECKPOINT_BYTES:
+        return (f"the checkpoint is {size} bytes of JSON, over the {MAX_CHECKPOINT_BYTES}-byte "
+                "cap; keep large state elsewhere and checkpoint a reference to it")
+    return None

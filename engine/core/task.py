@@ -52,6 +52,8 @@ class Task:
     progress_ms: int | None = None
     messages: tuple[tuple[int, str], ...] = ()
     progress_logged_ms: int | None = None  # derived: when a report was last logged
+    checkpoint: Any = None  # what the last slice handed on (continuation)
+    slices: int = 0  # runs that ended "continue" so far
 
     def info(self) -> TaskInfo:
         return TaskInfo(
@@ -73,6 +75,7 @@ class Task:
             progress=self.progress,
             progress_ms=self.progress_ms,
             messages=self.messages,
+            slices=self.slices,
         )
 
 
@@ -102,6 +105,7 @@ class TaskInfo:
     progress: dict[str, Any] | None = None
     progress_ms: int | None = None
     messages: tuple[tuple[int, str], ...] = ()
+    slices: int = 0
 
     @property
     def status(self) -> str:
@@ -128,22 +132,25 @@ class TaskInfo:
             wire["error"] = self.error
         if self.retry_at_ms is not None:
             wire["retryAt"] = iso_ms(self.retry_at_ms)
-        wire["state"] = self.state.value
-        wire["function"] = self.function
-        wire["attempt"] = self.attempt
-        wire["maxRuns"] = self.max_runs
-        wire["createdAt"] = iso_ms(self.created_ms)
-        if self.started_ms is not None:
-            wire["startedAt"] = iso_ms(self.started_ms)
-        if self.expires_ms is not None:
-            wire["expiresAt"] = iso_ms(self.expires_ms)
-        if self.schedule is not None:
-            wire["schedule"] = self.schedule
-        if self.progress is not None:
-            wire["progress"] = {**self.progress, "updatedAt": iso_ms(self.progress_ms or 0),
-                                "messages": [{"at": iso_ms(t), "message": m}
-                                             for t, m in self.messages]}
+        wire.update(self._extensions())
         return wire
+
+    def _extensions(self) -> dict[str, Any]:
+        """cloudqueue's own fields, beside LeanCloud's."""
+        extra: dict[str, Any] = {"state": self.state.value, "function": self.function,
+                                 "attempt": self.attempt, "maxRuns": self.max_runs,
+                                 "createdAt": iso_ms(self.created_ms)}
+        optional = {"startedAt": self.started_ms, "expiresAt": self.expires_ms}
+        extra.update({k: iso_ms(v) for k, v in optional.items() if v is not None})
+        if self.schedule is not None:
+            extra["schedule"] = self.schedule
+        if self.slices:
+            extra["slices"] = self.slices
+        if self.progress is not None:
+            extra["progress"] = {**self.progress, "updatedAt": iso_ms(self.progress_ms or 0),
+                                 "messages": [{"at": iso_ms(t), "message": m}
+                                              for t, m in self.messages]}
+        return extra
 
 
 def iso_ms(epoch_ms: int) -> str:

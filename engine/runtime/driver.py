@@ -22,7 +22,14 @@ from engine.core.errors import LogError
 from engine.core.events import FailureKind
 from engine.core.task import TaskInfo
 from engine.runtime.clock import Clock
-from engine.runtime.functions import Failed, Invoker, Outcome, Succeeded, Unavailable
+from engine.runtime.functions import (
+    Continued,
+    Failed,
+    Invoker,
+    Outcome,
+    Succeeded,
+    Unavailable,
+)
 from engine.runtime.store import Store
 
 log = logging.getLogger("cloudqueue.driver")
@@ -128,6 +135,8 @@ class Driver:
                                             outcome.status_code)
         elif isinstance(outcome, Unavailable):
             commands = self.core.run_requeued(uid, run_seq, outcome.reason, now_ms)
+        elif isinstance(outcome, Continued):
+            commands = self.core.run_continued(uid, run_seq, outcome.checkpoint, now_ms)
         try:
             self.execute(commands)
         except LogError as exc:  # the store refuses: it failed closed and says why

@@ -26,6 +26,8 @@ class RunContext:
     deadline_ms: int
     run_seq: int = field(default=0, compare=False)
     sink: ProgressSink | None = field(default=None, compare=False, repr=False)
+    checkpoint: Any = field(default=None, compare=False)  # from the previous slice, if any
+    slice: int = field(default=0, compare=False)  # slices that ran before this one
 
     def progress(self, percent: float | None = None, *, done: int | None = None,
                  total: int | None = None, message: str | None = None,
@@ -60,13 +62,28 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Continued:
+    """The run is not finished: run again, as the same attempt, from ``checkpoint``."""
+
+    checkpoint: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Return ``Continue(checkpoint)`` from a function to be called again with
+    ``ctx.checkpoint == checkpoint`` (a JSON value up to 256 KiB), as the same attempt."""
+
+    checkpoint: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Unavailable:
     """Nothing was delivered (host unreachable): no attempt is charged."""
 
     reason: str
 
 
-Outcome: TypeAlias = Succeeded | Failed | Unavailable
+Outcome: TypeAlias = Succeeded | Failed | Unavailable | Continued
 
 
 class Invoker:
@@ -135,11 +152,13 @@ class FunctionRegistry(Invoker):
         if fn is None:
             return Failed(f"No such cloud function '{command.function}'")
         ctx = RunContext(command.unique_id, command.function, command.attempt, command.deadline_ms,
-                         command.run_seq, self.progress_sink)
+                         command.run_seq, self.progress_sink, command.checkpoint, command.slice)
         try:
             value = await fn(command.params, ctx)
         except Exception as exc:  # the function's failure is an outcome, not our error
             return Failed(str(exc) or type(exc).__name__)
+        if isinstance(value, Continue):
+            return Continued(value.checkpoint)
         try:
             check_params(value, "the function's return value")
         except ValidationError as exc:

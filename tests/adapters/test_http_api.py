@@ -410,3 +410,24 @@ def test_the_documents_id_pattern_is_exactly_what_the_server_accepts(field: str)
         except ValidationError:
             accepted = False
         assert bool(pattern.match(candidate)) == accepted, repr(candidate)
+
+
+async def test_a_plain_function_continues_through_its_params_and_return_value(
+        queue: Queue) -> None:
+    @queue.host.define("install")
+    async def install(params: Any, request: web.Request) -> web.Response:
+        step = params.get("__cloudqueue", {}).get("checkpoint", {"files": 0})
+        files = step["files"] + 10
+        if files < 50:
+            return ok({"__cloudqueue": {"continue": {"files": files}}})
+        return ok({"installed": files, "template": params["template"]})
+
+    uid = await queue.enqueue({"function": "install", "params": {"template": "blog"},
+                               "attempts": 0})
+    info = await queue.wait(uid)
+    assert (info.status, info.attempt, info.slices) == ("success", 1, 4)
+    assert info.result == {"result": {"installed": 50, "template": "blog"}}
+    slices = [headers["X-CloudQueue-Slice"] for _, _, headers in queue.host.calls]
+    assert slices == ["0", "1", "2", "3", "4"]
+    assert queue.host.calls[2][1] == {"template": "blog",
+                                      "__cloudqueue": {"checkpoint": {"files": 20}, "slice": 2}}
