@@ -300,6 +300,11 @@ class Engine:
         finally:
             self._driver.drop_waiter(unique_id, future)
 
+    def report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
+        """Progress for run ``run_seq`` of a task (from a function host; in-process functions use
+        ``ctx.progress``). Raises ``StaleRunError`` if that run is not the current one."""
+        self._report_progress(unique_id, run_seq, report)
+
     def _report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
         commands = self.core.report_progress(unique_id, run_seq, report, self.clock.now_ms())
         self._driver.execute(commands)

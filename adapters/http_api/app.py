@@ -6,6 +6,7 @@ LeanCloud's endpoints:
 Extensions (master):
     GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel
+    POST /1.1/engine/cloud-queue/tasks/{uniqueId}/progress   (the run's token, see below)
     /1.1/engine/cloud-queue/schedules...              schedules (see ``schedules``)
 Unauthenticated:
     GET  /__health/live, /__health/ready, /1.1/engine/cloud-queue/openapi.json
@@ -24,10 +25,11 @@ from typing import Any
 from aiohttp import web
 
 from adapters.http_api import schedules
-from adapters.http_api.auth import Role
+from adapters.http_api.auth import Role, check_run_token
 from adapters.http_api.tenants import APPS, QueueApp, tenant
 from adapters.http_api.wire import parse_enqueue, parse_json_object
-from engine.core.errors import EngineError, ValidationError
+from engine.core.errors import EngineError, UnauthorizedError, ValidationError
+from engine.core.progress import parse_progress
 from engine.core.quotas import QuotaExceededError
 from engine.core.states import TaskState
 from engine.embedded import Engine
@@ -90,6 +92,27 @@ async def cancel(request: web.Request) -> web.Response:
     return web.json_response(info.to_wire())
 
 
+async def progress(request: web.Request) -> web.Response:
+    """A function host reports progress for the run it is serving: X-LC-Id names the app and
+    X-CloudQueue-Run-Token (handed to the host with the call) proves the run."""
+    apps = request.app[APPS]
+    queue_app = apps.get(request.headers.get("X-LC-Id", ""))
+    unique_id = request.match_info["unique_id"]
+    token = request.headers.get("X-CloudQueue-Run-Token", "")
+    run_seq = check_run_token(queue_app.keys, unique_id, token) if queue_app else None
+    if queue_app is None or run_seq is None:
+        raise UnauthorizedError()
+    body = parse_json_object(await request.read())
+    known = {"percent", "done", "total", "message", "detail"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ValidationError(f"unknown progress field {unknown[0]!r}; fields are: "
+                              f"{', '.join(sorted(known))}", unknown[0])
+    report = parse_progress(**body)
+    queue_app.engine.report_progress(unique_id, run_seq, report)
+    return web.json_response({"ok": True})
+
+
 async def list_tasks(request: web.Request) -> web.Response:
     queue_app = tenant(request, Role.MASTER)
     state = request.query.get("state")
@@ -137,6 +160,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     # any id without "/" (aiohttp's default pattern would refuse ids containing braces)
     app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}", task_info)
     app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/cancel", cancel)
+    app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/progress", progress)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
     schedules.add_routes(app.router, BASE)
     app.router.add_get("/__health/live", live)

@@ -99,3 +99,20 @@ def sign(key: str, timestamp_ms: int, master: bool = False) -> str:
     """An ``X-LC-Sign`` value, as the SDK makes it."""
     digest = hashlib.md5(f"{timestamp_ms}{key}".encode(), usedforsecurity=False).hexdigest()
     return f"{digest},{timestamp_ms}" + (",master" if master else "")
+
+
+def run_token(keys: AppKeys, unique_id: str, run_seq: int) -> str:
+    """The token a function host uses to report progress for one run: ``<run>.<hmac>``, keyed by
+    the app's master key, so only the queue can make one and it names exactly one run."""
+    digest = hmac.new(keys.master_key.encode(), f"{keys.app_id}\n{unique_id}\n{run_seq}".encode(),
+                      hashlib.sha256).hexdigest()
+    return f"{run_seq}.{digest}"
+
+
+def check_run_token(keys: AppKeys, unique_id: str, token: str) -> int | None:
+    """The run a token was made for, or None if it was not made by this queue for this task."""
+    run, _, _digest = token.partition(".")
+    if not run.isdigit():
+        return None
+    expected = run_token(keys, unique_id, int(run))
+    return int(run) if _same(token, expected) else None

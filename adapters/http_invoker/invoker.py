@@ -9,7 +9,9 @@ When the host cannot be reached (D11) the run is handed back uncharged and the i
 itself unavailable: the driver starts no runs while a probe (``GET /__engine/1/ping``; any real
 answer counts) retries with capped exponential backoff, and dispatch resumes when it answers.
 Extension headers tell the host which run it is serving: ``X-CloudQueue-Unique-Id``,
-``X-CloudQueue-Attempt`` and ``Idempotency-Key: <uniqueId>:<attempt>``.
+``X-CloudQueue-Attempt``, ``X-CloudQueue-Slice``, ``Idempotency-Key:
+<uniqueId>:<attempt>:<slice>``, and ``X-CloudQueue-Run-Token``, which lets the host post progress
+for this run (``POST .../tasks/<uniqueId>/progress``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 
 import aiohttp
 
-from adapters.http_api.auth import AppKeys
+from adapters.http_api.auth import AppKeys, run_token
 from adapters.http_invoker.outcome import (
     broken_after_sending,
     classify_response,
@@ -80,6 +82,7 @@ class HttpInvoker(Invoker):
             "X-CloudQueue-Attempt": str(command.attempt),
             "Idempotency-Key": f"{command.unique_id}:{command.attempt}:{command.slice}",
             "X-CloudQueue-Slice": str(command.slice),
+            "X-CloudQueue-Run-Token": run_token(self.keys, command.unique_id, command.run_seq),
         }
         if self.keys.hook_key:
             headers["X-LC-Hook-Key"] = self.keys.hook_key

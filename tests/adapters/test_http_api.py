@@ -431,3 +431,41 @@ async def test_a_plain_function_continues_through_its_params_and_return_value(
     assert slices == ["0", "1", "2", "3", "4"]
     assert queue.host.calls[2][1] == {"template": "blog",
                                       "__cloudqueue": {"checkpoint": {"files": 20}, "slice": 2}}
+
+
+async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue) -> None:
+    import aiohttp
+
+    progress_url = str(queue.client.make_url(URL))
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    async def post(uid: str, token: str, body: dict[str, Any]) -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{progress_url}/{uid}/progress", json=body,
+                                    headers={"X-LC-Id": A.app_id,
+                                             "X-CloudQueue-Run-Token": token}) as response:
+                answers.append((response.status, await response.json()))
+
+    tokens: list[str] = []
+
+    @queue.host.define("work")
+    async def work(params: Any, request: web.Request) -> web.Response:
+        uid, token = request.headers["X-CloudQueue-Unique-Id"], request.headers[
+            "X-CloudQueue-Run-Token"]
+        tokens.append(token)
+        if len(tokens) == 1:
+            await asyncio.sleep(0.5)  # run 1 times out; its token goes stale
+            return ok("late")
+        await post(uid, tokens[0], {"percent": 1})                # stale run: refused
+        await post(uid, token, {"percent": 60, "message": "half"})  # this run: accepted
+        await post(uid, token.split(".")[0] + ".forged", {"percent": 70})
+        await post(uid, token, {"percent": 200})
+        return ok("done")
+
+    uid = await queue.enqueue({"function": "work", "timeout": 200, "attempts": 1,
+                               "backoff": 10})
+    info = await queue.wait(uid)
+    assert info.status == "success"
+    assert [status for status, _ in answers] == [409, 200, 401, 400]
+    assert "not running any more" in answers[0][1]["error"]
+    assert (await queue.info(uid))["progress"]["message"] == "half"
