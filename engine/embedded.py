@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,7 +17,7 @@ from engine.core.codec import schedule_to_record, task_to_record
 from engine.core.commands import Append, Command, TaskFinished
 from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
 from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import EngineClosedError, LogError, ValidationError
+from engine.core.errors import EngineClosedError, LogError, UnknownTaskError, ValidationError
 from engine.core.events import Event, ScheduleSkipped, TaskSubmitted
 from engine.core.options import (
     Limits,
@@ -40,6 +41,7 @@ from engine.runtime.log_file import (
 from engine.runtime.log_store import LogStore
 from engine.runtime.snapshot import encode_snapshot_records
 from engine.runtime.store import MemoryStore, Store
+from engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue")
 
@@ -106,7 +108,8 @@ class Engine:
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
         self.functions.progress_sink = self._report_progress
-        self._driver = Driver(self.core, self.store, self.clock, self._invoker)
+        self.watchers = Watchers(self._info_or_none)
+        self._driver = Driver(self.core, self.store, self.clock, self._invoker, self.watchers)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
         self._log: LogStore | None = None
@@ -161,7 +164,7 @@ class Engine:
             self.core.apply(event)
         loaded.report.apply_seconds = time.perf_counter() - started
         self.store = self._log = store
-        self._driver = Driver(self.core, store, self.clock, self._invoker)
+        self._driver = Driver(self.core, store, self.clock, self._invoker, self.watchers)
         self.recovery = loaded.report
         log.info("%s: %s", directory, loaded.report.summary())
 
@@ -307,8 +310,23 @@ class Engine:
 
     def _report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
         commands = self.core.report_progress(unique_id, run_seq, report, self.clock.now_ms())
+        if not commands:  # held for its window: watchers still see it now
+            self.watchers.notify(unique_id, "progress")
         self._driver.execute(commands)
         self._driver.poke()  # a report held for its window gives the driver a new deadline
+
+    def watch(self, unique_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Live updates of a task: first ``{"type": "state", "task": ...}``, then ``queued``,
+        ``running``, ``progress``, ``retry``, ``continued``, and a last ``finished``. A slow
+        reader misses intermediate updates, never the latest; raises ``UnknownTaskError``."""
+        self.core.task_info(unique_id, self.clock.now_ms())
+        return self.watchers.subscribe(unique_id)
+
+    def _info_or_none(self, unique_id: str) -> TaskInfo | None:
+        try:
+            return self.core.task_info(unique_id, self.clock.now_ms())
+        except UnknownTaskError:
+            return None
 
     # ------------------------------------------------------------------ schedules
 

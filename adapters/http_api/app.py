@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http_api import schedules
+from adapters.http_api import schedules, stream
 from adapters.http_api.auth import Role, check_run_token
 from adapters.http_api.tenants import APPS, QueueApp, tenant
 from adapters.http_api.wire import parse_enqueue, parse_json_object
@@ -77,7 +77,7 @@ async def enqueue(request: web.Request) -> web.Response:
     body = parse_json_object(await request.read())
     spec = parse_enqueue(body, queue_app.engine.limits)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
-    return web.json_response({"uniqueId": unique_id})
+    return web.json_response({"uniqueId": unique_id})  # exactly LeanCloud's body
 
 
 async def task_info(request: web.Request) -> web.Response:
@@ -163,6 +163,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/progress", progress)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
     schedules.add_routes(app.router, BASE)
+    stream.add_routes(app.router, BASE)
     app.router.add_get("/__health/live", live)
     app.router.add_get("/__health/ready", ready)
     app.cleanup_ctx.append(_engines)

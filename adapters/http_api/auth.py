@@ -116,3 +116,17 @@ def check_run_token(keys: AppKeys, unique_id: str, token: str) -> int | None:
         return None
     expected = run_token(keys, unique_id, int(run))
     return int(run) if _same(token, expected) else None
+
+
+def read_token(keys: AppKeys, unique_id: str, expires_ms: int) -> str:
+    """A token that lets its holder read one task (its info and live events) until
+    ``expires_ms``: for a browser's EventSource, which cannot send credential headers."""
+    message = f"read\n{keys.app_id}\n{unique_id}\n{expires_ms}".encode()
+    return f"{expires_ms}.{hmac.new(keys.master_key.encode(), message, hashlib.sha256).hexdigest()}"
+
+
+def check_read_token(keys: AppKeys, unique_id: str, token: str, now_ms: int) -> bool:
+    expires, _, _digest = token.partition(".")
+    if not expires.isdigit() or int(expires) < now_ms:
+        return False
+    return _same(token, read_token(keys, unique_id, int(expires)))

@@ -31,13 +31,16 @@ from engine.runtime.functions import (
     Unavailable,
 )
 from engine.runtime.store import Store
+from engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue.driver")
 
 
 class Driver:
-    def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker) -> None:
+    def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker,
+                 watchers: Watchers | None = None) -> None:
         self.core = core
+        self.watchers = watchers
         self.store = store
         self.clock = clock
         self.invoker = invoker
@@ -99,6 +102,8 @@ class Driver:
         for command in commands:
             if isinstance(command, Append):
                 self.store.append(command.events)
+                if self.watchers:
+                    self.watchers.events(command.events)
             elif isinstance(command, Invoke):
                 self._runs[command.run_seq] = asyncio.create_task(self._run(command))
             elif isinstance(command, CancelRun):
@@ -107,6 +112,8 @@ class Driver:
                     run.cancel()
             elif isinstance(command, TaskFinished):
                 self._finished(command.info)
+                if self.watchers:
+                    self.watchers.finished(command.info)
 
     async def _run(self, command: Invoke) -> None:
         try:

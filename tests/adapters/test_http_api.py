@@ -469,3 +469,47 @@ async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue
     assert [status for status, _ in answers] == [409, 200, 401, 400]
     assert "not running any more" in answers[0][1]["error"]
     assert (await queue.info(uid))["progress"]["message"] == "half"
+
+
+async def read_sse(response: Any) -> list[tuple[str, dict[str, Any]]]:
+    import json
+
+    messages, event = [], None
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[len("event: "):]
+        elif line.startswith("data: "):
+            messages.append((event or "", json.loads(line[len("data: "):])))
+    return messages
+
+
+async def test_task_events_stream_over_sse_with_headers_or_a_read_token(queue: Queue) -> None:
+    gate = asyncio.Event()
+
+    @queue.host.define("slowly")
+    async def slowly(params: Any, request: web.Request) -> web.Response:
+        await gate.wait()
+        return ok("done")
+
+    uid = await queue.enqueue({"function": "slowly"})
+    minted = await (await queue.client.get(f"{URL}/{uid}/read-token", headers=app_role())).json()
+    with_headers = await queue.client.get(f"{URL}/{uid}/events", headers=app_role())
+    with_token = await queue.client.get(
+        f"{URL}/{uid}/events", params={"app": A.app_id, "token": minted["readToken"]})
+    assert with_headers.headers["Content-Type"] == "text/event-stream"
+    await asyncio.sleep(0.1)
+    gate.set()
+    by_headers = await read_sse(with_headers)
+    by_token = await read_sse(with_token)
+    assert [e for e, _ in by_headers] == [e for e, _ in by_token]
+    assert by_headers[0][0] == "state" and by_headers[-1][0] == "finished"
+    assert by_headers[-1][1]["task"]["result"] == {"result": "done"}
+    forged = await queue.client.get(f"{URL}/{uid}/events",
+                                    params={"app": A.app_id, "token": "9999999999999.00"})
+    assert forged.status == 401
+    other = await queue.client.get(f"{URL}/{uid}-other/events", headers=app_role())
+    assert other.status == 404
+    wrong_task = await queue.client.get(f"{URL}/x/events",
+                                        params={"app": A.app_id, "token": minted["readToken"]})
+    assert wrong_task.status == 401

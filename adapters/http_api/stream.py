@@ -1,0 +1,84 @@
+"""Live task events as Server-Sent Events (extension).
+
+    GET /1.1/engine/cloud-queue/tasks/{uniqueId}/events
+        with app or master credentials, or ?app=<appId>&token=<readToken> (for EventSource)
+    GET /1.1/engine/cloud-queue/tasks/{uniqueId}/read-token    (app or master) -> a fresh token
+
+Each SSE message is ``event: <type>`` and ``data: {"type", "task": TaskInfo}``: first ``state``
+(the current state, also for a late subscriber), then ``queued``, ``running``, ``progress``,
+``retry``, ``continued``, and a last ``finished``, after which the stream ends. A comment line
+keeps idle connections open. A slow reader misses intermediate updates, never the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from adapters.http_api.auth import Role, check_read_token, read_token
+from adapters.http_api.tenants import APPS, QueueApp, tenant
+from engine.core.errors import UnauthorizedError
+from engine.core.task import iso_ms
+
+READ_TOKEN_TTL_MS = 24 * 3600 * 1000
+HEARTBEAT_S = 15.0
+
+
+def new_read_token(queue_app: QueueApp, unique_id: str) -> tuple[str, int]:
+    expires_ms = int(time.time() * 1000) + READ_TOKEN_TTL_MS
+    return read_token(queue_app.keys, unique_id, expires_ms), expires_ms
+
+
+def _reader(request: web.Request, unique_id: str) -> QueueApp:
+    token = request.query.get("token")
+    if token is None:
+        return tenant(request, Role.APP)
+    app_id = request.query.get("app") or request.headers.get("X-LC-Id") or ""
+    queue_app = request.app[APPS].get(app_id)
+    now_ms = int(time.time() * 1000)
+    if queue_app is None or not check_read_token(queue_app.keys, unique_id, token, now_ms):
+        raise UnauthorizedError()
+    return queue_app
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    unique_id = request.match_info["unique_id"]
+    updates = _reader(request, unique_id).engine.watch(unique_id)  # 404 for an unknown task
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    iterator = updates.__aiter__()
+    try:
+        while True:
+            try:
+                update: dict[str, Any] = await asyncio.wait_for(iterator.__anext__(),
+                                                                HEARTBEAT_S)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            except StopAsyncIteration:
+                break
+            data = json.dumps(update, separators=(",", ":"))
+            await response.write(f"event: {update['type']}\ndata: {data}\n\n".encode())
+    finally:
+        await iterator.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response
+
+
+async def token(request: web.Request) -> web.Response:
+    queue_app = tenant(request, Role.APP)
+    unique_id = request.match_info["unique_id"]
+    await queue_app.engine.get_task_info(unique_id)  # 404 for an unknown task
+    value, expires_ms = new_read_token(queue_app, unique_id)
+    return web.json_response({"readToken": value, "expiresAt": iso_ms(expires_ms)})
+
+
+def add_routes(router: web.UrlDispatcher, base: str) -> None:
+    router.add_get(f"{base}/tasks/{{unique_id:[^/]+}}/events", events)
+    router.add_get(f"{base}/tasks/{{unique_id:[^/]+}}/read-token", token)
