@@ -22,11 +22,12 @@ for a schedule), 409 ``DuplicateTaskError`` (enqueue) or ``InvalidTransitionErro
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -76,6 +77,8 @@ __all__ = [
 API_BASE = "/1.1/engine/cloud-queue"
 MAX_LIST_LIMIT = 1000
 MAX_UPCOMING = 100  # most upcoming fire times get_schedule asks for (the server's bound)
+# the longest silence an event stream may keep: well over the server's 15 s keep-alive
+EVENTS_READ_TIMEOUT_S = 60.0
 
 # (Python option name, wire name, TaskOptions field): the spelling the server expects.
 _WIRE_OPTIONS = OPTION_NAMES
@@ -195,7 +198,21 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
         retry_at_ms=_time_ms(wire, "retryAt"),
         expires_ms=_time_ms(wire, "expiresAt"),
         schedule=_typed(wire, "schedule", str, None),
+        slices=_typed(wire, "slices", int, 0),
+        **_progress(wire),
     )
+
+
+def _progress(wire: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``progress`` extension: latest values, ``updatedAt`` and the last ``messages``."""
+    progress = wire.get("progress")
+    if not isinstance(progress, dict):
+        return {}
+    values = {k: v for k, v in progress.items() if k not in ("updatedAt", "messages")}
+    messages = tuple((_time_ms(m, "at") or 0, str(m.get("message", "")))
+                     for m in progress.get("messages") or () if isinstance(m, Mapping))
+    return {"progress": values, "progress_ms": _time_ms(progress, "updatedAt"),
+            "messages": messages}
 
 
 def _state(wire: Mapping[str, Any]) -> TaskState:
@@ -594,6 +611,113 @@ class QueueClient:
             raise TimeoutError(f"task '{unique_id}' was not final within {timeout_s} s{seen}"
                                ) from None
 
+    async def events(self, unique_id: str) -> AsyncGenerator[tuple[str, TaskInfo], None]:
+        """Live updates of a task, from the server's Server-Sent Events stream (an extension).
+
+        Yields ``(type, info)``: first ``state`` (the current state), then any of ``queued``,
+        ``running``, ``progress``, ``retry``, ``continued``, and a last ``finished`` (its info
+        is final), after which the iteration ends; a task already final yields only its
+        ``state``. A slow reader misses intermediate updates, never the latest. The stream has
+        no overall time limit; it fails if the server is silent for 60 s (it sends a keep-alive
+        every 15 s).
+
+        Stopping early (``break``, ``aclose()``) closes the HTTP response; to close it at once
+        rather than when the generator is collected, use ``contextlib.aclosing``::
+
+            async with aclosing(queue.events(uid)) as updates:
+                async for kind, info in updates: ...
+
+        Args:
+            unique_id: the task's uniqueId (percent-encoded into the path).
+
+        Raises (from the first iteration, before anything is yielded, unless noted):
+            UnknownTaskError: no such task, or its keepResult window has passed.
+            UnauthorizedError: the server rejected the credentials.
+            ForbiddenError: the credentials may not read the task.
+            QueueUnavailableError: the server cannot be reached, or (while streaming) the
+                connection broke, went silent, or ended before ``finished``.
+            UnexpectedResponseError: an answer outside the protocol (also while streaming).
+        """
+        response, shown = await self._open_events(unique_id)
+        finished = False
+        try:
+            parser = _SSEParser()
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            try:
+                end = False
+                while not end:
+                    chunk = await response.content.readany()
+                    end = not chunk  # b"" at the end of the body
+                    for event, data in parser.feed(decoder.decode(chunk, end), final=end):
+                        kind, info = _event_update(event, data)
+                        yield kind, info
+                        if kind == "finished" or info.state.is_final:  # final at the start
+                            finished = True
+                            return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise QueueUnavailableError(f"the event stream {shown} broke ({_failure(exc)})",
+                                            shown) from exc
+            raise QueueUnavailableError(f"the event stream {shown} ended before the task "
+                                        "finished", shown)
+        finally:
+            if finished:
+                response.release()
+            else:
+                response.close()  # mid-stream: drop the connection, the server unsubscribes
+
+    async def _open_events(self, unique_id: str) -> tuple[aiohttp.ClientResponse, str]:
+        """The task's event stream, answered 2xx with ``text/event-stream`` (else the typed
+        error), and its URL as shown in errors."""
+        if self._session is None:
+            raise RuntimeError("open the client first: async with QueueClient(...) as queue")
+        url = self._url(f"/tasks/{_segment(unique_id)}/events", None)
+        shown = str(url.with_user(None))
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s,
+                                        sock_read=EVENTS_READ_TIMEOUT_S)
+        headers = {**self._headers(), "Accept": "text/event-stream",
+                   "Cache-Control": "no-cache"}
+        try:
+            response = await self._session.get(url, headers=headers, timeout=timeout)
+        except aiohttp.ClientConnectorError as exc:
+            raise QueueUnavailableError(f"cannot reach the queue at {shown}: {exc.os_error}",
+                                        shown) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise QueueUnavailableError(f"GET {shown} failed ({_failure(exc)})", shown,
+                                        outcome_unknown=True) from exc
+        try:
+            if not 200 <= response.status < 300:
+                try:
+                    text = await response.text(errors="replace")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise QueueUnavailableError(f"GET {shown} failed ({_failure(exc)})",
+                                                shown, outcome_unknown=True) from exc
+                answer = _Answer("GET", shown, response.status, response.headers, text)
+                raise answer.error("events", unique_id)
+            if response.content_type != "text/event-stream":
+                raise UnexpectedResponseError(
+                    f"GET {shown} answered {response.content_type or 'no content type'}, not "
+                    "text/event-stream", response.status)
+        except BaseException:
+            response.close()
+            raise
+        return response, shown
+
+    async def read_token(self, unique_id: str) -> str:
+        """A fresh read token for the task's event stream (an extension), for a browser's
+        ``EventSource``: ``.../tasks/<uniqueId>/events?app=<appId>&token=<token>``. It is good
+        for that one task only, for 24 hours.
+
+        Raises:
+            UnknownTaskError, UnauthorizedError, ForbiddenError, QueueUnavailableError,
+            UnexpectedResponseError: as ``get_task_info``.
+        """
+        answer = await self._call("read_token", "GET", f"/tasks/{_segment(unique_id)}/read-token",
+                                  unique_id=unique_id)
+        token = answer.get("readToken") if isinstance(answer, Mapping) else None
+        if not isinstance(token, str) or not token:
+            raise UnexpectedResponseError("the read-token answer has no string readToken", 200)
+        return token
+
     # ------------------------------------------------------------------ schedules
 
     async def set_schedule(self, name: str, function: str, params: Any = None, *,
@@ -769,6 +893,77 @@ class QueueClient:
                                               answer.status)
             return answer.json
         raise answer.error(op, unique_id)
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no data in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class _SSEParser:
+    """Server-Sent Events, as the HTML spec parses them: ``field: value`` lines (one optional
+    space after the colon), ``:`` comments ignored, ``data`` lines joined with newlines, a blank
+    line dispatching the message (skipped when it has no data). ``id`` and ``retry`` are read
+    and ignored; an unfinished last message is dropped."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._started = False
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, text: str, final: bool = False) -> list[tuple[str, str]]:
+        """More of the stream (``final``: its end); the messages it completes, as
+        ``(event, data)``."""
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        self._buffer += text
+        messages: list[tuple[str, str]] = []
+        start = 0
+        while (match := _LINE_END.search(self._buffer, start)) is not None:
+            if match.group() == "\r" and match.end() == len(self._buffer) and not final:
+                break  # maybe the first half of a \r\n
+            message = self._line(self._buffer[start:match.start()])
+            if message is not None:
+                messages.append(message)
+            start = match.end()
+        self._buffer = self._buffer[start:]
+        return messages
+
+    def _line(self, line: str) -> tuple[str, str] | None:
+        if not line:
+            event, data = self._event or "message", self._data
+            self._event, self._data = "", []
+            return (event, "\n".join(data)) if data else None
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+def _event_update(event: str, data: str) -> tuple[str, TaskInfo]:
+    """One SSE message of the task stream as ``(type, info)``."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise UnexpectedResponseError(f"an event's data is not JSON: {data[:80]!r}") from None
+    if not isinstance(body, Mapping) or "task" not in body:
+        raise UnexpectedResponseError(f"an event's data has no task: {_kind(body)}")
+    kind = body.get("type") if event == "message" else event  # no event field: the data's
+    if not isinstance(kind, str):
+        raise UnexpectedResponseError("an event has no type")
+    return kind, task_info_from_wire(body["task"])
 
 
 def _segment(unique_id: str) -> str:
