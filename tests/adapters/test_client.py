@@ -26,7 +26,6 @@ from adapters.client import (
     task_info_from_wire,
 )
 from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys
 from engine import Engine, RunContext, TaskState
 from engine.core.errors import (
     ConfigError,
@@ -44,8 +43,8 @@ from engine.core.errors import (
 from engine.core.options import parse_options
 from engine.core.quotas import Quotas
 from engine.core.task import ABSENT, TaskInfo
+from tests.adapters.serving import A, serving
 
-A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
 TASKS = "/1.1/engine/cloud-queue/tasks"
 
 
@@ -89,18 +88,10 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         await srv.release.wait()
         return "released"
 
-    app = create_app({A.app_id: QueueApp(A, engine)})
-
-    async def count(request: web.Request, response: web.StreamResponse) -> None:
-        srv.requests.append(f"{request.method} {request.path}")
-
-    app.on_response_prepare.append(count)
-    test_server = TestServer(app, host="127.0.0.1")
-    await test_server.start_server()
-    srv.url = f"http://127.0.0.1:{test_server.port}"
-    yield srv
-    srv.release.set()
-    await test_server.close()
+    async with serving(engine, srv.requests) as url:
+        srv.url = url
+        yield srv
+        srv.release.set()
 
 
 @pytest.fixture

@@ -19,13 +19,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.client import QueueClient, QueueUnavailableError
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys
 from engine import Engine, RunContext, TaskState
 from engine.core.errors import UnauthorizedError, UnknownTaskError
 from engine.core.task import TaskInfo
+from tests.adapters.serving import A, serving
 
-A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
 TASKS = "/1.1/engine/cloud-queue/tasks"
 
 
@@ -59,13 +57,11 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         ctx.progress(100, message="done")
         return "done"
 
-    test_server = TestServer(create_app({A.app_id: QueueApp(A, engine)}), host="127.0.0.1")
-    await test_server.start_server()
-    srv.url = f"http://127.0.0.1:{test_server.port}"
-    yield srv
-    srv.go.set()
-    srv.finish.set()
-    await test_server.close()
+    async with serving(engine) as url:
+        srv.url = url
+        yield srv
+        srv.go.set()
+        srv.finish.set()
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.client import QueueClient, UnexpectedResponseError
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys
 from engine import Engine, RunContext
 from engine.core.errors import (
     ForbiddenError,
@@ -26,8 +24,8 @@ from engine.core.errors import (
     ValidationError,
 )
 from engine.core.options import DeliveryMode
+from tests.adapters.serving import A, serving
 
-A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
 SCHEDULES = "/1.1/engine/cloud-queue/schedules"
 EXPR = "0 30 10-13 ? * WED,FRI"
 JAN_1_2024_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a Monday
@@ -61,17 +59,9 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         srv.ran.append(params)
         return None
 
-    app = create_app({A.app_id: QueueApp(A, engine)})
-
-    async def count(request: web.Request, response: web.StreamResponse) -> None:
-        srv.requests.append(f"{request.method} {request.path}")
-
-    app.on_response_prepare.append(count)
-    test_server = TestServer(app, host="127.0.0.1")
-    await test_server.start_server()
-    srv.url = f"http://127.0.0.1:{test_server.port}"
-    yield srv
-    await test_server.close()
+    async with serving(engine, srv.requests) as url:
+        srv.url = url
+        yield srv
 
 
 @pytest.fixture

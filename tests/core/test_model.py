@@ -1,5 +1,5 @@
 """Model-based test: the pure ``EngineCore`` against a small reference model of the LeanCloud
-Cloud Queue contract (/work/shared/leancloud-protocol.md, sections 1.4, 1.5, 3 and 4).
+Cloud Queue contract (the shared leancloud-protocol.md, sections 1.4, 1.5, 3 and 4).
 
 The reference model (``Model``/``ModelTask``) is written from the protocol document only; it shares
 no logic with the engine. It keeps, per task: its detailed state, runs charged so far, the earliest
