@@ -48,9 +48,12 @@ def _reader(request: web.Request, unique_id: str) -> QueueApp:
 async def events(request: web.Request) -> web.StreamResponse:
     unique_id = request.match_info["unique_id"]
     updates = _reader(request, unique_id).engine.watch(unique_id)  # 404 for an unknown task
+    # Readable from a page on another origin: the credential is the token in the URL (or the
+    # headers a script chose to send), never a cookie, so any origin may read the stream.
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
+                                           "X-Accel-Buffering": "no",
+                                           "Access-Control-Allow-Origin": "*"})
     await response.prepare(request)
     iterator = updates.__aiter__()
     try:

@@ -498,6 +498,7 @@ async def test_task_events_stream_over_sse_with_headers_or_a_read_token(queue: Q
     with_token = await queue.client.get(
         f"{URL}/{uid}/events", params={"app": A.app_id, "token": minted["readToken"]})
     assert with_headers.headers["Content-Type"] == "text/event-stream"
+    assert with_token.headers["Access-Control-Allow-Origin"] == "*"  # an EventSource elsewhere
     await asyncio.sleep(0.1)
     gate.set()
     by_headers = await read_sse(with_headers)
