@@ -43,6 +43,7 @@ from engine.core.errors import (
 from engine.core.options import parse_options
 from engine.core.quotas import Quotas
 from engine.core.task import ABSENT, TaskInfo
+from tests.adapters.conftest import Handler
 from tests.adapters.serving import A, serving
 
 TASKS = "/1.1/engine/cloud-queue/tasks"
@@ -100,25 +101,6 @@ async def queue(server: Server) -> AsyncIterator[QueueClient]:
         yield client
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    """A tiny server answering every request with ``handler``; returns its base URL."""
-    servers: list[TestServer] = []
-
-    async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        test_server = TestServer(app, host="127.0.0.1")
-        await test_server.start_server()
-        servers.append(test_server)
-        return f"http://127.0.0.1:{test_server.port}"
-
-    yield start
-    for test_server in servers:
-        await test_server.close()
 
 
 def answering(status: int, body: Any, headers: dict[str, str] | None = None) -> Handler:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from adapters.client import QueueClient, QueueUnavailableError
 from engine import Engine, RunContext, TaskState
@@ -170,9 +169,8 @@ def wire(uid: str, state: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[Any]:
-    servers: list[TestServer] = []
-
+def fake_stream(fake: Any) -> Callable[[list[bytes]], Awaitable[str]]:
+    """A fake server writing ``chunks`` as an event stream, a little apart."""
     async def start(chunks: list[bytes]) -> str:
         async def handler(request: web.Request) -> web.StreamResponse:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -183,19 +181,13 @@ async def fake() -> AsyncIterator[Any]:
             await response.write_eof()
             return response
 
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", handler)
-        test_server = TestServer(app, host="127.0.0.1")
-        await test_server.start_server()
-        servers.append(test_server)
-        return f"http://127.0.0.1:{test_server.port}"
+        url: str = await fake(handler)
+        return url
 
-    yield start
-    for test_server in servers:
-        await test_server.close()
+    return start
 
 
-async def test_sse_parsing_follows_the_spec(fake: Any) -> None:
+async def test_sse_parsing_follows_the_spec(fake_stream: Any) -> None:
     running = json.dumps({"type": "running", "task": wire("t", "running")}, indent=1)
     done = json.dumps({"type": "finished", "task": wire("t", "success", result={"result": 7})})
     body = ("\ufeff: keep-alive\r\n\r\n"  # a BOM, a comment, CRLF line ends
@@ -207,7 +199,7 @@ async def test_sse_parsing_follows_the_spec(fake: Any) -> None:
             + "event: ignored\n\n"  # no data: never dispatched
             + f"data: {done}\r\r"  # no event field: the data's own type; CR line ends
             ).encode()
-    url = await fake([body[i:i + 7] for i in range(0, len(body), 7)])  # lines split anywhere
+    url = await fake_stream([body[i:i + 7] for i in range(0, len(body), 7)])  # lines split anywhere
     async with QueueClient(url, "app", app_key="k") as client:
         seen = [(kind, info.state, info.result) async for kind, info in client.events("t")]
     assert [(k, s) for k, s, _ in seen] == [("state", TaskState.QUEUED),
@@ -216,9 +208,9 @@ async def test_sse_parsing_follows_the_spec(fake: Any) -> None:
     assert seen[-1][2] == {"result": 7}
 
 
-async def test_a_stream_that_ends_before_finished_is_an_error(fake: Any) -> None:
+async def test_a_stream_that_ends_before_finished_is_an_error(fake_stream: Any) -> None:
     state = json.dumps({"type": "state", "task": wire("t", "running")})
-    url = await fake([f"event: state\ndata: {state}\n\n".encode()])
+    url = await fake_stream([f"event: state\ndata: {state}\n\n".encode()])
     async with QueueClient(url, "app", app_key="k") as client:
         updates = client.events("t")
         assert (await anext(updates))[0] == "state"

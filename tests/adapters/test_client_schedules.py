@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from adapters.client import QueueClient, UnexpectedResponseError
 from engine import Engine, RunContext
@@ -24,6 +23,7 @@ from engine.core.errors import (
     ValidationError,
 )
 from engine.core.options import DeliveryMode
+from tests.adapters.conftest import Handler
 from tests.adapters.serving import A, serving
 
 SCHEDULES = "/1.1/engine/cloud-queue/schedules"
@@ -70,25 +70,6 @@ async def queue(server: Server) -> AsyncIterator[QueueClient]:
         yield client
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    """A tiny server answering every request with ``handler``; returns its base URL."""
-    servers: list[TestServer] = []
-
-    async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        test_server = TestServer(app, host="127.0.0.1")
-        await test_server.start_server()
-        servers.append(test_server)
-        return f"http://127.0.0.1:{test_server.port}"
-
-    yield start
-    for test_server in servers:
-        await test_server.close()
 
 
 def answering(status: int, body: Any) -> Handler:
