@@ -39,6 +39,7 @@ __all__ = [
     "Trial",
     "latency_summary",
     "main",
+    "run_cases",
     "now_ns",
     "percentile",
 ]
@@ -278,6 +279,32 @@ def parse_args(argv: Sequence[str] | None, names: Sequence[str],
     return parser.parse_args(argv)
 
 
+def run_cases(cases: Sequence[Case], out_path: Path, settings_for: Callable[[Case], Settings],
+              finish: Callable[[Case, dict[str, Any]], None] | None = None,
+              after: Callable[[int, Case], None] | None = None,
+              ) -> list[tuple[Case, dict[str, Any]]]:
+    """Measure each case, print its JSON line and append it to ``out_path``. ``finish`` may add
+    to a record before it is written; ``after(index, case)`` runs once a case is done."""
+    env = environment()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    results: list[tuple[Case, dict[str, Any]]] = []
+    with out_path.open("a", encoding="utf-8") as out:
+        for index, case in enumerate(cases):
+            print(f"running {case.label} ...", file=sys.stderr, flush=True)
+            settings = settings_for(case)
+            record = make_record(case, summarize(measure(case, settings)), settings, env)
+            if finish is not None:
+                finish(case, record)
+            line = json.dumps(record, sort_keys=False)
+            print(line, flush=True)
+            out.write(line + "\n")
+            out.flush()
+            results.append((case, record))
+            if after is not None:
+                after(index, case)
+    return results
+
+
 def main(build_cases: Callable[[bool], Sequence[Case]], argv: Sequence[str] | None = None,
          description: str | None = None) -> int:
     """Run the cases ``build_cases(quick)`` returns, honouring --quick / --out / --case /
@@ -287,18 +314,7 @@ def main(build_cases: Callable[[bool], Sequence[Case]], argv: Sequence[str] | No
     settings = Settings(quick=args.quick, warmup=0 if args.quick else 1,
                         repeats=args.repeats or (1 if args.quick else 3))
     cases = [c for c in build_cases(args.quick) if not args.cases or c.name in args.cases]
-    env = environment()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[Case, dict[str, Any]]] = []
-    with args.out.open("a", encoding="utf-8") as out:
-        for case in cases:
-            print(f"running {case.label} ...", file=sys.stderr, flush=True)
-            record = make_record(case, summarize(measure(case, settings)), settings, env)
-            line = json.dumps(record, sort_keys=False)
-            print(line, flush=True)
-            out.write(line + "\n")
-            out.flush()
-            results.append((case, record))
+    results = run_cases(cases, args.out, lambda case: settings)
     print("\n" + format_table(results), file=sys.stderr)
     print(f"\n{len(results)} case(s); results appended to {args.out}", file=sys.stderr)
     return 0

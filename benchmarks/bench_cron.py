@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import cProfile
 import io
-import json
 import os
 import pstats
 import shutil
@@ -67,12 +66,9 @@ from benchmarks._harness import (
     Settings,
     Stopwatch,
     Trial,
-    environment,
-    make_record,
-    measure,
     parse_args,
     percentile,
-    summarize,
+    run_cases,
 )
 from engine.core.cron import next_fire_ms, parse_cron
 from engine.embedded import Engine
@@ -490,19 +486,7 @@ def _detail_line(case: Case, record: Mapping[str, Any]) -> str:
 
 def _run_all(cases: Sequence[Case], args: argparse.Namespace) -> list[tuple[Case, dict[str, Any]]]:
     settings = Settings(quick=args.quick, warmup=0, repeats=args.repeats or 1)
-    env = environment()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[Case, dict[str, Any]]] = []
-    with args.out.open("a", encoding="utf-8") as out:
-        for case in cases:
-            print(f"running {case.label} ...", file=sys.stderr, flush=True)
-            record = make_record(case, summarize(measure(case, settings)), settings, env)
-            line = json.dumps(record, sort_keys=False)
-            print(line, flush=True)
-            out.write(line + "\n")
-            out.flush()
-            results.append((case, record))
-    return results
+    return run_cases(cases, args.out, lambda case: settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,13 +49,10 @@ from benchmarks._harness import (
     Stopwatch,
     Target,
     Trial,
-    environment,
     format_table,
-    make_record,
-    measure,
     now_ns,
     parse_args,
-    summarize,
+    run_cases,
 )
 from engine.core.codec import encode_event
 from engine.core.events import TaskSubmitted
@@ -572,25 +569,14 @@ def _detail_line(case: Case, record: Mapping[str, Any]) -> str:
 
 
 def _run_all(cases: Sequence[Case], args: argparse.Namespace) -> list[tuple[Case, dict[str, Any]]]:
-    env = environment()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[Case, dict[str, Any]]] = []
-    with args.out.open("a", encoding="utf-8") as out:
-        for index, case in enumerate(cases):
-            print(f"running {case.label} ...", file=sys.stderr, flush=True)
-            settings = _settings_for(case, args)
-            record = make_record(case, summarize(measure(case, settings)), settings, env)
-            _finish_record(case, record)
-            line = json.dumps(record, sort_keys=False)
-            print(line, flush=True)
-            out.write(line + "\n")
-            out.flush()
-            results.append((case, record))
-            fixture = case.fixture if isinstance(case, LogCase) else None
-            later = [c.fixture for c in cases[index + 1:] if isinstance(c, LogCase)]
-            if fixture is not None and all(f is not fixture for f in later):
-                fixture.close()
-    return results
+    def release_fixture(index: int, case: Case) -> None:
+        fixture = case.fixture if isinstance(case, LogCase) else None
+        later = [c.fixture for c in cases[index + 1:] if isinstance(c, LogCase)]
+        if fixture is not None and all(f is not fixture for f in later):
+            fixture.close()
+
+    return run_cases(cases, args.out, lambda case: _settings_for(case, args),
+                     _finish_record, release_fixture)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,6 @@ stdout (also appended to ``--out``), progress and a table on stderr, ``--quick``
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
@@ -53,11 +52,8 @@ from benchmarks._harness import (
     Settings,
     Stopwatch,
     Trial,
-    environment,
-    make_record,
-    measure,
     parse_args,
-    summarize,
+    run_cases,
 )
 from engine.core.codec import encode_event
 from engine.core.events import Event, ProgressReported
@@ -314,19 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(quick=args.quick, warmup=0, repeats=args.repeats or (1 if args.quick
                                                                              else 3))
     cases = [c for c in build_cases(args.quick) if not args.cases or c.name in args.cases]
-    env = environment()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[Case, dict[str, Any]]] = []
-    with args.out.open("a", encoding="utf-8") as out:
-        for case in cases:
-            print(f"running {case.label} ...", file=sys.stderr, flush=True)
-            record = make_record(case, summarize(measure(case, settings)), settings, env)
-            record["variant"] = case.variant if isinstance(case, ProgressCase) else ""
-            line = json.dumps(record, sort_keys=False)
-            print(line, flush=True)
-            out.write(line + "\n")
-            out.flush()
-            results.append((case, record))
+
+    def with_variant(case: Case, record: dict[str, Any]) -> None:
+        record["variant"] = case.variant if isinstance(case, ProgressCase) else ""
+
+    results = run_cases(cases, args.out, lambda case: settings, with_variant)
     print("\n" + format_progress_table(results), file=sys.stderr)
     print(f"\n{len(results)} case(s); results appended to {args.out}", file=sys.stderr)
     return 0
