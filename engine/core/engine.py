@@ -156,14 +156,11 @@ class EngineCore(ScheduleOps):
         uniqueId is held."""
         events: list[Event] = []
         existing = self._tasks.get(unique_id)
-        if existing is not None:
-            if not self._expired(existing, now_ms):
-                raise DuplicateTaskError(unique_id, existing.state.wire_status,
-                                         existing.state.value)
-            self.quota.check(now_ms, self._unfinished)
+        if existing is not None and not self._expired(existing, now_ms):
+            raise DuplicateTaskError(unique_id, existing.state.wire_status, existing.state.value)
+        self.quota.check(now_ms, self._unfinished)  # before anything changes
+        if existing is not None:  # expired but not purged yet: its uniqueId is free again
             events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
-        else:
-            self.quota.check(now_ms, self._unfinished)
         priority = now_ms if options.priority is None else options.priority
         events.append(self._emit(TaskSubmitted(self._seq(), now_ms, unique_id, function, params,
                                                options, priority)))
@@ -186,11 +183,9 @@ class EngineCore(ScheduleOps):
         out, or the task was requeued) is dropped: returns []."""
         if not self.run_is_current(unique_id, run_seq):
             return []
-        events: list[Event] = []
-        self._flush_progress(unique_id, events)
-        events.append(self._emit(RunSucceeded(self._seq(), now_ms, unique_id, run_seq, result,
-                                              status_code)))
-        return [Append(tuple(events)), TaskFinished(self._tasks[unique_id].info())]
+        events = self._run_ended(unique_id, lambda seq: RunSucceeded(
+            seq, now_ms, unique_id, run_seq, result, status_code))
+        return [Append(events), TaskFinished(self._tasks[unique_id].info())]
 
     def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
                    kind: FailureKind = FailureKind.ERROR,
@@ -198,21 +193,17 @@ class EngineCore(ScheduleOps):
         """Record a failed run; the task retries after ``backoff`` or fails for good."""
         if not self.run_is_current(unique_id, run_seq):
             return []
-        events: list[Event] = []
-        self._flush_progress(unique_id, events)
-        events.append(self._emit(RunFailed(self._seq(), now_ms, unique_id, run_seq, error, kind,
-                                           status_code)))
-        return self._with_finish([Append(tuple(events))], unique_id)
+        events = self._run_ended(unique_id, lambda seq: RunFailed(
+            seq, now_ms, unique_id, run_seq, error, kind, status_code))
+        return self._with_finish([Append(events)], unique_id)
 
     def run_requeued(self, unique_id: str, run_seq: int, reason: str,
                      now_ms: int) -> list[Command]:
         """A run that did no countable work (host unreachable): no attempt is spent."""
         if not self.run_is_current(unique_id, run_seq):
             return []
-        events: list[Event] = []
-        self._flush_progress(unique_id, events)
-        events.append(self._emit(RunRequeued(self._seq(), now_ms, unique_id, run_seq, reason)))
-        return [Append(tuple(events))]
+        return [Append(self._run_ended(unique_id, lambda seq: RunRequeued(
+            seq, now_ms, unique_id, run_seq, reason)))]
 
     def forget(self, unique_id: str) -> None:
         """Undo a submission the store could not make durable (disk full). Such a task never
@@ -258,6 +249,14 @@ class EngineCore(ScheduleOps):
             self._seq(), task.progress_ms or 0, task.unique_id, task.run_seq,
             dict(task.progress or {}), task.messages)))
 
+    def _run_ended(self, unique_id: str, outcome: Callable[[int], Event]) -> tuple[Event, ...]:
+        """A pending progress report (logged first, so the final progress is durable), then the
+        run's outcome, built with the next seq."""
+        events: list[Event] = []
+        self._flush_progress(unique_id, events)
+        events.append(self._emit(outcome(self._seq())))
+        return tuple(events)
+
     def _flush_progress(self, unique_id: str, events: list[Event]) -> None:
         """Log a report still waiting for its window before the run's outcome is logged."""
         if unique_id in self._progress_due:
@@ -272,20 +271,19 @@ class EngineCore(ScheduleOps):
         if not self.run_is_current(unique_id, run_seq):
             return []
         task = self._tasks[unique_id]
-        events: list[Event] = []
-        self._flush_progress(unique_id, events)
         problem = checkpoint_problem(checkpoint)
         deadline_ms = task.options.deadline_ms
-        if problem is not None:
-            event: Event = RunFailed(self._seq(), now_ms, unique_id, run_seq, problem)
-        elif deadline_ms and now_ms >= task.created_ms + deadline_ms:
-            event = RunFailed(self._seq(), now_ms, unique_id, run_seq,
-                              f"the task's overall deadline of {deadline_ms} ms passed after "
-                              f"{task.slices + 1} slice(s)", FailureKind.DEADLINE)
-        else:
-            event = RunContinued(self._seq(), now_ms, unique_id, run_seq, checkpoint)
-        events.append(self._emit(event))
-        return self._with_finish([Append(tuple(events))], unique_id)
+
+        def outcome(seq: int) -> Event:
+            if problem is not None:
+                return RunFailed(seq, now_ms, unique_id, run_seq, problem)
+            if deadline_ms and now_ms >= task.created_ms + deadline_ms:
+                return RunFailed(seq, now_ms, unique_id, run_seq,
+                                 f"the task's overall deadline of {deadline_ms} ms passed after "
+                                 f"{task.slices + 1} slice(s)", FailureKind.DEADLINE)
+            return RunContinued(seq, now_ms, unique_id, run_seq, checkpoint)
+
+        return self._with_finish([Append(self._run_ended(unique_id, outcome))], unique_id)
 
     def recover(self, now_ms: int) -> list[Command]:
         """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);
