@@ -81,7 +81,8 @@ class Call:
     """What a function gets besides its params: who is calling and which run this is.
 
     ``params`` excludes the queue's ``__cloudqueue`` key; ``checkpoint`` is the checkpoint the
-    previous slice continued with (``None`` on the first slice); ``slice`` counts the slices
+    previous slice continued with (``None`` on the first slice; for params that are not a JSON
+    object, fetched from the queue before the function runs); ``slice`` counts the slices
     before this one; ``unique_id``/``attempt`` are ``None`` when the call did not come from the
     queue; ``meta`` is the request's headers (case-insensitive); ``remote`` the caller's address;
     ``master`` whether the caller proved the master key.
@@ -107,6 +108,25 @@ class Call:
         self.slice: int = (slice_ if slice_ is not None
                            else from_marker if isinstance(from_marker, int) else 0)
         self._warned = False
+
+    async def fetch_checkpoint(self) -> None:
+        """Params that are not a JSON object cannot carry the checkpoint: from the second slice
+        on, ask the queue for it (``GET .../tasks/<id>/checkpoint`` with this run's token).
+        Raises :class:`ProgressError` when that is impossible or refused."""
+        queue_url = self._host.queue_url
+        if queue_url is None or self.unique_id is None or self.run_token is None:
+            raise ProgressError(
+                f"slice {self.slice} of a task whose params are not a JSON object needs its "
+                "checkpoint from the queue, but "
+                + ("this host has no queue_url" if queue_url is None
+                   else "the call carried no X-CloudQueue-Unique-Id / Run-Token"))
+        url = f"{queue_url}/1.1/engine/cloud-queue/tasks/{self.unique_id}/checkpoint"
+        body = await self._host.run_request("GET", url, self._run_headers())
+        self.checkpoint = body.get("checkpoint") if isinstance(body, dict) else None
+
+    def _run_headers(self) -> dict[str, str]:
+        return {"X-LC-Id": self._host.keys.app_id,
+                "X-CloudQueue-Run-Token": self.run_token or ""}
 
     @staticmethod
     def continue_with(checkpoint: Any) -> dict[str, Any]:
@@ -136,8 +156,7 @@ class Call:
                   "detail": detail}
         body = {k: v for k, v in fields.items() if v is not None}
         url = f"{queue_url}/1.1/engine/cloud-queue/tasks/{self.unique_id}/progress"
-        headers = {"X-LC-Id": self._host.keys.app_id, "X-CloudQueue-Run-Token": self.run_token}
-        await self._host.post_progress(url, headers, body)
+        await self._host.run_request("POST", url, self._run_headers(), body)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -230,7 +249,14 @@ class FunctionHost:
         params, problem = await _read_params(request)
         if problem is not None:
             return problem
-        return await self._run(name, fn, Call(self, request, params, role))
+        call = Call(self, request, params, role)
+        if call.slice > 0 and not isinstance(call.params, dict):
+            try:
+                await call.fetch_checkpoint()
+            except ProgressError as exc:
+                log.error("cloud function %r: %s", name, exc)
+                return _error(500, 1, str(exc))
+        return await self._run(name, fn, call)
 
     def _hook_key_ok(self, request: web.Request) -> bool:
         given = request.headers.get("X-LC-Hook-Key")
@@ -250,20 +276,26 @@ class FunctionHost:
 
     # ------------------------------------------------------------------ progress
 
-    async def post_progress(self, url: str, headers: dict[str, str], body: dict[str, Any]
-                            ) -> None:
-        """POST one progress report to the queue over the host's shared session."""
+    async def run_request(self, method: str, url: str, headers: dict[str, str],
+                          body: dict[str, Any] | None = None) -> Any:
+        """One call to the queue on behalf of a run (progress, checkpoint) over the host's
+        shared session; the answer's JSON, or :class:`ProgressError`."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=_PROGRESS_TIMEOUT)
         try:
-            async with self._session.post(url, json=body, headers=headers) as response:
-                if response.status == 200:
-                    return
+            async with self._session.request(method, url, json=body,
+                                             headers=headers) as response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProgressError(f"could not report progress to the queue at {url}: "
+            raise ProgressError(f"could not reach the queue at {url}: "
                                 f"{type(exc).__name__}: {exc}") from exc
-        raise ProgressError(_refusal(response.status, text), response.status)
+        if response.status != 200:
+            raise ProgressError(_refusal(response.status, text), response.status)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ProgressError(f"the queue answered {url} with something not JSON: "
+                                f"{text[:200]!r}") from exc
 
     async def _close(self, app: web.Application) -> None:
         if self._session is not None:
@@ -280,7 +312,7 @@ def _refusal(status: int, text: str) -> str:
         return f"this run is no longer current (it timed out or the task moved on): {error}"
     if status == 401:
         return f"the queue did not accept this run's token: {error}"
-    return f"the queue refused the progress report ({status}): {error}"
+    return f"the queue refused the request ({status}): {error}"
 
 
 async def _read_params(request: web.Request) -> tuple[Any, web.Response | None]:

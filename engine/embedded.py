@@ -308,6 +308,12 @@ class Engine:
         ``ctx.progress``). Raises ``StaleRunError`` if that run is not the current one."""
         self._report_progress(unique_id, run_seq, report)
 
+    def run_checkpoint(self, unique_id: str, run_seq: int) -> tuple[Any, int]:
+        """``(checkpoint, slice)`` for run ``run_seq`` of a task: what a function host fetches
+        when the checkpoint cannot ride in the params. Raises ``StaleRunError`` if that run is
+        not the current one."""
+        return self.core.run_checkpoint(unique_id, run_seq)
+
     def _report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
         commands = self.core.report_progress(unique_id, run_seq, report, self.clock.now_ms())
         if not commands:  # held for its window: watchers still see it now

@@ -7,6 +7,7 @@ Extensions (master):
     GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/progress   (the run's token, see below)
+    GET  /1.1/engine/cloud-queue/tasks/{uniqueId}/checkpoint (the run's token)
     /1.1/engine/cloud-queue/schedules...              schedules (see ``schedules``)
 Unauthenticated:
     GET  /__health/live, /__health/ready, /1.1/engine/cloud-queue/openapi.json
@@ -92,16 +93,29 @@ async def cancel(request: web.Request) -> web.Response:
     return web.json_response(info.to_wire())
 
 
-async def progress(request: web.Request) -> web.Response:
-    """A function host reports progress for the run it is serving: X-LC-Id names the app and
+def _run_of(request: web.Request) -> tuple[QueueApp, str, int]:
+    """The app, task and run a function host speaks for: X-LC-Id names the app and
     X-CloudQueue-Run-Token (handed to the host with the call) proves the run."""
-    apps = request.app[APPS]
-    queue_app = apps.get(request.headers.get("X-LC-Id", ""))
+    queue_app = request.app[APPS].get(request.headers.get("X-LC-Id", ""))
     unique_id = request.match_info["unique_id"]
     token = request.headers.get("X-CloudQueue-Run-Token", "")
     run_seq = check_run_token(queue_app.keys, unique_id, token) if queue_app else None
     if queue_app is None or run_seq is None:
         raise UnauthorizedError()
+    return queue_app, unique_id, run_seq
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    """The checkpoint the current run continues from, for a host whose params cannot carry it
+    (params that are not a JSON object): ``{"checkpoint": cp, "slice": n}``."""
+    queue_app, unique_id, run_seq = _run_of(request)
+    saved, slice_ = queue_app.engine.run_checkpoint(unique_id, run_seq)
+    return web.json_response({"checkpoint": saved, "slice": slice_})
+
+
+async def progress(request: web.Request) -> web.Response:
+    """A function host reports progress for the run it is serving (see ``_run_of``)."""
+    queue_app, unique_id, run_seq = _run_of(request)
     body = parse_json_object(await request.read())
     known = {"percent", "done", "total", "message", "detail"}
     unknown = sorted(set(body) - known)
@@ -161,6 +175,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}", task_info)
     app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/cancel", cancel)
     app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/progress", progress)
+    app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}/checkpoint", checkpoint)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
     schedules.add_routes(app.router, BASE)
     stream.add_routes(app.router, BASE)

@@ -57,7 +57,9 @@ def _continuation(body: Any) -> Continued | None:
 
 def with_checkpoint(params: Any, checkpoint: Any, slice_: int) -> Any:
     """The body for a continued run: object params gain ``__cloudqueue: {checkpoint, slice}``,
-    which a plain LeanEngine function reads as ``req.params.__cloudqueue``."""
+    which a plain LeanEngine function reads as ``req.params.__cloudqueue``. Other params go
+    unchanged; the host fetches their checkpoint with the run's token (``GET
+    .../tasks/<id>/checkpoint``)."""
     if slice_ == 0 or not isinstance(params, dict):
         return params
     return {**params, CONTINUATION_KEY: {"checkpoint": checkpoint, "slice": slice_}}

@@ -148,6 +148,18 @@ class EngineCore(ScheduleOps):
     def run_is_current(self, unique_id: str, run_seq: int) -> bool:
         return self._running.get(unique_id) == run_seq
 
+    def run_checkpoint(self, unique_id: str, run_seq: int) -> tuple[Any, int]:
+        """The checkpoint run ``run_seq`` continues from and how many slices came before it
+        (``(None, 0)`` on a first slice).
+
+        Raises:
+            StaleRunError: ``run_seq`` is not the task's current run.
+        """
+        if not self.run_is_current(unique_id, run_seq):
+            raise StaleRunError(unique_id, run_seq)
+        task = self._tasks[unique_id]
+        return task.checkpoint, task.slices
+
     # ------------------------------------------------------------------ requests
 
     def submit(self, unique_id: str, function: str, params: Any, options: TaskOptions,

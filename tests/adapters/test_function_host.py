@@ -340,3 +340,95 @@ async def test_a_real_queue_runs_a_python_function_with_progress_and_continuatio
     assert [c for _, _, c, _ in calls] == [None] + [{"step": i, "files": 10 * i}
                                                     for i in range(1, 5)]
     assert all(p == {"template": "blog", "files_per_step": 10} for *_, p in calls)
+
+
+async def test_array_params_get_their_checkpoint_from_the_queue(
+        tmp_path: Path, unused_tcp_port: int) -> None:
+    """Params that are not a JSON object cannot carry ``__cloudqueue``: the host fetches the
+    checkpoint with the run's token, and the function sees its array params untouched."""
+    queue_url = f"http://127.0.0.1:{unused_tcp_port}"
+    host = FunctionHost(K, queue_url)
+    calls: list[tuple[int, Any, Any]] = []
+
+    @host.define("sum_files")
+    async def sum_files(params: Any, call: Call) -> Any:
+        calls.append((call.slice, call.checkpoint, params))
+        done = call.checkpoint or {"next": 0, "sum": 0}
+        if done["next"] < len(params):
+            return call.continue_with({"next": done["next"] + 1,
+                                       "sum": done["sum"] + params[done["next"]]})
+        return done["sum"]
+
+    host_server = TestServer(host.app, host="127.0.0.1")
+    await host_server.start_server()
+    host_url = str(host_server.make_url("")).rstrip("/")
+    engine = Engine(data_dir=tmp_path / "queue", invoker=HttpInvoker(host_url, K))
+    queue = TestClient(TestServer(create_app({K.app_id: QueueApp(K, engine)}),
+                                  host="127.0.0.1", port=unused_tcp_port))
+    await queue.start_server()
+    try:
+        uid = await engine.enqueue("sum_files", [3, 5, 7], attempts=0, timeout=10_000)
+        info = await engine.wait(uid, timeout=10)
+    finally:
+        await queue.close()
+        await host_server.close()
+    assert info.to_wire()["status"] == "success", info
+    assert info.to_wire()["result"] == {"result": 15}
+    assert [s for s, _, _ in calls] == [0, 1, 2, 3]
+    assert [c for _, c, _ in calls] == [None, {"next": 1, "sum": 3}, {"next": 2, "sum": 8},
+                                        {"next": 3, "sum": 15}]
+    assert all(p == [3, 5, 7] for *_, p in calls)
+
+
+async def test_the_checkpoint_endpoint_answers_only_the_current_run(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    tokens: list[tuple[str, str]] = []
+    host = FunctionHost(K)
+
+    @host.define("slow")
+    async def slow(params: Any, call: Call) -> Any:
+        tokens.append((call.run_token or "", call.unique_id or ""))
+        if call.slice == 0:
+            return call.continue_with({"page": 7})
+        await release.wait()
+        return "done"
+
+    async with TestServer(host.app, host="127.0.0.1") as host_server:
+        engine = Engine(data_dir=tmp_path / "queue",
+                        invoker=HttpInvoker(str(host_server.make_url("")).rstrip("/"), K))
+        async with TestClient(TestServer(create_app({K.app_id: QueueApp(K, engine)}),
+                                         host="127.0.0.1")) as queue:
+            uid = await engine.enqueue("slow", {"x": 1}, attempts=0, timeout=10_000)
+            for _ in range(200):  # the second slice is running once it has shown its token
+                if len(tokens) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            path = f"/1.1/engine/cloud-queue/tasks/{uid}/checkpoint"
+            (first, _), (current, _) = tokens
+
+            async def get(token: str, app_id: str = K.app_id) -> tuple[int, Any]:
+                response = await queue.get(path, headers={"X-LC-Id": app_id,
+                                                          "X-CloudQueue-Run-Token": token})
+                return response.status, await response.json()
+
+            assert await get(current) == (200, {"checkpoint": {"page": 7}, "slice": 1})
+            status, body = await get(first)
+            assert status == 409 and "not running any more" in body["error"]
+            assert (await get(current + "x"))[0] == 401
+            assert (await get(current, "otherApp"))[0] == 401
+            assert (await get(""))[0] == 401
+            release.set()
+            assert (await engine.wait(uid, timeout=10)).to_wire()["status"] == "success"
+
+
+async def test_array_params_past_the_first_slice_need_a_queue_url() -> None:
+    host = make_host()
+    async with TestClient(TestServer(host.app, host="127.0.0.1")) as c:
+        headers = {**MASTER, "X-CloudQueue-Unique-Id": "u1", "X-CloudQueue-Slice": "2",
+                   "X-CloudQueue-Run-Token": "1.tok"}
+        status, body = await post(c, f"{FN}/echo", headers, [1, 2])
+        assert status == 500 and "no queue_url" in body["error"]
+        # the first slice has no checkpoint to fetch; object params carry their own
+        status, body = await post(c, f"{FN}/echo", {**headers, "X-CloudQueue-Slice": "0"},
+                                  [1, 2])
+        assert status == 200 and body["result"]["checkpoint"] is None
