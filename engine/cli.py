@@ -48,6 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
         if "LEANCLOUD_APP_ID" not in os.environ:
             print(f"development app {keys.app_id}: its keys are in "
                   f"{data_dir / 'dev-credentials.json'}", flush=True)
+    if args.access_log:
+        config = dataclasses.replace(config, access_log=True)
     asyncio.run(server.serve(config))
     return 0
 
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--function-host", help="base URL of the LeanEngine app to call")
     serve.add_argument("--concurrency", type=int, default=1, help="runs in flight (default 1)")
     serve.add_argument("--config", type=Path, help="TOML file describing many apps")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log a line per request (off by default: it costs CPU at load)")
     serve.set_defaults(func=_serve)
     cron_cli.add_parser(commands)
     return parser

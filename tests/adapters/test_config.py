@@ -62,6 +62,7 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
         (GOOD.replace("concurrency = 4", "concurrency = 0"), "concurrency must be"),
         (GOOD.replace('app_id = "a2"', 'app_id = "a1"'), "app ids must be unique"),
         ("[[apps]\n", "cannot read"),
+        ("access_log = 'yes'\n" + GOOD, "access_log must be true or false"),
     ],
 )
 def test_a_bad_file_is_refused_saying_what_to_fix(tmp_path: Path, text: str,

@@ -19,12 +19,12 @@ ENV = {"LEANCLOUD_APP_ID": "srv", "LEANCLOUD_APP_KEY": "srv-app-key",
        "LEANCLOUD_APP_MASTER_KEY": "srv-master-key"}
 
 
-def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--data-dir",
-         str(data_dir)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+         str(data_dir), *extra], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
 
 
 async def wait_ready(session: aiohttp.ClientSession, base: str) -> None:
@@ -62,14 +62,16 @@ async def test_serve_acknowledges_shuts_down_on_sigterm_and_replays(
         output = stop(process)
         assert "cloudqueue listening on http://127.0.0.1" in output
         assert "shutting down" in output
-        process = start(tmp_path, unused_tcp_port)
+        assert "aiohttp.access" not in output  # no line per request unless asked for
+        process = start(tmp_path, unused_tcp_port, "--access-log")
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, base)
             async with session.get(f"{base}/1.1/engine/cloud-queue/tasks/survivor",
                                    headers=headers) as response:
                 assert (await response.json())["status"] == "queued"
         assert (tmp_path / "srv").is_dir()
-        stop(process)
+        output = stop(process)
+        assert "aiohttp.access" in output and "GET /1.1/engine/cloud-queue/tasks/survivor" in output
     finally:
         if process.poll() is None:
             process.kill()
