@@ -55,6 +55,8 @@ class HttpInvoker(Invoker):
         self._down_since_success = 0
         self._probe: asyncio.Task[None] | None = None
         self.calls = 0
+        self._fixed = self._fixed_headers()
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     @property
     def available(self) -> bool:
@@ -73,22 +75,37 @@ class HttpInvoker(Invoker):
             await self._session.close()
             self._session = None
 
-    def _headers(self, command: Invoke) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-LC-Id": self.keys.app_id,
-            "X-LC-Key": f"{self.keys.master_key},master",
-            "X-CloudQueue-Unique-Id": command.unique_id,
-            "X-CloudQueue-Attempt": str(command.attempt),
-            "Idempotency-Key": f"{command.unique_id}:{command.attempt}:{command.slice}",
-            "X-CloudQueue-Slice": str(command.slice),
-            "X-CloudQueue-Run-Token": run_token(self.keys, command.unique_id, command.run_seq),
-        }
+    def _fixed_headers(self) -> dict[str, str]:
+        """The headers every call carries (built once)."""
+        headers = {"Content-Type": "application/json; charset=utf-8",
+                   "X-LC-Id": self.keys.app_id,
+                   "X-LC-Key": f"{self.keys.master_key},master"}
         if self.keys.hook_key:
             headers["X-LC-Hook-Key"] = self.keys.hook_key
         if self.prod is not None:
             headers["X-LC-Prod"] = str(self.prod)
         return headers
+
+    def _headers(self, command: Invoke) -> dict[str, str]:
+        headers = self._fixed.copy()
+        attempt, slice_ = str(command.attempt), str(command.slice)
+        headers["X-CloudQueue-Unique-Id"] = command.unique_id
+        headers["X-CloudQueue-Attempt"] = attempt
+        headers["Idempotency-Key"] = f"{command.unique_id}:{attempt}:{slice_}"
+        headers["X-CloudQueue-Slice"] = slice_
+        headers["X-CloudQueue-Run-Token"] = run_token(self.keys, command.unique_id,
+                                                      command.run_seq)
+        return headers
+
+    def _timeout(self, timeout_ms: int) -> aiohttp.ClientTimeout:
+        """The whole call's limit: the run's timeout, plus time for the answer to arrive."""
+        timeout = self._timeouts.get(timeout_ms)
+        if timeout is None:
+            if len(self._timeouts) > 64:
+                self._timeouts.clear()
+            timeout = self._timeouts[timeout_ms] = aiohttp.ClientTimeout(
+                total=timeout_ms / 1000 + 5)
+        return timeout
 
     async def invoke(self, command: Invoke) -> Outcome:
         assert self._session is not None, "HttpInvoker.start() was not awaited"
@@ -96,7 +113,7 @@ class HttpInvoker(Invoker):
         url = f"{self.base_url}/1.1/functions/{command.function}"
         params = with_checkpoint(command.params, command.checkpoint, command.slice)
         body = json.dumps(params, separators=(",", ":")).encode()
-        timeout = aiohttp.ClientTimeout(total=command.timeout_ms / 1000 + 5)
+        timeout = self._timeout(command.timeout_ms)
         try:
             async with self._session.post(url, data=body, headers=self._headers(command),
                                           timeout=timeout) as response:
