@@ -7,13 +7,12 @@ import functools
 import gc
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine.core.codec import schedule_to_record, task_to_record
+from engine.core.codec import schedule_to_record
 from engine.core.commands import Append, Command, TaskFinished
 from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
 from engine.core.engine import CoreConfig, EngineCore
@@ -29,9 +28,11 @@ from engine.core.options import (
 from engine.core.quotas import Quotas
 from engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
 from engine.core.task import TaskInfo, iso_ms
+from engine.core.task_rows import task_to_array
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
 from engine.runtime.functions import FunctionRegistry, Invoker
+from engine.runtime.ids import random_uuid
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     FileOps,
@@ -39,7 +40,7 @@ from engine.runtime.log_file import (
     RecoveryReport,
 )
 from engine.runtime.log_store import LogStore
-from engine.runtime.snapshot import encode_snapshot_records
+from engine.runtime.snapshot import encode_snapshot_rows
 from engine.runtime.store import MemoryStore, Store
 from engine.runtime.watchers import Watchers
 
@@ -94,6 +95,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.functions = FunctionRegistry()
         self.limits = Limits(max_timeout_ms=max_timeout_ms)
+        self._no_options = parse_options({}, wire=False, limits=self.limits)
         self.timezone = check_timezone(timezone)
         if schedule_concurrency is not None and schedule_concurrency < 1:
             raise ValueError(f"schedule_concurrency must be >= 1, got {schedule_concurrency}")
@@ -175,11 +177,11 @@ class Engine:
             raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
         seq = self.core.last_seq
         # Take the state now, on the loop (tasks change later); encode it in a worker thread.
-        records = [task_to_record(task) for task in self.core.tasks()]
-        records += [schedule_to_record(found) for found in self.core.schedules()]
+        rows = [task_to_array(task) for task in self.core.tasks()]
+        schedules = [schedule_to_record(found) for found in self.core.schedules()]
         counters = self.core.counters()
         return await self._log.compact(
-            seq, functools.partial(encode_snapshot_records, seq, records, counters))
+            seq, functools.partial(encode_snapshot_rows, seq, rows, schedules, counters))
 
     def _compact_soon(self) -> None:
         if self._compaction is None or self._compaction.done():
@@ -253,18 +255,98 @@ class Engine:
         if params is None:
             params = {}
         check_params(params)
-        return await self.submit(function, params, opts)
-
-    async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
-        """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""
-        self._check_open()
-        unique_id = options.unique_id or str(uuid.uuid4())
-        commands = self.core.submit(unique_id, function, params, options, self.clock.now_ms())
-        self._driver.execute(commands)
-        self._driver.poke()
+        unique_id = self._submit_now(function, params, opts)
         seq = self.core.last_seq
         if self.store.durable_seq < seq:
             await self.store.wait_durable(seq)
+        return unique_id
+
+    async def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Queue many tasks at once, all or none; return their uniqueIds (in order) once every
+        one is durable. They are one submission to the core and one group commit: one write and
+        one fsync for the whole batch.
+
+        Each item is a mapping: ``"function"``, optional ``"params"`` and any of ``enqueue``'s
+        options by their Python names, e.g. ``{"function": "resize", "params": {"w": 64},
+        "delay": 1_000, "unique_id": "resize-64"}``.
+
+        Raises (nothing is created, nothing written; ``index`` on the error names the item):
+            ValidationError: an item has a bad function name, params or option.
+            DuplicateTaskError: an item's uniqueId is held by a task, or given to an earlier
+                item of the same batch.
+            QuotaExceededError: the batch as a whole would break a quota.
+            EngineClosedError, LogError: as ``enqueue`` (after a ``DiskFullError`` none of the
+                batch exists).
+        """
+        self._check_open()
+        memo: dict[tuple[Any, ...], TaskOptions] = {}  # items tend to share their options
+        batch = [self._validated_item(index, item, memo) for index, item in enumerate(items)]
+        if not batch:
+            return []
+        commands = self.core.submit_many(batch, self.clock.now_ms())
+        self._driver.execute(commands)
+        self._driver.poke_if_needed()
+        seq = self.core.last_seq
+        if self.store.durable_seq < seq:
+            await self.store.wait_durable(seq)
+        return [item[0] for item in batch]
+
+    def _validated_item(self, index: int, item: Mapping[str, Any],
+                        memo: dict[tuple[Any, ...], TaskOptions]
+                        ) -> tuple[str, str, Any, TaskOptions]:
+        """(uniqueId, function, params, options) of one ``enqueue_many`` item."""
+        try:
+            if item.__class__ is not dict and not isinstance(item, Mapping):
+                raise ValidationError(f"must be a mapping with \"function\", got "
+                                      f"{type(item).__name__}", "function")
+            function = check_function_name(item.get("function"))
+            params = item.get("params")
+            if params is None:
+                params = {}
+            check_params(params)
+            options = self._item_options(item, memo)
+        except ValidationError as exc:
+            raise exc.at_item(index) from None
+        return options.unique_id or random_uuid(), function, params, options
+
+    def _item_options(self, item: Mapping[str, Any],
+                      memo: dict[tuple[Any, ...], TaskOptions]) -> TaskOptions:
+        if len(item) == ("function" in item) + ("params" in item):
+            return self._no_options
+        if "unique_id" in item:  # differs per item: nothing to share
+            return parse_options({k: v for k, v in item.items()
+                                  if k != "function" and k != "params"},
+                                 wire=False, limits=self.limits)
+        try:
+            key = tuple([(k, v.__class__, v) for k, v in item.items()
+                         if k != "function" and k != "params"])
+            found = memo.get(key)
+        except TypeError:  # an unhashable option value: parse_options says what is wrong
+            key, found = (), None
+        if found is None:
+            found = parse_options({k: v for k, v in item.items()
+                                   if k != "function" and k != "params"},
+                                  wire=False, limits=self.limits)
+            if key:
+                memo[key] = found
+        return found
+
+    async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
+        """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""
+        unique_id = self._submit_now(function, params, options)
+        seq = self.core.last_seq
+        if self.store.durable_seq < seq:
+            await self.store.wait_durable(seq)
+        return unique_id
+
+    def _submit_now(self, function: str, params: Any, options: TaskOptions) -> str:
+        """Submit to the core and hand its records to the store; durability is the caller's
+        to await (``core.last_seq``)."""
+        self._check_open()
+        unique_id = options.unique_id or random_uuid()
+        commands = self.core.submit(unique_id, function, params, options, self.clock.now_ms())
+        self._driver.execute(commands)
+        self._driver.poke_if_needed()
         return unique_id
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:

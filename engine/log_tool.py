@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from engine.core.codec import UnknownRecordKindError, decode_log_record, to_record
+from engine.core.batch_codec import decode_log_payload
+from engine.core.codec import UnknownRecordKindError, to_record
 from engine.core.engine import EngineCore
 from engine.core.errors import EngineError, LogError
 from engine.core.events import Event
@@ -102,12 +103,11 @@ def inspect(directory: Path) -> Inspection:
         progress.add(len(data))
         try:
             scanned = scan_segment(path.name, data)
-            decoded = [decode_log_record(payload) for payload in scanned.payloads]
+            events = [e for payload in scanned.payloads for e in decode_log_payload(payload)]
         except LogCorruptError as exc:
             return _damaged(result, f"{path.name} is damaged at offset {exc.offset}: {exc.reason}")
         except UnknownRecordKindError as exc:
             return _damaged(result, f"{path.name}: {exc}")
-        events = [event for event in decoded if event is not None]
         result.lines.append(f"segment: {path.name}, {len(events)} records, {_size(path)}")
         if scanned.tail is TailState.TORN:
             if index != len(segments) - 1:
@@ -218,13 +218,14 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
             print(f"{path.name}: skipped {length} damaged bytes at offset {offset}", file=out)
         for payload in found.payloads:
             try:
-                event = decode_log_record(payload)
+                decoded = decode_log_payload(payload)
             except UnknownRecordKindError as exc:
                 print(f"{path.name}: skipped an unreadable record: {exc}", file=out)
                 continue
-            if event is not None and event.seq > last:
-                events.append(event)
-                last = event.seq
+            for event in decoded:
+                if event.seq > last:
+                    events.append(event)
+                    last = event.seq
     return events
 
 

@@ -19,7 +19,8 @@ def test_http_benchmark_quick_run_reports_every_case(tmp_path: Path) -> None:
                            str(out)], cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert {(r["params"]["server"], r["params"]["concurrency"]) for r in records} == {
-        ("queue", 16), ("queue", 64), ("aiohttp_noop", 16), ("aiohttp_noop", 64)}
+    assert {(r["params"]["server"], r["params"]["concurrency"], r["params"]["client"])
+            for r in records} == {(server, clients, client) for server in ("queue", "aiohttp_noop")
+                                  for clients in (16, 64) for client in ("raw", "aiohttp")}
     assert all(r["figures"]["ops"] == 300 and r["figures"]["p99_us"] > 0 for r in records)
-    assert len(out.read_text().splitlines()) == 4
+    assert len(out.read_text().splitlines()) == 8

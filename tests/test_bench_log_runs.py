@@ -19,6 +19,8 @@ QUICK_CASES = [
     ("durable_enqueue", "producers=256"),
     ("durable_enqueue_policy", "fsync=interval:100,producers=64"),
     ("durable_enqueue_policy", "fsync=never,producers=64"),
+    ("enqueue_bulk", "items_per_call=1000"),
+    ("enqueue_bulk", "items_per_call=10000"),
     ("replay_rate", "read_log"),
     ("replay_rate", "engine_start"),
     ("restart_with_snapshot", "tasks=2000"),

@@ -12,16 +12,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (case, the parameter that tells its variants apart)
+# (case, store, the parameter that tells its variants apart)
 QUICK_CASES = {
-    ("enqueue_one_producer", 1),
-    ("enqueue_concurrent", 16),
-    ("enqueue_concurrent", 64),
-    ("end_to_end_noop", 1),
-    ("end_to_end_noop", 16),
-    ("end_to_end_noop", 256),
-    ("core_submit_tick", 1),
-    ("core_submit_tick", 256),
+    ("enqueue_one_producer", "memory", 1),
+    ("enqueue_concurrent", "memory", 16),
+    ("enqueue_concurrent", "memory", 64),
+    ("end_to_end_noop", "memory", 1),
+    ("end_to_end_noop", "memory", 16),
+    ("end_to_end_noop", "memory", 256),
+    ("end_to_end_noop", "log", 1),
+    ("end_to_end_noop", "log", 16),
+    ("end_to_end_noop", "log", 256),
+    ("core_submit_tick", "none", 1),
+    ("core_submit_tick", "none", 256),
 }
 
 
@@ -31,9 +34,11 @@ def _run_bench(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT, capture_output=True, text=True, timeout=45, check=False)
 
 
-def _key(record: dict[str, Any]) -> tuple[str, int]:
+def _key(record: dict[str, Any]) -> tuple[str, str, int]:
     params = record["params"]
-    return record["case"], params.get("producers", params.get("concurrency"))
+    if record["case"] == "end_to_end_noop":
+        return record["case"], params["store"], params["concurrency"]
+    return record["case"], params["store"], params.get("producers", params.get("concurrency"))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ def test_quick_run_prints_one_json_line_per_case(
         assert record["quick"] is True
         assert record["figures"]["ops_per_s"] > 0
         assert record["commit"]
-        assert record["params"]["store"] in {"memory", "none"}
+        assert record["params"]["store"] in {"memory", "log", "none"}
 
 
 def test_quick_run_appends_the_same_lines_to_the_results_file(
@@ -70,4 +75,5 @@ def test_case_flag_runs_only_the_named_case(tmp_path: Path) -> None:
     proc = _run_bench(tmp_path / "core.jsonl", "--case", "core_submit_tick")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert sorted(_key(r) for r in records) == [("core_submit_tick", 1), ("core_submit_tick", 256)]
+    assert sorted(_key(r) for r in records) == [("core_submit_tick", "none", 1),
+                                                ("core_submit_tick", "none", 256)]

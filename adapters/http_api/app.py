@@ -18,6 +18,7 @@ checked before the body is read, so a bad caller creates nothing and learns noth
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -78,7 +79,15 @@ async def enqueue(request: web.Request) -> web.Response:
     body = parse_json_object(await request.read())
     spec = parse_enqueue(body, queue_app.engine.limits)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
-    return web.json_response({"uniqueId": unique_id})  # exactly LeanCloud's body
+    return web.Response(text=_unique_id_body(unique_id), content_type="application/json")
+
+
+def _unique_id_body(unique_id: str) -> str:
+    """Exactly LeanCloud's body, as ``json.dumps`` writes it, without its cost on every
+    enqueue (an id needs escaping only if it holds a quote or a backslash)."""
+    if '"' in unique_id or "\\" in unique_id:
+        return json.dumps({"uniqueId": unique_id})
+    return f'{{"uniqueId": "{unique_id}"}}'
 
 
 async def task_info(request: web.Request) -> web.Response:

@@ -56,7 +56,8 @@ class UnknownRecordKindError(LogError):
 
     def __init__(self, kind: object, version: object) -> None:
         super().__init__(f"unknown log record kind {kind!r} (schema version {version!r}); "
-                         f"this version reads schema {SCHEMA_VERSION}")
+                         f"this version reads schema {SCHEMA_VERSION} records and format-2 "
+                         "batches and snapshots")
         self.kind = kind
         self.version = version
 
@@ -251,7 +252,7 @@ def encode_event(event: Event) -> bytes:
     return bytes(_packer.pack(to_record(event)))
 
 
-def encode_record(record: dict[str, Any]) -> bytes:
+def encode_record(record: Any) -> bytes:
     return bytes(_packer.pack(record))
 
 

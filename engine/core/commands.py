@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from engine.core.events import Event
-from engine.core.task import TaskInfo
+from engine.core.task import Task, TaskInfo
+from engine.core.value import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Append:
     """Write these events to the log (in order)."""
 
     events: tuple[Event, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Invoke:
     """Start a run once every event up to ``durable_seq`` is durable.
 
@@ -36,7 +36,7 @@ class Invoke:
     slice: int = 0  # how many slices ran before this one
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CancelRun:
     """Stop waiting for a run (it timed out); its outcome, if it ever comes, is ignored."""
 
@@ -44,14 +44,20 @@ class CancelRun:
     run_seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TaskFinished:
     """A task reached a final state (success, failed, cancelled): wake anyone waiting on it.
 
-    Carries the snapshot taken at that moment: with ``keepResult: 0`` the task is purged in the
-    same tick, before a waiter could look it up."""
+    Carries the task itself, so a waiter reads it even after ``keepResult: 0`` purged it in the
+    same tick. Its ``info`` is built only when someone asks (most finished tasks have no
+    waiter): a final task's fields never change again (a new submission of its uniqueId makes a
+    new ``Task``), so it is the snapshot of the moment it finished."""
 
-    info: TaskInfo
+    task: Task
+
+    @property
+    def info(self) -> TaskInfo:
+        return self.task.info()
 
 
 Command = Append | Invoke | CancelRun | TaskFinished

@@ -29,7 +29,7 @@ timer whose time passed while the queue was down fires at the first ``tick``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -127,6 +127,11 @@ class EngineCore(ScheduleOps):
     def ready_count(self) -> int:
         return len(self._ready)
 
+    @property
+    def has_ready(self) -> bool:
+        """Some task may start now (in either concurrency group)."""
+        return bool(self._ready) or bool(self._ready_scheduled)
+
     def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
         """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed."""
         return self._live_task(unique_id, now_ms).info()
@@ -178,6 +183,39 @@ class EngineCore(ScheduleOps):
                                                options, priority)))
         return [Append(tuple(events))]
 
+    def submit_many(self, batch: Sequence[tuple[str, str, Any, TaskOptions]],
+                    now_ms: int) -> list[Command]:
+        """Accept ``(uniqueId, function, params, options)`` tasks (already validated) all or
+        none: one ``Append`` holds them, so they share one write. Raises
+        ``DuplicateTaskError`` (naming the item) if an id is held or given twice in the batch,
+        ``QuotaExceededError`` if the batch would break a quota; then nothing changed."""
+        tasks = self._tasks
+        first_at: dict[str, int] = {}
+        freed: set[str] = set()  # held by tasks whose keepResult ran out: purged first
+        for index, item in enumerate(batch):
+            unique_id = item[0]
+            first = first_at.setdefault(unique_id, index)
+            if first != index:
+                raise DuplicateTaskError.within_batch(unique_id, index, first)
+            existing = tasks.get(unique_id)
+            if existing is not None:
+                if not self._expired(existing, now_ms):
+                    raise DuplicateTaskError(unique_id, existing.state.wire_status,
+                                             existing.state.value, index=index)
+                freed.add(unique_id)
+        self.quota.check(now_ms, self._unfinished, len(batch))
+        events: list[Event] = []
+        apply_submitted = self._apply_submitted
+        for unique_id, function, params, options in batch:
+            if freed and unique_id in freed:
+                events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
+            self.last_seq = seq = self.last_seq + 1
+            event = TaskSubmitted(seq, now_ms, unique_id, function, params, options,
+                                  now_ms if options.priority is None else options.priority)
+            apply_submitted(event)  # what apply() does for it; last_seq is already seq
+            events.append(event)
+        return [Append(tuple(events))]
+
     def cancel(self, unique_id: str, now_ms: int) -> list[Command]:
         """Cancel a queued or retry-waiting task. Raises ``UnknownTaskError`` or
         ``InvalidTransitionError`` (running or finished tasks)."""
@@ -185,7 +223,7 @@ class EngineCore(ScheduleOps):
         if not can_fire(task.state, Trigger.CANCEL):
             raise InvalidTransitionError(unique_id, task.state.value, Trigger.CANCEL.value)
         event = self._emit(TaskCancelled(self._seq(), now_ms, unique_id))
-        return [Append((event,)), TaskFinished(task.info())]
+        return [Append((event,)), TaskFinished(task)]
 
     # ------------------------------------------------------------------ run outcomes
 
@@ -197,7 +235,7 @@ class EngineCore(ScheduleOps):
             return []
         events = self._run_ended(unique_id, lambda seq: RunSucceeded(
             seq, now_ms, unique_id, run_seq, result, status_code))
-        return [Append(events), TaskFinished(self._tasks[unique_id].info())]
+        return [Append(events), TaskFinished(self._tasks[unique_id])]
 
     def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
                    kind: FailureKind = FailureKind.ERROR,
@@ -310,7 +348,7 @@ class EngineCore(ScheduleOps):
                     self._seq(), now_ms, unique_id, run_seq,
                     "the run was lost when the queue restarted; atMostOnce tasks are not run again",
                     FailureKind.LOST)))
-                finished.append(TaskFinished(task.info()))
+                finished.append(TaskFinished(task))
             else:
                 events.append(self._emit(RunRequeued(
                     self._seq(), now_ms, unique_id, run_seq,
@@ -403,7 +441,7 @@ class EngineCore(ScheduleOps):
                 FailureKind.UNKNOWN)))
             commands.append(CancelRun(unique_id, run_seq))
             if task.state.is_final:
-                commands.append(TaskFinished(task.info()))
+                commands.append(TaskFinished(task))
         elif kind is TimerKind.EXPIRE and task.state.is_final:
             events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
 
@@ -493,16 +531,18 @@ class EngineCore(ScheduleOps):
         task.progress_logged_ms = event.t_ms
 
     def _apply_submitted(self, event: TaskSubmitted) -> None:
-        task = Task(event.unique_id, event.function, event.params, event.options, event.priority,
-                    event.seq, event.t_ms, schedule=event.schedule)
-        self._tasks[event.unique_id] = task
+        unique_id, t_ms, options = event.unique_id, event.t_ms, event.options
+        task = Task(unique_id, event.function, event.params, options, event.priority,
+                    event.seq, t_ms)
+        self._tasks[unique_id] = task
         self._unfinished += 1
         if event.schedule is None:  # a schedule's firings are not enqueues against the quota
-            self.quota.counted(event.t_ms)
+            self.quota.counted(t_ms)
         else:
+            task.schedule = event.schedule
             self._slot_fired(event)
-        if event.options.delay_ms > 0:
-            self._set_timer(task, TimerKind.START, event.t_ms + event.options.delay_ms)
+        if options.delay_ms > 0:
+            self._set_timer(task, TimerKind.START, t_ms + options.delay_ms)
         else:
             self._make_ready(task)
 
@@ -563,7 +603,7 @@ class EngineCore(ScheduleOps):
     def _with_finish(self, commands: list[Command], unique_id: str) -> list[Command]:
         task = self._tasks.get(unique_id)
         if task is not None and task.state.is_final:
-            commands.append(TaskFinished(task.info()))
+            commands.append(TaskFinished(task))
         return commands
 
     def _live_task(self, unique_id: str, now_ms: int) -> Task:

@@ -31,9 +31,14 @@ class ValidationError(EngineError, ValueError):
     http_status = 400
     code = 1
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, index: int | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.index = index  # which item of an ``enqueue_many`` batch, if it was one
+
+    def at_item(self, index: int) -> ValidationError:
+        """The same refusal, naming item ``index`` of a batch."""
+        return ValidationError(f"item {index}: {self}", self.field, index)
 
 
 class DuplicateTaskError(EngineError):
@@ -43,14 +48,22 @@ class DuplicateTaskError(EngineError):
     http_status = 409
     code = 409
 
-    def __init__(self, unique_id: str, status: str, state: str) -> None:
-        super().__init__(
+    def __init__(self, unique_id: str, status: str, state: str, *, index: int | None = None,
+                 message: str | None = None) -> None:
+        text = message or (
             f"A task with uniqueId '{unique_id}' already exists (status {status}, state {state}); "
-            "a uniqueId is held until keepResult ms after its task finishes"
-        )
+            "a uniqueId is held until keepResult ms after its task finishes")
+        super().__init__(text if index is None else f"item {index}: {text}")
         self.unique_id = unique_id
         self.status = status
         self.state = state
+        self.index = index  # which item of an ``enqueue_many`` batch, if it was one
+
+    @classmethod
+    def within_batch(cls, unique_id: str, index: int, first: int) -> DuplicateTaskError:
+        """Two items of one ``enqueue_many`` batch name the same uniqueId."""
+        return cls(unique_id, "queued", "queued", index=index,
+                   message=f"uniqueId '{unique_id}' is also given to item {first} of this batch")
 
     def body(self) -> dict[str, Any]:
         return {"code": self.code, "error": str(self), "uniqueId": self.unique_id,

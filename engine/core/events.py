@@ -10,12 +10,12 @@ purge) are computed from these fields only, never from a clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from engine.core.options import TaskOptions
 from engine.core.schedules import ScheduleSpec
+from engine.core.value import value
 
 
 class FailureKind(StrEnum):
@@ -28,7 +28,7 @@ class FailureKind(StrEnum):
     DEADLINE = "deadline"  # a continued task's overall deadline passed: final
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TaskSubmitted:
     seq: int
     t_ms: int
@@ -41,7 +41,7 @@ class TaskSubmitted:
     slot_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunStarted:
     """A run began. Its ``seq`` identifies the run; outcomes name it as ``run_seq``."""
 
@@ -51,7 +51,7 @@ class RunStarted:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunSucceeded:
     seq: int
     t_ms: int
@@ -61,7 +61,7 @@ class RunSucceeded:
     status_code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunFailed:
     seq: int
     t_ms: int
@@ -72,7 +72,7 @@ class RunFailed:
     status_code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunRequeued:
     """A run that did no countable work: the host was unreachable, or the queue restarted while
     an atLeastOnce run was in flight. No attempt is spent; the task waits its turn again."""
@@ -84,7 +84,7 @@ class RunRequeued:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProgressReported:
     """A running task's progress: the latest report merged over earlier ones, and the last few
     messages (``[[t_ms, message], ...]``). Logged at most once per window per task."""
@@ -97,7 +97,7 @@ class ProgressReported:
     messages: tuple[tuple[int, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunContinued:
     """A run ended with "not finished: continue from this checkpoint". The task runs again as
     the same attempt, with the checkpoint, without spending a retry."""
@@ -109,14 +109,14 @@ class RunContinued:
     checkpoint: Any
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TaskCancelled:
     seq: int
     t_ms: int
     unique_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TaskPurged:
     """keepResult ran out: the task and its result are gone and the uniqueId is free again."""
 
@@ -125,7 +125,7 @@ class TaskPurged:
     unique_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ScheduleSet:
     """A schedule was created or replaced (a replacement keeps its last fired slot)."""
 
@@ -138,7 +138,7 @@ class ScheduleSet:
         return self.spec.name
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SchedulePaused:
     seq: int
     t_ms: int
@@ -150,7 +150,7 @@ class SchedulePaused:
         return self.name
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ScheduleDeleted:
     seq: int
     t_ms: int
@@ -161,7 +161,7 @@ class ScheduleDeleted:
         return self.name
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ScheduleSkipped:
     """Slots an atMostOnce schedule missed while the queue was down: not fired, by design."""
 

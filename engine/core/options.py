@@ -72,6 +72,15 @@ WIRE_OPTION_NAMES = frozenset(w for _, w, _ in OPTION_NAMES)
 _DEFAULTS = TaskOptions()
 
 
+# Validated options by what was given: most enqueues repeat a handful of option sets, and
+# validating one and building its frozen TaskOptions cost more than the rest of an enqueue. The
+# key holds each value's type beside it, since True == 1 == 1.0 but only 1 is valid everywhere.
+# uniqueId differs per task, so options naming one are never cached. Bounded: cleared when full.
+_PARSED: dict[tuple[Any, ...], TaskOptions] = {}
+_PARSED_MAX = 1_024
+_WIRE_NAMES = tuple(w for _, w, _ in OPTION_NAMES)
+
+
 def parse_options(values: Mapping[str, Any], *, wire: bool,
                   limits: Limits = Limits()) -> TaskOptions:
     """Validate options given in the Python (``wire=False``) or wire (``wire=True``) spelling.
@@ -82,6 +91,30 @@ def parse_options(values: Mapping[str, Any], *, wire: bool,
     Raises:
         ValidationError: naming the first offending option and what it accepts.
     """
+    if not values:
+        return _DEFAULTS
+    if wire:
+        given = [(name, values[name]) for name in _WIRE_NAMES if name in values]
+        if values.get("uniqueId") is not None:
+            return _parse_options(values, wire, limits)
+    else:
+        given = list(values.items())
+        if values.get("unique_id") is not None:
+            return _parse_options(values, wire, limits)
+    try:
+        key = (wire, limits, *[(k, v.__class__, v) for k, v in given])
+        cached = _PARSED.get(key)
+    except TypeError:  # an unhashable value: not valid anyway, the full check says why
+        return _parse_options(values, wire, limits)
+    if cached is None:
+        cached = _parse_options(values, wire, limits)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = cached
+    return cached
+
+
+def _parse_options(values: Mapping[str, Any], wire: bool, limits: Limits) -> TaskOptions:
     if not wire:
         unknown = sorted(set(values) - PYTHON_OPTION_NAMES)
         if unknown:
@@ -200,7 +233,22 @@ def check_unique_id(value: Any, name: str = "uniqueId") -> None:
                 "(letters, digits and _ . ~ - are always safe)", name)
 
 
+_GOOD_NAMES: set[str] = set()  # function names already checked (a handful per app)
+_GOOD_NAMES_MAX = 4_096
+
+
 def check_function_name(value: Any, name: str = "function") -> str:
+    if value.__class__ is str and value in _GOOD_NAMES:
+        return value
+    _check_function_name(value, name)
+    if value.__class__ is str:
+        if len(_GOOD_NAMES) >= _GOOD_NAMES_MAX:
+            _GOOD_NAMES.clear()
+        _GOOD_NAMES.add(value)
+    return value  # type: ignore[no-any-return]
+
+
+def _check_function_name(value: Any, name: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{name} must be a non-empty string naming the cloud function, got "
                               f"{_describe(value)}", name)
@@ -211,7 +259,6 @@ def check_function_name(value: Any, name: str = "function") -> str:
         if not ("!" <= ch <= "~") or ch in _ID_FORBIDDEN:
             raise ValidationError(f"{name} may not contain {ch!r}: it becomes a URL path segment",
                                   name)
-    return value
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -220,6 +267,8 @@ _SCALARS = (str, int, float, bool, type(None))
 def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_DEPTH) -> None:
     """Refuse params that are not plain JSON (dict with str keys, list, str, number, bool, None)
     or that nest deeper than ``max_depth``: they could not be stored or sent as JSON."""
+    if value.__class__ is dict and max_depth >= 1 and _flat_json_object(value):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -240,6 +289,21 @@ def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_D
         else:
             raise ValidationError(
                 f"{name} must be JSON: a {type(item).__name__} cannot be stored", name)
+
+
+def _flat_json_object(value: dict[Any, Any]) -> bool:
+    """The common params, decided fast: a dict of str keys to str, int, bool, None or finite
+    float values (exact types). False means "not sure": the full walk decides."""
+    for key, item in value.items():
+        if key.__class__ is not str:
+            return False
+        kind = item.__class__
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float and math.isfinite(item):
+            continue
+        return False
+    return True
 
 
 def _describe(value: Any) -> str:

@@ -68,33 +68,41 @@ class QuotaTracker:
         rate = self.quotas.rate_per_s
         return self.quotas.burst or (max(1, int(rate)) if rate else 0)
 
-    def check(self, now_ms: int, unfinished: int) -> None:
-        """Raise ``QuotaExceededError`` if an enqueue now would break a quota; otherwise take a
-        rate token. The day count moves when the submission is applied."""
+    def check(self, now_ms: int, unfinished: int, count: int = 1) -> None:
+        """Raise ``QuotaExceededError`` if ``count`` enqueues now (a batch is all or nothing)
+        would break a quota; otherwise take their rate tokens. The day count moves when the
+        submissions are applied."""
         q = self.quotas
-        if q.held is not None and unfinished >= q.held:
+        if q.held is not None and unfinished + count > q.held:
+            batch = f"; a batch of {count} would exceed it" if count > 1 else ""
             raise QuotaExceededError(
-                "held", f"this app holds {unfinished} unfinished tasks, its limit is {q.held}; "
-                "retry when some have finished", HELD_RETRY_MS)
+                "held", f"this app holds {unfinished} unfinished tasks, its limit is {q.held}"
+                f"{batch}; retry when some have finished", HELD_RETRY_MS)
         day = now_ms // DAY_MS
-        if q.per_day is not None and day == self.day and self.day_count >= q.per_day:
+        today = self.day_count if day == self.day else 0
+        if q.per_day is not None and today + count > q.per_day:
+            batch = f"; a batch of {count} would exceed it" if count > 1 else ""
             raise QuotaExceededError(
-                "daily", f"this app has enqueued {self.day_count} tasks today (UTC), its limit "
-                f"is {q.per_day}", (day + 1) * DAY_MS - now_ms)
+                "daily", f"this app has enqueued {today} tasks today (UTC), its limit "
+                f"is {q.per_day}{batch}", (day + 1) * DAY_MS - now_ms)
         if q.rate_per_s is not None:
-            self._take_token(now_ms, q.rate_per_s)
+            self._take_tokens(now_ms, q.rate_per_s, count)
 
-    def _take_token(self, now_ms: int, rate_per_s: float) -> None:
+    def _take_tokens(self, now_ms: int, rate_per_s: float, count: int) -> None:
         if self._refilled_ms is not None and now_ms > self._refilled_ms:
             gained = (now_ms - self._refilled_ms) * rate_per_s / 1000
             self._tokens = min(float(self._capacity), self._tokens + gained)
         self._refilled_ms = max(now_ms, self._refilled_ms or now_ms)
-        if self._tokens < 1:
-            wait_ms = max(1, math.ceil((1 - self._tokens) * 1000 / rate_per_s - 1e-6))
+        if count > self._capacity:
+            raise QuotaExceededError(
+                "rate", f"a batch of {count} is over this app's burst of {self._capacity} "
+                "enqueues; split it", max(1, math.ceil(count * 1000 / rate_per_s)))
+        if self._tokens < count:
+            wait_ms = max(1, math.ceil((count - self._tokens) * 1000 / rate_per_s - 1e-6))
             raise QuotaExceededError(
                 "rate", f"this app may enqueue {rate_per_s:g} tasks a second; slow down",
                 wait_ms)
-        self._tokens -= 1
+        self._tokens -= count
 
     def uncounted(self, t_ms: int) -> None:
         """A submission counted at ``t_ms`` was rolled back (it was never stored)."""

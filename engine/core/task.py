@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.core.options import TaskOptions
 from engine.core.states import TaskState
+from engine.core.value import value
 
 
 class _Absent:
@@ -79,7 +80,7 @@ class Task:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TaskInfo:
     """A snapshot of one task, as ``get_task_info`` returns it.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, TypeAlias
 
 from engine.core.commands import Invoke
@@ -12,11 +12,12 @@ from engine.core.errors import ConfigError, ValidationError
 from engine.core.events import FailureKind
 from engine.core.options import check_function_name, check_params
 from engine.core.progress import parse_progress
+from engine.core.value import value
 
 ProgressSink = Callable[[str, int, dict[str, Any]], None]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunContext:
     """What a running function knows about its run, and how it reports progress."""
 
@@ -48,27 +49,27 @@ class RunContext:
 Handler: TypeAlias = Callable[[Any, RunContext], Awaitable[Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Succeeded:
     result: Any
     status_code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Failed:
     error: str
     kind: FailureKind = FailureKind.ERROR
     status_code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Continued:
     """The run is not finished: run again, as the same attempt, from ``checkpoint``."""
 
     checkpoint: Any
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Continue:
     """Return ``Continue(checkpoint)`` from a function to be called again with
     ``ctx.checkpoint == checkpoint`` (a JSON value up to 256 KiB), as the same attempt."""
@@ -76,7 +77,7 @@ class Continue:
     checkpoint: Any
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Unavailable:
     """Nothing was delivered (host unreachable): no attempt is charged."""
 

@@ -3,14 +3,16 @@
 Theory of operation
 -------------------
 A data directory holds numbered segments ``wal-0000000001.log``, ``wal-0000000002.log`` … Each is
-a run of frames (``engine.core.framing``) whose payloads are records (``engine.core.codec``).
+a run of frames (``engine.core.framing``). In format 2 (written now) a frame holds one written
+batch of records (``engine.core.batch_codec``); format-1 segments (a frame per record, and a
+marker frame opening each batch: ``engine.core.codec``) are still read.
 
 Writing (``LogStore``): ``append(events)`` only queues the events and wakes the flusher, so it
 never blocks the driver. The flusher takes *everything* pending, encodes it, and does one write and
-one fsync in a worker thread; events appended meanwhile form the next batch by themselves (group
-commit, LevelDB's leader/follower without a timer). When the batch is on disk ``durable_seq``
-moves to its last seq and every ``wait_durable(seq)`` at or below it returns. A segment that grows
-past ``segment_bytes`` is synced and closed and the next one begins.
+one fsync on the log's own IO thread (``io_thread``); events appended meanwhile form the next batch
+by themselves (group commit, LevelDB's leader/follower without a timer). When the batch is on
+disk ``durable_seq`` moves to its last seq and every ``wait_durable(seq)`` at or below it
+returns. A segment that grows past ``segment_bytes`` is synced and closed and the next one begins.
 
 Faults:
 * A write or fsync error (EIO …) *poisons* the store: the batch and everything after it fail with
@@ -41,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.codec import batch_synced, decode_log_record
+from engine.core.batch_codec import decode_log_frame, payload_synced
 from engine.core.errors import LogError
 from engine.core.events import Event
 from engine.core.framing import CorruptRecordError, ScanResult, TailState, salvage, scan
@@ -151,6 +153,7 @@ class RecoveryReport:
     snapshot_seq: int = 0
     snapshot_tasks: int = 0
     apply_seconds: float = 0.0  # rebuilding the engine's state from what was read
+    dropped_unfinished: int = 0  # records of a split batch whose last frame was never written
 
     def summary(self) -> str:
         text = f"replayed {self.records} records from {self.segments} segment(s)"
@@ -189,11 +192,11 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
     """
     started = time.perf_counter()
     report = RecoveryReport()
-    events: list[Event] = []
+    frames = _Frames()
+    last_data = b""
     segments = list_segments(directory)
-    last_seq = 0
     for index, (_, path) in enumerate(segments):
-        data = path.read_bytes()
+        data = last_data = path.read_bytes()
         report.segments += 1
         report.bytes_read += len(data)
         result = scan_segment(path.name, data)
@@ -204,18 +207,39 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
                                       f"({result.reason})")
             if repair_tail:
                 _cut_torn_tail(directory, path, data, result.good_end, result.reason, report)
-        for offset, payload in zip(result.offsets, result.payloads, strict=True):
-            event = decode_log_record(payload)
-            if event is None:
-                continue
-            if event.seq <= last_seq:
-                raise LogCorruptError(path.name, offset,
-                                      f"record seq {event.seq} does not follow {last_seq}")
-            last_seq = event.seq
-            events.append(event)
-    report.records = len(events)
+        frames.take(index, path.name, result)
+    if frames.pending:
+        _drop_unfinished_batch(directory, segments, frames.pending_at, last_data,
+                               len(frames.pending), repair_tail, report)
+    report.records = len(frames.events)
     report.seconds = time.perf_counter() - started
-    return events, report
+    return frames.events, report
+
+
+class _Frames:
+    """The events of the frames read so far, in order; a batch split over frames joins
+    ``events`` only once its last frame is read (until then it is ``pending``)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.pending: list[Event] = []
+        self.pending_at = (0, 0)  # (segment index, offset) of the pending batch's first frame
+        self.last_seq = 0
+
+    def take(self, index: int, name: str, result: ScanResult) -> None:
+        for offset, payload in zip(result.offsets, result.payloads, strict=True):
+            decoded, more = decode_log_frame(payload)
+            for event in decoded:
+                if event.seq <= self.last_seq:
+                    raise LogCorruptError(name, offset, f"record seq {event.seq} does not "
+                                                        f"follow {self.last_seq}")
+                self.last_seq = event.seq
+            if more and not self.pending:
+                self.pending_at = (index, offset)
+            self.pending += decoded
+            if not more:
+                self.events += self.pending
+                self.pending = []
 
 
 def scan_segment(name: str, data: bytes) -> ScanResult:
@@ -241,8 +265,26 @@ def scan_segment(name: str, data: bytes) -> ScanResult:
 
 def _synced_beyond(data: bytes, offset: int) -> bool:
     after = salvage(memoryview(data)[offset + 1:])
-    return any((synced := batch_synced(p)) is not None and synced > offset
+    return any((synced := payload_synced(p)) is not None and synced > offset
                for p in after.payloads)
+
+
+def _drop_unfinished_batch(directory: Path, segments: list[tuple[int, Path]],
+                           at: tuple[int, int], data: bytes, records: int, repair_tail: bool,
+                           report: RecoveryReport) -> None:
+    """The log ends inside a batch split over frames: its last frame was never written, so it
+    was never acknowledged. Its frames are cut like a torn tail (kept under ``torn/``), so that
+    later batches are never read as its continuation."""
+    index, offset = at
+    path = segments[index][1]
+    if index != len(segments) - 1:
+        raise LogCorruptError(path.name, offset, "a batch split over frames is unfinished but "
+                                                 "later segments exist")
+    report.dropped_unfinished = records
+    if repair_tail:
+        _cut_torn_tail(directory, path, data, offset,
+                       f"a batch of {records} records whose last frame was never written "
+                       "(never acknowledged)", report)
 
 
 def _cut_torn_tail(directory: Path, path: Path, data: bytes, good_end: int, reason: str | None,

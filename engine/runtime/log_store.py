@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.codec import batch_marker, encode_event
+from engine.core.batch_codec import encode_batch
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError
 from engine.core.events import Event
-from engine.core.framing import encode_frame
 from engine.core.schedules import Schedule
 from engine.core.task import Task
+from engine.runtime.io_thread import IoThread
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     FileOps,
@@ -161,7 +161,8 @@ class LogStore:
         self._full = False
         self._retry_s = _FULL_RETRY_FIRST_S
         self._flusher: asyncio.Task[None] | None = None
-        self._io: asyncio.Future[Any] | None = None
+        self._ios: set[asyncio.Future[Any]] = set()  # IO in flight: close waits for it
+        self._writer: IoThread | None = None
         self._rotation: tuple[int, asyncio.Future[int]] | None = None
         self._compacting = False
         self.compact_bytes = compact_bytes
@@ -214,9 +215,10 @@ class LogStore:
     def busy(self) -> bool:
         """Writing, syncing or compacting right now (for tests that wait for quiet)."""
         return (bool(self._pending) or self._rotation is not None or self._compacting
-                or (self._io is not None and not self._io.done()))
+                or any(not io.done() for io in self._ios))
 
     def start(self) -> None:
+        self._writer = IoThread(f"cloudqueue-log:{self.directory.name}")
         self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")
 
     def append(self, events: Sequence[Event]) -> None:
@@ -247,11 +249,14 @@ class LogStore:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        if self._io is not None:
-            await asyncio.gather(self._io, return_exceptions=True)
+        if self._ios:
+            await asyncio.gather(*self._ios, return_exceptions=True)
         if self._failure is None and self._unsynced:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self._ops.fsync, self._fd)
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         with contextlib.suppress(OSError):
             self._ops.close(self._fd)
         if self._lock_fd is not None:
@@ -279,11 +284,9 @@ class LogStore:
 
     async def _write_batch(self, batch: list[Event]) -> bool:
         """Write and (per policy) sync ``batch``; True once it is on disk."""
-        frames = [encode_frame(batch_marker(self._synced_size))]
-        frames += [encode_frame(encode_event(event)) for event in batch]
-        data = b"".join(frames)
+        data = encode_batch(batch, self._synced_size)
         try:
-            await self._in_thread(self._write, data)
+            await self._in_writer(self._write, data)
         except OSError as exc:
             if exc.errno == errno.ENOSPC and self._failure is None:
                 await self._disk_full(batch)
@@ -309,7 +312,7 @@ class LogStore:
             future.set_exception(self.failure or LogError("the log could not be written"))
             return
         try:
-            await self._in_thread(self._rotate)
+            await self._in_writer(self._rotate)
         except Exception as exc:
             self._poison(exc)
             future.set_exception(self.failure or LogError(str(exc)))
@@ -362,15 +365,25 @@ class LogStore:
 
     async def _sync_now(self) -> None:
         try:
-            await self._in_thread(self._sync)
+            await self._in_writer(self._sync)
         except Exception as exc:
             self._poison(exc)
 
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the segment's IO (write, fsync, rotation) on the log's own thread, in order."""
+        if self._writer is None:
+            return await self._in_thread(fn, *args)
+        return await self._track(self._writer.submit(fn, *args))
+
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run file IO in a worker thread; ``close`` waits for it even if the flusher is
-        cancelled, so the file is never closed under a write."""
-        io: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        self._io = io
+        """Run other file IO (a snapshot) in a worker thread, beside the log's writes."""
+        return await self._track(asyncio.ensure_future(asyncio.to_thread(fn, *args)))
+
+    async def _track(self, io: asyncio.Future[T]) -> T:
+        """``close`` waits for ``io`` even if its caller is cancelled, so the file is never
+        closed under a write."""
+        self._ios.add(io)
+        io.add_done_callback(self._ios.discard)
         return await asyncio.shield(io)
 
     # ------------------------------------------------------------------ compaction

@@ -1,9 +1,14 @@
 """Snapshots: the live state at one seq, so restart time stays bounded.
 
 A snapshot file ``snapshot-<seq>.snap`` is a run of frames: a header record (``k: "snap"``, the
-``seq`` it covers, the task count), one ``task`` record per live task (queued, running, waiting,
-or finished within keepResult: the dedup window), and a footer (``k: "end"``, the count again).
-Frames make damage detectable; the footer makes a truncated file detectable.
+``seq`` it covers, the record count), the live tasks (queued, running, waiting, or finished within
+keepResult: the dedup window) and schedules, and a footer (``k: "end"``, the count again). Frames
+make damage detectable; the footer makes a truncated file detectable.
+
+Format 2 (header ``"v": 2``, written now) holds the tasks as arrays in chunks of up to
+``CHUNK_TASKS``, one frame per chunk: ``[2, "tasks", [row, ...]]`` (``engine.core.task_rows``),
+and the schedules in one ``[2, "schedules", [record, ...]]`` frame. Format 1 (``"v": 1``: one
+frame per task record, a map) is still read.
 
 Compaction, crash-safe at every step (``LogStore.compact`` drives it):
 
@@ -30,11 +35,11 @@ from engine.core.codec import (
     schedule_from_record,
     schedule_to_record,
     task_from_record,
-    task_to_record,
 )
 from engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
 from engine.core.schedules import Schedule
 from engine.core.task import Task
+from engine.core.task_rows import task_from_array, task_to_array
 from engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 
 SNAPSHOT_PREFIX = "snapshot-"
@@ -61,19 +66,41 @@ class SnapshotContents(NamedTuple):
     schedules: list[Schedule]
 
 
+SNAPSHOT_FORMAT = 2
+CHUNK_TASKS = 4_096
+
+
 def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, int] | None = None,
                     schedules: Iterable[Schedule] = ()) -> bytes:
     """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (e.g. the day's
     enqueue count for quotas)."""
-    records = [task_to_record(task) for task in tasks]
-    records += [schedule_to_record(found) for found in schedules]
-    return encode_snapshot_records(seq, records, counters)
+    return encode_snapshot_rows(seq, [task_to_array(task) for task in tasks],
+                                [schedule_to_record(found) for found in schedules], counters)
+
+
+def encode_snapshot_rows(seq: int, task_rows: list[list[Any]],
+                         schedule_records: list[dict[str, Any]],
+                         counters: dict[str, int] | None = None) -> bytes:
+    """``encode_snapshot`` from rows already taken (``task_to_array``, ``schedule_to_record``):
+    they are cheap to take on the event loop at one instant, the encoding can run elsewhere."""
+    count = len(task_rows) + len(schedule_records)
+    header = {"v": SNAPSHOT_FORMAT, "k": "snap", "seq": seq, "n": count,
+              "counters": counters or {}}
+    footer = {"v": SNAPSHOT_FORMAT, "k": "end", "n": count}
+    body = [encode_frame(encode_record([SNAPSHOT_FORMAT, "tasks",
+                                        task_rows[i:i + CHUNK_TASKS]]))
+            for i in range(0, len(task_rows), CHUNK_TASKS)]
+    if schedule_records:
+        body.append(encode_frame(encode_record(
+            [SNAPSHOT_FORMAT, "schedules", schedule_records])))
+    return b"".join([encode_frame(encode_record(header)), *body,
+                     encode_frame(encode_record(footer))])
 
 
 def encode_snapshot_records(seq: int, records: list[dict[str, Any]],
                             counters: dict[str, int] | None = None) -> bytes:
-    """``encode_snapshot`` from task records already taken (``task_to_record``): the records are
-    cheap to take on the event loop at one instant, the encoding can then run elsewhere."""
+    """A format-1 snapshot from task and schedule records (``task_to_record``): what versions
+    before format 2 wrote; kept so tests can prove such snapshots still load."""
     body = [encode_frame(encode_record(record)) for record in records]
     header = {"v": SCHEMA_VERSION, "k": "snap", "seq": seq, "n": len(body),
               "counters": counters or {}}
@@ -83,7 +110,8 @@ def encode_snapshot_records(seq: int, records: list[dict[str, Any]],
 
 
 def read_snapshot(path: Path) -> SnapshotContents:
-    """What a snapshot file holds. Raises ``LogCorruptError`` on any damage."""
+    """What a snapshot file holds (format 1 or 2). Raises ``LogCorruptError`` on any damage,
+    ``UnknownRecordKindError`` (a ``LogError``) for a format this version cannot read."""
     data = path.read_bytes()
     try:
         result = scan(data)
@@ -94,20 +122,48 @@ def read_snapshot(path: Path) -> SnapshotContents:
     try:
         header = decode_record(result.payloads[0])
         footer = decode_record(result.payloads[-1])
-        body = [decode_record(p) for p in result.payloads[1:-1]]
-        tasks = [task_from_record(r) for r in body
-                 if not (isinstance(r, dict) and r.get("k") == "schedule")]
-        schedules = [schedule_from_record(r) for r in body
-                     if isinstance(r, dict) and r.get("k") == "schedule"]
+        version = header.get("v") if isinstance(header, dict) else None
+        if version == SNAPSHOT_FORMAT:
+            tasks, schedules, count = _body_v2(result.payloads[1:-1])
+        elif version == SCHEMA_VERSION:
+            tasks, schedules, count = _body_v1(result.payloads[1:-1])
+        else:  # a newer version wrote it: refuse, naming the version
+            raise UnknownRecordKindError("snapshot", version)
     except UnknownRecordKindError as exc:
         raise LogCorruptError(path.name, 0, f"unreadable snapshot record: {exc}") from None
     complete = (isinstance(header, dict) and header.get("k") == "snap"
                 and isinstance(footer, dict) and footer.get("k") == "end"
-                and header.get("n") == footer.get("n") == len(body))
+                and header.get("n") == footer.get("n") == count)
     if not complete:
         raise LogCorruptError(path.name, 0, "snapshot header, footer and task count disagree")
     return SnapshotContents(int(header["seq"]), tasks, dict(header.get("counters") or {}),
                             schedules)
+
+
+def _body_v1(payloads: list[bytes]) -> tuple[list[Task], list[Schedule], int]:
+    body = [decode_record(p) for p in payloads]
+    tasks = [task_from_record(r) for r in body
+             if not (isinstance(r, dict) and r.get("k") == "schedule")]
+    schedules = [schedule_from_record(r) for r in body
+                 if isinstance(r, dict) and r.get("k") == "schedule"]
+    return tasks, schedules, len(body)
+
+
+def _body_v2(payloads: list[bytes]) -> tuple[list[Task], list[Schedule], int]:
+    tasks: list[Task] = []
+    schedules: list[Schedule] = []
+    for payload in payloads:
+        chunk = decode_record(payload)
+        if not (isinstance(chunk, list) and len(chunk) == 3 and chunk[0] == SNAPSHOT_FORMAT
+                and isinstance(chunk[2], list)):
+            raise UnknownRecordKindError("snapshot chunk", SNAPSHOT_FORMAT)
+        if chunk[1] == "tasks":
+            tasks += map(task_from_array, chunk[2])
+        elif chunk[1] == "schedules":
+            schedules += map(schedule_from_record, chunk[2])
+        else:
+            raise UnknownRecordKindError(chunk[1], SNAPSHOT_FORMAT)
+    return tasks, schedules, len(tasks) + len(schedules)
 
 
 def latest_snapshot(directory: Path, ops: FileOps | None = None) -> SnapshotContents | None:

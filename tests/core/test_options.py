@@ -140,3 +140,63 @@ def test_deeply_nested_params_are_refused_without_recursion() -> None:
         deep = [deep]
     with pytest.raises(ValidationError, match="nest deeper than 64 levels"):
         check_params(deep)
+
+
+# ---------------------------------------------------------------------- the fast paths agree
+
+
+@pytest.mark.parametrize(("good", "bad"), [
+    ({"attempts": 1}, {"attempts": True}),          # True == 1, but a boolean is refused
+    ({"delay": 0}, {"delay": False}),
+    ({"priority": 1}, {"priority": float("nan")}),
+])
+def test_a_cached_option_set_never_vouches_for_an_equal_but_invalid_one(
+        good: dict[str, Any], bad: dict[str, Any]) -> None:
+    for wire in (False, True):
+        assert parse_options(good, wire=wire) == parse_options(good, wire=wire)
+        with pytest.raises(ValidationError):
+            parse_options(bad, wire=wire)
+
+
+def test_cached_options_keep_the_type_they_were_given() -> None:
+    assert type(parse_options({"priority": 5}, wire=False).priority) is int
+    assert type(parse_options({"priority": 5.0}, wire=False).priority) is float
+
+
+def test_options_depend_on_the_limits_they_were_checked_against() -> None:
+    wide = Limits(max_timeout_ms=3_600_000)
+    assert parse_options({"timeout": 3_600_000}, wire=False, limits=wide).timeout_ms == 3_600_000
+    with pytest.raises(ValidationError, match="over this queue's maximum"):
+        parse_options({"timeout": 3_600_000}, wire=False)
+
+
+def test_a_unique_id_is_kept_per_call() -> None:
+    assert parse_options({"unique_id": "a", "delay": 5}, wire=False).unique_id == "a"
+    assert parse_options({"unique_id": "b", "delay": 5}, wire=False).unique_id == "b"
+    assert parse_options({"uniqueId": "c"}, wire=True).unique_id == "c"
+
+
+def test_an_unhashable_option_value_is_refused_not_crashed_on() -> None:
+    with pytest.raises(ValidationError, match="attempts"):
+        parse_options({"attempts": [1]}, wire=True)
+
+
+def test_a_checked_function_name_stays_checked_and_bad_ones_stay_bad() -> None:
+    assert check_function_name("resize") == "resize"
+    assert check_function_name("resize") == "resize"
+    with pytest.raises(ValidationError):
+        check_function_name("re size")
+    with pytest.raises(ValidationError):
+        check_function_name("re size")
+
+
+@pytest.mark.parametrize("value", [
+    {"a": float("inf")}, {"a": 1, 2: "b"}, {"a": b"bytes"}, {"a": {1: 2}}, {"a": (1, object())},
+])
+def test_flat_looking_params_with_a_bad_value_are_still_refused(value: Any) -> None:
+    with pytest.raises(ValidationError):
+        check_params(value)
+
+
+def test_flat_params_with_subclassed_scalars_are_accepted() -> None:
+    check_params({"state": DeliveryMode.AT_MOST_ONCE, "n": 1, "f": 1.5, "b": False, "z": None})

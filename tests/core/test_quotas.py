@@ -91,3 +91,48 @@ def test_rolled_back_submission_gives_its_quota_back() -> None:
 def test_quotas_must_be_positive() -> None:
     with pytest.raises(ValueError, match="quota per_day must be > 0"):
         Quotas(per_day=0)
+
+
+# ---------------------------------------------------------------------- batches (enqueue_many)
+
+
+def submit_many(core: EngineCore, uids: list[str], now: int) -> None:
+    core.submit_many([(uid, "f", {}, TaskOptions(delay_ms=10**9)) for uid in uids], now)
+
+
+def refused_many(core: EngineCore, uids: list[str], now: int) -> QuotaExceededError:
+    before = (len(core), core.last_seq)
+    with pytest.raises(QuotaExceededError) as info:
+        submit_many(core, uids, now)
+    assert (len(core), core.last_seq) == before  # nothing created, nothing logged
+    return info.value
+
+
+def test_a_batch_over_the_held_limit_is_refused_whole() -> None:
+    core = core_with(held=3)
+    submit_many(core, ["a", "b"], DAY0)
+    error = refused_many(core, ["c", "d"], DAY0)
+    assert error.quota == "held" and "a batch of 2 would exceed it" in str(error)
+    submit_many(core, ["c"], DAY0)
+
+
+def test_a_batch_over_the_daily_limit_is_refused_whole_even_on_a_new_day() -> None:
+    core = core_with(per_day=3)
+    submit_many(core, ["a", "b"], DAY0)
+    assert refused_many(core, ["c", "d"], DAY0).quota == "daily"
+    assert refused_many(core, ["c", "d", "e", "f"], DAY0 + DAY_MS).quota == "daily"
+    submit_many(core, ["c", "d", "e"], DAY0 + DAY_MS)
+
+
+def test_a_batch_takes_one_rate_token_per_task() -> None:
+    core = core_with(rate_per_s=4)
+    submit_many(core, ["a", "b", "c"], DAY0)
+    error = refused_many(core, ["d", "e"], DAY0)
+    assert (error.quota, error.retry_after_ms) == ("rate", 250)
+    submit_many(core, ["d", "e"], DAY0 + 250)
+
+
+def test_a_batch_larger_than_the_burst_can_never_pass_and_says_so() -> None:
+    core = core_with(rate_per_s=4)
+    error = refused_many(core, [f"t{i}" for i in range(5)], DAY0)
+    assert error.quota == "rate" and "a batch of 5 is over this app's burst of 4" in str(error)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, TaskState
-from engine.core.codec import decode_log_record
+from engine.core.batch_codec import decode_log_payload
 from engine.core.framing import scan
 from engine.log_tool import CLEAN, DAMAGED, REFUSED, TORN, run
 from engine.runtime.log_file import LogCorruptError, list_segments
@@ -28,12 +28,13 @@ async def make_log(directory: Path, count: int = 6) -> list[str]:
 
 
 def damage_frame(directory: Path, index: int) -> None:
-    """Flip a bit in the payload of the index-th event's frame (batch markers skipped)."""
+    """Flip a bit in the payload of the index-th frame holding events (format 2: a batch; these
+    logs hold one event per batch)."""
     segment = list_segments(directory)[0][1]
     data = bytearray(segment.read_bytes())
     scanned = scan(bytes(data))
     offsets = [o for o, p in zip(scanned.offsets, scanned.payloads, strict=True)
-               if decode_log_record(p) is not None]
+               if decode_log_payload(p)]
     data[offsets[index] + 12] ^= 0x20
     segment.write_bytes(bytes(data))
 

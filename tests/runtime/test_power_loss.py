@@ -92,7 +92,7 @@ from engine import (
     TaskInfo,
     TaskState,
 )
-from engine.core.codec import decode_log_record
+from engine.core.batch_codec import decode_log_payload
 from engine.core.events import Event, TaskSubmitted
 from engine.core.framing import scan
 from engine.embedded import Engine
@@ -453,11 +453,9 @@ def written_events(ops: PowerLossOps) -> dict[int, Event]:
     events: dict[int, Event] = {}
     for data in ops.log_writes:
         for payload in scan(data).payloads:
-            event = decode_log_record(payload)
-            if event is None:  # a batch marker
-                continue
-            assert event.seq not in events, f"seq {event.seq} written twice"
-            events[event.seq] = event
+            for event in decode_log_payload(payload):  # a batch's records (format 2)
+                assert event.seq not in events, f"seq {event.seq} written twice"
+                events[event.seq] = event
     return events
 
 

@@ -178,7 +178,7 @@ async def test_a_crash_anywhere_in_a_firing_loses_no_slot_and_doubles_none(
     of the last firing's batch and restart within the slot's period."""
     import shutil
 
-    from engine.core.codec import decode_log_record
+    from engine.core.batch_codec import decode_log_payload
     from engine.core.framing import scan
     from engine.runtime.log_file import segment_name
 
@@ -192,8 +192,9 @@ async def test_a_crash_anywhere_in_a_firing_loses_no_slot_and_doubles_none(
     data = (original / segment_name(1)).read_bytes()
     frames = scan(data)
     last_fire = max(i for i, p in enumerate(frames.payloads)
-                    if isinstance(e := decode_log_record(p), TaskSubmitted) and e.slot_ms)
-    start = frames.offsets[last_fire - 1]  # the batch marker before it
+                    if any(isinstance(e, TaskSubmitted) and e.slot_ms
+                           for e in decode_log_payload(p)))
+    start = frames.offsets[last_fire]  # its batch's frame (format 2: the marker is inside)
     end = frames.offsets[last_fire + 1] if last_fire + 1 < len(frames.offsets) else len(data)
     clock.advance(500)  # restart inside slot 3's period
     for cut in range(start, end + 1):

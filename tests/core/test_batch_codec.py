@@ -1,0 +1,153 @@
+"""Log format 2: batches of array records round-trip; format 1 still reads; the unknown refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from engine.core.batch_codec import (
+    LOG_FORMAT,
+    MAX_FRAME_RECORDS,
+    decode_log_payload,
+    encode_batch,
+    from_array,
+    payload_synced,
+    to_array,
+)
+from engine.core.codec import UnknownRecordKindError, batch_marker, encode_event
+from engine.core.events import (
+    Event,
+    FailureKind,
+    ProgressReported,
+    RunContinued,
+    RunFailed,
+    RunRequeued,
+    RunStarted,
+    RunSucceeded,
+    ScheduleDeleted,
+    SchedulePaused,
+    ScheduleSet,
+    ScheduleSkipped,
+    TaskCancelled,
+    TaskPurged,
+    TaskSubmitted,
+)
+from engine.core.framing import scan
+from engine.core.options import DeliveryMode, TaskOptions
+from engine.core.schedules import ScheduleSpec
+from engine.core.states import TaskState
+from engine.core.task import ABSENT, Task
+from engine.core.task_rows import task_from_array, task_to_array
+
+T = 1_700_000_000_000
+EVENTS: list[Event] = [
+    TaskSubmitted(1, T, "a", "f", {"x": [1, 2.5, None, "s"]}, TaskOptions(), T),
+    TaskSubmitted(2, T, "b", "g", [1, 2], TaskOptions(
+        attempts=3, backoff_ms=5, delay_ms=6, delivery_mode=DeliveryMode.AT_MOST_ONCE,
+        keep_result_ms=7, priority=1.5, timeout_ms=8, deadline_ms=9), 1.5),
+    TaskSubmitted(3, T, "cron:s:5", "f", {}, TaskOptions(), 5, "s", 5),
+    RunStarted(4, T + 1, "a", 1),
+    RunSucceeded(5, T + 2, "a", 4, {"result": {"ok": True}}, 200),
+    RunSucceeded(6, T + 2, "a", 4, {"result": None}, None),
+    RunFailed(7, T + 3, "b", 4, "boom", FailureKind.UNKNOWN, None),
+    RunFailed(8, T + 3, "b", 4, "boom", FailureKind.ERROR, 500),
+    RunRequeued(9, T + 4, "b", 4, "connection refused"),
+    TaskCancelled(10, T + 5, "c"),
+    TaskPurged(11, T + 6, "a"),
+    RunContinued(12, T + 7, "a", 4, {"step": 2}),
+    ProgressReported(13, T + 8, "a", 4, {"percent": 40, "message": "m"}, ((T, "m"),)),
+    ScheduleSet(14, T + 9, ScheduleSpec("s", "f", {"p": 1}, "0 * * * * ?", None, "UTC",
+                                        TaskOptions(attempts=2), False)),
+    SchedulePaused(15, T + 10, "s", True),
+    ScheduleDeleted(16, T + 11, "s"),
+    ScheduleSkipped(17, T + 12, "s", 3, T),
+]
+
+
+def payloads(data: bytes) -> list[bytes]:
+    result = scan(data)
+    assert result.good_end == len(data)
+    return result.payloads
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: f"{type(e).__name__}-{e.seq}")
+def test_every_event_kind_round_trips(event: Event) -> None:
+    assert from_array(to_array(event)) == event
+    (payload,) = payloads(encode_batch([event], 0))
+    assert decode_log_payload(payload) == [event]
+
+
+def test_a_batch_is_one_frame_carrying_what_was_synced_before_it() -> None:
+    (payload,) = payloads(encode_batch(EVENTS, 4096))
+    assert decode_log_payload(payload) == EVENTS
+    assert payload_synced(payload) == 4096
+    assert msgpack.unpackb(payload)[:2] == [LOG_FORMAT, 4096]
+
+
+def test_a_large_batch_is_split_over_frames_that_each_carry_the_marker() -> None:
+    events = [TaskSubmitted(i, T, f"t{i}", "f", {"i": i}, TaskOptions(), T)
+              for i in range(1, 2 * MAX_FRAME_RECORDS + 2)]
+    found = payloads(encode_batch(events, 77))
+    assert len(found) == 3
+    assert [e for p in found for e in decode_log_payload(p)] == events
+    assert {payload_synced(p) for p in found} == {77}
+
+
+def test_big_params_split_a_batch_by_bytes() -> None:
+    events = [TaskSubmitted(i, T, f"t{i}", "f", {"blob": "x" * 300_000}, TaskOptions(), T)
+              for i in range(1, 9)]
+    found = payloads(encode_batch(events, 0))
+    assert 2 <= len(found) <= 4
+    assert [e for p in found for e in decode_log_payload(p)] == events
+
+
+def test_format_1_payloads_still_decode() -> None:
+    assert decode_log_payload(encode_event(EVENTS[0])) == [EVENTS[0]]
+    assert decode_log_payload(batch_marker(123)) == []
+    assert payload_synced(batch_marker(123)) == 123
+    assert payload_synced(encode_event(EVENTS[0])) is None
+
+
+@pytest.mark.parametrize("batch", [
+    [LOG_FORMAT + 1, 0, []],                      # a newer format
+    [LOG_FORMAT, 0],                              # no records
+    [LOG_FORMAT, 0, [[99, 1, T, "a"]]],           # an unknown kind
+    [LOG_FORMAT, 0, [[True, 1, T, "a"]]],         # a kind that is not an integer
+    [LOG_FORMAT, 0, [[1, 1, T, "a"]]],            # a record missing a field
+    [LOG_FORMAT, 0, [[3, 1, T, "a", 1, "e", "nope", None]]],  # a bad failure kind
+], ids=["newer-format", "no-records", "unknown-kind", "bool-kind", "missing-field", "bad-enum"])
+def test_batches_this_version_cannot_read_refuse_to_load(batch: Any) -> None:
+    with pytest.raises(UnknownRecordKindError):
+        decode_log_payload(msgpack.packb(batch, use_bin_type=True))
+
+
+def _task(**changes: Any) -> Task:
+    task = Task("u", "f", {"a": [1]}, TaskOptions(attempts=4, delay_ms=9), 7, 3, T)
+    for name, value in changes.items():
+        setattr(task, name, value)
+    return task
+
+
+@pytest.mark.parametrize("task", [
+    _task(),
+    _task(state=TaskState.RUNNING, attempt=1, run_seq=9, started_ms=T + 1),
+    _task(state=TaskState.SUCCESS, result=None, finished_ms=T + 2, status_code=200),
+    _task(state=TaskState.SUCCESS, result={"result": [1]}, finished_ms=T + 2),
+    _task(state=TaskState.RETRY_WAIT, error="boom", retry_at_ms=T + 5, attempt=2),
+    _task(schedule="nightly", progress={"percent": 5}, progress_ms=T, messages=((T, "hi"),)),
+    _task(checkpoint={"at": 3}, slices=2),
+], ids=["queued", "running", "null-result", "result", "retry", "progress", "continued"])
+def test_every_task_state_round_trips_as_a_snapshot_row(task: Task) -> None:
+    back = task_from_array(msgpack.unpackb(msgpack.packb(task_to_array(task)), raw=False))
+    fields = [f for f in Task.__slots__ if f not in ("timer", "timer_token",
+                                                     "progress_logged_ms")]
+    assert {f: getattr(back, f) for f in fields} == {f: getattr(task, f) for f in fields}
+    assert (back.result is ABSENT) == (task.result is ABSENT)
+
+
+@pytest.mark.parametrize("row", [[], ["u"] * 19, 5])
+def test_a_bad_snapshot_row_refuses_to_load(row: Any) -> None:
+    with pytest.raises(UnknownRecordKindError):
+        task_from_array(row)
