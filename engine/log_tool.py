@@ -29,6 +29,7 @@ from engine.core.framing import TailState, salvage
 from engine.core.schedules import Schedule
 from engine.core.task import Task
 from engine.runtime.log_file import (
+    BatchReader,
     FileOps,
     LogCorruptError,
     LogLockedError,
@@ -98,12 +99,15 @@ def inspect(directory: Path) -> Inspection:
             return _damaged(result, str(exc))
     segments = list_segments(directory)
     progress = Progress(sum(p.stat().st_size for _, p in segments), "reading")
+    reader = BatchReader()  # as the engine reads: a split batch counts once its last frame is in
     for index, (_, path) in enumerate(segments):
         data = path.read_bytes()
         progress.add(len(data))
         try:
             scanned = scan_segment(path.name, data)
-            events = [e for payload in scanned.payloads for e in decode_log_payload(payload)]
+            before = len(reader.events)
+            reader.take(index, path.name, scanned)
+            events = reader.events[before:]
         except LogCorruptError as exc:
             return _damaged(result, f"{path.name} is damaged at offset {exc.offset}: {exc.reason}")
         except UnknownRecordKindError as exc:
@@ -119,6 +123,12 @@ def inspect(directory: Path) -> Inspection:
         for event in events:
             result.kinds[to_record(event)["k"]] += 1
         result.events.extend(e for e in events if e.seq > result.snapshot_seq)
+    if reader.pending and result.status != TORN:
+        where, offset = segments[reader.pending_at[0]][1].name, reader.pending_at[1]
+        result.status = TORN
+        result.problem = (f"{where} ends inside a batch split over frames, at offset {offset}: "
+                          f"its {len(reader.pending)} records were never acknowledged and will "
+                          "be cut at the next start")
     return result
 
 

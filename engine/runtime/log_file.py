@@ -192,7 +192,7 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
     """
     started = time.perf_counter()
     report = RecoveryReport()
-    frames = _Frames()
+    frames = BatchReader()
     last_data = b""
     segments = list_segments(directory)
     for index, (_, path) in enumerate(segments):
@@ -216,7 +216,7 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
     return frames.events, report
 
 
-class _Frames:
+class BatchReader:
     """The events of the frames read so far, in order; a batch split over frames joins
     ``events`` only once its last frame is read (until then it is ``pending``)."""
 

@@ -63,6 +63,27 @@ async def test_verify_reports_a_torn_tail_without_touching_it(tmp_path: Path) ->
     assert segment.stat().st_size == size
 
 
+async def test_verify_reports_an_unfinished_split_batch_as_a_torn_tail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.core.batch_codec as batch_codec
+
+    monkeypatch.setattr(batch_codec, "MAX_FRAME_RECORDS", 4)
+    await make_log(tmp_path)
+    async with Engine(data_dir=tmp_path) as queue:
+        await queue.enqueue_many([{"function": "f", "delay": 3_600_000} for _ in range(10)])
+    segment = list_segments(tmp_path)[0][1]
+    data = segment.read_bytes()
+    segment.write_bytes(data[:scan(data).offsets[-1]])  # its last frame never written
+    status, text = call("verify", tmp_path)
+    assert status == TORN
+    assert "ends inside a batch split over frames" in text and "its 8 records" in text
+    status, text = call("inspect", tmp_path)
+    assert status == TORN and "records: 7 (cancel 1, sub 6)" in text  # as the engine reads it
+    async with Engine(data_dir=tmp_path) as queue:  # the start cuts it
+        assert len(queue.core.tasks()) == 6
+    assert call("verify", tmp_path)[0] == CLEAN
+
+
 async def test_damage_refuses_to_start_until_repair_salvages_the_rest(tmp_path: Path) -> None:
     ids = await make_log(tmp_path)
     damage_frame(tmp_path, 2)  # the third task's submission
