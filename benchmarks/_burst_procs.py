@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks._harness import REPO_ROOT
+from benchmarks._harness import REPO_ROOT, stop_process
 
 _READY_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 30.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +53,7 @@ def started(argv: Sequence[str], env: Mapping[str, str], port: int, ready_path: 
             raise RuntimeError(f"{argv[:2]} did not become ready on {base}:\n{proc.log_tail()}")
         yield proc
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=_STOP_TIMEOUT_S)
+        stop_process(process, _STOP_TIMEOUT_S)
 
 
 async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> bool:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,9 @@ __all__ = [
     "run_cases",
     "now_ns",
     "percentile",
+    "free_port",
+    "raw_fsync_us",
+    "stop_process",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +114,44 @@ class Settings:
     quick: bool
     warmup: int
     repeats: int
+
+
+# ---------------------------------------------------------------------- shared probes
+
+
+def raw_fsync_us(directory: Path, rounds: int) -> float:
+    """Median wall time of one 100-byte write + fsync in ``directory``: the disk's floor now."""
+    path = directory / "fsync-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    samples = []
+    try:
+        for _ in range(rounds):
+            t0 = now_ns()
+            os.write(fd, b"x" * 100)
+            os.fsync(fd)
+            samples.append(now_ns() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(samples) / 1_000
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the benchmarks bind nothing else)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float) -> None:
+    """SIGTERM a child the benchmark started, then SIGKILL it if it has not exited in time."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
 
 
 # ---------------------------------------------------------------------- statistics

@@ -55,7 +55,7 @@ import aiohttp
 from adapters.http_api.auth import sign
 from benchmarks import _burst_report as report
 from benchmarks._burst_load import LoadPlan, LoadResult, request_bytes, run_load
-from benchmarks._burst_procs import CpuMeter, free_port, started
+from benchmarks._burst_procs import CpuMeter, started
 from benchmarks._harness import (
     Case,
     Settings,
@@ -63,6 +63,7 @@ from benchmarks._harness import (
     Trial,
     environment,
     format_table,
+    free_port,
     parse_args,
     percentile,
     run_cases,

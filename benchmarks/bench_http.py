@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,16 @@ from functools import partial
 import aiohttp
 
 from adapters.http_api.auth import sign
-from benchmarks._harness import REPO_ROOT, Case, Stopwatch, Target, Trial, main, now_ns
+from benchmarks._harness import (
+    REPO_ROOT,
+    Case,
+    Stopwatch,
+    Target,
+    Trial,
+    free_port,
+    main,
+    now_ns,
+)
 
 KEYS = {"LEANCLOUD_APP_ID": "bench", "LEANCLOUD_APP_KEY": "bench-app-key",
         "LEANCLOUD_APP_MASTER_KEY": "bench-master-key"}
@@ -41,16 +49,10 @@ BODY = b'{"function":"resize","params":{"image":"cat.png","width":640},"delay":8
 PATH = "/1.1/engine/cloud-queue/tasks"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def server(kind: str) -> Iterator[str]:
     """Start the queue (or the no-op ceiling) in its own process; yield its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **KEYS, "PYTHONPATH": str(REPO_ROOT)}
     with tempfile.TemporaryDirectory(prefix="cq-bench-") as data:
         if kind == "queue":

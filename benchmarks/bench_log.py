@@ -29,7 +29,6 @@ import gc
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from benchmarks._harness import (
     format_table,
     now_ns,
     parse_args,
+    raw_fsync_us,
     run_cases,
 )
 from engine.core.batch_codec import encode_batch
@@ -148,23 +148,6 @@ def _log_store(queue: Engine) -> LogStore:
 # ---------------------------------------------------------------------- durable enqueue
 
 
-def raw_fsync_us(directory: Path, rounds: int) -> float:
-    """Median wall time of one 100-byte write + fsync in ``directory``: the disk's floor."""
-    path = directory / "fsync-probe.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    samples = []
-    try:
-        for _ in range(rounds):
-            t0 = now_ns()
-            os.write(fd, b"x" * 100)
-            os.fsync(fd)
-            samples.append(now_ns() - t0)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return statistics.median(samples) / 1_000
-
-
 async def _produce(queue: Engine, count: int, latencies: list[int]) -> None:
     enqueue = queue.enqueue
     for i in range(count):
@@ -188,19 +171,25 @@ async def enqueue_trial(root: Path, total: int, producers: int, fsync: str,
             await asyncio.gather(*(_produce(queue, shares[p], latencies[p])
                                    for p in range(producers)))
             elapsed_ns, cpu_ns = watch.read()
-            records, syncs, batches = store.records, store.syncs, store.batches
+            figures = _write_figures(store, total, floor_us)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    samples = [x for per_producer in latencies for x in per_producer]
+    return Trial(total, elapsed_ns, cpu_ns, samples, figures)
+
+
+def _write_figures(store: LogStore, total: int, floor_us: float) -> dict[str, float]:
+    """What the log did for ``total`` enqueues (checked: one record each)."""
+    records, syncs, batches = store.records, store.syncs, store.batches
     if records != total:
         raise RuntimeError(f"the log wrote {records} records for {total} enqueues")
-    samples = [x for per_producer in latencies for x in per_producer]
-    return Trial(total, elapsed_ns, cpu_ns, samples, {
+    return {
         "records_per_fsync": records / syncs if syncs else 0.0,  # 0: no fsync in the window
         "fsyncs": float(syncs),
         "batches": float(batches),
         "records_per_batch": records / max(1, batches),
         "raw_fsync_p50_us": floor_us,
-    })
+    }
 
 
 # ---------------------------------------------------------------------- bulk enqueue
@@ -224,18 +213,10 @@ async def enqueue_bulk_trial(root: Path, total: int, per_call: int, probe_rounds
                 await queue.enqueue_many(items)
                 latencies.append(now_ns() - t0)
             elapsed_ns, cpu_ns = watch.read()
-            records, syncs, batches = store.records, store.syncs, store.batches
+            figures = _write_figures(store, total, floor_us)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    if records != total:
-        raise RuntimeError(f"the log wrote {records} records for {total} enqueues")
-    return Trial(total, elapsed_ns, cpu_ns, latencies, {
-        "records_per_fsync": records / syncs if syncs else 0.0,
-        "fsyncs": float(syncs),
-        "batches": float(batches),
-        "calls": float(len(calls)),
-        "raw_fsync_p50_us": floor_us,
-    })
+    return Trial(total, elapsed_ns, cpu_ns, latencies, {**figures, "calls": float(len(calls))})
 
 
 # ---------------------------------------------------------------------- a log, written directly

@@ -39,7 +39,6 @@ import select
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from benchmarks._harness import REPO_ROOT, Case, Stopwatch, Trial, main
+from benchmarks._harness import (
+    REPO_ROOT,
+    Case,
+    Stopwatch,
+    Trial,
+    free_port,
+    main,
+    raw_fsync_us,
+    stop_process,
+)
 from benchmarks.peers.pyqueues import PEERS as PYTHON_PEERS
 from benchmarks.peers.pyqueues import import_check, make_producer
 
@@ -100,16 +108,6 @@ def _die_with_parent() -> None:
 
 
 _PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _tail(text: str, lines: int = 6) -> str:
@@ -210,7 +208,7 @@ class Child:
 
     def stop(self) -> None:
         try:
-            _stop_process(self.process)
+            stop_process(self.process, STOP_TIMEOUT_S)
         finally:
             for pipe in (self.process.stdin, self.process.stdout):
                 if pipe is not None:
@@ -220,12 +218,6 @@ class Child:
 
 
 # ---------------------------------------------------------------------- redis-server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 _CLOCK_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -239,23 +231,6 @@ def process_cpu_ns(pid: int) -> int:
     except OSError:
         return 0
     return (int(fields[11]) + int(fields[12])) * _CLOCK_TICK_NS  # utime, stime
-
-
-def raw_fsync_us(directory: Path, rounds: int) -> float:
-    """Median wall time of one 100-byte write + fsync in ``directory``: the disk's floor now."""
-    path = directory / "fsync-probe.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    samples = []
-    try:
-        for _ in range(rounds):
-            t0 = time.perf_counter_ns()
-            os.write(fd, b"x" * 100)
-            os.fsync(fd)
-            samples.append(time.perf_counter_ns() - t0)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return statistics.median(samples) / 1_000
 
 
 def _pong(port: int) -> bool:
@@ -307,7 +282,7 @@ class RedisServer:
 
     def _start(self) -> None:
         for _ in range(3):  # a free port can be taken between the probe and the bind
-            port = _free_port()
+            port = free_port()
             self.process = subprocess.Popen(self._argv(port), cwd=self.directory,
                                             stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL, preexec_fn=_PREEXEC)
@@ -317,7 +292,7 @@ class RedisServer:
                     self.port = port
                     return
                 time.sleep(0.01)
-            _stop_process(self.process)
+            stop_process(self.process, STOP_TIMEOUT_S)
         raise RuntimeError(f"redis-server did not start: {self.log_tail() or 'no log'}")
 
     def log_tail(self) -> str:
@@ -337,7 +312,8 @@ class RedisServer:
     def stop(self) -> None:
         try:
             if self.process is not None:
-                _stop_process(self.process)  # SIGTERM: redis flushes its AOF and exits
+                # SIGTERM: redis flushes its AOF and exits
+                stop_process(self.process, STOP_TIMEOUT_S)
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -13,7 +13,6 @@ Site files land in ``DATA/storage/blog/``, collections in ``DATA/site.sqlite3``.
 
 from __future__ import annotations
 
-import json
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -132,7 +131,3 @@ class Demo:
         query = urlencode({"queue": self.queue_url, "app": self.keys.app_id, "task": unique_id,
                            "token": token, "template": TEMPLATE})
         return f"{self.host_url}/install/?{query}"
-
-    def summary(self) -> str:
-        return json.dumps({"queue": self.queue_url, "host": self.host_url,
-                           "app_id": self.keys.app_id, "app_key": self.keys.app_key})

@@ -22,7 +22,7 @@ from engine.core.task import TaskInfo
 WIDTH = 32
 
 
-def render(kind: str, info: TaskInfo, width: int = WIDTH) -> str:
+def render(info: TaskInfo, width: int = WIDTH) -> str:
     """One line: ``[#########...........]  42% importing ... · slice 12``."""
     progress = info.progress or {}
     percent = 100.0 if info.state is TaskState.SUCCESS else float(progress.get("percent", 0))
@@ -43,8 +43,8 @@ async def show_progress(queue: QueueClient, unique_id: str, out: TextIO = sys.st
     last = ""
     final: TaskInfo | None = None
     async with aclosing(queue.events(unique_id)) as updates:
-        async for kind, info in updates:
-            line = render(kind, info)
+        async for _, info in updates:
+            line = render(info)
             if tty:
                 out.write("\r" + line.ljust(len(last)))
             elif line != last:

@@ -4,6 +4,7 @@ progress reports, and the whole loop with a real queue calling it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -277,6 +278,19 @@ async def test_progress_is_a_no_op_without_a_queue(caplog: pytest.LogCaptureFixt
 # ---------------------------------------------------------------------------- the whole loop
 
 
+@contextlib.asynccontextmanager
+async def queue_calling(host: FunctionHost, data_dir: Path, port: int | None = None
+                        ) -> AsyncIterator[tuple[Engine, Client]]:
+    """A real queue (its REST API on ``port``, or any free port) whose engine calls ``host``."""
+    async with TestServer(host.app, host="127.0.0.1") as host_server:
+        host_url = str(host_server.make_url("")).rstrip("/")
+        engine = Engine(data_dir=data_dir, invoker=HttpInvoker(host_url, K))
+        server = TestServer(create_app({K.app_id: QueueApp(K, engine)}), host="127.0.0.1",
+                            port=port)
+        async with TestClient(server) as queue:
+            yield engine, queue
+
+
 async def test_a_real_queue_runs_a_python_function_with_progress_and_continuation(
         tmp_path: Path, unused_tcp_port: int) -> None:
     queue_url = f"http://127.0.0.1:{unused_tcp_port}"
@@ -297,37 +311,29 @@ async def test_a_real_queue_runs_a_python_function_with_progress_and_continuatio
             return call.continue_with({"step": step + 1, "files": total})
         return {"installed": params["template"], "files": total}
 
-    host_server = TestServer(host.app, host="127.0.0.1")
-    await host_server.start_server()
-    host_url = str(host_server.make_url("")).rstrip("/")
-    engine = Engine(data_dir=tmp_path / "queue", invoker=HttpInvoker(host_url, K))
-    queue = TestClient(TestServer(create_app({K.app_id: QueueApp(K, engine)}),
-                                  host="127.0.0.1", port=unused_tcp_port))
-    await queue.start_server()
-    try:
-        master = {"X-LC-Id": K.app_id,
-                  "X-LC-Sign": sign(K.master_key, int(time.time() * 1000), master=True)}
-        response = await queue.post("/1.1/engine/cloud-queue/tasks", headers=master, json={
-            "function": "install", "params": {"template": "blog", "files_per_step": 10},
-            "attempts": 1, "timeout": 10_000})
-        assert response.status == 200, await response.text()
-        uid = (await response.json())["uniqueId"]
+    async with queue_calling(host, tmp_path / "queue", unused_tcp_port) as (engine, queue):
+        try:
+            master = {"X-LC-Id": K.app_id,
+                      "X-LC-Sign": sign(K.master_key, int(time.time() * 1000), master=True)}
+            response = await queue.post("/1.1/engine/cloud-queue/tasks", headers=master, json={
+                "function": "install", "params": {"template": "blog", "files_per_step": 10},
+                "attempts": 1, "timeout": 10_000})
+            assert response.status == 200, await response.text()
+            uid = (await response.json())["uniqueId"]
 
-        await asyncio.wait_for(halfway.wait(), 10)
-        response = await queue.get(f"/1.1/engine/cloud-queue/tasks/{uid}", headers=master)
-        running = await response.json()
-        assert running["state"] == "running"
-        assert running["progress"]["percent"] == 60 and running["progress"]["done"] == 3
-        assert running["progress"]["message"] == "step 2"
-        resume.set()
+            await asyncio.wait_for(halfway.wait(), 10)
+            response = await queue.get(f"/1.1/engine/cloud-queue/tasks/{uid}", headers=master)
+            running = await response.json()
+            assert running["state"] == "running"
+            assert running["progress"]["percent"] == 60 and running["progress"]["done"] == 3
+            assert running["progress"]["message"] == "step 2"
+            resume.set()
 
-        await engine.wait(uid, timeout=10)
-        response = await queue.get(f"/1.1/engine/cloud-queue/tasks/{uid}", headers=master)
-        info = await response.json()
-    finally:
-        resume.set()
-        await queue.close()
-        await host_server.close()
+            await engine.wait(uid, timeout=10)
+            response = await queue.get(f"/1.1/engine/cloud-queue/tasks/{uid}", headers=master)
+            info = await response.json()
+        finally:
+            resume.set()  # a failed check must not leave the host's call waiting
 
     assert info["status"] == "success", info
     assert info["result"] == {"result": {"installed": "blog", "files": 50}}
@@ -359,19 +365,9 @@ async def test_array_params_get_their_checkpoint_from_the_queue(
                                        "sum": done["sum"] + params[done["next"]]})
         return done["sum"]
 
-    host_server = TestServer(host.app, host="127.0.0.1")
-    await host_server.start_server()
-    host_url = str(host_server.make_url("")).rstrip("/")
-    engine = Engine(data_dir=tmp_path / "queue", invoker=HttpInvoker(host_url, K))
-    queue = TestClient(TestServer(create_app({K.app_id: QueueApp(K, engine)}),
-                                  host="127.0.0.1", port=unused_tcp_port))
-    await queue.start_server()
-    try:
+    async with queue_calling(host, tmp_path / "queue", unused_tcp_port) as (engine, _):
         uid = await engine.enqueue("sum_files", [3, 5, 7], attempts=0, timeout=10_000)
         info = await engine.wait(uid, timeout=10)
-    finally:
-        await queue.close()
-        await host_server.close()
     assert info.to_wire()["status"] == "success", info
     assert info.to_wire()["result"] == {"result": 15}
     assert [s for s, _, _ in calls] == [0, 1, 2, 3]
@@ -393,32 +389,28 @@ async def test_the_checkpoint_endpoint_answers_only_the_current_run(tmp_path: Pa
         await release.wait()
         return "done"
 
-    async with TestServer(host.app, host="127.0.0.1") as host_server:
-        engine = Engine(data_dir=tmp_path / "queue",
-                        invoker=HttpInvoker(str(host_server.make_url("")).rstrip("/"), K))
-        async with TestClient(TestServer(create_app({K.app_id: QueueApp(K, engine)}),
-                                         host="127.0.0.1")) as queue:
-            uid = await engine.enqueue("slow", {"x": 1}, attempts=0, timeout=10_000)
-            for _ in range(200):  # the second slice is running once it has shown its token
-                if len(tokens) == 2:
-                    break
-                await asyncio.sleep(0.01)
-            path = f"/1.1/engine/cloud-queue/tasks/{uid}/checkpoint"
-            (first, _), (current, _) = tokens
+    async with queue_calling(host, tmp_path / "queue") as (engine, queue):
+        uid = await engine.enqueue("slow", {"x": 1}, attempts=0, timeout=10_000)
+        for _ in range(200):  # the second slice is running once it has shown its token
+            if len(tokens) == 2:
+                break
+            await asyncio.sleep(0.01)
+        path = f"/1.1/engine/cloud-queue/tasks/{uid}/checkpoint"
+        (first, _), (current, _) = tokens
 
-            async def get(token: str, app_id: str = K.app_id) -> tuple[int, Any]:
-                response = await queue.get(path, headers={"X-LC-Id": app_id,
-                                                          "X-CloudQueue-Run-Token": token})
-                return response.status, await response.json()
+        async def get(token: str, app_id: str = K.app_id) -> tuple[int, Any]:
+            response = await queue.get(path, headers={"X-LC-Id": app_id,
+                                                      "X-CloudQueue-Run-Token": token})
+            return response.status, await response.json()
 
-            assert await get(current) == (200, {"checkpoint": {"page": 7}, "slice": 1})
-            status, body = await get(first)
-            assert status == 409 and "not running any more" in body["error"]
-            assert (await get(current + "x"))[0] == 401
-            assert (await get(current, "otherApp"))[0] == 401
-            assert (await get(""))[0] == 401
-            release.set()
-            assert (await engine.wait(uid, timeout=10)).to_wire()["status"] == "success"
+        assert await get(current) == (200, {"checkpoint": {"page": 7}, "slice": 1})
+        status, body = await get(first)
+        assert status == 409 and "not running any more" in body["error"]
+        assert (await get(current + "x"))[0] == 401
+        assert (await get(current, "otherApp"))[0] == 401
+        assert (await get(""))[0] == 401
+        release.set()
+        assert (await engine.wait(uid, timeout=10)).to_wire()["status"] == "success"
 
 
 async def test_array_params_past_the_first_slice_need_a_queue_url() -> None:

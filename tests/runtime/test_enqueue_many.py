@@ -21,30 +21,11 @@ from engine import (
 )
 from engine.core.events import TaskPurged, TaskSubmitted
 from engine.core.quotas import QuotaExceededError, Quotas
-from engine.runtime.log_file import FileOps, read_log
+from engine.runtime.log_file import read_log
+from tests.runtime.test_log_store import CountingOps
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000
-
-
-class CountingOps(FileOps):
-    """The real file layer, counting writes and syncs; writes fail with ``fail_write``."""
-
-    def __init__(self) -> None:
-        self.syncs = 0
-        self.writes = 0
-        self.fail_write: int | None = None
-
-    def write(self, fd: int, data: bytes) -> None:
-        if self.fail_write is not None:
-            super().write(fd, data[: len(data) // 2])  # a partial write, as a full disk leaves
-            raise OSError(self.fail_write, "injected")
-        self.writes += 1
-        super().write(fd, data)
-
-    def fsync(self, fd: int) -> None:
-        self.syncs += 1
-        super().fsync(fd)
 
 
 def items(n: int, **options: Any) -> list[dict[str, Any]]:
