@@ -46,6 +46,7 @@ from engine.core.codec import (
     _options_to_dict,
     decode_record,
     from_record,
+    options_from_dict,
     schedule_from_dict,
     schedule_to_dict,
 )
@@ -67,7 +68,7 @@ from engine.core.events import (
     TaskSubmitted,
 )
 from engine.core.framing import encode_frame
-from engine.core.options import DeliveryMode, TaskOptions
+from engine.core.options import TaskOptions
 
 LOG_FORMAT = 2
 MAX_FRAME_RECORDS = 4_096
@@ -77,13 +78,9 @@ MORE = 1  # a 4th payload element: more frames of this batch follow
 # Record kinds of format 2 (never renumber: they are on disk).
 SUB, START, OK, FAIL, REQUEUE, CANCEL, CONT, PROG, PURGE, SSET, SPAUSE, SDEL, SSKIP = range(13)
 
-_DEFAULT_OPTIONS = TaskOptions()
-
-
 # ---------------------------------------------------------------------- options
 
 _ENCODED_OPTIONS: dict[int, tuple[TaskOptions, dict[str, Any]]] = {}
-_DECODED_OPTIONS: dict[tuple[tuple[str, Any], ...], TaskOptions] = {}
 _OPTIONS_CACHE_MAX = 4_096
 
 
@@ -98,24 +95,6 @@ def options_to_dict(options: TaskOptions) -> dict[str, Any]:
         _ENCODED_OPTIONS.clear()
     _ENCODED_OPTIONS[id(options)] = (options, encoded)  # holding options keeps its id unique
     return encoded
-
-
-def options_from_dict(data: dict[str, Any]) -> TaskOptions:
-    """Options from their stored dict; each distinct set is built once."""
-    if not data:
-        return _DEFAULT_OPTIONS
-    key = tuple(data.items())
-    found = _DECODED_OPTIONS.get(key)
-    if found is not None:
-        return found
-    fields = dict(data)
-    if "delivery_mode" in fields:
-        fields["delivery_mode"] = DeliveryMode(fields["delivery_mode"])
-    options = TaskOptions(**fields)
-    if len(_DECODED_OPTIONS) >= _OPTIONS_CACHE_MAX:
-        _DECODED_OPTIONS.clear()
-    _DECODED_OPTIONS[key] = options
-    return options
 
 
 # ---------------------------------------------------------------------- records

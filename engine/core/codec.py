@@ -75,12 +75,13 @@ _OPTIONS_CACHE: dict[tuple[tuple[str, Any], ...], TaskOptions] = {}
 _OPTIONS_CACHE_MAX = 4_096
 
 
-def _options_from_dict(data: dict[str, Any]) -> TaskOptions:
-    """Options are immutable and most tasks share a handful of option sets: decode each set once
-    (faster replay, and one object in memory for all the tasks that share it)."""
+def options_from_dict(data: dict[str, Any]) -> TaskOptions:
+    """Options from their stored dict (both log formats and snapshots). Options are immutable
+    and most tasks share a handful of option sets: each set is decoded once (faster replay, and
+    one object in memory for all the tasks that share it)."""
     if not data:
         return _DEFAULT_OPTIONS
-    key = tuple(sorted(data.items()))
+    key = tuple(data.items())  # written in one fixed order, so no need to sort
     cached = _OPTIONS_CACHE.get(key)
     if cached is not None:
         return cached
@@ -88,8 +89,9 @@ def _options_from_dict(data: dict[str, Any]) -> TaskOptions:
     if "delivery_mode" in fields:
         fields["delivery_mode"] = DeliveryMode(fields["delivery_mode"])
     options = TaskOptions(**fields)
-    if len(_OPTIONS_CACHE) < _OPTIONS_CACHE_MAX:
-        _OPTIONS_CACHE[key] = options
+    if len(_OPTIONS_CACHE) >= _OPTIONS_CACHE_MAX:
+        _OPTIONS_CACHE.clear()
+    _OPTIONS_CACHE[key] = options
     return options
 
 
@@ -133,7 +135,7 @@ def to_record(event: Event) -> dict[str, Any]:
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "sub": lambda r: TaskSubmitted(r["seq"], r["t"], r["id"], r["fn"], r["p"],
-                                   _options_from_dict(r["o"]), r["pri"],
+                                   options_from_dict(r["o"]), r["pri"],
                                    *(r["sch"] if "sch" in r else (None, None))),
     "sset": lambda r: ScheduleSet(r["seq"], r["t"], schedule_from_dict(r["spec"])),
     "spause": lambda r: SchedulePaused(r["seq"], r["t"], r["id"], r["paused"]),
@@ -178,7 +180,7 @@ def schedule_to_dict(spec: ScheduleSpec) -> dict[str, Any]:
 
 def schedule_from_dict(data: dict[str, Any]) -> ScheduleSpec:
     return ScheduleSpec(data["name"], data["fn"], data["p"], data["cron"], data["every"],
-                        data["tz"], _options_from_dict(data["o"]), data["paused"])
+                        data["tz"], options_from_dict(data["o"]), data["paused"])
 
 
 def schedule_to_record(schedule: Schedule) -> dict[str, Any]:
@@ -234,7 +236,7 @@ def task_from_record(record: Any) -> Task:
     if record.get("k") != "task" or record.get("v") != SCHEMA_VERSION:
         raise UnknownRecordKindError(record.get("k"), record.get("v"))
     try:
-        return Task(record["id"], record["fn"], record["p"], _options_from_dict(record["o"]),
+        return Task(record["id"], record["fn"], record["p"], options_from_dict(record["o"]),
                     record["pri"], record["seq"], record["c"], TaskState(record["st"]),
                     record["a"], record["run"], record["s"], record["f"], record["sc"],
                     record.get("r", ABSENT), record["e"], record["ra"],

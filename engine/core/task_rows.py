@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core.batch_codec import options_from_dict, options_to_dict
-from engine.core.codec import UnknownRecordKindError
+from engine.core.batch_codec import options_to_dict
+from engine.core.codec import UnknownRecordKindError, options_from_dict
 from engine.core.states import TaskState
 from engine.core.task import ABSENT, Task
 
