@@ -19,7 +19,6 @@ are keyed by ``objectId`` (``INSERT OR REPLACE``).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import re
@@ -135,7 +134,7 @@ class Installer:
         folder = scratch / "unpacked" / COLLECTIONS_PREFIX
         names: list[str] = cp.get("names") or sorted(p.stem for p in folder.glob("*.json"))
         counts: dict[str, int] = dict(cp.get("counts", {}))
-        index, row = cp.get("collection", 0), cp.get("row", 0)
+        index, row, pos = cp.get("collection", 0), cp.get("row", 0), cp.get("pos", 0)
         with sqlite3.connect(self.database) as db:
             while index < len(names):
                 pending = [n for n in names if n not in counts]
@@ -145,20 +144,23 @@ class Installer:
                     name = names[index]
                     db.execute(f"CREATE TABLE IF NOT EXISTS {name} "
                                "(objectId TEXT PRIMARY KEY, data TEXT NOT NULL)")
-                    with (folder / f"{name}.ndjson").open() as source:
-                        lines = list(itertools.islice(source, row, row + ROWS_PER_BATCH))
+                    with (folder / f"{name}.ndjson").open("rb") as source:
+                        source.seek(pos)  # straight to the next row: no re-reading
+                        lines = [line for line in (source.readline()
+                                                   for _ in range(ROWS_PER_BATCH)) if line]
+                        pos = source.tell()
                     with db:  # one transaction a batch
                         db.executemany(f"INSERT OR REPLACE INTO {name} VALUES (?, ?)",
-                                       [(json.loads(line)["objectId"], line.rstrip("\n"))
+                                       [(json.loads(line)["objectId"], line.rstrip().decode())
                                         for line in lines])
                     row += len(lines)
                     if row >= counts[name]:
-                        index, row = index + 1, 0
+                        index, row, pos = index + 1, 0, 0
                 if time.monotonic() >= deadline:
                     break
         if index < len(names):
-            return {"phase": "import", "collection": index, "row": row, "names": names,
-                    "counts": counts, "files": cp.get("files", 0)}, None
+            return {"phase": "import", "collection": index, "row": row, "pos": pos,
+                    "names": names, "counts": counts, "files": cp.get("files", 0)}, None
         return {"phase": "cleanup", "names": names, "files": cp.get("files", 0)}, None
 
     def _cleanup(self, cp: Checkpoint, scratch: Path,

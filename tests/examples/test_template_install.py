@@ -44,7 +44,7 @@ def check_installed(data: Path, result: dict[str, Any]) -> None:
 def test_the_install_runs_end_to_end_from_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
     command = [sys.executable, "-m", "examples.template_install", "--data", str(data),
-               "--queue-port", "0", "--host-port", "0", "--pause-ms", "0"]
+               "--queue-port", "0", "--host-port", "0", "--pause-ms", "0", "--budget-ms", "20"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
