@@ -2,8 +2,9 @@
 
 ``POST <host>/1.1/functions/<name>`` with the params as the JSON body, ``X-LC-Id``, master
 credentials and the hook key (so ``internal: true`` functions run), and no session header
-(protocol §2.1). One ``ClientSession`` per invoker, connections reused. The core cancels a run at
-its deadline; the session's own timeout is only a backstop.
+(protocol §2.1). One :class:`~adapters.http_invoker.h1.HostClient` per invoker (a small HTTP/1.1
+client for the one host, ~2x cheaper per call than aiohttp's), connections reused. The core
+cancels a run at its deadline; the client's own timeout is only a backstop.
 
 When the host cannot be reached (D11) the run is handed back uncharged and the invoker reports
 itself unavailable: the driver starts no runs while a probe (``GET /__engine/1/ping``; any real
@@ -21,9 +22,8 @@ import contextlib
 import json
 import logging
 
-import aiohttp
-
 from adapters.http_api.auth import AppKeys, run_token
+from adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient
 from adapters.http_invoker.outcome import (
     broken_after_sending,
     classify_response,
@@ -51,32 +51,31 @@ class HttpInvoker(Invoker):
         self.probe_min_ms = probe_min_ms
         self.probe_max_ms = probe_max_ms
         self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HostClient | None = None
         self._down_since_success = 0
         self._probe: asyncio.Task[None] | None = None
         self.calls = 0
         self._fixed = self._fixed_headers()
-        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     @property
     def available(self) -> bool:
         return self._probe is None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=_KEEPALIVE_S)
-        self._session = aiohttp.ClientSession(connector=connector)
+        self._client = HostClient(self.base_url, limit=self._connections,
+                                  keepalive_s=_KEEPALIVE_S)
 
     async def close(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
             self._probe = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
-    def _fixed_headers(self) -> dict[str, str]:
-        """The headers every call carries (built once)."""
+    def _fixed_headers(self) -> bytes:
+        """The header lines every call carries (built once)."""
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "X-LC-Id": self.keys.app_id,
                    "X-LC-Key": f"{self.keys.master_key},master"}
@@ -84,48 +83,40 @@ class HttpInvoker(Invoker):
             headers["X-LC-Hook-Key"] = self.keys.hook_key
         if self.prod is not None:
             headers["X-LC-Prod"] = str(self.prod)
-        return headers
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} may not contain a line break")
+        return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
 
-    def _headers(self, command: Invoke) -> dict[str, str]:
-        headers = self._fixed.copy()
-        attempt, slice_ = str(command.attempt), str(command.slice)
-        headers["X-CloudQueue-Unique-Id"] = command.unique_id
-        headers["X-CloudQueue-Attempt"] = attempt
-        headers["Idempotency-Key"] = f"{command.unique_id}:{attempt}:{slice_}"
-        headers["X-CloudQueue-Slice"] = slice_
-        headers["X-CloudQueue-Run-Token"] = run_token(self.keys, command.unique_id,
-                                                      command.run_seq)
-        return headers
-
-    def _timeout(self, timeout_ms: int) -> aiohttp.ClientTimeout:
-        """The whole call's limit: the run's timeout, plus time for the answer to arrive."""
-        timeout = self._timeouts.get(timeout_ms)
-        if timeout is None:
-            if len(self._timeouts) > 64:
-                self._timeouts.clear()
-            timeout = self._timeouts[timeout_ms] = aiohttp.ClientTimeout(
-                total=timeout_ms / 1000 + 5)
-        return timeout
+    def _headers(self, command: Invoke) -> bytes:
+        """This run's header lines: the fixed ones and the run's own (unique ids, function names
+        and numbers never hold a line break: the engine validates them)."""
+        uid, attempt, slice_ = command.unique_id, command.attempt, command.slice
+        token = run_token(self.keys, uid, command.run_seq)
+        return self._fixed + (
+            f"X-CloudQueue-Unique-Id: {uid}\r\nX-CloudQueue-Attempt: {attempt}\r\n"
+            f"Idempotency-Key: {uid}:{attempt}:{slice_}\r\nX-CloudQueue-Slice: {slice_}\r\n"
+            f"X-CloudQueue-Run-Token: {token}\r\n").encode()
 
     async def invoke(self, command: Invoke) -> Outcome:
-        assert self._session is not None, "HttpInvoker.start() was not awaited"
+        assert self._client is not None, "HttpInvoker.start() was not awaited"
         self.calls += 1
-        url = f"{self.base_url}/1.1/functions/{command.function}"
         params = with_checkpoint(command.params, command.checkpoint, command.slice)
         body = json.dumps(params, separators=(",", ":")).encode()
-        timeout = self._timeout(command.timeout_ms)
+        # The whole call's limit: the run's timeout, plus time for the answer to arrive.
+        timeout_s = command.timeout_ms / 1000 + 5
         try:
-            async with self._session.post(url, data=body, headers=self._headers(command),
-                                          timeout=timeout) as response:
-                payload = await response.read()
-                outcome = classify_response(response.status,
-                                            response.headers.get("Content-Type", ""), payload)
-        except aiohttp.ClientConnectorError as exc:
-            outcome = connection_failed(str(exc.os_error or exc))
+            response = await self._client.request(
+                "POST", f"/1.1/functions/{command.function}", self._headers(command), body,
+                timeout_s)
+            outcome = classify_response(response.status, response.header("content-type"),
+                                        response.body)
+        except ConnectFailed as exc:
+            outcome = connection_failed(str(exc))
         except TimeoutError:
             outcome = timed_out(command.timeout_ms)
-        except aiohttp.ClientError as exc:
-            outcome = broken_after_sending(type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+        except ConnectionBroken as exc:
+            outcome = broken_after_sending(str(exc))
         if isinstance(outcome, Unavailable):
             self._host_down(outcome.reason)
         else:
@@ -154,12 +145,10 @@ class HttpInvoker(Invoker):
             self._wake()
 
     async def _answers(self) -> bool:
-        assert self._session is not None
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with self._session.get(f"{self.base_url}/__engine/1/ping",
-                                         timeout=aiohttp.ClientTimeout(total=5)) as response:
-                body = await response.read()
-                down = classify_response(response.status,
-                                         response.headers.get("Content-Type", ""), body)
-                return not isinstance(down, Unavailable)
+        assert self._client is not None
+        with contextlib.suppress(ConnectFailed, ConnectionBroken, TimeoutError):
+            response = await self._client.request("GET", "/__engine/1/ping", timeout_s=5)
+            down = classify_response(response.status, response.header("content-type"),
+                                     response.body)
+            return not isinstance(down, Unavailable)
         return False
