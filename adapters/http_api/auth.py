@@ -13,6 +13,7 @@ The timestamp in a signature is not checked for freshness, as leanengine does no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -101,11 +102,21 @@ def sign(key: str, timestamp_ms: int, master: bool = False) -> str:
     return f"{digest},{timestamp_ms}" + (",master" if master else "")
 
 
+@functools.lru_cache(maxsize=64)
+def _run_token_key(master_key: str) -> bytes:
+    # BLAKE2b takes a key of up to 64 bytes; a longer master key is hashed down to one
+    key = master_key.encode()
+    return key if len(key) <= 64 else hashlib.blake2b(key, person=b"cq-run-key").digest()
+
+
 def run_token(keys: AppKeys, unique_id: str, run_seq: int) -> str:
-    """The token a function host uses to report progress for one run: ``<run>.<hmac>``, keyed by
-    the app's master key, so only the queue can make one and it names exactly one run."""
-    digest = hmac.digest(keys.master_key.encode(),
-                         f"{keys.app_id}\n{unique_id}\n{run_seq}".encode(), "sha256").hex()
+    """The token a function host uses to report progress for one run: ``<run>.<mac>``, a keyed
+    BLAKE2b (128-bit) MAC by the app's master key, so only the queue can make one and it names
+    exactly one run. One per run the queue starts: BLAKE2b's keyed mode costs a third of an
+    HMAC-SHA256 here."""
+    digest = hashlib.blake2b(f"{keys.app_id}\n{unique_id}\n{run_seq}".encode(),
+                             key=_run_token_key(keys.master_key), digest_size=16,
+                             person=b"cq-run-token").hexdigest()
     return f"{run_seq}.{digest}"
 
 
