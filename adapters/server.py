@@ -12,6 +12,9 @@ A TOML config describes many apps::
     port = 3100
     data_dir = "data"
     access_log = false                       # a log line per request (costs CPU at load)
+    adaptive_concurrency = true              # fewer runs in flight while the server is overloaded
+    gc_freeze_ms = 1000                      # freeze long-lived objects out of the GC (0: off)
+    gc_full_collect_s = 900                  # then a full collection this often (0: never)
     [[apps]]
     app_id = "myApp"
     app_key = "..."
@@ -50,6 +53,7 @@ from adapters.http_invoker.invoker import HttpInvoker
 from engine.core.errors import ConfigError
 from engine.core.quotas import Quotas
 from engine.embedded import Engine
+from engine.runtime.heap import HeapFreezer
 
 log = logging.getLogger("cloudqueue.serve")
 
@@ -78,6 +82,13 @@ class ServeConfig:
     # a line per request on the "aiohttp.access" logger: off by default, because at a thousand
     # requests a second writing it costs the server 6-18 % of its CPU
     access_log: bool = False
+    # engine/runtime/pacing.py: while the event loop lags, keep fewer runs in flight than each
+    # app's concurrency, so that acknowledgements stay fast (tasks wait; nothing is dropped)
+    adaptive_concurrency: bool = True
+    # engine/runtime/heap.py: freeze what has lived a while out of the cyclic GC every this many
+    # ms (0: leave the GC alone), and collect everything once every gc_full_collect_s (0: never)
+    gc_freeze_ms: int = 1_000
+    gc_full_collect_s: int = 900
 
 
 def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | None,
@@ -120,13 +131,28 @@ def load_config(path: Path) -> ServeConfig:
     ids = [a.keys.app_id for a in apps]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: app ids must be unique")
-    access_log = data.get("access_log", False)
-    if not isinstance(access_log, bool):
-        raise ConfigError(f"{path}: access_log must be true or false")
+    flags: dict[str, bool] = {}
+    for name in ("access_log", "adaptive_concurrency"):
+        flags[name] = data.get(name, getattr(ServeConfig, name))
+        if not isinstance(flags[name], bool):
+            raise ConfigError(f"{path}: {name} must be true or false")
+    gc_settings: dict[str, int] = {}
+    for name in ("gc_freeze_ms", "gc_full_collect_s"):
+        value = data.get(name, getattr(ServeConfig, name))
+        if type(value) is not int or value < 0:
+            raise ConfigError(f"{path}: {name} must be a whole number >= 0 (0 turns it off), "
+                              f"got {value!r}")
+        gc_settings[name] = value
+    full_ms = gc_settings["gc_full_collect_s"] * 1000
+    if full_ms and full_ms < gc_settings["gc_freeze_ms"]:
+        raise ConfigError(f"{path}: gc_full_collect_s must be 0 or at least gc_freeze_ms")
     return ServeConfig(host=str(data.get("host", "127.0.0.1")),
                        port=int(data.get("port", DEFAULT_PORT)),
                        data_dir=Path(data.get("data_dir", "data")), apps=apps,
-                       access_log=access_log)
+                       access_log=flags["access_log"],
+                       adaptive_concurrency=flags["adaptive_concurrency"],
+                       gc_freeze_ms=gc_settings["gc_freeze_ms"],
+                       gc_full_collect_s=gc_settings["gc_full_collect_s"])
 
 
 def _app_from_toml(index: int, raw: Any) -> AppConfig:
@@ -184,7 +210,7 @@ def build_app(config: ServeConfig) -> web.Application:
                         quotas=app.quotas, timezone=app.timezone,
                         schedule_concurrency=app.schedule_concurrency,
                         data_dir=config.data_dir / app.keys.app_id, fsync=app.fsync,
-                        invoker=invoker)
+                        invoker=invoker, adaptive_concurrency=config.adaptive_concurrency)
         tenants[app.keys.app_id] = QueueApp(app.keys, engine)
     return create_app(tenants)
 
@@ -206,6 +232,11 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None) -> No
         log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
     log.info("cloudqueue listening on http://%s:%d (data in %s)", config.host, config.port,
              config.data_dir)
+    freezer = None
+    if config.gc_freeze_ms:
+        freezer = asyncio.ensure_future(HeapFreezer(
+            freeze_every_s=config.gc_freeze_ms / 1000,
+            full_every_s=config.gc_full_collect_s or None).run())
     if started is not None:
         started.set()
     try:
@@ -213,4 +244,7 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None) -> No
         log.info("shutting down: no new requests; runs in flight get %d ms",
                  config.shutdown_grace_ms)
     finally:
+        if freezer is not None:
+            freezer.cancel()
+            await asyncio.gather(freezer, return_exceptions=True)
         await runner.cleanup()

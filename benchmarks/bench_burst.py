@@ -2,14 +2,16 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_burst                   # full run (~2 min): 1k/s x 30 s, 5k, 10k
-    python -m benchmarks.bench_burst --quick           # 200/s x 2 s (+ 2 short bends): it runs
+    python -m benchmarks.bench_burst                   # full run (~3 min): 1k/s x 30 s, 5k, 10k,
+                                                       # then 1k/s again with fixed concurrency
+    python -m benchmarks.bench_burst --quick           # 200/s x 2 s (+ 3 short ones): it runs
     python -m benchmarks.bench_burst --case burst      # only DESIGN.md's 1000/s x 30 s
     python -m benchmarks.bench_burst --server-concurrency 64   # runs in flight at the queue
 
 Three processes on 127.0.0.1, each on a free port, all stopped at the end of a trial: ``cloudqueue
 serve`` (the real server: a fresh data dir in a temp dir, the durable log with fsync always,
-``--concurrency`` runs in flight) whose app's ``function_host`` is a Python
+``--concurrency`` runs in flight, adaptive concurrency on as by default; the last case,
+``burst_fixed``, passes ``--fixed-concurrency``) whose app's ``function_host`` is a Python
 :class:`adapters.function_host.FunctionHost` serving a no-op (``benchmarks._burst_host``), and
 this process, the load generator (``benchmarks._burst_load``): it POSTs
 ``/1.1/engine/cloud-queue/tasks`` (LeanCloud's protocol, master-signed) at a fixed rate whatever
@@ -26,7 +28,7 @@ failed, the drain time after the last ack, the peak depth, and the CPU each proc
 cores, from /proc) with the rest of the machine's load (``cores_others``: other work sharing the 2
 cores). Beside ``--out`` go ``burst-<rate>.json`` (the 100 ms time series: sent, acked,
 completed, ack p50/p99/max, depth) and ``burst-<rate>.png`` (matplotlib, the ``bench`` extra);
-a ``--quick`` run names them ``burst-<rate>-quick.*``.
+``burst_fixed`` adds ``-fixed``, a ``--quick`` run ``-quick``.
 
 DESIGN.md's target (case ``burst``): 1000 QPS held for 30 s with p99 ack latency <= 50 ms. Met
 only if the rate held (>= 99 % of the offered 1000/s achieved, i.e. ``ops_per_s >= 990``, with no
@@ -91,6 +93,7 @@ class Burst:
     rate: int  # enqueues/s offered
     seconds: float
     server_concurrency: int
+    adaptive: bool = True  # the server's adaptive concurrency (off: --fixed-concurrency)
     max_in_flight: int = MAX_IN_FLIGHT
     drain_limit_s: float = DRAIN_LIMIT_S
 
@@ -114,7 +117,8 @@ class BurstCase(Case):
 
 
 def _series_stem(out_dir: Path, burst: Burst, quick: bool) -> Path:
-    return out_dir / f"burst-{burst.rate}{'-quick' if quick else ''}"
+    fixed = "" if burst.adaptive else "-fixed"
+    return out_dir / f"burst-{burst.rate}{fixed}{'-quick' if quick else ''}"
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
@@ -170,7 +174,8 @@ def burst_trial(burst: Burst, out_dir: Path, quick: bool) -> Trial:
         with started(host_argv, KEYS, host_port, "/__engine/1/ping", root / "host.log") as host:
             queue_argv = ["-m", "engine.cli", "serve", "--port", str(queue_port),
                           "--data-dir", str(root / "data"), "--function-host", host.base_url,
-                          "--concurrency", str(burst.server_concurrency)]
+                          "--concurrency", str(burst.server_concurrency),
+                          *([] if burst.adaptive else ["--fixed-concurrency"])]
             with started(queue_argv, KEYS, queue_port, "/__health/ready",
                          root / "server.log") as queue:
                 meter = CpuMeter({"server": queue.process.pid, "host": host.process.pid,
@@ -241,16 +246,21 @@ def _write_series(stem: Path, burst: Burst, extra: Mapping[str, float], latencie
 
 def build_cases(quick: bool, out_dir: Path, concurrency: int = DEFAULT_SERVER_CONCURRENCY
                 ) -> list[Case]:
+    # the last plan: the same burst with the server's adaptive concurrency off, for comparison
     if quick:
-        plans = [("burst", 200, 2.0), ("burst_bend", 500, 1.0), ("burst_bend", 1000, 1.0)]
+        plans = [("burst", 200, 2.0, True), ("burst_bend", 500, 1.0, True),
+                 ("burst_bend", 1000, 1.0, True), ("burst_fixed", 200, 2.0, False)]
     else:
-        plans = [("burst", 1000, 30.0), ("burst_bend", 5000, 10.0), ("burst_bend", 10000, 10.0)]
+        plans = [("burst", 1000, 30.0, True), ("burst_bend", 5000, 10.0, True),
+                 ("burst_bend", 10000, 10.0, True), ("burst_fixed", 1000, 30.0, False)]
     cases: list[Case] = []
-    for name, rate, seconds in plans:
-        burst = Burst(rate, seconds, concurrency, drain_limit_s=20.0 if quick else DRAIN_LIMIT_S)
+    for name, rate, seconds, adaptive in plans:
+        burst = Burst(rate, seconds, concurrency, adaptive,
+                      drain_limit_s=20.0 if quick else DRAIN_LIMIT_S)
         params = {"rate_per_s": rate, "seconds": seconds, "n": burst.count,
                   "server": "cloudqueue serve", "store": "log, fsync always",
-                  "server_concurrency": concurrency, "function_host": "FunctionHost, no-op",
+                  "server_concurrency": concurrency, "adaptive_concurrency": adaptive,
+                  "function_host": "FunctionHost, no-op",
                   "max_in_flight": burst.max_in_flight, "late_after_ms": 5,
                   "latency_from": "scheduled send time"}
         target = TARGET if name == "burst" and not quick else None
@@ -263,7 +273,8 @@ def verdict(record: dict[str, Any]) -> None:
     """Add ``burst_verdict``: did the offered rate hold, was p99 within 50 ms; for the case with
     DESIGN.md's target, ``target_met`` becomes both (the harness alone compared the rate)."""
     figures, params = record["figures"], record["params"]
-    record["variant"] = f"{params['rate_per_s']}/s x {params['seconds']:g} s"
+    fixed = "" if params.get("adaptive_concurrency", True) else ", fixed concurrency"
+    record["variant"] = f"{params['rate_per_s']}/s x {params['seconds']:g} s{fixed}"
     offered = figures["offered_per_s"]
     clean = not (figures["dropped"] or figures["errors"] or figures["unsent"]
                  or figures["timed_out"])

@@ -50,6 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
                   f"{data_dir / 'dev-credentials.json'}", flush=True)
     if args.access_log:
         config = dataclasses.replace(config, access_log=True)
+    if args.fixed_concurrency:
+        config = dataclasses.replace(config, adaptive_concurrency=False)
     asyncio.run(server.serve(config))
     return 0
 
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file describing many apps")
     serve.add_argument("--access-log", action="store_true",
                        help="log a line per request (off by default: it costs CPU at load)")
+    serve.add_argument("--fixed-concurrency", action="store_true",
+                       help="keep --concurrency runs in flight even while the server is "
+                            "overloaded (by default it starts fewer while its event loop lags, "
+                            "so that enqueues are still acknowledged quickly)")
     serve.set_defaults(func=_serve)
     cron_cli.add_parser(commands)
     return parser

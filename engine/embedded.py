@@ -63,6 +63,10 @@ class Engine:
 
     Args:
         concurrency: runs in flight at once (LeanCloud's default is 1).
+        adaptive_concurrency: while the event loop lags (the process is overloaded), keep fewer
+            runs in flight than ``concurrency`` so that enqueues are still acknowledged quickly;
+            back up to ``concurrency`` as the lag clears (``engine/runtime/pacing.py``). Off by
+            default here; ``cloudqueue serve`` turns it on.
         max_timeout_ms: the largest ``timeout`` a task may ask for.
         quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
         timezone: the default zone of schedules (an IANA name).
@@ -87,7 +91,8 @@ class Engine:
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, compact_bytes: int | None = None,
                  file_ops: FileOps | None = None,
                  store: Store | None = None,
-                 clock: Clock | None = None, invoker: Invoker | None = None) -> None:
+                 clock: Clock | None = None, invoker: Invoker | None = None,
+                 adaptive_concurrency: bool = False) -> None:
         if data_dir is not None and store is not None:
             raise ValueError("give data_dir or store, not both")
         if concurrency < 1:
@@ -111,11 +116,23 @@ class Engine:
         self._invoker = invoker or self.functions
         self.functions.progress_sink = self._report_progress
         self.watchers = Watchers(self._info_or_none)
-        self._driver = Driver(self.core, self.store, self.clock, self._invoker, self.watchers)
+        self._adaptive = adaptive_concurrency
+        self._driver = self._new_driver(self.store)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
         self._log: LogStore | None = None
         self._compaction: asyncio.Future[None] | None = None
+
+    def _new_driver(self, store: Store) -> Driver:
+        return Driver(self.core, store, self.clock, self._invoker, self.watchers,
+                      adaptive=self._adaptive)
+
+    @property
+    def run_cap(self) -> int:
+        """Runs the engine lets be in flight right now: ``concurrency``, or less while adaptive
+        concurrency holds runs back."""
+        cap = self.core.run_cap
+        return self.core.concurrency if cap is None else min(cap, self.core.concurrency)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,7 +183,7 @@ class Engine:
             self.core.apply(event)
         loaded.report.apply_seconds = time.perf_counter() - started
         self.store = self._log = store
-        self._driver = Driver(self.core, store, self.clock, self._invoker, self.watchers)
+        self._driver = self._new_driver(store)
         self.recovery = loaded.report
         log.info("%s: %s", directory, loaded.report.summary())
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_RATES = [("burst", 200), ("burst_bend", 500), ("burst_bend", 1000)]
+QUICK_RATES = [("burst", 200), ("burst_bend", 500), ("burst_bend", 1000), ("burst_fixed", 200)]
+STEMS = ["burst-200-quick", "burst-500-quick", "burst-1000-quick", "burst-200-fixed-quick"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def test_quick_run_exits_zero_with_one_record_per_case(
     assert proc.returncode == 0, proc.stderr
     records = _records(proc)
     assert [(r["case"], r["params"]["rate_per_s"]) for r in records] == QUICK_RATES
+    assert [r["params"]["adaptive_concurrency"] for r in records] == [True] * 3 + [False]
     assert (out_dir / "results.jsonl").read_text().splitlines() == proc.stdout.splitlines()
 
 
@@ -67,14 +69,14 @@ def test_quick_run_writes_the_time_series_and_the_plot(
         quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     proc, out_dir = quick_run
     assert proc.returncode == 0, proc.stderr
-    for _, rate in QUICK_RATES:
-        series = json.loads((out_dir / f"burst-{rate}-quick.json").read_text())
+    for stem in STEMS:
+        series = json.loads((out_dir / f"{stem}.json").read_text())
         rows = series["series"]
         assert series["bucket_ms"] == 100 and rows
         assert {"t_s", "sent", "acked", "completed", "ack_p99_ms", "depth"} <= set(rows[0])
         assert sum(row["acked"] for row in rows) == series["figures"]["acked"]
         assert max(row["depth"] for row in rows) <= series["figures"]["peak_depth"]
         assert rows[-1]["depth"] == 0  # drained
-        png = out_dir / f"burst-{rate}-quick.png"
+        png = out_dir / f"{stem}.png"
         if importlib.util.find_spec("matplotlib") is not None:
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -98,6 +98,9 @@ class EngineCore(ScheduleOps):
     def __init__(self, config: CoreConfig | None = None, *, start_ms: int = 0) -> None:
         self.config = config or CoreConfig()
         self.concurrency = self.config.concurrency
+        # a lower limit on runs in flight set from outside while the machine is overloaded
+        # (engine/runtime/pacing.py); None: ``concurrency`` alone
+        self.run_cap: int | None = None
         self._tasks: dict[str, Task] = {}
         self._ready = ReadyQueue()
         self._ready_scheduled = ReadyQueue()  # used when schedules have their own group
@@ -453,7 +456,8 @@ class EngineCore(ScheduleOps):
                 if unique_id is None:
                     break
                 self._start(self._tasks[unique_id], now_ms, events, commands)
-        while len(self._running) - len(self._running_scheduled) < self.concurrency:
+        limit = self.concurrency if self.run_cap is None else min(self.concurrency, self.run_cap)
+        while len(self._running) - len(self._running_scheduled) < limit:
             unique_id = self._ready.pop()
             if unique_id is None:
                 return

@@ -30,6 +30,7 @@ from engine.runtime.functions import (
     Succeeded,
     Unavailable,
 )
+from engine.runtime.pacing import LagMonitor, RunCap
 from engine.runtime.store import Store
 from engine.runtime.watchers import Watchers
 
@@ -38,7 +39,7 @@ log = logging.getLogger("cloudqueue.driver")
 
 class Driver:
     def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker,
-                 watchers: Watchers | None = None) -> None:
+                 watchers: Watchers | None = None, *, adaptive: bool = False) -> None:
         self.core = core
         self.watchers = watchers
         self.store = store
@@ -51,12 +52,26 @@ class Driver:
         self._sleep_deadline: int | None = None  # when the loop's armed timer wakes it
         self._timer: TimerCancel | None = None
         self._stopping = False
+        # adaptive concurrency (pacing.py): fewer runs in flight while the loop lags
+        self.run_cap = RunCap(core.concurrency) if adaptive else None
+        self._lag_monitor: asyncio.Task[None] | None = None
         invoker.set_wake(self.poke)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="cloudqueue-driver")
+        if self.run_cap is not None:
+            monitor = LagMonitor(self._on_lag, lambda: bool(self._runs) or self.core.has_ready)
+            self._lag_monitor = asyncio.create_task(monitor.run(), name="cloudqueue-lag")
+
+    def _on_lag(self, lag_ms: float) -> None:
+        assert self.run_cap is not None
+        before = self.core.run_cap
+        cap = self.run_cap.observe(lag_ms)
+        self.core.run_cap = cap if cap < self.core.concurrency else None
+        if before is not None and (self.core.run_cap is None or self.core.run_cap > before):
+            self.poke()  # room for more runs
 
     def poke(self) -> None:
         self._wake.set()
@@ -95,9 +110,12 @@ class Driver:
             await asyncio.wait(list(self._runs.values()), timeout=grace_ms / 1000)
         self._stopping = True
         self._wake.set()
+        if self._lag_monitor is not None:
+            self._lag_monitor.cancel()
         for task in list(self._runs.values()):
             task.cancel()
-        tasks = [t for t in [self._loop_task, *self._runs.values()] if t is not None]
+        tasks = [t for t in [self._loop_task, self._lag_monitor, *self._runs.values()]
+                 if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runs.clear()
 

@@ -63,12 +63,30 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
         (GOOD.replace('app_id = "a2"', 'app_id = "a1"'), "app ids must be unique"),
         ("[[apps]\n", "cannot read"),
         ("access_log = 'yes'\n" + GOOD, "access_log must be true or false"),
+        ("adaptive_concurrency = 1\n" + GOOD, "adaptive_concurrency must be true or false"),
+        ("gc_freeze_ms = -1\n" + GOOD, "gc_freeze_ms must be a whole number >= 0"),
+        ("gc_full_collect_s = 1.5\n" + GOOD, "gc_full_collect_s must be a whole number >= 0"),
+        ("gc_freeze_ms = 5000\ngc_full_collect_s = 2\n" + GOOD,
+         "gc_full_collect_s must be 0 or at least gc_freeze_ms"),
     ],
 )
 def test_a_bad_file_is_refused_saying_what_to_fix(tmp_path: Path, text: str,
                                                  message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write(tmp_path, text))
+
+
+def test_heap_freezing_is_on_by_default_and_can_be_tuned_or_turned_off(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, GOOD))
+    assert (default.gc_freeze_ms, default.gc_full_collect_s) == (1_000, 900)
+    tuned = load_config(write(tmp_path, "gc_freeze_ms = 0\ngc_full_collect_s = 0\n" + GOOD))
+    assert (tuned.gc_freeze_ms, tuned.gc_full_collect_s) == (0, 0)
+
+
+def test_adaptive_concurrency_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).adaptive_concurrency is True
+    off = load_config(write(tmp_path, "adaptive_concurrency = false\n" + GOOD))
+    assert off.adaptive_concurrency is False
 
 
 def test_env_credentials_are_leanengines_variables(tmp_path: Path) -> None:

@@ -279,6 +279,21 @@ def test_concurrency_limits_runs_in_flight() -> None:
     assert [r.unique_id for r in h.tick(T0 + 2)] == ["c"]
 
 
+def test_a_run_cap_below_concurrency_holds_runs_back_until_lifted() -> None:
+    h = Harness(concurrency=4)
+    for uid in "abcdef":
+        h.submit(uid)
+    h.core.run_cap = 2  # the runtime saw the loop lag
+    first = h.tick(T0)
+    assert [r.unique_id for r in first] == ["a", "b"]
+    h.succeed(first[0], T0 + 1)
+    assert [r.unique_id for r in h.tick(T0 + 1)] == ["c"]  # one out, one in: still 2
+    h.core.run_cap = 10  # above concurrency: concurrency rules
+    assert [r.unique_id for r in h.tick(T0 + 2)] == ["d", "e"]
+    h.core.run_cap = None
+    assert h.tick(T0 + 3) == []  # 4 in flight
+
+
 def test_woken_retry_competes_by_its_original_priority() -> None:
     h = Harness(concurrency=1)
     h.submit("retry-me", priority=1, attempts=1, backoff=100)

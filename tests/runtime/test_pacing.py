@@ -1,0 +1,102 @@
+"""Adaptive concurrency (engine/runtime/pacing.py): the AIMD rule with exact numbers, the lag
+monitor on a real loop, and the engine keeping fewer runs in flight while its loop lags."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from engine import Engine, FakeClock, RunContext
+from engine.runtime.pacing import LagMonitor, RunCap
+
+
+def test_lag_above_the_mark_shrinks_the_cap_and_calm_grows_it_back_by_one() -> None:
+    cap = RunCap(32, lag_high_ms=4.0, decrease=0.5)
+    assert [cap.observe(10.0) for _ in range(6)] == [16, 8, 4, 2, 1, 1]  # never below 1
+    assert cap.decreases == 5  # the last observation found it at its floor already
+    assert cap.observe(3.0) == 1  # between half the mark and the mark: holds
+    assert [cap.observe(0.5) for _ in range(3)] == [2, 3, 4]
+    for _ in range(100):
+        cap.observe(0.0)
+    assert cap.cap == 32  # never above the configured concurrency
+
+
+def test_the_floor_keeps_runs_going() -> None:
+    cap = RunCap(8, floor=3, decrease=0.1)
+    assert cap.observe(100.0) == 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ceiling": 0}, "floor <= ceiling"),
+    ({"ceiling": 4, "floor": 5}, "floor <= ceiling"),
+    ({"ceiling": 4, "decrease": 1.0}, "decrease must be between 0 and 1"),
+])
+def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RunCap(**kwargs)
+
+
+async def test_the_monitor_sees_a_blocked_loop() -> None:
+    seen: list[float] = []
+    monitor = asyncio.ensure_future(LagMonitor(seen.append, busy=lambda: True).run())
+    try:
+        await asyncio.sleep(0.02)
+        asyncio.get_running_loop().call_soon(time.sleep, 0.05)  # a callback holding the loop
+        for _ in range(100):
+            if seen and max(seen) >= 30:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        monitor.cancel()
+        await asyncio.gather(monitor, return_exceptions=True)
+    assert max(seen) >= 30  # the 50 ms the callback held the loop, give or take a timer's slack
+
+
+async def test_an_overloaded_engine_keeps_fewer_runs_in_flight_and_loses_nothing() -> None:
+    clock = FakeClock(start_ms=1_700_000_000_000)
+    engine = Engine(clock=clock, concurrency=8, adaptive_concurrency=True)
+    release = asyncio.Event()
+    in_flight = 0
+    most = 0
+
+    @engine.define
+    async def work(params: Any, ctx: RunContext) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return params
+
+    await engine.start()
+    try:
+        driver = engine._driver
+        for _ in range(3):
+            driver._on_lag(50.0)  # the loop was 50 ms late three times: 8 -> 5 -> 3 -> 2
+        assert engine.run_cap == 2
+        ids = [await engine.enqueue("work", {"i": i}) for i in range(20)]
+        await engine.settle()
+        assert (in_flight, most) == (2, 2)
+        for _ in range(6):
+            driver._on_lag(0.0)  # calm again: one more slot per measurement, up to 8
+        assert engine.run_cap == 8
+        await engine.settle()
+        assert in_flight == 8  # the driver was woken to fill the new slots
+        release.set()
+        infos = [await engine.wait(uid, timeout=10) for uid in ids]
+        assert [info.status for info in infos] == ["success"] * 20
+    finally:
+        release.set()
+        await engine.close(grace_ms=0)
+
+
+async def test_without_adaptive_concurrency_lag_changes_nothing() -> None:
+    engine = Engine(clock=FakeClock(start_ms=0), concurrency=8)
+    await engine.start()
+    try:
+        assert engine._driver.run_cap is None and engine.run_cap == 8
+    finally:
+        await engine.close(grace_ms=0)
