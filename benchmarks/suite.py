@@ -39,6 +39,9 @@ from typing import Any
 from benchmarks._harness import BUSY_CPU_SHARE, REPO_ROOT
 
 # The order modules run in; any other benchmarks/bench_*.py found runs before bench_peers.
+# what a full run adds to a module's command line: the issue's own sizes (bench_log: replay of
+# 1,000,000 records, 1,000,000 held tasks for memory, 20,000 one-producer enqueues)
+FULL_RUN_ARGS: dict[str, list[str]] = {"bench_log": ["--full-size"]}
 MODULES = ("bench_embedded", "bench_log", "bench_http", "bench_cron", "bench_progress",
            "bench_burst", "bench_peers")
 OPTIONAL = ("bench_peers",)  # being written elsewhere: run when present, else a line says so
@@ -310,8 +313,8 @@ def all_modules() -> tuple[str, ...]:
 def _run_module(module: str, quick: bool, out: Path) -> tuple[list[dict[str, Any]], str | None]:
     """Run one module; its new records (tagged) and why it failed, if it did."""
     before = len(out.read_text(encoding="utf-8").splitlines()) if out.exists() else 0
-    argv = [sys.executable, "-m", f"benchmarks.{module}", *(["--quick"] if quick else []),
-            "--out", str(out)]
+    argv = [sys.executable, "-m", f"benchmarks.{module}",
+            *(["--quick"] if quick else FULL_RUN_ARGS.get(module, [])), "--out", str(out)]
     print(f"\n=== {module} ({' '.join(argv[1:])})", file=sys.stderr, flush=True)
     started = time.monotonic()
     problem = None
