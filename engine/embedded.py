@@ -173,8 +173,7 @@ class Engine:
             LogStore.open, directory, on_disk_full=self._roll_back_unstored,
             on_compact_due=self._compact_soon, **self._log_options)
         started = time.perf_counter()
-        for task in loaded.snapshot_tasks:
-            self.core.restore(task)
+        self.core.restore_many(loaded.snapshot_tasks)
         for found in loaded.snapshot_schedules:
             self.core.restore_schedule(found)
         self.core.restore_counters(loaded.counters)

@@ -29,7 +29,7 @@ timer whose time passed while the queue was down fires at the first ``tick``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -371,27 +371,51 @@ class EngineCore(ScheduleOps):
     def restore(self, task: Task) -> None:
         """Insert a task read from a snapshot and rebuild what derives from its state (the
         ready queue, its timer, the running set): the same rules ``apply`` follows."""
-        task.timer, task.timer_token = None, 0
-        self._tasks[task.unique_id] = task
-        state, options = task.state, task.options
-        if not state.is_final:
-            self._unfinished += 1
-        if state is TaskState.QUEUED:
-            if task.started_ms is None and options.delay_ms > 0:
-                self._set_timer(task, TimerKind.START, task.created_ms + options.delay_ms)
-            else:
-                self._make_ready(task)
-        elif state is TaskState.RUNNING:
-            self._running[task.unique_id] = task.run_seq
-            if self._own_group(task):
-                self._running_scheduled.add(task.unique_id)
-            self._set_timer(task, TimerKind.TIMEOUT, (task.started_ms or 0) + options.timeout_ms)
-        elif state is TaskState.RETRY_WAIT:
-            self._set_timer(task, TimerKind.WAKE, task.retry_at_ms or 0)
-        else:
-            expires_ms = (task.finished_ms or 0) + options.keep_result_ms
-            self._set_timer(task, TimerKind.EXPIRE, expires_ms)
-        self.last_seq = max(self.last_seq, task.seq, task.run_seq)
+        self.restore_many((task,))
+
+    def restore_many(self, tasks: Iterable[Task]) -> None:
+        """``restore`` for a whole snapshot: one loop with the lookups hoisted (a start from a
+        snapshot restores every live task, ~100,000 of them in the restart target's case)."""
+        by_id, wheel_add, due = self._tasks, self._wheel.add, self._due
+        queued, running, retry_wait = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
+        token, unfinished, last_seq = self._timer_tokens, 0, self.last_seq
+        for task in tasks:
+            unique_id, state, options = task.unique_id, task.state, task.options
+            by_id[unique_id] = task
+            task.timer = None
+            if state is queued:
+                unfinished += 1
+                if task.started_ms is not None or options.delay_ms <= 0:
+                    task.timer_token = 0
+                    self._make_ready(task)
+                    kind = None
+                else:
+                    kind, at_ms = TimerKind.START, task.created_ms + options.delay_ms
+            elif state is running:
+                unfinished += 1
+                self._running[unique_id] = task.run_seq
+                if self._own_group(task):
+                    self._running_scheduled.add(unique_id)
+                kind, at_ms = TimerKind.TIMEOUT, (task.started_ms or 0) + options.timeout_ms
+            elif state is retry_wait:
+                unfinished += 1
+                kind, at_ms = TimerKind.WAKE, task.retry_at_ms or 0
+            else:  # final (cancelled tasks too): kept until keepResult passes
+                kind, at_ms = TimerKind.EXPIRE, (task.finished_ms or 0) + options.keep_result_ms
+            if kind is not None:  # as _set_timer does, for a task with no timer yet
+                token += 1
+                timer_key = (kind, unique_id, token)
+                task.timer_token = token
+                handle = wheel_add(timer_key, at_ms)
+                if handle is None:
+                    due.append(timer_key)
+                else:
+                    task.timer = handle
+            if task.seq > last_seq or task.run_seq > last_seq:
+                last_seq = max(last_seq, task.seq, task.run_seq)
+        self._timer_tokens = token
+        self._unfinished += unfinished
+        self.last_seq = last_seq
 
     # ------------------------------------------------------------------ the clock
 
