@@ -64,7 +64,8 @@ _PEER_KEYS = {"producers": ("producers", "concurrency", "in_flight", "clients"),
               "items_per_call": ("items_per_call", "batch", "batch_size")}
 # Peers count only when they acknowledge after an fsync, as DESIGN.md's targets assume.
 DURABLE_PEER_FSYNC = (None, "always")
-_VARIANT_KEYS = ("server", "store", "fsync", "producers", "concurrency", "items_per_call", "phase")
+_VARIANT_KEYS = ("server", "store", "fsync", "producers", "concurrency", "items_per_call", "phase",
+                 "client")
 
 
 # ---------------------------------------------------------------------- rendering (pure)
