@@ -33,6 +33,7 @@ A TOML config describes many apps::
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -205,7 +206,11 @@ def _quotas(where: str, raw: Any) -> Quotas:
 def build_app(config: ServeConfig) -> web.Application:
     tenants = {}
     for app in config.apps:
-        invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
+        # a connection for every run the app may have in flight (and the outage probe), so that
+        # no run waits for one past its deadline
+        connections = max(100, app.concurrency + (app.schedule_concurrency or 0) + 1)
+        invoker = (HttpInvoker(app.function_host, app.keys, connections=connections)
+                   if app.function_host else None)
         engine = Engine(concurrency=app.concurrency, max_timeout_ms=app.max_timeout_ms,
                         quotas=app.quotas, timezone=app.timezone,
                         schedule_concurrency=app.schedule_concurrency,
@@ -247,4 +252,5 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None) -> No
         if freezer is not None:
             freezer.cancel()
             await asyncio.gather(freezer, return_exceptions=True)
+            gc.unfreeze()  # leave the process's collector as it was (tests, embedders)
         await runner.cleanup()

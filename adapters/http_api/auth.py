@@ -123,7 +123,7 @@ def run_token(keys: AppKeys, unique_id: str, run_seq: int) -> str:
 def check_run_token(keys: AppKeys, unique_id: str, token: str) -> int | None:
     """The run a token was made for, or None if it was not made by this queue for this task."""
     run, _, _digest = token.partition(".")
-    if not run.isdigit():
+    if not (run.isascii() and run.isdigit()):  # isdigit alone takes "²", which int() refuses
         return None
     expected = run_token(keys, unique_id, int(run))
     return int(run) if _same(token, expected) else None

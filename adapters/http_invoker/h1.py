@@ -7,19 +7,21 @@ JSON answer needs far less: this client writes one prebuilt byte string per requ
 answer in a ``Protocol`` without streams. aiohttp still serves everything else (the REST API, the
 function host, the SDK client).
 
-What it speaks: ``http`` and ``https`` (the system's default certificate checks), keep-alive
-connections reused most-recent-first and dropped after ``keepalive_s`` idle, answers framed by
+What it speaks: ``http`` and ``https`` (the system's default certificate checks), Basic auth
+from ``user:password@`` in the URL, keep-alive connections reused most-recent-first and closed
+once idle past ``keepalive_s`` (checked whenever a request looks for one), answers framed by
 ``Content-Length``, ``Transfer-Encoding: chunked`` or the connection's end, ``1xx`` interim answers
 skipped, ``gzip``/``deflate`` bodies decoded (it sends ``Accept-Encoding: gzip, deflate``, as
-aiohttp did). No redirects, proxies, cookies or pipelining: the queue needs none of them.
+aiohttp did). Bodies, decoded bodies, heads and trailers are bounded. No redirects, proxies,
+cookies or pipelining: the queue needs none of them.
 
 What it reports, so that the invoker can tell "nothing ran" from "the function may have run":
 
-* :class:`ConnectFailed` - no connection was made (refused, DNS, TLS handshake, unreachable);
-  the request was never sent.
-* :class:`ConnectionBroken` - the connection ended or spoke something other than HTTP/1.x after
-  the request was written.
-* ``TimeoutError`` - no whole answer within the caller's ``timeout_s``.
+* :class:`ConnectFailed` - the request was not sent: no connection could be made (refused, DNS,
+  TLS handshake, unreachable), or none was made within ``timeout_s``.
+* :class:`ConnectionBroken` - the connection ended, or spoke something other than HTTP/1.x,
+  after the request was written.
+* ``TimeoutError`` - the request was written but no whole answer came within ``timeout_s``.
 
 A connection is reused only after a whole answer that allows it; on any error, timeout or
 cancellation it is closed.
@@ -28,11 +30,12 @@ cancellation it is closed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 import zlib
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 _MAX_HEAD = 64 * 1024  # status line + headers
 _MAX_BODY = 64 * 1024 * 1024  # a function's answer; the queue keeps results far smaller
@@ -133,12 +136,11 @@ class _Parser:
             return False
         size_text = bytes(self.buf[:end]).split(b";", 1)[0].strip()
         del self.buf[:end + 2]
-        try:
-            self.length = int(size_text, 16)
-        except ValueError:
-            raise ConnectionBroken(f"bad chunk size {size_text[:20]!r}") from None
-        if self.length < 0:
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
             raise ConnectionBroken(f"bad chunk size {size_text[:20]!r}")
+        self.length = int(size_text, 16)
+        if self.length > _MAX_BODY:
+            raise ConnectionBroken(f"chunk of {self.length} bytes: over {_MAX_BODY}")
         self.state = "chunk" if self.length else "trailers"
         return True
 
@@ -157,6 +159,8 @@ class _Parser:
     def _step_trailers(self) -> bool:
         end = self.buf.find(b"\r\n")
         if end < 0:
+            if len(self.buf) > _MAX_HEAD:
+                raise ConnectionBroken(f"trailer line over {_MAX_HEAD} bytes")
             return False
         del self.buf[:end + 2]
         if end == 0:  # the empty line ending the trailers
@@ -191,11 +195,11 @@ class _Parser:
             self.state = "chunk_size"
         elif "\r\ncontent-length:" in lowered:
             length = _field(lowered, lowered, "content-length")
-            try:
-                self.length = int(length)
-            except ValueError:
-                raise ConnectionBroken(f"bad Content-Length {length[:20]!r}") from None
-            if not 0 <= self.length <= _MAX_BODY:
+            values = {value.strip() for value in length.split(",")}  # repeats must agree
+            if len(values) != 1 or not _is_digits(next(iter(values))):
+                raise ConnectionBroken(f"bad Content-Length {length[:20]!r}")
+            self.length = int(values.pop())
+            if self.length > _MAX_BODY:
                 raise ConnectionBroken(f"Content-Length {self.length} out of range")
             self.state = "length"
         else:
@@ -233,18 +237,33 @@ def _field(head: str, lowered: str, name: str) -> str:
     return ", ".join(values)
 
 
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # int() would also take "+5", "1_0", " 7"
+
+
+def _inflate(body: bytes, wbits: int) -> bytes:
+    """Decompress, never past _MAX_BODY (a small body can inflate to gigabytes)."""
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(body, _MAX_BODY + 1)
+    if len(out) > _MAX_BODY:
+        raise ConnectionBroken(f"response body decompresses to over {_MAX_BODY} bytes")
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
 def _decode(coding: str, body: bytes) -> bytes:
     coding = coding.lower()
     if not coding or coding == "identity":
         return body
     try:
         if coding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            return _inflate(body, 16 + zlib.MAX_WBITS)
         if coding == "deflate":
             try:
-                return zlib.decompress(body)
+                return _inflate(body, zlib.MAX_WBITS)
             except zlib.error:  # raw deflate, as some servers send it
-                return zlib.decompress(body, -zlib.MAX_WBITS)
+                return _inflate(body, -zlib.MAX_WBITS)
     except zlib.error as exc:
         raise ConnectionBroken(f"could not decode a {coding} body: {exc}") from None
     raise ConnectionBroken(f"unsupported Content-Encoding {coding!r} (asked for gzip, deflate)")
@@ -283,7 +302,12 @@ class _Connection(asyncio.Protocol):
         parser, waiter = self.parser, self.waiter
         if parser is None or waiter is None or waiter.done():
             return
-        if parser.closed():
+        try:
+            ended = parser.closed()
+        except ConnectionBroken as broken:  # e.g. a body that does not decode
+            waiter.set_exception(broken)
+            return
+        if ended:
             parser.keep_alive = False
             waiter.set_result(parser.response)  # type: ignore[arg-type]
         else:
@@ -318,6 +342,11 @@ class HostClient:
         default_port = self.port == (443 if self.ssl else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default_port else f"{host}:{self.port}"
+        self._auth = b""  # user:password in the URL -> Basic auth, as aiohttp's client sent it
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._auth = (b"Authorization: Basic " + base64.b64encode(credentials.encode())
+                          + b"\r\n")
         self.keepalive_s = keepalive_s
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
@@ -328,8 +357,9 @@ class HostClient:
     def head(self, method: str, path: str, headers: bytes, body_length: int | None) -> bytes:
         """The request's head. ``headers``: ``Name: value\\r\\n`` lines (no Host, no length)."""
         length = b"" if body_length is None else b"Content-Length: %d\r\n" % body_length
-        return (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-                "Accept-Encoding: gzip, deflate\r\n").encode("latin-1") + headers + length + b"\r\n"
+        return ((f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                "Accept-Encoding: gzip, deflate\r\n").encode("latin-1") + self._auth + headers
+                + length + b"\r\n")
 
     async def request(self, method: str, path: str, headers: bytes = b"", body: bytes = b"",
                       timeout_s: float = 30.0) -> Response:
@@ -337,17 +367,32 @@ class HostClient:
         if self._closed:
             raise RuntimeError("HostClient is closed")
         data = self.head(method, path, headers, len(body) if body or method != "GET" else None)
-        async with asyncio.timeout(timeout_s), self._slots:
-            conn = self._take_idle()
-            if conn is None:
-                conn = await self._connect()
-            return await self._exchange(conn, data + body if body else data, method == "HEAD")
+        sent = False
+        try:
+            async with asyncio.timeout(timeout_s), self._slots:
+                conn = self._take_idle()
+                if conn is None:
+                    conn = await self._connect()
+                    if conn.lost:
+                        raise ConnectFailed("the host closed the new connection before the "
+                                            "request was sent")
+                sent = True  # _exchange writes before its first await
+                return await self._exchange(conn, data + body if body else data,
+                                            method == "HEAD")
+        except TimeoutError:
+            if not sent:  # waiting for a connection: the host never saw this request
+                raise ConnectFailed(f"no connection to the host within {timeout_s:g} s") from None
+            raise
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()  # most recently used first
-            if conn.reusable(now, self.keepalive_s):
+        idle, keepalive_s = self._idle, self.keepalive_s
+        # the oldest first: close every connection idle past its keep-alive
+        while idle and not idle[0].reusable(now, keepalive_s):
+            idle.pop(0)._abort()
+        while idle:
+            conn = idle.pop()  # most recently used first
+            if conn.reusable(now, keepalive_s):
                 return conn
             conn._abort()
         return None

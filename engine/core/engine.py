@@ -135,6 +135,17 @@ class EngineCore(ScheduleOps):
         """Some task may start now (in either concurrency group)."""
         return bool(self._ready) or bool(self._ready_scheduled)
 
+    @property
+    def can_start(self) -> bool:
+        """A tick would start a run now: a task is ready and its group has a free slot (under
+        ``run_cap`` too)."""
+        own_group = self.config.schedule_concurrency
+        if self._ready_scheduled and own_group is not None \
+                and len(self._running_scheduled) < own_group:
+            return True
+        limit = self.concurrency if self.run_cap is None else min(self.concurrency, self.run_cap)
+        return bool(self._ready) and len(self._running) - len(self._running_scheduled) < limit
+
     def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
         """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed."""
         return self._live_task(unique_id, now_ms).info()

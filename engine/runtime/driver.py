@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
 from engine.core.engine import EngineCore
@@ -30,7 +30,7 @@ from engine.runtime.functions import (
     Succeeded,
     Unavailable,
 )
-from engine.runtime.pacing import LagMonitor, RunCap
+from engine.runtime.pacing import RunCap, SharedLagMonitor
 from engine.runtime.store import Store
 from engine.runtime.watchers import Watchers
 
@@ -54,7 +54,7 @@ class Driver:
         self._stopping = False
         # adaptive concurrency (pacing.py): fewer runs in flight while the loop lags
         self.run_cap = RunCap(core.concurrency) if adaptive else None
-        self._lag_monitor: asyncio.Task[None] | None = None
+        self._stop_lag: Callable[[], None] | None = None
         invoker.set_wake(self.poke)
 
     # ------------------------------------------------------------------ lifecycle
@@ -62,8 +62,8 @@ class Driver:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="cloudqueue-driver")
         if self.run_cap is not None:
-            monitor = LagMonitor(self._on_lag, lambda: bool(self._runs) or self.core.has_ready)
-            self._lag_monitor = asyncio.create_task(monitor.run(), name="cloudqueue-lag")
+            self._stop_lag = SharedLagMonitor.subscribe(
+                self._on_lag, lambda: bool(self._runs) or self.core.has_ready)
 
     def _on_lag(self, lag_ms: float) -> None:
         assert self.run_cap is not None
@@ -77,12 +77,13 @@ class Driver:
         self._wake.set()
 
     def poke_if_needed(self) -> None:
-        """``poke``, unless the driver would have nothing new to do: no task is ready and the
-        core's next deadline is not earlier than the one the loop sleeps until. An enqueue of a
-        delayed task then costs no driver turn (a turn is ~20 us: tick, re-arm a timer)."""
+        """``poke``, unless the driver would have nothing new to do: no task can start (none is
+        ready, or every slot is taken) and the core's next deadline is not earlier than the one
+        the loop sleeps until. An enqueue of a delayed task, or one behind full slots, then
+        costs no driver turn (a turn is ~20 us: tick, re-arm a timer)."""
         if self._wake.is_set():
             return
-        if self.core.has_ready:
+        if self.core.can_start:
             self._wake.set()
             return
         deadline = self.core.next_deadline_ms()
@@ -110,12 +111,12 @@ class Driver:
             await asyncio.wait(list(self._runs.values()), timeout=grace_ms / 1000)
         self._stopping = True
         self._wake.set()
-        if self._lag_monitor is not None:
-            self._lag_monitor.cancel()
+        if self._stop_lag is not None:
+            self._stop_lag()
+            self._stop_lag = None
         for task in list(self._runs.values()):
             task.cancel()
-        tasks = [t for t in [self._loop_task, self._lag_monitor, *self._runs.values()]
-                 if t is not None]
+        tasks = [t for t in [self._loop_task, *self._runs.values()] if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runs.clear()
 

@@ -7,13 +7,15 @@ does: measured here, 360 ms for 200,000 held tasks, and in the 1,000/s burst ful
 every 4-6 s pausing the server 23-154 ms - the worst of the acknowledgement latencies. Those
 collections find nothing: tasks, their params and results do not form reference cycles.
 
-So the server moves everything that has lived a while out of the collector's sight:
-``gc.freeze()`` every ``freeze_every_s`` (it only relinks lists, O(1)). Young objects are still
-collected as usual (generations 0 and 1 see everything allocated since the last freeze), and
-frozen objects are still freed by reference counting the moment they are dropped. What freezing
-gives up is collecting *reference cycles* among objects that were alive at a freeze and died
-later; to bound that, every ``full_every_s`` the heap is unfrozen and collected once in full (one
-pause of the size above, logged), then frozen again. ``full_every_s=None`` never does.
+So the server moves every object alive at the moment out of the collector's sight:
+``gc.freeze()`` every ``freeze_every_s`` (it only relinks lists, O(1)). That includes whatever
+is in flight then (requests, runs), not only the long-lived tasks. Objects made since the last
+freeze are still collected as usual (generations 0 and 1), and frozen objects are still freed by
+reference counting the moment they are dropped. What freezing gives up is collecting *reference
+cycles* among objects that were alive at a freeze and died later: to bound that, every
+``full_every_s`` the heap is unfrozen and collected once in full (one pause of the size above,
+~1-2 s at a million held tasks, logged), then frozen again. ``full_every_s=None`` never does:
+such cycles are then kept until the process ends. The server unfreezes the heap when it stops.
 
 :meth:`step` is the whole policy (pure but for the ``gc`` calls, which are injected); :meth:`run`
 drives it from the event loop.

@@ -21,6 +21,7 @@ rule; the driver applies its figure as the core's ``run_cap``.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 
 LAG_HIGH_MS = 2.0  # a loop this late is busy enough to hold acknowledgements back (4.0: p50 ~16 ms)
@@ -77,3 +78,52 @@ class LagMonitor:
             before = loop.time()
             await asyncio.sleep(interval_s)
             self._on_lag(max(0.0, (loop.time() - before - interval_s) * 1000))
+
+
+class SharedLagMonitor:
+    """One :class:`LagMonitor` per event loop, however many engines (apps) share it: each
+    subscribes ``(on_lag, busy)``; the loop is measured while anyone is subscribed, often while
+    any of them is busy."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedLagMonitor] = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._subscribers: dict[int, tuple[Callable[[float], None], Callable[[], bool]]] = {}
+        self._next = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def subscribe(cls, on_lag: Callable[[float], None],
+                  busy: Callable[[], bool]) -> Callable[[], None]:
+        """Start hearing the running loop's lag; returns the call that stops it."""
+        loop = asyncio.get_running_loop()
+        shared = cls._by_loop.get(loop)
+        if shared is None:
+            shared = cls._by_loop[loop] = cls()
+        return shared._add(on_lag, busy)
+
+    def _add(self, on_lag: Callable[[float], None],
+             busy: Callable[[], bool]) -> Callable[[], None]:
+        token = self._next
+        self._next += 1
+        self._subscribers[token] = (on_lag, busy)
+        if self._task is None:
+            monitor = LagMonitor(self._report, self._any_busy)
+            self._task = asyncio.get_running_loop().create_task(monitor.run(),
+                                                                name="cloudqueue-lag")
+
+        def unsubscribe() -> None:
+            self._subscribers.pop(token, None)
+            if not self._subscribers and self._task is not None:
+                self._task.cancel()
+                self._task = None
+
+        return unsubscribe
+
+    def _any_busy(self) -> bool:
+        return any(busy() for _, busy in self._subscribers.values())
+
+    def _report(self, lag_ms: float) -> None:
+        for on_lag, _ in list(self._subscribers.values()):
+            on_lag(lag_ms)

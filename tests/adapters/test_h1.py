@@ -301,6 +301,9 @@ async def test_an_unknown_host_name_is_connect_failed() -> None:
     b"",  # read the request, closed without a word
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # closed mid-body
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",  # closed mid-chunk
+    # a body ended by the close that does not decode: fails at once, not at the timeout
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nConnection: close\r\n\r\nxyz",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\nnot gzip",
 ])
 async def test_a_connection_ending_before_the_whole_answer_is_broken(serve, reply: bytes) -> None:  # type: ignore[no-untyped-def]
     def make(scripted: Scripted) -> Script:
@@ -437,3 +440,110 @@ async def test_https_with_an_untrusted_certificate_is_connect_failed(serve, ca: 
         assert scripted.requests == []  # nothing was sent
     finally:
         await client.close()
+
+
+# ---------------------------------------------------------------------- found in review
+
+
+async def test_no_connection_in_time_is_connect_failed_not_a_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts TCP, never answers the TLS handshake
+
+    scripted, url = await serve(silent)
+    client = HostClient(url.replace("http://", "https://"))
+    try:
+        with pytest.raises(ConnectFailed, match="no connection to the host within 0.2 s"):
+            await client.request("POST", "/f", body=b"{}", timeout_s=0.2)
+    finally:
+        await client.close()
+
+
+async def test_waiting_for_a_free_connection_past_the_timeout_is_connect_failed(serve) -> None:  # type: ignore[no-untyped-def]
+    arrived = asyncio.Event()
+
+    def make(scripted: Scripted) -> Script:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await scripted.read_request(reader)
+            arrived.set()
+            await scripted.read_request(reader)  # holds the one connection
+        return script
+
+    scripted, url = await start_with(serve, make)
+    client = HostClient(url, limit=1)
+    first = asyncio.ensure_future(client.request("POST", "/f", body=b"1", timeout_s=30))
+    try:
+        await asyncio.wait_for(arrived.wait(), 5)
+        with pytest.raises(ConnectFailed):
+            await client.request("POST", "/f", body=b"2", timeout_s=0.2)
+        assert len(scripted.requests) == 1  # the second was never sent
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await client.close()
+
+
+async def test_connections_idle_past_their_keepalive_are_closed_oldest_first(serve) -> None:  # type: ignore[no-untyped-def]
+    gate = asyncio.Event()
+
+    def make(scripted: Scripted) -> Script:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await scripted.read_request(reader) is not None:
+                await gate.wait()
+                writer.write(answer(b"x"))
+                await writer.drain()
+        return script
+
+    scripted, url = await start_with(serve, make)
+    client = HostClient(url, keepalive_s=3600)
+    try:
+        calls = [asyncio.ensure_future(client.request("POST", "/f", body=b"{}"))
+                 for _ in range(3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(*calls)
+        assert len(client._idle) == 3
+        client.keepalive_s = 0.0  # from now on every idle connection is past its keep-alive
+        await client.request("POST", "/f", body=b"{}")
+        assert len(client._idle) == 1 and client.connections_made == 4
+        for _ in range(200):
+            if scripted.closed_by_client >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert scripted.closed_by_client >= 3  # the three old ones were closed, not kept
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("length, ok", [
+    ("3", True), ("3, 3", True), ("+3", False), ("0x3", False), ("1_0", False), ("3, 4", False),
+])
+def test_content_length_must_be_plain_digits(length: str, ok: bool) -> None:
+    parser = _Parser(head_only=False)
+    wire = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nabc".encode()
+    if ok:
+        assert parser.feed(wire) and parser.response is not None
+        assert parser.response.body == b"abc"
+    else:
+        with pytest.raises(ConnectionBroken, match="bad Content-Length"):
+            parser.feed(wire)
+
+
+def test_a_body_that_inflates_past_the_cap_is_refused() -> None:
+    bomb = gzip.compress(bytes(65 * 1024 * 1024), compresslevel=1)
+    parser = _Parser(head_only=False)
+    wire = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+            % len(bomb)) + bomb
+    with pytest.raises(ConnectionBroken, match="decompresses to over"):
+        parser.feed(wire)
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(serve) -> None:  # type: ignore[no-untyped-def]
+    scripted, url = await start_with(serve, keep_answering(answer(b"x")))
+    client = HostClient(url.replace("http://", "http://us%40er:p%3Ass@"))
+    try:
+        await client.request("POST", "/f", body=b"{}")
+    finally:
+        await client.close()
+    # base64("us@er:p:ss")
+    assert b"\r\nAuthorization: Basic dXNAZXI6cDpzcw==\r\n" in scripted.requests[0]
+    assert b"\r\nHost: 127.0.0.1:" in scripted.requests[0]

@@ -459,6 +459,7 @@ async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue
         await post(uid, tokens[0], {"percent": 1})                # stale run: refused
         await post(uid, token, {"percent": 60, "message": "half"})  # this run: accepted
         await post(uid, token.split(".")[0] + ".forged", {"percent": 70})
+        await post(uid, "\u00b2." + token.split(".")[1], {"percent": 70})  # not a run number
         await post(uid, token, {"percent": 200})
         return ok("done")
 
@@ -466,7 +467,7 @@ async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue
                                "backoff": 10})
     info = await queue.wait(uid)
     assert info.status == "success"
-    assert [status for status, _ in answers] == [409, 200, 401, 400]
+    assert [status for status, _ in answers] == [409, 200, 401, 401, 400]
     assert "not running any more" in answers[0][1]["error"]
     assert (await queue.info(uid))["progress"]["message"] == "half"
 

@@ -294,6 +294,21 @@ def test_a_run_cap_below_concurrency_holds_runs_back_until_lifted() -> None:
     assert h.tick(T0 + 3) == []  # 4 in flight
 
 
+def test_can_start_means_a_ready_task_and_a_free_slot() -> None:
+    h = Harness(concurrency=2)
+    assert not h.core.can_start
+    for uid in "abc":
+        h.submit(uid)
+    assert h.core.can_start
+    first = h.tick(T0)
+    assert len(first) == 2 and h.core.has_ready and not h.core.can_start  # c waits, slots full
+    h.core.run_cap = 1
+    h.succeed(first[0], T0 + 1)
+    assert not h.core.can_start  # one slot free, but the cap holds it
+    h.core.run_cap = None
+    assert h.core.can_start
+
+
 def test_woken_retry_competes_by_its_original_priority() -> None:
     h = Harness(concurrency=1)
     h.submit("retry-me", priority=1, attempts=1, backoff=100)

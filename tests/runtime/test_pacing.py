@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine import Engine, FakeClock, RunContext
-from engine.runtime.pacing import LagMonitor, RunCap
+from engine.runtime.pacing import LagMonitor, RunCap, SharedLagMonitor
 
 
 def test_lag_above_the_mark_shrinks_the_cap_and_calm_grows_it_back_by_one() -> None:
@@ -99,4 +99,47 @@ async def test_without_adaptive_concurrency_lag_changes_nothing() -> None:
     try:
         assert engine._driver.run_cap is None and engine.run_cap == 8
     finally:
+        await engine.close(grace_ms=0)
+
+
+async def test_engines_on_one_loop_share_one_monitor() -> None:
+    heard: dict[str, list[float]] = {"a": [], "b": []}
+    stop_a = SharedLagMonitor.subscribe(heard["a"].append, busy=lambda: True)
+    stop_b = SharedLagMonitor.subscribe(heard["b"].append, busy=lambda: False)
+    shared = SharedLagMonitor._by_loop[asyncio.get_running_loop()]
+    task = shared._task
+    assert task is not None
+    for _ in range(200):
+        if len(heard["a"]) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert heard["a"][:3] == heard["b"][:3]  # the same measurements, from one monitor
+    stop_a()
+    assert shared._task is task  # b still listens
+    stop_b()
+    assert shared._task is None
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+
+
+async def test_an_enqueue_behind_full_slots_does_not_wake_the_driver() -> None:
+    engine = Engine(clock=FakeClock(start_ms=0), concurrency=1)
+    release = asyncio.Event()
+
+    @engine.define
+    async def hold(params: Any, ctx: RunContext) -> Any:
+        await release.wait()
+        return None
+
+    await engine.start()
+    try:
+        first = await engine.enqueue("hold", {})
+        await engine.settle()
+        assert not engine._driver.poked
+        await engine.enqueue("hold", {})  # ready, but the one slot is taken
+        assert not engine._driver.poked
+        release.set()
+        await engine.wait(first, timeout=10)
+    finally:
+        release.set()
         await engine.close(grace_ms=0)
