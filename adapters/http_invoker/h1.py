@@ -9,7 +9,7 @@ function host, the SDK client).
 
 What it speaks: ``http`` and ``https`` (the system's default certificate checks), Basic auth
 from ``user:password@`` in the URL, keep-alive connections reused most-recent-first and closed
-once idle past ``keepalive_s`` (checked whenever a request looks for one), answers framed by
+once idle past ``keepalive_s``, answers framed by
 ``Content-Length``, ``Transfer-Encoding: chunked`` or the connection's end, ``1xx`` interim answers
 skipped, ``gzip``/``deflate`` bodies decoded (it sends ``Accept-Encoding: gzip, deflate``, as
 aiohttp did). Bodies, decoded bodies, heads and trailers are bounded. No redirects, proxies,
@@ -351,6 +351,7 @@ class HostClient:
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.connections_made = 0  # for tests and benchmarks: how often a socket was opened
 
@@ -428,11 +429,27 @@ class HostClient:
             if reuse and not self._closed:
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)
+                if self._sweeper is None:
+                    self._sweeper = loop.call_later(self.keepalive_s, self._sweep)
             else:
                 conn._abort()
 
+    def _sweep(self) -> None:
+        """Close idle connections past their keep-alive, so that none outlives it for long
+        even when no request comes to look; again later while any stay idle."""
+        self._sweeper = None
+        now, idle = time.monotonic(), self._idle
+        while idle and not idle[0].reusable(now, self.keepalive_s):
+            idle.pop(0)._abort()
+        if idle and not self._closed:
+            wait_s = max(0.0, idle[0].idle_since + self.keepalive_s - now)
+            self._sweeper = asyncio.get_running_loop().call_later(wait_s, self._sweep)
+
     async def close(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in [*self._idle, *self._busy]:
             conn._abort()
         self._idle.clear()

@@ -547,3 +547,18 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth(serve) -> None:  # 
     # base64("us@er:p:ss")
     assert b"\r\nAuthorization: Basic dXNAZXI6cDpzcw==\r\n" in scripted.requests[0]
     assert b"\r\nHost: 127.0.0.1:" in scripted.requests[0]
+
+
+async def test_idle_connections_close_after_their_keepalive_without_another_request(  # type: ignore[no-untyped-def]
+        serve) -> None:
+    scripted, url = await start_with(serve, keep_answering(answer(b"x")))
+    client = HostClient(url, keepalive_s=0.05)
+    try:
+        await client.request("POST", "/f", body=b"{}")
+        for _ in range(300):  # a timer of the client's own closes it, ~50 ms later
+            if scripted.closed_by_client:
+                break
+            await asyncio.sleep(0.01)
+        assert scripted.closed_by_client == 1 and client._idle == []
+    finally:
+        await client.close()
