@@ -131,8 +131,7 @@ class Engine:
     def run_cap(self) -> int:
         """Runs the engine lets be in flight right now: ``concurrency``, or less while adaptive
         concurrency holds runs back."""
-        cap = self.core.run_cap
-        return self.core.concurrency if cap is None else min(cap, self.core.concurrency)
+        return self.core.run_limit
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -72,7 +72,7 @@ class Response:
 class _Parser:
     """Incremental HTTP/1.x response parser (one response at a time)."""
 
-    __slots__ = ("buf", "head_only", "state", "status", "head", "length", "chunks",
+    __slots__ = ("buf", "head_only", "state", "status", "head", "coding", "length", "chunks",
                  "keep_alive", "response")
 
     def __init__(self, head_only: bool) -> None:
@@ -81,6 +81,7 @@ class _Parser:
         self.state = "head"
         self.status = 0
         self.head = ""
+        self.coding = ""  # Content-Encoding, lower case
         self.length = 0
         self.chunks: list[bytes] = []
         self.keep_alive = True
@@ -186,6 +187,7 @@ class _Parser:
         self.status = status
         self.head = text
         lowered = text.lower()
+        self.coding = _field(lowered, lowered, "content-encoding")
         connection = _field(lowered, lowered, "connection")
         self.keep_alive = (version == "HTTP/1.1" and "close" not in connection) or (
             version == "HTTP/1.0" and "keep-alive" in connection)
@@ -208,11 +210,8 @@ class _Parser:
 
     def _done(self, body: bytes) -> None:
         self.state = "done"
-        response = Response(self.status, self.head, body)
-        if body and "\r\ncontent-encoding:" in self.head.lower():
-            response = Response(self.status, self.head,
-                                _decode(response.header("content-encoding"), body))
-        self.response = response
+        self.response = Response(self.status, self.head,
+                                 _decode(self.coding, body) if body and self.coding else body)
 
     def closed(self) -> bool:
         """The connection ended: True when that ended the response (a body read until close)."""
@@ -253,8 +252,8 @@ def _inflate(body: bytes, wbits: int) -> bytes:
 
 
 def _decode(coding: str, body: bytes) -> bytes:
-    coding = coding.lower()
-    if not coding or coding == "identity":
+    """``body`` decoded from ``coding`` (lower case)."""
+    if coding == "identity":
         return body
     try:
         if coding in ("gzip", "x-gzip"):

@@ -136,6 +136,12 @@ class EngineCore(ScheduleOps):
         return bool(self._ready) or bool(self._ready_scheduled)
 
     @property
+    def run_limit(self) -> int:
+        """Runs of the ordinary group allowed in flight now: ``concurrency``, or ``run_cap``
+        while that is lower."""
+        return self.concurrency if self.run_cap is None else min(self.concurrency, self.run_cap)
+
+    @property
     def can_start(self) -> bool:
         """A tick would start a run now: a task is ready and its group has a free slot (under
         ``run_cap`` too)."""
@@ -143,8 +149,8 @@ class EngineCore(ScheduleOps):
         if self._ready_scheduled and own_group is not None \
                 and len(self._running_scheduled) < own_group:
             return True
-        limit = self.concurrency if self.run_cap is None else min(self.concurrency, self.run_cap)
-        return bool(self._ready) and len(self._running) - len(self._running_scheduled) < limit
+        return bool(self._ready) and (len(self._running) - len(self._running_scheduled)
+                                      < self.run_limit)
 
     def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
         """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed."""
@@ -387,9 +393,9 @@ class EngineCore(ScheduleOps):
     def restore_many(self, tasks: Iterable[Task]) -> None:
         """``restore`` for a whole snapshot: one loop with the lookups hoisted (a start from a
         snapshot restores every live task, ~100,000 of them in the restart target's case)."""
-        by_id, wheel_add, due = self._tasks, self._wheel.add, self._due
+        by_id = self._tasks
         queued, running, retry_wait = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
-        token, unfinished, last_seq = self._timer_tokens, 0, self.last_seq
+        unfinished, last_seq = 0, self.last_seq
         for task in tasks:
             unique_id, state, options = task.unique_id, task.state, task.options
             by_id[unique_id] = task
@@ -413,18 +419,10 @@ class EngineCore(ScheduleOps):
                 kind, at_ms = TimerKind.WAKE, task.retry_at_ms or 0
             else:  # final (cancelled tasks too): kept until keepResult passes
                 kind, at_ms = TimerKind.EXPIRE, (task.finished_ms or 0) + options.keep_result_ms
-            if kind is not None:  # as _set_timer does, for a task with no timer yet
-                token += 1
-                timer_key = (kind, unique_id, token)
-                task.timer_token = token
-                handle = wheel_add(timer_key, at_ms)
-                if handle is None:
-                    due.append(timer_key)
-                else:
-                    task.timer = handle
+            if kind is not None:
+                self._arm_timer(task, kind, unique_id, at_ms)
             if task.seq > last_seq or task.run_seq > last_seq:
                 last_seq = max(last_seq, task.seq, task.run_seq)
-        self._timer_tokens = token
         self._unfinished += unfinished
         self.last_seq = last_seq
 
@@ -491,7 +489,7 @@ class EngineCore(ScheduleOps):
                 if unique_id is None:
                     break
                 self._start(self._tasks[unique_id], now_ms, events, commands)
-        limit = self.concurrency if self.run_cap is None else min(self.concurrency, self.run_cap)
+        limit = self.run_limit
         while len(self._running) - len(self._running_scheduled) < limit:
             unique_id = self._ready.pop()
             if unique_id is None:
@@ -691,11 +689,15 @@ class EngineCore(ScheduleOps):
             self._wheel.cancel(task.timer)
             task.timer = None
         task.timer_token = 0
-        if kind is None:
-            return
-        self._timer_tokens += 1
-        timer_key = (kind, task.unique_id if key is None else key, self._timer_tokens)
-        task.timer_token = self._timer_tokens
+        if kind is not None:
+            self._arm_timer(task, kind, task.unique_id if key is None else key, at_ms)
+
+    def _arm_timer(self, task: Any, kind: TimerKind, key: str, at_ms: int) -> None:
+        """Arm the timer of a task (or schedule) that has none: due now, it goes straight to
+        ``_due``."""
+        self._timer_tokens = token = self._timer_tokens + 1
+        timer_key = (kind, key, token)
+        task.timer_token = token
         handle = self._wheel.add(timer_key, at_ms)
         if handle is None:
             self._due.append(timer_key)

@@ -14,7 +14,7 @@ freeze are still collected as usual (generations 0 and 1), and frozen objects ar
 reference counting the moment they are dropped. What freezing gives up is collecting *reference
 cycles* among objects that were alive at a freeze and died later: to bound that, every
 ``full_every_s`` the heap is unfrozen and collected once in full (one pause of the size above,
-~1-2 s at a million held tasks, logged), then frozen again. ``full_every_s=None`` never does:
+growing with the heap, logged), then frozen again. ``full_every_s=None`` never does:
 such cycles are then kept until the process ends. The server unfreezes the heap when it stops.
 
 :meth:`step` is the whole policy (pure but for the ``gc`` calls, which are injected); :meth:`run`

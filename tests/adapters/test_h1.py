@@ -15,7 +15,8 @@ import trustme
 
 from adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient, _Parser
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# one connection's side of the conversation; reads requests through Scripted.read_request
+Script = Callable[["Scripted", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class Scripted:
@@ -31,7 +32,7 @@ class Scripted:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            await self.script(reader, writer)
+            await self.script(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -77,36 +78,34 @@ def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
     return f"HTTP/1.1 {status}\r\n{lines}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-def keep_answering(*responses: bytes) -> Callable[[Scripted], Script]:
+def keep_answering(*responses: bytes) -> Script:
     """A script answering each request on a connection with the next response, in turn."""
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            for response in responses:
-                if await scripted.read_request(reader) is None:
-                    return
-                writer.write(response)
-                await writer.drain()
-            await scripted.read_request(reader)
-        return script
-    return make
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        for response in responses:
+            if await scripted.read_request(reader) is None:
+                return
+            writer.write(response)
+            await writer.drain()
+        await scripted.read_request(reader)
+    return script
 
 
-async def start_with(serve, make):  # type: ignore[no-untyped-def]
-    holder: list[Scripted] = []
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await make(holder[0])(reader, writer)
-
-    scripted, url = await serve(script)
-    holder.append(scripted)
-    return scripted, url
+def reply_once(reply: bytes) -> Script:
+    """A script that reads one request, sends ``reply`` and closes the connection."""
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        await scripted.read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+    return script
 
 
 # ---------------------------------------------------------------------- framing and reuse
 
 async def test_content_length_answers_reuse_one_connection(serve) -> None:  # type: ignore[no-untyped-def]
     responses = [answer(b'{"result":%d}' % i, "Content-Type: application/json") for i in range(3)]
-    scripted, url = await start_with(serve, keep_answering(*responses))
+    scripted, url = await serve(keep_answering(*responses))
     client = HostClient(url)
     try:
         for i in range(3):
@@ -126,15 +125,14 @@ async def test_a_chunked_answer_arriving_a_byte_at_a_time(serve) -> None:  # typ
     wire = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
 
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while await scripted.read_request(reader) is not None:
-                for i in range(len(wire)):
-                    writer.write(wire[i:i + 1])
-                    await writer.drain()
-        return script
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        while await scripted.read_request(reader) is not None:
+            for i in range(len(wire)):
+                writer.write(wire[i:i + 1])
+                await writer.drain()
 
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(script)
     client = HostClient(url)
     try:
         for _ in range(2):
@@ -146,15 +144,8 @@ async def test_a_chunked_answer_arriving_a_byte_at_a_time(serve) -> None:  # typ
 
 
 async def test_an_answer_without_length_ends_with_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await scripted.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
-            await writer.drain()
-            writer.close()
-        return script
-
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(
+        reply_once(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it"))
     client = HostClient(url)
     try:
         assert (await client.request("POST", "/f", body=b"1")).body == b"all of it"
@@ -169,7 +160,7 @@ async def test_an_answer_without_length_ends_with_the_connection(serve) -> None:
     b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
 ])
 async def test_a_connection_the_host_will_close_is_not_reused(serve, response: bytes) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = await start_with(serve, keep_answering(response, response))
+    scripted, url = await serve(keep_answering(response, response))
     client = HostClient(url)
     try:
         for _ in range(2):
@@ -181,7 +172,7 @@ async def test_a_connection_the_host_will_close_is_not_reused(serve, response: b
 
 async def test_http_1_0_keep_alive_is_reused(serve) -> None:  # type: ignore[no-untyped-def]
     response = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"
-    scripted, url = await start_with(serve, keep_answering(response, response))
+    scripted, url = await serve(keep_answering(response, response))
     client = HostClient(url)
     try:
         for _ in range(2):
@@ -193,7 +184,7 @@ async def test_http_1_0_keep_alive_is_reused(serve) -> None:  # type: ignore[no-
 
 async def test_an_idle_connection_past_its_keepalive_is_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
     response = answer(b"x")
-    scripted, url = await start_with(serve, keep_answering(response, response))
+    scripted, url = await serve(keep_answering(response, response))
     client = HostClient(url, keepalive_s=0.0)
     try:
         for _ in range(2):
@@ -204,14 +195,7 @@ async def test_an_idle_connection_past_its_keepalive_is_not_reused(serve) -> Non
 
 
 async def test_a_connection_the_host_closed_while_idle_is_replaced(serve) -> None:  # type: ignore[no-untyped-def]
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await scripted.read_request(reader)
-            writer.write(answer(b"x"))  # says keep-alive, then closes anyway
-            await writer.drain()
-        return script
-
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(reply_once(answer(b"x")))  # says keep-alive, closes anyway
     client = HostClient(url)
     try:
         await client.request("POST", "/f", body=b"{}")
@@ -227,7 +211,7 @@ async def test_a_connection_the_host_closed_while_idle_is_replaced(serve) -> Non
 
 async def test_interim_100_continue_is_skipped(serve) -> None:  # type: ignore[no-untyped-def]
     response = b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"done")
-    scripted, url = await start_with(serve, keep_answering(response))
+    scripted, url = await serve(keep_answering(response))
     client = HostClient(url)
     try:
         response_ = await client.request("POST", "/f", body=b"{}")
@@ -238,7 +222,7 @@ async def test_interim_100_continue_is_skipped(serve) -> None:  # type: ignore[n
 
 async def test_no_body_for_204(serve) -> None:  # type: ignore[no-untyped-def]
     response = b"HTTP/1.1 204 No Content\r\n\r\n"
-    scripted, url = await start_with(serve, keep_answering(response, answer(b"next")))
+    scripted, url = await serve(keep_answering(response, answer(b"next")))
     client = HostClient(url)
     try:
         assert (await client.request("POST", "/f", body=b"{}")).body == b""
@@ -256,7 +240,7 @@ async def test_no_body_for_204(serve) -> None:  # type: ignore[no-untyped-def]
 async def test_compressed_bodies_are_decoded(serve, coding, encode) -> None:  # type: ignore[no-untyped-def]
     body = b'{"result": "' + b"z" * 5000 + b'"}'
     response = answer(encode(body), f"Content-Encoding: {coding}")
-    scripted, url = await start_with(serve, keep_answering(response))
+    scripted, url = await serve(keep_answering(response))
     client = HostClient(url)
     try:
         assert (await client.request("POST", "/f", body=b"{}")).body == body
@@ -306,14 +290,7 @@ async def test_an_unknown_host_name_is_connect_failed() -> None:
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\nnot gzip",
 ])
 async def test_a_connection_ending_before_the_whole_answer_is_broken(serve, reply: bytes) -> None:  # type: ignore[no-untyped-def]
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await scripted.read_request(reader)
-            writer.write(reply)
-            await writer.drain()
-        return script
-
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(reply_once(reply))
     client = HostClient(url)
     try:
         with pytest.raises(ConnectionBroken):
@@ -332,7 +309,7 @@ async def test_a_connection_ending_before_the_whole_answer_is_broken(serve, repl
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc",
 ])
 async def test_an_answer_that_is_not_http_is_broken(serve, reply: bytes) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = await start_with(serve, keep_answering(reply))
+    scripted, url = await serve(keep_answering(reply))
     client = HostClient(url)
     try:
         with pytest.raises(ConnectionBroken):
@@ -342,19 +319,18 @@ async def test_an_answer_that_is_not_http_is_broken(serve, reply: bytes) -> None
 
 
 async def test_no_answer_in_time_times_out_and_drops_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if await scripted.read_request(reader) is None:
-                return
-            if len(scripted.requests) == 1:
-                await scripted.read_request(reader)  # never answers the first; sees the close
-                return
-            writer.write(answer(b"ok"))
-            await writer.drain()
-            await scripted.read_request(reader)
-        return script
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        if await scripted.read_request(reader) is None:
+            return
+        if len(scripted.requests) == 1:
+            await scripted.read_request(reader)  # never answers the first; sees the close
+            return
+        writer.write(answer(b"ok"))
+        await writer.drain()
+        await scripted.read_request(reader)
 
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(script)
     client = HostClient(url)
     try:
         with pytest.raises(TimeoutError):
@@ -369,14 +345,13 @@ async def test_no_answer_in_time_times_out_and_drops_the_connection(serve) -> No
 async def test_a_cancelled_request_drops_its_connection(serve) -> None:  # type: ignore[no-untyped-def]
     arrived = asyncio.Event()
 
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await scripted.read_request(reader)
-            arrived.set()
-            await scripted.read_request(reader)  # EOF: the client closed it
-        return script
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        await scripted.read_request(reader)
+        arrived.set()
+        await scripted.read_request(reader)  # EOF: the client closed it
 
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(script)
     client = HostClient(url)
     try:
         call = asyncio.ensure_future(client.request("POST", "/f", body=b"{}"))
@@ -402,16 +377,17 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-async def test_https_with_a_trusted_certificate(serve, ca: trustme.CA) -> None:  # type: ignore[no-untyped-def]
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    holder: list[Scripted] = []
+@pytest.fixture
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 issued by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
 
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await keep_answering(answer(b"secret"), answer(b"again"))(holder[0])(reader, writer)
 
-    scripted, url = await serve(script, server_ctx)
-    holder.append(scripted)
+async def test_https_with_a_trusted_certificate(serve, ca: trustme.CA,  # type: ignore[no-untyped-def]
+                                                server_tls: ssl.SSLContext) -> None:
+    scripted, url = await serve(keep_answering(answer(b"secret"), answer(b"again")), server_tls)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     client = HostClient(url, ssl_context=client_ctx)
@@ -423,16 +399,9 @@ async def test_https_with_a_trusted_certificate(serve, ca: trustme.CA) -> None: 
         await client.close()
 
 
-async def test_https_with_an_untrusted_certificate_is_connect_failed(serve, ca: trustme.CA) -> None:  # type: ignore[no-untyped-def]
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    holder: list[Scripted] = []
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await keep_answering(answer(b"secret"))(holder[0])(reader, writer)
-
-    scripted, url = await serve(script, server_ctx)
-    holder.append(scripted)
+async def test_https_with_an_untrusted_certificate_is_connect_failed(  # type: ignore[no-untyped-def]
+        serve, server_tls: ssl.SSLContext) -> None:
+    scripted, url = await serve(keep_answering(answer(b"secret")), server_tls)
     client = HostClient(url)  # the system's trust store: this CA is not in it
     try:
         with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
@@ -446,7 +415,8 @@ async def test_https_with_an_untrusted_certificate_is_connect_failed(serve, ca: 
 
 
 async def test_no_connection_in_time_is_connect_failed_not_a_timeout(serve) -> None:  # type: ignore[no-untyped-def]
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def silent(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         await reader.read()  # accepts TCP, never answers the TLS handshake
 
     scripted, url = await serve(silent)
@@ -461,14 +431,13 @@ async def test_no_connection_in_time_is_connect_failed_not_a_timeout(serve) -> N
 async def test_waiting_for_a_free_connection_past_the_timeout_is_connect_failed(serve) -> None:  # type: ignore[no-untyped-def]
     arrived = asyncio.Event()
 
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await scripted.read_request(reader)
-            arrived.set()
-            await scripted.read_request(reader)  # holds the one connection
-        return script
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        await scripted.read_request(reader)
+        arrived.set()
+        await scripted.read_request(reader)  # holds the one connection
 
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(script)
     client = HostClient(url, limit=1)
     first = asyncio.ensure_future(client.request("POST", "/f", body=b"1", timeout_s=30))
     try:
@@ -485,20 +454,18 @@ async def test_waiting_for_a_free_connection_past_the_timeout_is_connect_failed(
 async def test_connections_idle_past_their_keepalive_are_closed_oldest_first(serve) -> None:  # type: ignore[no-untyped-def]
     gate = asyncio.Event()
 
-    def make(scripted: Scripted) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while await scripted.read_request(reader) is not None:
-                await gate.wait()
-                writer.write(answer(b"x"))
-                await writer.drain()
-        return script
+    async def script(scripted: Scripted, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        while await scripted.read_request(reader) is not None:
+            await gate.wait()
+            writer.write(answer(b"x"))
+            await writer.drain()
 
-    scripted, url = await start_with(serve, make)
+    scripted, url = await serve(script)
     client = HostClient(url, keepalive_s=3600)
     try:
         calls = [asyncio.ensure_future(client.request("POST", "/f", body=b"{}"))
                  for _ in range(3)]
-        await asyncio.sleep(0.05)
         gate.set()
         await asyncio.gather(*calls)
         assert len(client._idle) == 3
@@ -538,7 +505,7 @@ def test_a_body_that_inflates_past_the_cap_is_refused() -> None:
 
 
 async def test_credentials_in_the_url_are_sent_as_basic_auth(serve) -> None:  # type: ignore[no-untyped-def]
-    scripted, url = await start_with(serve, keep_answering(answer(b"x")))
+    scripted, url = await serve(keep_answering(answer(b"x")))
     client = HostClient(url.replace("http://", "http://us%40er:p%3Ass@"))
     try:
         await client.request("POST", "/f", body=b"{}")
@@ -551,7 +518,7 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth(serve) -> None:  # 
 
 async def test_idle_connections_close_after_their_keepalive_without_another_request(  # type: ignore[no-untyped-def]
         serve) -> None:
-    scripted, url = await start_with(serve, keep_answering(answer(b"x")))
+    scripted, url = await serve(keep_answering(answer(b"x")))
     client = HostClient(url, keepalive_s=0.05)
     try:
         await client.request("POST", "/f", body=b"{}")

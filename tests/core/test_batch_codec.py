@@ -17,53 +17,13 @@ from engine.core.batch_codec import (
     to_array,
 )
 from engine.core.codec import UnknownRecordKindError, batch_marker, encode_event
-from engine.core.events import (
-    Event,
-    FailureKind,
-    ProgressReported,
-    RunContinued,
-    RunFailed,
-    RunRequeued,
-    RunStarted,
-    RunSucceeded,
-    ScheduleDeleted,
-    SchedulePaused,
-    ScheduleSet,
-    ScheduleSkipped,
-    TaskCancelled,
-    TaskPurged,
-    TaskSubmitted,
-)
+from engine.core.events import Event, TaskSubmitted
 from engine.core.framing import scan
-from engine.core.options import DeliveryMode, TaskOptions
-from engine.core.schedules import ScheduleSpec
+from engine.core.options import TaskOptions
 from engine.core.states import TaskState
 from engine.core.task import ABSENT, Task
 from engine.core.task_rows import task_from_array, task_to_array
-
-T = 1_700_000_000_000
-EVENTS: list[Event] = [
-    TaskSubmitted(1, T, "a", "f", {"x": [1, 2.5, None, "s"]}, TaskOptions(), T),
-    TaskSubmitted(2, T, "b", "g", [1, 2], TaskOptions(
-        attempts=3, backoff_ms=5, delay_ms=6, delivery_mode=DeliveryMode.AT_MOST_ONCE,
-        keep_result_ms=7, priority=1.5, timeout_ms=8, deadline_ms=9), 1.5),
-    TaskSubmitted(3, T, "cron:s:5", "f", {}, TaskOptions(), 5, "s", 5),
-    RunStarted(4, T + 1, "a", 1),
-    RunSucceeded(5, T + 2, "a", 4, {"result": {"ok": True}}, 200),
-    RunSucceeded(6, T + 2, "a", 4, {"result": None}, None),
-    RunFailed(7, T + 3, "b", 4, "boom", FailureKind.UNKNOWN, None),
-    RunFailed(8, T + 3, "b", 4, "boom", FailureKind.ERROR, 500),
-    RunRequeued(9, T + 4, "b", 4, "connection refused"),
-    TaskCancelled(10, T + 5, "c"),
-    TaskPurged(11, T + 6, "a"),
-    RunContinued(12, T + 7, "a", 4, {"step": 2}),
-    ProgressReported(13, T + 8, "a", 4, {"percent": 40, "message": "m"}, ((T, "m"),)),
-    ScheduleSet(14, T + 9, ScheduleSpec("s", "f", {"p": 1}, "0 * * * * ?", None, "UTC",
-                                        TaskOptions(attempts=2), False)),
-    SchedulePaused(15, T + 10, "s", True),
-    ScheduleDeleted(16, T + 11, "s"),
-    ScheduleSkipped(17, T + 12, "s", 3, T),
-]
+from tests.core.sample_events import EVENTS, T
 
 
 def payloads(data: bytes) -> list[bytes]:

@@ -12,34 +12,8 @@ from engine.core.codec import (
     encode_event,
     to_record,
 )
-from engine.core.events import (
-    Event,
-    FailureKind,
-    RunFailed,
-    RunRequeued,
-    RunStarted,
-    RunSucceeded,
-    TaskCancelled,
-    TaskPurged,
-    TaskSubmitted,
-)
-from engine.core.options import DeliveryMode, TaskOptions
-
-T = 1_700_000_000_000
-EVENTS: list[Event] = [
-    TaskSubmitted(1, T, "a", "f", {"x": [1, 2.5, None, "s"]}, TaskOptions(), T),
-    TaskSubmitted(2, T, "b", "g", [1, 2], TaskOptions(
-        attempts=3, backoff_ms=5, delay_ms=6, delivery_mode=DeliveryMode.AT_MOST_ONCE,
-        keep_result_ms=7, priority=1.5, timeout_ms=8), 1.5),
-    RunStarted(3, T + 1, "a", 1),
-    RunSucceeded(4, T + 2, "a", 3, {"result": {"ok": True}}, 200),
-    RunSucceeded(5, T + 2, "a", 3, {"result": None}, None),
-    RunFailed(6, T + 3, "b", 3, "boom", FailureKind.UNKNOWN, None),
-    RunFailed(7, T + 3, "b", 3, "boom", FailureKind.ERROR, 500),
-    RunRequeued(8, T + 4, "b", 3, "connection refused"),
-    TaskCancelled(9, T + 5, "c"),
-    TaskPurged(10, T + 6, "a"),
-]
+from engine.core.events import Event
+from tests.core.sample_events import EVENTS, T
 
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: f"{type(e).__name__}-{e.seq}")
