@@ -206,11 +206,7 @@ def _quotas(where: str, raw: Any) -> Quotas:
 def build_app(config: ServeConfig) -> web.Application:
     tenants = {}
     for app in config.apps:
-        # a connection for every run the app may have in flight (and the outage probe), so that
-        # no run waits for one past its deadline
-        connections = max(100, app.concurrency + (app.schedule_concurrency or 0) + 1)
-        invoker = (HttpInvoker(app.function_host, app.keys, connections=connections)
-                   if app.function_host else None)
+        invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
         engine = Engine(concurrency=app.concurrency, max_timeout_ms=app.max_timeout_ms,
                         quotas=app.quotas, timezone=app.timezone,
                         schedule_concurrency=app.schedule_concurrency,

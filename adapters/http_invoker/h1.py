@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 _MAX_HEAD = 64 * 1024  # status line + headers
@@ -324,9 +326,12 @@ class _Connection(asyncio.Protocol):
 
 
 class HostClient:
-    """Requests to one origin (``scheme://host[:port]``) over reused connections."""
+    """Requests to one origin (``scheme://host[:port]``) over reused connections; at most
+    ``limit`` at once when given (a request waiting for one past its timeout was never sent:
+    ``ConnectFailed``). The invoker gives none: the engine's concurrency already bounds the
+    runs in flight, and a second bound below it would only make runs wait."""
 
-    def __init__(self, base_url: str, *, limit: int = 100, keepalive_s: float = 2.0,
+    def __init__(self, base_url: str, *, limit: int | None = None, keepalive_s: float = 2.0,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -347,7 +352,8 @@ class HostClient:
             self._auth = (b"Authorization: Basic " + base64.b64encode(credentials.encode())
                           + b"\r\n")
         self.keepalive_s = keepalive_s
-        self._slots = asyncio.Semaphore(limit)
+        self._slots: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.nullcontext() if limit is None else asyncio.Semaphore(limit))
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None

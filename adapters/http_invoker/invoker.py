@@ -44,7 +44,7 @@ _KEEPALIVE_S = 2.0
 class HttpInvoker(Invoker):
     def __init__(self, base_url: str, keys: AppKeys, *, prod: int | None = None,
                  probe_min_ms: int = 250, probe_max_ms: int = 15_000,
-                 connections: int = 100) -> None:
+                 connections: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.keys = keys
         self.prod = prod

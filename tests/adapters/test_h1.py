@@ -529,3 +529,28 @@ async def test_idle_connections_close_after_their_keepalive_without_another_requ
         assert scripted.closed_by_client == 1 and client._idle == []
     finally:
         await client.close()
+
+
+async def test_without_a_limit_every_caller_has_a_connection_at_once(serve) -> None:  # type: ignore[no-untyped-def]
+    callers = 150  # past the 100 that aiohttp's pool (and this client's first version) allowed
+    all_in = asyncio.Event()
+
+    async def hold_until_all_arrive(scripted: Scripted, reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter) -> None:
+        await scripted.read_request(reader)
+        if len(scripted.requests) == callers:
+            all_in.set()
+        await all_in.wait()  # with any limit below `callers` this never happens
+        writer.write(answer(b"x"))
+        await writer.drain()
+        await scripted.read_request(reader)
+
+    scripted, url = await serve(hold_until_all_arrive)
+    client = HostClient(url)
+    try:
+        answers = await asyncio.gather(*(client.request("POST", "/f", body=b"{}", timeout_s=20)
+                                         for _ in range(callers)))
+        assert [a.body for a in answers] == [b"x"] * callers
+        assert scripted.connections == callers
+    finally:
+        await client.close()
