@@ -166,3 +166,20 @@ class DiskFullError(LogError):
 
     http_status = 507
     code = 507
+
+
+class OutcomeUnknownError(LogError):
+    """The records were written but their fsync failed: whether they are on disk is unknown
+    (after a failed fsync the kernel may have dropped the pages, or may still write them). The
+    caller must not take it as "not stored": retrying with the same uniqueId is safe (a task
+    that did survive answers 409)."""
+
+    def __init__(self, message: str, unique_id: str | None = None) -> None:
+        super().__init__(message)
+        self.unique_id = unique_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.unique_id is not None:
+            body["uniqueId"] = self.unique_id
+        return body

@@ -194,6 +194,8 @@ def _priority(name: str, value: Any, limits: Limits) -> int | float:
     ):
         raise ValidationError(f"{name} must be a finite number (lower runs first), got "
                               f"{_describe(value)}", name)
+    if isinstance(value, int):
+        check_storable_int(value, name)
     return value
 
 
@@ -262,6 +264,25 @@ def _check_function_name(value: Any, name: str) -> None:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+# What the log's msgpack can hold: an integer outside this range cannot be stored (JSON can
+# carry it, so a body parses; it must be refused where it enters, never reach the log writer).
+MIN_STORABLE_INT = -(1 << 63)
+MAX_STORABLE_INT = (1 << 64) - 1
+
+
+def check_storable_int(value: int, name: str) -> None:
+    """Refuse an integer the log cannot hold (beyond 64 bits)."""
+    if not MIN_STORABLE_INT <= value <= MAX_STORABLE_INT:
+        raise ValidationError(f"{name} holds the integer {_short_int(value)}, beyond the 64-bit "
+                              f"range the queue can store ({MIN_STORABLE_INT} to "
+                              f"{MAX_STORABLE_INT}); send it as a string", name)
+
+
+def _short_int(value: int) -> str:
+    digits = str(abs(value)) if value.bit_length() < 4_000 else None
+    if digits is None or len(digits) > 24:
+        return f"{'-' if value < 0 else ''}of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return f"{'-' if value < 0 else ''}{digits}"
 
 
 def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_DEPTH) -> None:
@@ -275,6 +296,8 @@ def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_D
         if isinstance(item, _SCALARS):
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValidationError(f"{name} must be JSON: {item} is not a JSON number", name)
+            if isinstance(item, int) and not isinstance(item, bool):
+                check_storable_int(item, name)
             continue
         if depth > max_depth:
             raise ValidationError(f"{name} nest deeper than {max_depth} levels", name)
@@ -298,7 +321,9 @@ def _flat_json_object(value: dict[Any, Any]) -> bool:
         if key.__class__ is not str:
             return False
         kind = item.__class__
-        if kind is str or kind is int or kind is bool or item is None:
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int and MIN_STORABLE_INT <= item <= MAX_STORABLE_INT:
             continue
         if kind is float and math.isfinite(item):
             continue
