@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.core.batch_codec import encode_batch
-from engine.core.errors import DiskFullError, LogError, LogPoisonedError
-from engine.core.events import Event
+from engine.core.errors import DiskFullError, LogError, LogPoisonedError, OutcomeUnknownError
+from engine.core.events import Event, TaskSubmitted
 from engine.core.schedules import Schedule
 from engine.core.task import Task
 from engine.runtime.io_thread import IoThread
@@ -66,6 +66,12 @@ def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
     report.records = len(events)
     report.seconds = time.perf_counter() - started
     return LoadedLog(tasks, snapshot_seq, events, report, counters, schedules)
+
+class _SyncFailed(Exception):
+    """Raised in the IO thread when the write went through but the fsync after it failed: the
+    bytes are in the file, whether they reach the disk is unknown (the original ``OSError`` is
+    the ``__cause__``)."""
+
 
 _FULL_RETRY_FIRST_S = 0.05
 _FULL_RETRY_MAX_S = 2.0
@@ -158,6 +164,7 @@ class LogStore:
         self._waiters = _Waiters()
         self._rejected: set[int] = set()
         self._failure: LogError | None = None
+        self._unknown: dict[int, OutcomeUnknownError] = {}  # seqs whose fsync failed
         self._full = False
         self._retry_s = _FULL_RETRY_FIRST_S
         self._flusher: asyncio.Task[None] | None = None
@@ -220,6 +227,16 @@ class LogStore:
     def start(self) -> None:
         self._writer = IoThread(f"cloudqueue-log:{self.directory.name}")
         self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")
+        self._flusher.add_done_callback(self._flusher_ended)
+
+    def _flusher_ended(self, flusher: asyncio.Task[None]) -> None:
+        """Whatever ended the flusher, no enqueue may go on waiting for it."""
+        if self._failure is not None:
+            return
+        if flusher.cancelled():  # close(): whatever still waits was never written
+            self._fail(LogError("the log was closed before this was written"))
+        else:
+            self._poison(flusher.exception() or LogError("the log writer stopped"))
 
     def append(self, events: Sequence[Event]) -> None:
         if self._failure is not None:
@@ -235,7 +252,9 @@ class LogStore:
         if seq <= self._durable_seq:
             return
         if self._failure is not None:
-            raise self._failure
+            raise self._unknown.get(seq) or self._failure
+        if seq > self._appended_seq:
+            raise LogError(f"seq {seq} was never appended to the log")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.add(seq, future)
         await future
@@ -245,13 +264,14 @@ class LogStore:
         if self._appended_seq > self._durable_seq and self._failure is None:
             with contextlib.suppress(LogError, TimeoutError):
                 await asyncio.wait_for(self.wait_durable(self._appended_seq), self.CLOSE_WAIT_S)
+        healthy = self._failure is None
         if self._flusher is not None:
-            self._flusher.cancel()
+            self._flusher.cancel()  # fails whatever still waits: it was never written
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         if self._ios:
             await asyncio.gather(*self._ios, return_exceptions=True)
-        if self._failure is None and self._unsynced:
+        if healthy and self._unsynced:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self._ops.fsync, self._fd)
         if self._writer is not None:
@@ -266,7 +286,15 @@ class LogStore:
     # ------------------------------------------------------------------ the flusher
 
     async def _flush_forever(self) -> None:
-        while True:
+        try:
+            await self._flush_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug below us: fail closed rather than leave waiters hanging
+            self._poison(exc)
+
+    async def _flush_loop(self) -> None:
+        while self._failure is None:
             await self._kick.wait()
             self._kick.clear()
             if self._rotation is not None:
@@ -283,17 +311,26 @@ class LogStore:
                 return
 
     async def _write_batch(self, batch: list[Event]) -> bool:
-        """Write and (per policy) sync ``batch``; True once it is on disk."""
-        data = encode_batch(batch, self._synced_size)
+        """Write and (per policy) sync ``batch``; True once it is on disk.
+
+        Every failure is decided here: a full disk on the write is survivable (nothing of the
+        batch is in the file); an fsync that failed after the write leaves the batch's fate
+        unknown and poisons the store; anything else (an OSError, a record the encoder cannot
+        hold, a bug) poisons it too, so no caller is ever left waiting on a writer that is gone.
+        """
         try:
+            data = encode_batch(batch, self._synced_size)
             await self._in_writer(self._write, data)
+        except _SyncFailed as exc:
+            self._sync_failed(batch, exc)
+            return False
         except OSError as exc:
             if exc.errno == errno.ENOSPC and self._failure is None:
                 await self._disk_full(batch)
             else:
                 self._poison(exc)
             return False
-        except Exception as exc:  # a bug below us: fail closed rather than leave waiters hanging
+        except Exception as exc:
             self._poison(exc)
             return False
         self.bytes_since_snapshot += len(data)
@@ -322,21 +359,32 @@ class LogStore:
             self._kick.set()
 
     def _write(self, data: bytes) -> None:
-        """In a worker thread: one write, the fsync the policy asks for, rotation."""
+        """In the IO thread: one write, the fsync the policy asks for, rotation.
+
+        A write that fails leaves nothing of the batch in the file (a partial write is cut
+        away; if even that fails the error is not ENOSPC and the store is poisoned). An fsync
+        that fails raises ``_SyncFailed``: the bytes are in the file and may or may not reach
+        the disk, so it is never retried and trusted (PostgreSQL's fsyncgate)."""
         size_before = self._size
         try:
             self._ops.write(self._fd, data)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            try:
                 self._ops.truncate(self._fd, size_before)  # drop the partial batch
+            except OSError as cut:
+                raise OSError(cut.errno, f"{exc.strerror}; cutting the partial write back "
+                                         f"failed too ({cut.strerror})") from exc
             raise
         self._size += len(data)
-        if self.policy.mode == "always" or (self.policy.mode == "interval" and self._sync_due()):
-            self._sync()
-        else:
-            self._unsynced = True
-        if self._size >= self.segment_bytes:
-            self._rotate()
+        self._unsynced = True
+        try:
+            if self.policy.mode == "always" or (self.policy.mode == "interval"
+                                                and self._sync_due()):
+                self._sync()
+            if self._size >= self.segment_bytes:
+                self._rotate()
+        except OSError as exc:
+            raise _SyncFailed(exc.strerror or str(exc)) from exc
 
     def _written(self, batch: list[Event]) -> None:
         self._full = False
@@ -354,6 +402,8 @@ class LogStore:
             asyncio.get_running_loop().call_later(self.policy.interval_ms / 1000, self._kick.set)
 
     def _sync(self) -> None:
+        if self._failure is not None:  # after a failed fsync nothing is synced and trusted
+            raise LogError("the log failed; not syncing")
         self._ops.fsync(self._fd)
         self._synced_size = self._size
         self.syncs += 1
@@ -366,7 +416,7 @@ class LogStore:
     async def _sync_now(self) -> None:
         try:
             await self._in_writer(self._sync)
-        except Exception as exc:
+        except Exception as exc:  # acknowledged already (interval policy): nobody is waiting
             self._poison(exc)
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
@@ -446,14 +496,41 @@ class LogStore:
         self._retry_s = min(self._retry_s * 2, _FULL_RETRY_MAX_S)
         self._kick.set()
 
-    def _poison(self, exc: Exception) -> None:
+    def _sync_failed(self, batch: list[Event], exc: _SyncFailed) -> None:
+        """The batch was written but its fsync failed. Its callers are told "outcome unknown"
+        (after a restart the batch may or may not be there; retrying with the same uniqueId is
+        safe either way); everything after it is "not stored" (it was never written)."""
+        reason = exc.__cause__ if exc.__cause__ is not None else exc
+        for event in batch:
+            unique_id = event.unique_id if isinstance(event, TaskSubmitted) else None
+            error = OutcomeUnknownError(
+                f"the log's fsync failed ({getattr(reason, 'strerror', None) or reason}) after "
+                "this was written: it may or may not have been stored; retry with the same "
+                "uniqueId once the queue is back (a stored task answers 409)", unique_id)
+            error.__cause__ = reason
+            self._unknown[event.seq] = error
+            for future in self._waiters.pop(event.seq):
+                if not future.done():
+                    future.set_exception(error)
+        if isinstance(reason, Exception):
+            self._poison(reason)
+
+    def _poison(self, exc: BaseException) -> None:
+        if self._failure is not None:
+            return
         reason = getattr(exc, "strerror", None) or exc
         error = LogPoisonedError(f"the log could not be written ({reason}); nothing more is "
                                  "acknowledged; restart the queue to recover")
         error.__cause__ = exc
+        self._fail(error)
+        log.error("log poisoned: %s", error, exc_info=not isinstance(exc, OSError | LogError))
+
+    def _fail(self, error: LogError) -> None:
+        """Fail closed: nothing more is written, and every waiter (and a compaction waiting for
+        its boundary) gets ``error`` now."""
         self._failure = error
         self._pending.clear()
-        if self._rotation is not None:  # a compaction waiting for its boundary must not hang
+        if self._rotation is not None:
             _, rotation = self._rotation
             self._rotation = None
             if not rotation.done():
@@ -461,4 +538,4 @@ class LogStore:
         for future in self._waiters.pop_all():
             if not future.done():
                 future.set_exception(error)
-        log.error("log poisoned: %s", error)
+        self._kick.set()

@@ -12,6 +12,7 @@ import pytest
 
 from engine import (
     DiskFullError,
+    DuplicateTaskError,
     Engine,
     FakeClock,
     LogPoisonedError,
@@ -20,6 +21,7 @@ from engine import (
     UnknownTaskError,
 )
 from engine.core.codec import encode_event
+from engine.core.errors import OutcomeUnknownError
 from engine.core.events import RunStarted, TaskSubmitted
 from engine.core.framing import encode_frame, scan
 from engine.core.options import DeliveryMode, TaskOptions
@@ -236,18 +238,53 @@ async def test_a_second_engine_cannot_open_the_same_directory(tmp_path: Path) ->
 # ---------------------------------------------------------------------------- faults
 
 
-async def test_failed_fsync_poisons_the_log_and_fails_closed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
+async def test_failed_fsync_answers_outcome_unknown_and_fails_closed(tmp_path: Path,
+                                                                     code: int) -> None:
+    """After a failed fsync the written bytes may or may not reach the disk (fsyncgate): the
+    caller is told "outcome unknown" with the id to retry under, never "not stored" (ENOSPC
+    from fsync is no full disk: the bytes are already in the file), and nothing more is
+    acknowledged."""
     ops = CountingOps()
     async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
         before = await queue.enqueue("f", delay=60_000)
-        ops.fail_fsync = errno.EIO
+        ops.fail_fsync = code
+        with pytest.raises(OutcomeUnknownError, match="retry with the same uniqueId") as info:
+            await queue.enqueue("f", delay=60_000, unique_id="maybe")
+        assert info.value.body()["uniqueId"] == "maybe" and info.value.http_status == 503
         with pytest.raises(LogPoisonedError, match="nothing more is acknowledged"):
-            await queue.enqueue("f", delay=60_000)
-        with pytest.raises(LogPoisonedError):
-            await queue.enqueue("f", delay=60_000)
+            await queue.enqueue("f", delay=60_000, unique_id="never")
+        assert not queue.store.accepting and queue.store.failure is not None
+        syncs = ops.syncs
         assert (await queue.get_task_info(before)).state is TaskState.QUEUED  # reads still work
+    assert ops.syncs == syncs  # the failed fsync was not retried and trusted, not even at close
     async with Engine(data_dir=tmp_path) as queue:
         assert (await queue.get_task_info(before)).state is TaskState.QUEUED
+        with pytest.raises(UnknownTaskError):
+            await queue.get_task_info("never")  # told "not stored": it never comes back
+        # the bytes of "maybe" were in the page cache and so survived: a retry under the same
+        # id is safe, it answers "already there" instead of running the task twice
+        with pytest.raises(DuplicateTaskError):
+            await queue.enqueue("f", delay=60_000, unique_id="maybe")
+
+
+async def test_any_exception_in_the_write_path_fails_closed(tmp_path: Path) -> None:
+    """Not only OSError: whatever breaks the writer (here the encoder meeting a value it cannot
+    hold, which the edges now refuse) poisons the store, answers every waiter at once, and
+    readiness reports it."""
+    async with Engine(data_dir=tmp_path) as queue:
+        kept = await queue.enqueue("f", delay=60_000)
+        unstorable = TaskSubmitted(queue.core.last_seq + 1, T0, "bad", "f", {"n": 1 << 70},
+                                   TaskOptions(), T0)
+        queue.core.last_seq += 1
+        queue.store.append([unstorable])
+        with pytest.raises(LogPoisonedError, match="nothing more is acknowledged"):
+            await asyncio.wait_for(queue.store.wait_durable(unstorable.seq), 5)
+        with pytest.raises(LogPoisonedError):
+            await asyncio.wait_for(queue.enqueue("f", delay=60_000), 5)
+        assert queue.store.failure is not None
+    async with Engine(data_dir=tmp_path) as queue:
+        assert [t.unique_id for t in queue.core.tasks()] == [kept]
 
 
 async def test_full_disk_refuses_new_tasks_loses_nothing_and_resumes(tmp_path: Path) -> None:
