@@ -331,11 +331,17 @@ def _zone(tz: str, field: str = "timezone") -> ZoneInfo:
                               field) from None
 
 
+MAX_INTERVAL_MS = 3_660 * 24 * 3600 * 1000  # ten years: fire times stay far inside 64 bits
+
+
 def check_interval(interval_ms: int, field: str = "interval") -> int:
-    """Return ``interval_ms`` if it is a whole number of milliseconds >= 1."""
+    """Return ``interval_ms`` if it is a whole number of milliseconds from 1 to ten years."""
     if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms < 1:
+        shown = f"{interval_ms!r}" if not isinstance(interval_ms, int) else "a number below 1"
         raise ValidationError(
-            f"{field}: {interval_ms!r} is not a positive whole number of milliseconds", field)
+            f"{field}: {shown} is not a positive whole number of milliseconds", field)
+    if interval_ms > MAX_INTERVAL_MS:
+        raise ValidationError(f"{field} must be at most {MAX_INTERVAL_MS} ms (3660 days)", field)
     return interval_ms
 
 
@@ -521,7 +527,7 @@ def fire_times(spec: CronExpr | int, tz: str, after_ms: int, count: int, *,
     """A preview: the next ``count`` (0..MAX_PREVIEW) fire times after ``after_ms``,
     strictly increasing; exactly what repeated ``next_fire_ms`` calls give."""
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_PREVIEW:
-        raise ValidationError(f"count: {count!r} is not a whole number 0-{MAX_PREVIEW}", "count")
+        raise ValidationError(f"count: not a whole number 0-{MAX_PREVIEW}", "count")
     out: list[int] = []
     for _ in range(count):
         after_ms = next_fire_ms(spec, tz, after_ms, anchor_ms=anchor_ms)

@@ -339,7 +339,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"string {shown!r}"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return f"number {_short_int(value)}"
+    if isinstance(value, float):
         return f"number {value}"
     if isinstance(value, dict):
         return "an object"

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from engine.core.errors import ValidationError
-from engine.core.options import check_params
+from engine.core.options import _describe, check_params, check_storable_int
 
 PROGRESS_WINDOW_MS = 500
 MAX_MESSAGE_CHARS = 500
@@ -31,7 +31,9 @@ def parse_progress(*, percent: Any = None, done: Any = None, total: Any = None,
     for name, value in (("done", done), ("total", total)):
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValidationError(f"{name} must be a whole number >= 0, got {value!r}", name)
+                raise ValidationError(f"{name} must be a whole number >= 0, got "
+                                      f"{_describe(value)}", name)
+            check_storable_int(value, name)
             report[name] = value
     if done is not None and total is not None and done > total:
         raise ValidationError(f"done ({done}) cannot exceed total ({total})", "done")
@@ -51,7 +53,7 @@ def parse_progress(*, percent: Any = None, done: Any = None, total: Any = None,
 def _percent(value: Any) -> int | float:
     if (isinstance(value, bool) or not isinstance(value, int | float)
             or not math.isfinite(value) or not 0 <= value <= 100):
-        raise ValidationError(f"percent must be a number from 0 to 100, got {value!r}",
+        raise ValidationError(f"percent must be a number from 0 to 100, got {_describe(value)}",
                               "percent")
     return value
 
