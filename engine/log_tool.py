@@ -23,7 +23,7 @@ from typing import TextIO
 from engine.core.batch_codec import decode_log_payload
 from engine.core.codec import UnknownRecordKindError, to_record
 from engine.core.engine import EngineCore
-from engine.core.errors import EngineError, LogError
+from engine.core.errors import LogError
 from engine.core.events import Event
 from engine.core.framing import TailState, salvage
 from engine.core.schedules import Schedule
@@ -32,7 +32,9 @@ from engine.runtime.log_file import (
     BatchReader,
     FileOps,
     LogCorruptError,
+    LogInconsistentError,
     LogLockedError,
+    apply_logged,
     list_segments,
     scan_segment,
 )
@@ -154,27 +156,38 @@ def replay(snapshot_tasks: Iterable[Task], snapshot_seq: int, events: Iterable[E
         core.restore_schedule(found)
     core.restore_counters(counters or {})
     core.last_seq = max(core.last_seq, snapshot_seq)
+    if not lenient:
+        apply_logged(core.apply, events)
+        return core, 0
     dropped = 0
     for event in events:
-        if lenient and event.seq <= core.last_seq:
+        if event.seq <= core.last_seq:
             dropped += 1
             continue
         try:
-            core.apply(event)
-        except (EngineError, KeyError):
-            if not lenient:
-                raise
+            apply_logged(core.apply, (event,))
+        except LogInconsistentError:
             dropped += 1
     return core, dropped
 
 
 def describe(directory: Path, out: TextIO, verbose: bool = True) -> int:
+    """Print what the log holds (``verbose``) and how its tail stands. The records are folded
+    into a core exactly as a start does, so whatever would keep the queue from starting makes
+    this report damage too."""
     found = inspect(directory)
+    core = None
+    if found.status != DAMAGED:
+        try:
+            core, _ = replay(found.snapshot_tasks, found.snapshot_seq, found.events,
+                             counters=found.counters, schedules=found.snapshot_schedules)
+        except LogInconsistentError as exc:
+            found.lines.append(f"replay: {exc}")
+            _damaged(found, f"record seq {exc.seq} ({exc.kind}) does not follow from the "
+                            f"records before it: {exc.reason}")
     for line in found.lines if verbose else ():
         print(line, file=out)
-    if found.status != DAMAGED and verbose:
-        core, _ = replay(found.snapshot_tasks, found.snapshot_seq, found.events,
-                         counters=found.counters, schedules=found.snapshot_schedules)
+    if core is not None and verbose:
         states = Counter(task.state.value for task in core.tasks())
         print(f"records: {sum(found.kinds.values())} ("
               + ", ".join(f"{k} {n}" for k, n in sorted(found.kinds.items())) + ")", file=out)

@@ -39,12 +39,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.batch_codec import decode_log_frame, payload_synced
-from engine.core.errors import LogError
+from engine.core.errors import EngineError, LogError
 from engine.core.events import Event
 from engine.core.framing import CorruptRecordError, ScanResult, TailState, salvage, scan
 
@@ -64,6 +64,30 @@ class LogCorruptError(LogError):
         self.segment = segment
         self.offset = offset
         self.reason = reason
+
+
+class LogInconsistentError(LogError):
+    """A record that does not follow from the records before it (it names a task the log does
+    not hold, say): the queue refuses to start until the log is repaired."""
+
+    def __init__(self, seq: int, kind: str, reason: str) -> None:
+        super().__init__(f"log record seq {seq} ({kind}) does not follow from the records "
+                         f"before it: {reason}; run `cloudqueue log repair DATA_DIR` (it keeps "
+                         "a backup)")
+        self.seq = seq
+        self.kind = kind
+        self.reason = reason
+
+
+def apply_logged(apply: Callable[[Event], object], events: Iterable[Event]) -> None:
+    """Fold logged ``events`` into a core with ``apply``, as every start and ``log verify`` do;
+    a record that does not apply is reported as ``LogInconsistentError``, not a ``KeyError``."""
+    for event in events:
+        try:
+            apply(event)
+        except (KeyError, LookupError, ValueError, TypeError, EngineError) as exc:
+            raise LogInconsistentError(event.seq, type(event).__name__,
+                                       str(exc) or type(exc).__name__) from exc
 
 
 class LogLockedError(LogError):

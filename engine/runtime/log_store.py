@@ -478,20 +478,25 @@ class LogStore:
         self._size = self._synced_size = 0
 
     async def _disk_full(self, batch: list[Event]) -> None:
+        """The write of ``batch`` found the disk full (nothing of it is in the file). The
+        ``on_disk_full`` callback decides over the batch *and* everything queued behind it (a
+        run-started record of a task whose submission is rolled back must go with it, or it
+        would be written once space returns and trip every later replay)."""
         self._full = True
-        kept = self.on_disk_full(batch) if self.on_disk_full is not None else batch
+        queued = batch + self._pending
+        kept = self.on_disk_full(queued) if self.on_disk_full is not None else queued
         kept_seqs = {event.seq for event in kept}
         error = DiskFullError("the disk is full: the task was not stored (nothing was "
                               "acknowledged); free space and enqueue again")
-        for event in batch:
+        for event in queued:
             if event.seq not in kept_seqs:
                 self._rejected.add(event.seq)
                 for future in self._waiters.pop(event.seq):
                     if not future.done():
                         future.set_exception(error)
-        self._pending[:0] = kept
+        self._pending = kept
         log.error("disk full writing %s: %d event(s) rolled back, %d kept for retry",
-                  self.directory, len(batch) - len(kept), len(kept))
+                  self.directory, len(queued) - len(kept), len(kept))
         await asyncio.sleep(self._retry_s)
         self._retry_s = min(self._retry_s * 2, _FULL_RETRY_MAX_S)
         self._kick.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,71 @@ async def test_never_policy_leaves_syncing_to_the_os(tmp_path: Path) -> None:
             await queue.enqueue("f", delay=60_000)
         await asyncio.sleep(0.25)  # longer than the interval policy's default
         assert ops.syncs == after_open
+
+
+class WriteGateOps(CountingOps):
+    """Writes wait for ``write_gate`` when it is set (so events pile up behind a write)."""
+
+    write_gate: threading.Event | None = None
+
+    def write(self, fd: int, data: bytes) -> None:
+        if self.write_gate is not None:
+            self.write_gate.wait(5)
+        super().write(fd, data)
+
+
+@pytest.mark.parametrize("mode", [DeliveryMode.AT_MOST_ONCE, DeliveryMode.AT_LEAST_ONCE])
+async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
+                                                               mode: DeliveryMode) -> None:
+    """The run-started record of a task whose submission the full disk refused was queued
+    behind it; it must go with the submission, not be written once space returns (the next
+    start then failed on a KeyError while `log verify` said clean)."""
+    from engine.log_tool import CLEAN, describe
+
+    ops = WriteGateOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+        queue.define("f")(noop)
+        ops.write_gate = threading.Event()
+        pending = asyncio.ensure_future(queue.enqueue("f", unique_id="refused",
+                                                     delivery_mode=mode.value))
+        def state() -> TaskState | None:
+            return next((t.state for t in queue.core.tasks() if t.unique_id == "refused"), None)
+
+        for _ in range(500):  # the run starts in memory while its submission is being written
+            if state() is TaskState.RUNNING:
+                break
+            await asyncio.sleep(0.002)
+        assert state() is TaskState.RUNNING
+        ops.fail_write = errno.ENOSPC
+        ops.write_gate.set()
+        with pytest.raises(DiskFullError, match="not stored"):
+            await pending
+        ops.fail_write = None
+        for _ in range(250):
+            if queue.store.accepting:
+                break
+            await asyncio.sleep(0.02)
+        kept = await queue.enqueue("f", unique_id="kept", delay=60_000)
+        await queue.settle()
+    out = io.StringIO()
+    assert describe(tmp_path, out, verbose=False) == CLEAN, out.getvalue()
+    async with Engine(data_dir=tmp_path) as queue:
+        assert [t.unique_id for t in queue.core.tasks()] == [kept]
+    events, _ = read_log(tmp_path)
+    assert {e.unique_id for e in events} == {kept}
+
+
+async def test_a_record_that_does_not_follow_refuses_to_start_and_verify_says_so(
+        tmp_path: Path) -> None:
+    from engine.log_tool import DAMAGED, describe
+    from engine.runtime.log_file import LogInconsistentError
+
+    write_log(tmp_path, [TaskSubmitted(1, T0, "a", "f", {}, TaskOptions(), T0),
+                         RunStarted(2, T0 + 1, "ghost", 1)])
+    with pytest.raises(LogInconsistentError, match=r"seq 2 \(RunStarted\).*log repair"):
+        await Engine(data_dir=tmp_path).start()
+    out = io.StringIO()
+    assert describe(tmp_path, out, verbose=False) == DAMAGED
+    assert "seq 2 (RunStarted) does not follow" in out.getvalue()
+    with pytest.raises(LogInconsistentError):  # not LogLockedError: the refusal let go
+        await Engine(data_dir=tmp_path).start()
