@@ -38,6 +38,7 @@ from engine.runtime.log_file import (
     FileOps,
     FsyncPolicy,
     RecoveryReport,
+    apply_logged,
 )
 from engine.runtime.log_store import LogStore
 from engine.runtime.snapshot import encode_snapshot_rows
@@ -177,8 +178,11 @@ class Engine:
             self.core.restore_schedule(found)
         self.core.restore_counters(loaded.counters)
         self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
-        for event in loaded.events:
-            self.core.apply(event)
+        try:
+            apply_logged(self.core.apply, loaded.events)
+        except BaseException:
+            await store.close()
+            raise
         loaded.report.apply_seconds = time.perf_counter() - started
         self.store = self._log = store
         self._driver = self._new_driver(store)
@@ -210,8 +214,9 @@ class Engine:
             log.error("compaction failed: %s", exc)
 
     def _roll_back_unstored(self, batch: list[Event]) -> list[Event]:
-        """The disk filled up before ``batch`` was written: forget the tasks submitted in it
-        (their callers get DiskFullError) and keep the rest of the batch for a retry."""
+        """The disk filled up before ``batch`` (every event not yet written) was written:
+        forget the tasks submitted in it (their callers get DiskFullError), drop every later
+        event about them, and keep the rest for a retry."""
         # A schedule's firing has no caller to tell: it stays in the batch and is retried.
         submitted = {e.unique_id: e.seq for e in batch
                      if isinstance(e, TaskSubmitted) and e.schedule is None}
