@@ -62,6 +62,7 @@ from engine.core.options import (
     parse_options,
 )
 from engine.core.quotas import QuotaExceededError as CoreQuotaExceededError
+from engine.core.redact import redact_url
 from engine.core.schedules import check_schedule_name, parse_schedule
 from engine.core.states import TaskState
 from engine.core.task import ABSENT, TaskInfo, iso_ms
@@ -124,9 +125,10 @@ class QueueUnavailableError(EngineError):
 
     Attributes:
         url: the URL requested (without any credentials).
-        outcome_unknown: True when the request may have reached the queue (a timeout or a broken
-            connection after sending): an enqueue may then have been created, so retry it with
-            the same ``unique_id``.
+        outcome_unknown: True when the request may have reached the queue (a timeout, a broken
+            connection after sending, or a gateway's answer, which came after the request was
+            sent and may have been passed on): an enqueue may then have been created, so retry
+            it with the same ``unique_id``. False only when no connection was made.
     """
 
     http_status: ClassVar[int] = 503
@@ -367,7 +369,10 @@ class _Answer:
                                       self.server_code, _quota(body))
         if body is None:
             if status in (502, 503, 504):
-                return QueueUnavailableError(message, self.url)
+                # a gateway answered after the request was sent: it may have passed it on
+                hint = ("; the task may or may not have been created: retry with the same "
+                        "unique_id" if op == "enqueue" else "")
+                return QueueUnavailableError(message + hint, self.url, outcome_unknown=True)
             return UnexpectedResponseError(message, status)
         if status == 409 and op in ("enqueue", "cancel"):
             return _conflict(op, message, body, unique_id)
@@ -423,7 +428,7 @@ class QueueClient:
                  master_key: str | None = None, *, timeout_s: float = 30) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+            raise ConfigError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
         if not app_id:
             raise ConfigError("app_id must not be empty")
         if not master_key and not app_key:

@@ -47,6 +47,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.http_api.auth import AppKeys, Role, authenticate
+from engine.core.redact import redact_url
 
 __all__ = ["Call", "CloudError", "CloudFunction", "FunctionHost", "ProgressError"]
 
@@ -287,14 +288,14 @@ class FunctionHost:
                                              headers=headers) as response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProgressError(f"could not reach the queue at {url}: "
+            raise ProgressError(f"could not reach the queue at {redact_url(url)}: "
                                 f"{type(exc).__name__}: {exc}") from exc
         if response.status != 200:
             raise ProgressError(_refusal(response.status, text), response.status)
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise ProgressError(f"the queue answered {url} with something not JSON: "
+            raise ProgressError(f"the queue answered {redact_url(url)} with something not JSON: "
                                 f"{text[:200]!r}") from exc
 
     async def _close(self, app: web.Application) -> None:

@@ -12,16 +12,24 @@ from ``user:password@`` in the URL, keep-alive connections reused most-recent-fi
 once idle past ``keepalive_s``, answers framed by
 ``Content-Length``, ``Transfer-Encoding: chunked`` or the connection's end, ``1xx`` interim answers
 skipped, ``gzip``/``deflate`` bodies decoded (it sends ``Accept-Encoding: gzip, deflate``, as
-aiohttp did). Bodies, decoded bodies, heads and trailers are bounded. No redirects, proxies,
-cookies or pipelining: the queue needs none of them.
+aiohttp did). Heads and trailers are bounded, and so are bodies (``max_body``, the queue's cap on
+a function's answer, 8 MiB by default): checked while the answer is read and while it is
+decoded, so an answer over the cap is never held whole. No redirects, proxies, cookies or
+pipelining: the queue needs none of them.
 
 What it reports, so that the invoker can tell "nothing ran" from "the function may have run":
 
-* :class:`ConnectFailed` - the request was not sent: no connection could be made (refused, DNS,
-  TLS handshake, unreachable), or none was made within ``timeout_s``.
+* :class:`ConnectFailed` - the request was provably never sent: no connection could be made
+  (refused, DNS, TLS handshake, unreachable), none was made within ``timeout_s``, or the
+  connection was gone before the request was written. This is the only failure after which
+  nothing can have run.
 * :class:`ConnectionBroken` - the connection ended, or spoke something other than HTTP/1.x,
   after the request was written.
+* :class:`AnswerTooLarge` (a ``ConnectionBroken``) - the answer is over ``max_body``.
 * ``TimeoutError`` - the request was written but no whole answer came within ``timeout_s``.
+
+Any :class:`Response` came after the request was written, so it never means "nothing ran",
+whatever its status (a gateway's 502/503/504 included: a proxy may have passed the request on).
 
 A connection is reused only after a whole answer that allows it; on any error, timeout or
 cancellation it is closed.
@@ -39,8 +47,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from engine.core.redact import redact_url
+
 _MAX_HEAD = 64 * 1024  # status line + headers
-_MAX_BODY = 64 * 1024 * 1024  # a function's answer; the queue keeps results far smaller
+# A function's answer: the queue stores it whole in one log record, capped at
+# engine.core.framing.MAX_RECORD_BYTES (16 MiB), so answers are refused well below that.
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
 
 class ConnectFailed(Exception):
@@ -49,6 +61,15 @@ class ConnectFailed(Exception):
 
 class ConnectionBroken(Exception):
     """The connection failed after the request was sent: the host may have acted on it."""
+
+
+class AnswerTooLarge(ConnectionBroken):
+    """The answer (as sent, or once decoded) is over the client's ``max_body``: refused while
+    it was read, never held whole. The request was sent: the function may have run."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} over the {limit}-byte cap on a function's answer")
+        self.limit = limit
 
 
 class Response:
@@ -74,18 +95,20 @@ class Response:
 class _Parser:
     """Incremental HTTP/1.x response parser (one response at a time)."""
 
-    __slots__ = ("buf", "head_only", "state", "status", "head", "coding", "length", "chunks",
-                 "keep_alive", "response")
+    __slots__ = ("buf", "head_only", "max_body", "state", "status", "head", "coding", "length",
+                 "chunks", "received", "keep_alive", "response")
 
-    def __init__(self, head_only: bool) -> None:
+    def __init__(self, head_only: bool, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.buf = bytearray()
         self.head_only = head_only
+        self.max_body = max_body
         self.state = "head"
         self.status = 0
         self.head = ""
         self.coding = ""  # Content-Encoding, lower case
         self.length = 0
         self.chunks: list[bytes] = []
+        self.received = 0  # bytes of chunked body so far
         self.keep_alive = True
         self.response: Response | None = None
 
@@ -107,8 +130,8 @@ class _Parser:
                     self.keep_alive = False  # never reuse a connection that said more
                 return True
             if state == "until_close":
-                if len(self.buf) > _MAX_BODY:
-                    raise ConnectionBroken(f"response body over {_MAX_BODY} bytes")
+                if len(self.buf) > self.max_body:
+                    raise AnswerTooLarge("a response body", self.max_body)
                 return False
             if not self._STEPS[state](self):
                 return False
@@ -142,8 +165,9 @@ class _Parser:
         if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
             raise ConnectionBroken(f"bad chunk size {size_text[:20]!r}")
         self.length = int(size_text, 16)
-        if self.length > _MAX_BODY:
-            raise ConnectionBroken(f"chunk of {self.length} bytes: over {_MAX_BODY}")
+        if self.received + self.length > self.max_body:
+            raise AnswerTooLarge(f"a chunked body of {self.received + self.length}+ bytes",
+                                 self.max_body)
         self.state = "chunk" if self.length else "trailers"
         return True
 
@@ -154,8 +178,7 @@ class _Parser:
             raise ConnectionBroken("chunk not followed by CRLF")
         self.chunks.append(bytes(self.buf[:self.length]))
         del self.buf[:self.length + 2]
-        if sum(map(len, self.chunks)) > _MAX_BODY:
-            raise ConnectionBroken(f"response body over {_MAX_BODY} bytes")
+        self.received += self.length
         self.state = "chunk_size"
         return True
 
@@ -203,8 +226,8 @@ class _Parser:
             if len(values) != 1 or not _is_digits(next(iter(values))):
                 raise ConnectionBroken(f"bad Content-Length {length[:20]!r}")
             self.length = int(values.pop())
-            if self.length > _MAX_BODY:
-                raise ConnectionBroken(f"Content-Length {self.length} out of range")
+            if self.length > self.max_body:
+                raise AnswerTooLarge(f"Content-Length {self.length}", self.max_body)
             self.state = "length"
         else:
             self.keep_alive = False
@@ -212,8 +235,9 @@ class _Parser:
 
     def _done(self, body: bytes) -> None:
         self.state = "done"
-        self.response = Response(self.status, self.head,
-                                 _decode(self.coding, body) if body and self.coding else body)
+        self.response = Response(
+            self.status, self.head,
+            _decode(self.coding, body, self.max_body) if body and self.coding else body)
 
     def closed(self) -> bool:
         """The connection ended: True when that ended the response (a body read until close)."""
@@ -242,29 +266,29 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()  # int() would also take "+5", "1_0", " 7"
 
 
-def _inflate(body: bytes, wbits: int) -> bytes:
-    """Decompress, never past _MAX_BODY (a small body can inflate to gigabytes)."""
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    """Decompress, never past ``limit`` (a small body can inflate to gigabytes)."""
     inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(body, _MAX_BODY + 1)
-    if len(out) > _MAX_BODY:
-        raise ConnectionBroken(f"response body decompresses to over {_MAX_BODY} bytes")
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit:
+        raise AnswerTooLarge("a response body that decompresses to", limit)
     if not inflater.eof:
         raise zlib.error("incomplete or truncated stream")
     return out
 
 
-def _decode(coding: str, body: bytes) -> bytes:
-    """``body`` decoded from ``coding`` (lower case)."""
+def _decode(coding: str, body: bytes, limit: int) -> bytes:
+    """``body`` decoded from ``coding`` (lower case), at most ``limit`` bytes of it."""
     if coding == "identity":
         return body
     try:
         if coding in ("gzip", "x-gzip"):
-            return _inflate(body, 16 + zlib.MAX_WBITS)
+            return _inflate(body, 16 + zlib.MAX_WBITS, limit)
         if coding == "deflate":
             try:
-                return _inflate(body, zlib.MAX_WBITS)
+                return _inflate(body, zlib.MAX_WBITS, limit)
             except zlib.error:  # raw deflate, as some servers send it
-                return _inflate(body, -zlib.MAX_WBITS)
+                return _inflate(body, -zlib.MAX_WBITS, limit)
     except zlib.error as exc:
         raise ConnectionBroken(f"could not decode a {coding} body: {exc}") from None
     raise ConnectionBroken(f"unsupported Content-Encoding {coding!r} (asked for gzip, deflate)")
@@ -332,11 +356,13 @@ class HostClient:
     runs in flight, and a second bound below it would only make runs wait."""
 
     def __init__(self, base_url: str, *, limit: int | None = None, keepalive_s: float = 2.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 max_body: int = DEFAULT_MAX_BODY) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the function host must be an http:// or https:// URL, got "
-                             f"{base_url!r}")
+                             f"{redact_url(base_url)!r}")
+        self.max_body = max_body
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
@@ -416,14 +442,14 @@ class HostClient:
 
     async def _exchange(self, conn: _Connection, data: bytes, head_only: bool) -> Response:
         loop = asyncio.get_running_loop()
-        conn.parser = _Parser(head_only)
+        conn.parser = _Parser(head_only, self.max_body)
         conn.waiter = waiter = loop.create_future()
         self._busy.add(conn)
         reuse = False
         try:
-            if conn.lost:
-                raise ConnectionBroken("the host closed the connection")
-            assert conn.transport is not None
+            if conn.lost or conn.transport is None or conn.transport.is_closing():
+                # nothing was written: the host cannot have seen this request
+                raise ConnectFailed("the connection closed before the request was written")
             conn.transport.write(data)
             response: Response = await waiter
             reuse = conn.parser.keep_alive and not conn.lost

@@ -4,11 +4,19 @@
   the body is not JSON; unless the function returned ``{"__cloudqueue": {"continue": cp}}``,
   which asks to be called again from checkpoint ``cp`` (continuation).
 * Any other answer: a failed run, retried while runs remain under both delivery modes;
-  ``error`` is the body's ``error`` string, ``statusCode`` the status.
-* 502/503/504 whose body is not a LeanEngine ``{code, error}`` body: a gateway speaking for a dead
-  host. Nothing ran: the host is *unavailable* and no attempt is charged.
-* No connection at all: unavailable. The connection broke after the request was sent, or no
-  answer in time: an *unknown* outcome, which the task's deliveryMode decides.
+  ``error`` is the body's ``error`` string, ``statusCode`` the status. Except LeanEngine's own
+  timeout (a 502/503/504 with ``code`` 124): the function was called and never answered, an
+  *unknown* outcome like our own timeout.
+* 502/503/504 whose body is not a LeanEngine ``{code, error}`` body: a gateway's answer. The
+  request was sent whole before it came (an answer always follows the request), and a proxy may
+  have passed it on to the function before failing, so it proves nothing about whether the
+  function ran: an *unknown* outcome, charged, which the task's deliveryMode decides (retried
+  under atLeastOnce, final under atMostOnce). It also suggests the host is down, so the invoker
+  pauses dispatch and probes (``gateway_down``).
+* The request provably never left (``h1.ConnectFailed``: refused, DNS, connect timeout, the
+  connection gone before the request was written): *unavailable*, the one outcome that charges
+  no attempt. The connection broke after the request was sent, no answer in time, or an answer
+  over the cap: an *unknown* outcome, which the task's deliveryMode decides.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from engine.core.events import FailureKind
 from engine.runtime.functions import Continued, Failed, Outcome, Succeeded, Unavailable
 
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
+_LEANENGINE_TIMEOUT = 124  # LeanEngine's code for a function that did not answer in time
 _EXCERPT = 200
 
 
@@ -65,32 +74,63 @@ def with_checkpoint(params: Any, checkpoint: Any, slice_: int) -> Any:
     return {**params, CONTINUATION_KEY: {"checkpoint": checkpoint, "slice": slice_}}
 
 
+def _leanengine_error(parsed: bool, value: Any) -> bool:
+    return (parsed and isinstance(value, dict) and "code" in value
+            and isinstance(value.get("error"), str))
+
+
+def gateway_down(status: int, content_type: str, body: bytes) -> bool:
+    """A gateway's 502/503/504 without a LeanEngine ``{code, error}`` body: the host behind it
+    looks down (dispatch pauses and the host is probed). Says nothing about whether a request
+    that got this answer ran: ``classify_response`` decides that."""
+    return status in _GATEWAY_STATUSES and not _leanengine_error(*_parse(content_type, body))
+
+
 def classify_response(status: int, content_type: str, body: bytes) -> Outcome:
+    """An answer to a request that was sent: never ``Unavailable`` (only a request that never
+    left may be retried uncharged)."""
     parsed, value = _parse(content_type, body)
     if 200 <= status < 300:
         continued = _continuation(value) if parsed else None
         if continued is not None:
             return continued
         return Succeeded(value if parsed else body.decode("utf-8", "replace"), status)
-    leanengine_error = (parsed and isinstance(value, dict) and "code" in value
-                        and isinstance(value.get("error"), str))
-    if status in _GATEWAY_STATUSES and not leanengine_error:
-        return Unavailable(f"the function host answered {status} with no LeanEngine error body "
-                           f"(a gateway for a host that is down): {_excerpt(body)!r}")
-    if leanengine_error:
+    if _leanengine_error(parsed, value):
+        if status in _GATEWAY_STATUSES and value["code"] == _LEANENGINE_TIMEOUT:
+            # LeanEngine's own "the request timed out": the function was called and did not
+            # answer in time, which is no answer from it at all
+            return Failed(f"{value['error']} (the function may have run, so the outcome is "
+                          f"unknown; an atMostOnce task is not retried)",
+                          FailureKind.UNKNOWN, status)
         return Failed(value["error"], FailureKind.ERROR, status)
+    if status in _GATEWAY_STATUSES:
+        return Failed(f"a gateway answered {status} without a LeanEngine error body "
+                      f"({_excerpt(body)!r}) after the request was sent: the function may have "
+                      f"run, so the outcome is unknown (an atMostOnce task is not retried)",
+                      FailureKind.UNKNOWN, status)
     return Failed(f"the function host answered HTTP {status}: {_excerpt(body)}",
                   FailureKind.ERROR, status)
 
 
-def connection_failed(reason: str) -> Outcome:
-    """The request never reached the host (refused, DNS, unreachable)."""
+def connection_failed(reason: str) -> Unavailable:
+    """The request provably never reached the host (refused, DNS, connect timeout, the
+    connection gone before the request was written): nothing ran."""
     return Unavailable(f"could not reach the function host: {reason}")
 
 
 def broken_after_sending(reason: str) -> Outcome:
     return Failed(f"the connection to the function host broke after the request was sent "
-                  f"({reason}); the function may have run", FailureKind.UNKNOWN)
+                  f"({reason}): the function may have run, so the outcome is unknown (an "
+                  f"atMostOnce task is not retried)", FailureKind.UNKNOWN)
+
+
+def answer_too_large(limit: int) -> Outcome:
+    """The function answered with more than the queue stores: it ran, but its answer cannot be
+    kept. An unknown outcome as far as the task goes (atMostOnce: final; atLeastOnce: retried
+    while runs remain), never an endless retry."""
+    return Failed(f"the function's result cannot be stored: its answer is over the {limit}-byte "
+                  f"cap on a function's answer (it was not read); keep large results elsewhere "
+                  f"and return a reference to them", FailureKind.UNKNOWN)
 
 
 def timed_out(timeout_ms: int) -> Outcome:

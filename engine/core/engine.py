@@ -40,6 +40,7 @@ from engine.core.errors import (
     InvalidTransitionError,
     StaleRunError,
     UnknownTaskError,
+    ValidationError,
 )
 from engine.core.events import (
     Event,
@@ -65,7 +66,7 @@ from engine.core.ready_queue import ReadyQueue
 from engine.core.schedule_ops import ScheduleOps
 from engine.core.schedules import Schedule
 from engine.core.states import TaskState, Trigger, can_fire, fire
-from engine.core.task import Task, TaskInfo
+from engine.core.task import MAX_RESULT_BYTES, Task, TaskInfo, storable_text, unstorable
 from engine.core.timer_wheel import TimerWheel
 
 
@@ -90,6 +91,9 @@ class CoreConfig:
     # Runs in flight for schedules' firings, in a group of their own (None: they share
     # ``concurrency`` with every other task).
     schedule_concurrency: int | None = None
+    # The largest result a run may hand back, packed as the log stores it (a record holds at
+    # most 16 MiB); a larger one fails the run (``run_succeeded``).
+    max_result_bytes: int = MAX_RESULT_BYTES
 
 
 class EngineCore(ScheduleOps):
@@ -247,12 +251,28 @@ class EngineCore(ScheduleOps):
 
     # ------------------------------------------------------------------ run outcomes
 
+    # Every run outcome becomes an event here (run_succeeded, run_failed, run_requeued,
+    # run_continued), so here is where what a run handed back is checked against what the log
+    # can store. A result or checkpoint it cannot store (an integer beyond 64 bits, NaN, a value
+    # that is not JSON, text that is not Unicode, over the size cap) would kill the log writer,
+    # and after a restart the task would run and kill it again. Instead the run fails as an
+    # *unknown* outcome: the function ran, but what it handed back is lost. So an atMostOnce task
+    # fails for good (its function must not run twice) and an atLeastOnce task is retried while
+    # its runs last: at most its normal attempts, never forever. Error texts are cut to size and
+    # made valid Unicode rather than refused.
+
     def run_succeeded(self, unique_id: str, run_seq: int, result: Any, now_ms: int,
                       status_code: int | None = None) -> list[Command]:
-        """Record a run's success. An outcome for a run that is no longer current (it timed
-        out, or the task was requeued) is dropped: returns []."""
+        """Record a run's success (a failure if its result cannot be stored). An outcome for a
+        run that is no longer current (it timed out, or the task was requeued) is dropped:
+        returns []."""
         if not self.run_is_current(unique_id, run_seq):
             return []
+        problem = unstorable(result, "the result", self.config.max_result_bytes)
+        if problem is not None:
+            return self.run_failed(unique_id, run_seq,
+                                   f"the function's result cannot be stored: {problem}", now_ms,
+                                   FailureKind.UNKNOWN, status_code)
         events = self._run_ended(unique_id, lambda seq: RunSucceeded(
             seq, now_ms, unique_id, run_seq, result, status_code))
         return [Append(events), TaskFinished(self._tasks[unique_id])]
@@ -263,6 +283,7 @@ class EngineCore(ScheduleOps):
         """Record a failed run; the task retries after ``backoff`` or fails for good."""
         if not self.run_is_current(unique_id, run_seq):
             return []
+        error = storable_text(error)
         events = self._run_ended(unique_id, lambda seq: RunFailed(
             seq, now_ms, unique_id, run_seq, error, kind, status_code))
         return self._with_finish([Append(events)], unique_id)
@@ -272,6 +293,7 @@ class EngineCore(ScheduleOps):
         """A run that did no countable work (host unreachable): no attempt is spent."""
         if not self.run_is_current(unique_id, run_seq):
             return []
+        reason = storable_text(reason)
         return [Append(self._run_ended(unique_id, lambda seq: RunRequeued(
             seq, now_ms, unique_id, run_seq, reason)))]
 
@@ -299,6 +321,9 @@ class EngineCore(ScheduleOps):
         """
         if not self.run_is_current(unique_id, run_seq):
             raise StaleRunError(unique_id, run_seq)
+        problem = unstorable(report, "the progress report", self.config.max_result_bytes)
+        if problem is not None:
+            raise ValidationError(problem)
         task = self._tasks[unique_id]
         messages = task.messages
         if "message" in report:
@@ -335,18 +360,21 @@ class EngineCore(ScheduleOps):
     def run_continued(self, unique_id: str, run_seq: int, checkpoint: Any,
                       now_ms: int) -> list[Command]:
         """A run ended "not finished: continue from ``checkpoint``". The task runs again as the
-        same attempt with the checkpoint, unless the checkpoint is not JSON or over
-        ``MAX_CHECKPOINT_BYTES`` (a failed run) or its overall ``deadline`` has passed (failed
-        for good)."""
+        same attempt with the checkpoint, unless the checkpoint cannot be stored (not JSON,
+        over ``MAX_CHECKPOINT_BYTES``: a failed run with an unknown outcome, as for a result) or
+        its overall ``deadline`` has passed (failed for good)."""
         if not self.run_is_current(unique_id, run_seq):
             return []
         task = self._tasks[unique_id]
-        problem = checkpoint_problem(checkpoint)
+        problem = checkpoint_problem(checkpoint) or unstorable(
+            checkpoint, "the checkpoint", self.config.max_result_bytes)
         deadline_ms = task.options.deadline_ms
 
         def outcome(seq: int) -> Event:
             if problem is not None:
-                return RunFailed(seq, now_ms, unique_id, run_seq, problem)
+                return RunFailed(seq, now_ms, unique_id, run_seq,
+                                 f"the function's checkpoint cannot be stored: {problem}",
+                                 FailureKind.UNKNOWN)
             if deadline_ms and now_ms >= task.created_ms + deadline_ms:
                 return RunFailed(seq, now_ms, unique_id, run_seq,
                                  f"the task's overall deadline of {deadline_ms} ms passed after "

@@ -1,14 +1,98 @@
-"""The task record the core keeps, and the read-only ``TaskInfo`` it hands out."""
+"""The task record the core keeps, the read-only ``TaskInfo`` it hands out, and what a task
+can keep: a run's result, checkpoint or error must fit the log (``unstorable``,
+``storable_text``) and every answer must be valid JSON (``json_safe``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.core.options import TaskOptions
+import msgpack
+
+from engine.core.errors import ValidationError
+from engine.core.options import MAX_PARAMS_DEPTH, TaskOptions, check_params
 from engine.core.states import TaskState
 from engine.core.value import value
+
+# A run's result as the log stores it (packed): a log record is capped at
+# engine.core.framing.MAX_RECORD_BYTES (16 MiB), and a result shares its record with the run's
+# other fields. The HTTP invoker refuses a longer answer while reading it.
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+# A run's error text (an exception's message, a host's error body) is cut to this many characters.
+MAX_ERROR_CHARS = 16 * 1024
+
+_packer = msgpack.Packer(use_bin_type=True)  # the log's own settings
+
+
+def unstorable(value: Any, what: str, max_bytes: int) -> str | None:
+    """Why ``value`` cannot be stored in the log and answered as JSON, or None: it must be plain
+    JSON (no integer beyond 64 bits, no NaN or Infinity, no other types, nested at most 65
+    levels), its text valid Unicode (JSON can carry a lone surrogate, UTF-8 cannot), and its
+    packed size at most ``max_bytes``."""
+    try:
+        check_params(value, what, max_depth=MAX_PARAMS_DEPTH + 1)
+        size = len(_packer.pack(value))
+    except ValidationError as exc:
+        return str(exc)
+    except UnicodeEncodeError as exc:
+        return f"{what} holds text that is not valid Unicode ({exc.reason})"
+    except (ValueError, OverflowError, TypeError) as exc:  # what check_params let through
+        return f"{what} cannot be encoded: {exc}"
+    if size > max_bytes:
+        return (f"{what} is {size} bytes, over the {max_bytes}-byte cap on what a run may "
+                "hand back; keep large data elsewhere and return a reference to it")
+    return None
+
+
+def storable_text(text: str, max_chars: int = MAX_ERROR_CHARS) -> str:
+    """``text`` as the log can store it: cut to ``max_chars`` characters, lone surrogates
+    (which UTF-8 cannot encode) replaced by ``?``."""
+    if len(text) > max_chars:
+        text = f"{text[:max_chars]}... ({len(text) - max_chars} more characters)"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode()
+    return text
+
+
+def json_safe(item: Any) -> Any:
+    """``item`` with every NaN or infinity replaced by None (JSON has neither), so an answer is
+    valid JSON even if such a value was stored before the queue refused them; ``item`` itself
+    (no copy) when it holds none."""
+    kind = item.__class__
+    if kind is str or kind is int or kind is bool or item is None:
+        return item
+    if kind is float:
+        return item if math.isfinite(item) else None
+    return _finite_copy(item) if _has_non_finite(item) else item
+
+
+def _has_non_finite(item: Any) -> bool:
+    stack = [item]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def _finite_copy(item: Any) -> Any:
+    if isinstance(item, float):
+        return item if math.isfinite(item) else None
+    if isinstance(item, dict):
+        return {key: _finite_copy(v) for key, v in item.items()}
+    if isinstance(item, list | tuple):
+        return [_finite_copy(v) for v in item]
+    return item
 
 
 class _Absent:
@@ -128,7 +212,7 @@ class TaskInfo:
         if self.status_code is not None:
             wire["statusCode"] = self.status_code
         if self.result is not ABSENT and self.state is TaskState.SUCCESS:
-            wire["result"] = self.result
+            wire["result"] = json_safe(self.result)
         if self.error is not None and self.state is not TaskState.SUCCESS:
             wire["error"] = self.error
         if self.retry_at_ms is not None:
@@ -148,7 +232,8 @@ class TaskInfo:
         if self.slices:
             extra["slices"] = self.slices
         if self.progress is not None:
-            extra["progress"] = {**self.progress, "updatedAt": iso_ms(self.progress_ms or 0),
+            extra["progress"] = {**json_safe(self.progress),
+                                 "updatedAt": iso_ms(self.progress_ms or 0),
                                  "messages": [{"at": iso_ms(t), "message": m}
                                               for t, m in self.messages]}
         return extra

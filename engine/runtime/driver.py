@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Callable, Iterable
 
 from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
@@ -176,8 +177,10 @@ class Driver:
         except LogError:
             return  # the store failed: nothing may run; the engine is failing closed
         except Exception as exc:  # an invoker bug: we cannot tell whether the function ran
-            log.exception("invoker failed on %s run %d", command.unique_id, command.run_seq)
-            outcome = Failed(f"internal error while running the task: {exc!r}",
+            scrub = self.invoker.scrub  # the traceback may quote a secret (a URL, a key)
+            log.error("invoker failed on %s run %d: %s", command.unique_id, command.run_seq,
+                      scrub(traceback.format_exc()))
+            outcome = Failed(scrub(f"internal error while running the task: {exc!r}"),
                              FailureKind.UNKNOWN)
         finally:
             if self._runs.get(command.run_seq) is asyncio.current_task():
@@ -191,10 +194,11 @@ class Driver:
             commands = self.core.run_succeeded(uid, run_seq, outcome.result, now_ms,
                                                outcome.status_code)
         elif isinstance(outcome, Failed):
-            commands = self.core.run_failed(uid, run_seq, outcome.error, now_ms, outcome.kind,
-                                            outcome.status_code)
+            commands = self.core.run_failed(uid, run_seq, self.invoker.scrub(outcome.error),
+                                            now_ms, outcome.kind, outcome.status_code)
         elif isinstance(outcome, Unavailable):
-            commands = self.core.run_requeued(uid, run_seq, outcome.reason, now_ms)
+            commands = self.core.run_requeued(uid, run_seq, self.invoker.scrub(outcome.reason),
+                                              now_ms)
         elif isinstance(outcome, Continued):
             commands = self.core.run_continued(uid, run_seq, outcome.checkpoint, now_ms)
         try:
