@@ -1,12 +1,7 @@
 """``cloudqueue serve``: apps from the environment or a TOML file, one engine each, one server.
 
-Without ``--config`` the single app's credentials come from LeanEngine's own variables
-(``LEANCLOUD_APP_ID``, ``LEANCLOUD_APP_KEY``, ``LEANCLOUD_APP_MASTER_KEY``,
-``LEANCLOUD_APP_HOOK_KEY``). With none of them set, a development app is made up once and its keys
-kept in ``DATA_DIR/dev-credentials.json`` (printed at start). Each app keeps its log in
-``DATA_DIR/<appId>``, so apps never see each other's tasks.
-
-A TOML config describes many apps::
+The configuration (``adapters/config.py``) comes from LeanEngine's ``LEANCLOUD_*`` variables or a
+TOML file describing many apps::
 
     host = "127.0.0.1"
     port = 3100
@@ -15,8 +10,13 @@ A TOML config describes many apps::
     adaptive_concurrency = true              # fewer runs in flight while the server is overloaded
     gc_freeze_ms = 1000                      # freeze long-lived objects out of the GC (0: off)
     gc_full_collect_s = 900                  # then a full collection this often (0: never)
+    header_timeout_ms = 10000                # a request's headers complete within (else 408)
+    body_timeout_ms = 30000                  # its body complete within, after the headers
+    idle_timeout_ms = 75000                  # an idle keep-alive connection closes after
+    max_connections = 1000                   # more wait in the listen backlog
+    log_repeat_interval_s = 10               # a repeated warning or error: one line this often
     [[apps]]
-    app_id = "myApp"
+    app_id = "myApp"                         # letters, digits, _ - . (it names a directory)
     app_key = "..."
     master_key = "..."
     hook_key = "..."                         # optional
@@ -28,179 +28,62 @@ A TOML config describes many apps::
     rate_per_s = 100
     per_day = 10000
     held = 1000
+
+Each app keeps its log in ``DATA_DIR/<appId>``, so apps never see each other's tasks. A server that
+cannot start (port in use, a log locked or damaged) raises :class:`StartupRefused`, whose message
+says what to run; nothing that logs here shows a key or a URL's password.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
-import json
 import logging
-import os
-import secrets
+import resource
+import shlex
 import signal
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys
+from adapters.config import (
+    DEFAULT_PORT,
+    AppConfig,
+    ServeConfig,
+    apps_from_env,
+    check_app_id,
+    check_function_host,
+    load_config,
+)
+from adapters.http_api.app import AppStartError, QueueApp, create_app
+from adapters.http_api.listener import Listener, bind
+from adapters.http_api.logs import AccessLog, rate_limit_logs
+from adapters.http_api.protocol import ConnectionCount, ConnectionLimits, GuardedAppRunner
 from adapters.http_invoker.invoker import HttpInvoker
-from engine.core.errors import ConfigError
-from engine.core.quotas import Quotas
+from engine.core.redact import redact_url
 from engine.embedded import Engine
 from engine.runtime.heap import HeapFreezer
+from engine.runtime.log_file import LogCorruptError, LogLockedError
+
+__all__ = ["DEFAULT_PORT", "AppConfig", "Running", "ServeConfig", "StartupRefused",
+           "apps_from_env", "build_app", "check_app_id", "check_function_host", "load_config",
+           "running", "serve"]
 
 log = logging.getLogger("cloudqueue.serve")
 
-DEFAULT_PORT = 3100
+# descriptors kept free of client connections: log segments and locks, the function host's
+# connections (one per run in flight), the listening sockets, stdio
+_FD_RESERVE = 64
 
 
-@dataclass(frozen=True)
-class AppConfig:
-    keys: AppKeys
-    function_host: str | None = None
-    concurrency: int = 1
-    max_timeout_ms: int = 600_000
-    fsync: str = "always"
-    quotas: Quotas = field(default_factory=Quotas)
-    timezone: str = "UTC"  # the default zone of the app's cron schedules
-    schedule_concurrency: int | None = None  # a group of their own for schedules' firings
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    data_dir: Path = Path("data")
-    apps: tuple[AppConfig, ...] = field(default_factory=tuple)
-    shutdown_grace_ms: int = 10_000
-    # a line per request on the "aiohttp.access" logger: off by default, because at a thousand
-    # requests a second writing it costs the server 6-18 % of its CPU
-    access_log: bool = False
-    # engine/runtime/pacing.py: while the event loop lags, keep fewer runs in flight than each
-    # app's concurrency, so that acknowledgements stay fast (tasks wait; nothing is dropped)
-    adaptive_concurrency: bool = True
-    # engine/runtime/heap.py: freeze what has lived a while out of the cyclic GC every this many
-    # ms (0: leave the GC alone), and collect everything once every gc_full_collect_s (0: never)
-    gc_freeze_ms: int = 1_000
-    gc_full_collect_s: int = 900
-
-
-def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | None,
-                  concurrency: int) -> tuple[AppConfig, ...]:
-    names = ("LEANCLOUD_APP_ID", "LEANCLOUD_APP_KEY", "LEANCLOUD_APP_MASTER_KEY")
-    given = [n for n in names if env.get(n)]
-    if given and len(given) < len(names):
-        missing = ", ".join(n for n in names if n not in given)
-        raise ConfigError(f"set all of {', '.join(names)} (missing: {missing})")
-    if given:
-        keys = AppKeys(env["LEANCLOUD_APP_ID"], env["LEANCLOUD_APP_KEY"],
-                       env["LEANCLOUD_APP_MASTER_KEY"], env.get("LEANCLOUD_APP_HOOK_KEY") or None)
-    else:
-        keys = _dev_keys(data_dir)
-    return (AppConfig(keys, function_host, concurrency),)
-
-
-def _dev_keys(data_dir: Path) -> AppKeys:
-    path = data_dir / "dev-credentials.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-    else:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        stored = {"app_id": "cloudqueue-dev", "app_key": secrets.token_hex(12),
-                  "master_key": secrets.token_hex(12)}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(stored, f)
-    return AppKeys(stored["app_id"], stored["app_key"], stored["master_key"])
-
-
-def load_config(path: Path) -> ServeConfig:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    apps = tuple(_app_from_toml(i, raw) for i, raw in enumerate(data.get("apps", [])))
-    if not apps:
-        raise ConfigError(f"{path} defines no [[apps]]")
-    ids = [a.keys.app_id for a in apps]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{path}: app ids must be unique")
-    flags: dict[str, bool] = {}
-    for name in ("access_log", "adaptive_concurrency"):
-        flags[name] = data.get(name, getattr(ServeConfig, name))
-        if not isinstance(flags[name], bool):
-            raise ConfigError(f"{path}: {name} must be true or false")
-    gc_settings: dict[str, int] = {}
-    for name in ("gc_freeze_ms", "gc_full_collect_s"):
-        value = data.get(name, getattr(ServeConfig, name))
-        if type(value) is not int or value < 0:
-            raise ConfigError(f"{path}: {name} must be a whole number >= 0 (0 turns it off), "
-                              f"got {value!r}")
-        gc_settings[name] = value
-    full_ms = gc_settings["gc_full_collect_s"] * 1000
-    if full_ms and full_ms < gc_settings["gc_freeze_ms"]:
-        raise ConfigError(f"{path}: gc_full_collect_s must be 0 or at least gc_freeze_ms")
-    return ServeConfig(host=str(data.get("host", "127.0.0.1")),
-                       port=int(data.get("port", DEFAULT_PORT)),
-                       data_dir=Path(data.get("data_dir", "data")), apps=apps,
-                       access_log=flags["access_log"],
-                       adaptive_concurrency=flags["adaptive_concurrency"],
-                       gc_freeze_ms=gc_settings["gc_freeze_ms"],
-                       gc_full_collect_s=gc_settings["gc_full_collect_s"])
-
-
-def _app_from_toml(index: int, raw: Any) -> AppConfig:
-    where = f"apps[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table")
-    for key in ("app_id", "app_key", "master_key"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise ConfigError(f"{where}.{key} must be a non-empty string")
-    concurrency = raw.get("concurrency", 1)
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigError(f"{where}.concurrency must be a whole number >= 1")
-    return AppConfig(AppKeys(raw["app_id"], raw["app_key"], raw["master_key"],
-                             raw.get("hook_key") or None),
-                     raw.get("function_host"), concurrency,
-                     int(raw.get("max_timeout_ms", 600_000)), str(raw.get("fsync", "always")),
-                     _quotas(where, raw.get("quotas", {})),
-                     _timezone(where, raw.get("timezone", "UTC")),
-                     _positive_or_none(where, "schedule_concurrency",
-                                       raw.get("schedule_concurrency")))
-
-
-def _positive_or_none(where: str, key: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}.{key} must be a whole number >= 1")
-    return value
-
-
-def _timezone(where: str, name: Any) -> str:
-    try:
-        ZoneInfo(str(name))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{where}.timezone: unknown time zone {name!r} (an IANA name such as "
-                          "'Asia/Shanghai' or 'UTC')") from None
-    return str(name)
-
-
-def _quotas(where: str, raw: Any) -> Quotas:
-    known = {"rate_per_s", "burst", "per_day", "held"}
-    if not isinstance(raw, dict) or set(raw) - known:
-        raise ConfigError(f"{where}.quotas takes {', '.join(sorted(known))}")
-    try:
-        return Quotas(**raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}.quotas: {exc}") from None
+class StartupRefused(Exception):
+    """The server cannot start; the message says why and what command to run."""
 
 
 def build_app(config: ServeConfig) -> web.Application:
@@ -216,37 +99,152 @@ def build_app(config: ServeConfig) -> web.Application:
     return create_app(tenants)
 
 
+@dataclass(frozen=True)
+class Running:
+    port: int  # the port bound (the one asked for, or the one the system chose for port 0)
+    connections: ConnectionCount
+
+
+@contextlib.asynccontextmanager
+async def running(config: ServeConfig) -> AsyncIterator[Running]:
+    """The server, listening and serving, until the block exits (then drained and stopped).
+
+    Binds first, so a port in use refuses at once, then opens every app's log (connections wait
+    in the backlog meanwhile), then accepts.
+
+    Raises:
+        StartupRefused: the address cannot be bound or an app's log cannot be opened.
+    """
+    limits = connection_limits(config)
+    count = ConnectionCount(limits.max_connections)
+    with rate_limit_logs(config.log_repeat_interval_s):
+        sockets = _bind(config)
+        extra: dict[str, Any] = {} if config.access_log else {"access_log": None}
+        runner = GuardedAppRunner(build_app(config), limits, count, handle_signals=False,
+                                  shutdown_timeout=config.shutdown_grace_ms / 1000,
+                                  access_log_class=AccessLog, **extra)
+        listener = None
+        try:
+            await _set_up(runner)
+            assert runner.server is not None
+            listener = Listener(sockets, runner.server, count)
+            listener.start()
+            _log_start(config, listener.port, limits)
+            yield Running(listener.port, count)
+        finally:
+            if listener is not None:
+                await listener.close()
+            for sock in sockets:
+                sock.close()
+            await runner.cleanup()
+
+
 async def serve(config: ServeConfig, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop taking requests, let runs finish (grace), flush."""
-    extra: dict[str, Any] = {} if config.access_log else {"access_log": None}
-    runner = web.AppRunner(build_app(config), handle_signals=False,
-                           shutdown_timeout=config.shutdown_grace_ms / 1000, **extra)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    for app in config.apps:
-        target = app.function_host or "no function host: in-process functions only"
-        log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
-    log.info("cloudqueue listening on http://%s:%d (data in %s)", config.host, config.port,
-             config.data_dir)
-    freezer = None
-    if config.gc_freeze_ms:
-        freezer = asyncio.ensure_future(HeapFreezer(
-            freeze_every_s=config.gc_freeze_ms / 1000,
-            full_every_s=config.gc_full_collect_s or None).run())
-    if started is not None:
-        started.set()
+    async with running(config):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        freezer = None
+        if config.gc_freeze_ms:
+            freezer = asyncio.ensure_future(HeapFreezer(
+                freeze_every_s=config.gc_freeze_ms / 1000,
+                full_every_s=config.gc_full_collect_s or None).run())
+        if started is not None:
+            started.set()
+        try:
+            await stop.wait()
+            log.info("shutting down: no new requests; runs in flight get %d ms",
+                     config.shutdown_grace_ms)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if freezer is not None:
+                freezer.cancel()
+                await asyncio.gather(freezer, return_exceptions=True)
+                gc.unfreeze()  # leave the process's collector as it was (tests, embedders)
+
+
+def connection_limits(config: ServeConfig) -> ConnectionLimits:
+    return ConnectionLimits(header_timeout_s=config.header_timeout_ms / 1000,
+                            body_timeout_s=config.body_timeout_ms / 1000,
+                            idle_timeout_s=config.idle_timeout_ms / 1000,
+                            max_connections=_fit_file_limit(config))
+
+
+def _fit_file_limit(config: ServeConfig) -> int:
+    """``max_connections``, raising the soft limit on open files to make room for it when the
+    hard limit allows, else lowered to what fits (and said so)."""
+    wanted = config.max_connections + _FD_RESERVE + sum(a.concurrency for a in config.apps)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return config.max_connections
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    fits = max(1, soft - (wanted - config.max_connections))
+    if fits < config.max_connections:
+        log.warning("max_connections lowered from %d to %d to fit the limit of %d open files "
+                    "(raise it with `ulimit -n %d` before starting)", config.max_connections,
+                    fits, soft, wanted)
+    return min(fits, config.max_connections)
+
+
+def _bind(config: ServeConfig) -> list[socket.socket]:
     try:
-        await stop.wait()
-        log.info("shutting down: no new requests; runs in flight get %d ms",
-                 config.shutdown_grace_ms)
-    finally:
-        if freezer is not None:
-            freezer.cancel()
-            await asyncio.gather(freezer, return_exceptions=True)
-            gc.unfreeze()  # leave the process's collector as it was (tests, embedders)
-        await runner.cleanup()
+        return bind(config.host, config.port)
+    except OSError as exc:
+        raise StartupRefused(bind_refusal(config.host, config.port, exc)) from None
+
+
+def bind_refusal(host: str, port: int, exc: OSError) -> str:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {where}: another process is using port {port}. Stop it "
+                f"(`ss -ltnp 'sport = :{port}'` shows which), or start on another port: "
+                f"`cloudqueue serve --port {port + 1 if port < 65535 else 3100}`")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {where}: ports below 1024 need privileges; start on another "
+                f"port: `cloudqueue serve --port {DEFAULT_PORT}`")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return (f"cannot listen on {where}: {host} is not an address of this machine; "
+                "`cloudqueue serve --host 127.0.0.1` listens on this machine only")
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+async def _set_up(runner: GuardedAppRunner) -> None:
+    try:
+        await runner.setup()
+    except AppStartError as exc:
+        raise StartupRefused(app_refusal(exc)) from None
+
+
+def app_refusal(exc: AppStartError) -> str:
+    """What to do about an app whose log would not open, naming its own directory."""
+    directory = str(exc.data_dir)
+    quoted = shlex.quote(directory)
+    cause = exc.cause
+    if isinstance(cause, LogCorruptError):
+        return (f"the log of app {exc.app_id} in {directory} is damaged (segment "
+                f"{cause.segment}, offset {cause.offset}: {cause.reason}); nothing was changed. "
+                f"Repair it (a backup is kept) with: cloudqueue log repair {quoted}")
+    if isinstance(cause, LogLockedError):
+        return (f"{directory} (app {exc.app_id}) is in use by another cloudqueue process: stop "
+                f"it first (`fuser -v {shlex.quote(str(Path(directory, 'LOCK')))}` shows which),"
+                " or start this server with another --data-dir")
+    if isinstance(cause, OSError):
+        return (f"app {exc.app_id} cannot use {directory}: {cause.strerror or cause}; check "
+                f"its owner and permissions (`ls -ld {quoted}`)")
+    return (f"app {exc.app_id} cannot start on {directory}: {cause}; "
+            f"`cloudqueue log verify {quoted}` says what is wrong with its log")
+
+
+def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits) -> None:
+    for app in config.apps:
+        target = (redact_url(app.function_host) if app.function_host
+                  else "no function host: in-process functions only")
+        log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
+    log.info("cloudqueue listening on http://%s:%d (data in %s; at most %d connections)",
+             config.host, port, config.data_dir, limits.max_connections)

@@ -6,9 +6,14 @@ import argparse
 import logging
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import cron_cli
+
+if TYPE_CHECKING:
+    from adapters.config import ServeConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -27,7 +32,32 @@ def _log(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Run the server; a refusal to start is one line on stderr saying what to run, exit 1
+    (2 for a bad configuration), never a traceback."""
     import asyncio
+
+    from adapters import server
+    from engine.core.errors import ConfigError
+
+    try:
+        config = _serve_config(args)
+        asyncio.run(server.serve(config))
+    except ConfigError as exc:
+        where = f" in {args.config}" if args.config is not None else ""
+        print(f"cloudqueue serve: bad configuration{where}: {exc}", file=sys.stderr)
+        return 2
+    except server.StartupRefused as exc:
+        print(f"cloudqueue serve: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before the server took over SIGINT
+        return 130
+    return 0
+
+
+_LIMIT_FLAGS = ("header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections")
+
+
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
     import dataclasses
     import os
 
@@ -41,19 +71,33 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         data_dir = args.data_dir or Path("data")
         apps = server.apps_from_env(os.environ, data_dir, args.function_host, args.concurrency)
-        config = server.ServeConfig(host=args.host or "127.0.0.1",
-                                    port=args.port or server.DEFAULT_PORT, data_dir=data_dir,
-                                    apps=apps)
-        keys = apps[0].keys
+        config = server.ServeConfig(
+            host=args.host or "127.0.0.1",
+            port=args.port if args.port is not None else server.DEFAULT_PORT,
+            data_dir=data_dir, apps=apps)
         if "LEANCLOUD_APP_ID" not in os.environ:
-            print(f"development app {keys.app_id}: its keys are in "
+            print(f"development app {apps[0].keys.app_id}: its keys are in "
                   f"{data_dir / 'dev-credentials.json'}", flush=True)
+    limits = {name: getattr(args, name) for name in _LIMIT_FLAGS
+              if getattr(args, name) is not None}
+    config = dataclasses.replace(config, **limits)
     if args.access_log:
         config = dataclasses.replace(config, access_log=True)
     if args.fixed_concurrency:
         config = dataclasses.replace(config, adaptive_concurrency=False)
-    asyncio.run(server.serve(config))
-    return 0
+    return config
+
+
+def _whole(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``least`` (to ``most``)."""
+    def parse(text: str) -> int:
+        if text.isascii() and text.isdigit() and len(text) <= 12:
+            value = int(text)
+            if value >= least and (most is None or value <= most):
+                return value
+        bound = f"from {least} to {most}" if most is not None else f">= {least}"
+        raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     log_cmd.set_defaults(func=_log)
     serve = commands.add_parser("serve", help="run the queue server (LeanCloud's REST protocol)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 3100)")
+    serve.add_argument("--port", type=_whole(0, 65535), help="port (default 3100; 0: any free)")
     serve.add_argument("--data-dir", type=Path, help="where the logs live (default ./data)")
     serve.add_argument("--function-host", help="base URL of the LeanEngine app to call")
-    serve.add_argument("--concurrency", type=int, default=1, help="runs in flight (default 1)")
+    serve.add_argument("--concurrency", type=_whole(1), default=1,
+                       help="runs in flight (default 1)")
     serve.add_argument("--config", type=Path, help="TOML file describing many apps")
     serve.add_argument("--access-log", action="store_true",
                        help="log a line per request (off by default: it costs CPU at load)")
@@ -82,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep --concurrency runs in flight even while the server is "
                             "overloaded (by default it starts fewer while its event loop lags, "
                             "so that enqueues are still acknowledged quickly)")
+    serve.add_argument("--max-connections", type=_whole(1),
+                       help="open connections at most; more wait in the listen backlog "
+                            "(default 1000)")
+    serve.add_argument("--header-timeout-ms", type=_whole(0),
+                       help="a request's headers must be complete within this (default 10000; "
+                            "else 408 and the connection closes; 0: no limit)")
+    serve.add_argument("--body-timeout-ms", type=_whole(0),
+                       help="its body within this after the headers (default 30000; 0: none)")
+    serve.add_argument("--idle-timeout-ms", type=_whole(0),
+                       help="close a keep-alive connection idle this long (default 75000)")
     serve.set_defaults(func=_serve)
     cron_cli.add_parser(commands)
     return parser

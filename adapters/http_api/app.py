@@ -27,16 +27,17 @@ from typing import Any
 from aiohttp import web
 
 from adapters.http_api import schedules, stream
-from adapters.http_api.auth import Role, check_run_token
-from adapters.http_api.tenants import APPS, QueueApp, tenant
-from adapters.http_api.wire import parse_enqueue, parse_json_object
-from engine.core.errors import EngineError, UnauthorizedError, ValidationError
+from adapters.http_api.auth import RUN_TOKEN_HEADER, Role, check_run_token
+from adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
+from adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
+from adapters.http_api.wire import parse_enqueue, parse_json_object, whole_number
+from engine.core.errors import EngineError, ValidationError
 from engine.core.progress import parse_progress
 from engine.core.quotas import QuotaExceededError
 from engine.core.states import TaskState
 from engine.embedded import Engine
 
-__all__ = ["APPS", "OPENAPI_PATH", "QueueApp", "create_app"]
+__all__ = ["APPS", "OPENAPI_PATH", "AppStartError", "QueueApp", "create_app"]
 
 log = logging.getLogger("cloudqueue.http")
 
@@ -69,9 +70,24 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:  # a 405 says which methods would do
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except BodyTimeoutError as exc:
+        return _abandon_body(request, _error(408, 408, str(exc)))
+    except web.RequestPayloadError as exc:  # bad chunked framing or compression
+        return _abandon_body(request, _error(400, 400, f"the request body could not be read: "
+                                                       f"{describe_protocol_error(exc)}"))
+    except ConnectionResetError:  # the client left while its body was being read
+        raise
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, 1, "internal error; the server logged the details")
+
+
+def _abandon_body(request: web.Request, response: web.Response) -> web.Response:
+    """Answer, then close the connection: the rest of the body is not worth reading. The body is
+    marked ended, or aiohttp would read on after the answer and log its error again."""
+    request.content.feed_eof()
+    response.force_close()
+    return response
 
 
 async def enqueue(request: web.Request) -> web.Response:
@@ -107,10 +123,10 @@ def _run_of(request: web.Request) -> tuple[QueueApp, str, int]:
     X-CloudQueue-Run-Token (handed to the host with the call) proves the run."""
     queue_app = request.app[APPS].get(request.headers.get("X-LC-Id", ""))
     unique_id = request.match_info["unique_id"]
-    token = request.headers.get("X-CloudQueue-Run-Token", "")
+    token = request.headers.get(RUN_TOKEN_HEADER, "")
     run_seq = check_run_token(queue_app.keys, unique_id, token) if queue_app else None
     if queue_app is None or run_seq is None:
-        raise UnauthorizedError()
+        raise refusal(request)
     return queue_app, unique_id, run_seq
 
 
@@ -142,12 +158,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     if state is not None and state not in {s.value for s in TaskState}:
         raise ValidationError(f"state must be one of {', '.join(s.value for s in TaskState)}",
                               "state")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        limit = -1
-    if not 1 <= limit <= 1000:
-        raise ValidationError("limit must be a whole number from 1 to 1000", "limit")
+    limit = whole_number(request.query.get("limit"), "limit", 100, 1, 1000)
     tasks = [t for t in queue_app.engine.core.tasks() if state is None or t.state.value == state]
     tasks.sort(key=lambda t: t.seq, reverse=True)
     return web.json_response({"results": [t.info().to_wire() for t in tasks[:limit]],
@@ -194,11 +205,24 @@ def create_app(apps: Mapping[str, QueueApp], *,
     return app
 
 
+class AppStartError(Exception):
+    """An app's engine could not start: its log is locked, damaged or unreadable (``cause``)."""
+
+    def __init__(self, app_id: str, data_dir: Path | None, cause: Exception) -> None:
+        super().__init__(f"app {app_id}: {cause}")
+        self.app_id = app_id
+        self.data_dir = data_dir
+        self.cause = cause
+
+
 async def _engines(app: web.Application) -> Any:
     started: list[Engine] = []
     try:
-        for queue_app in app[APPS].values():
-            await queue_app.engine.start()
+        for app_id, queue_app in app[APPS].items():
+            try:
+                await queue_app.engine.start()
+            except (EngineError, OSError) as exc:
+                raise AppStartError(app_id, queue_app.engine.data_dir, exc) from exc
             started.append(queue_app.engine)
         yield
     finally:

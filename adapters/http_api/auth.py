@@ -9,6 +9,10 @@ Pure: headers in, ``(app, role)`` out. Accepted forms, in the order they are tri
 The app is named by ``X-LC-Id`` (legacy ``X-AVOSCloud-Application-Id``, ``X-Uluru-Application-Id``).
 The timestamp in a signature is not checked for freshness, as leanengine does not check it.
 ``X-LC-Hook-Key`` grants nothing here. Keys never appear in an error message.
+
+Every function here is total over what a client can send: a header that is not UTF-8 text (aiohttp
+hands such bytes over as surrogate escapes), a token with non-ASCII digits or thousands of them,
+all mean "not authenticated"; ``malformed_credentials`` then says which header was unreadable.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+
+from engine.core.errors import ValidationError
 
 
 class Role(IntEnum):
@@ -41,6 +47,11 @@ class AppKeys:
 _ID_HEADERS = ("X-LC-Id", "X-AVOSCloud-Application-Id", "X-Uluru-Application-Id")
 _SIGN_HEADERS = ("X-LC-Sign", "X-AVOSCloud-Request-Sign")
 _KEY_HEADERS = ("X-LC-Key", "X-AVOSCloud-Application-Key")
+RUN_TOKEN_HEADER = "X-CloudQueue-Run-Token"
+CREDENTIAL_HEADERS = (*_ID_HEADERS, *_SIGN_HEADERS, *_KEY_HEADERS, "X-AVOSCloud-Master-Key",
+                      "X-LC-Hook-Key", RUN_TOKEN_HEADER)
+_MAX_RUN_DIGITS = 19  # a run number is a 64-bit count
+_MAX_EXPIRY_DIGITS = 15  # epoch milliseconds until the year 33658
 
 
 def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
@@ -52,7 +63,32 @@ def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
 
 
 def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # surrogateescape: the raw bytes of a header that was not UTF-8 (never equal to a key)
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
+
+
+def _digits(text: str, most: int) -> int | None:
+    """``text`` as a whole number if it is 1 to ``most`` ASCII digits (``str.isdigit`` takes
+    "²" and "١", and ``int`` raises past 4,300 digits)."""
+    if 0 < len(text) <= most and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def malformed_credentials(headers: Mapping[str, str]) -> ValidationError | None:
+    """A 400 naming the first credential header that is not UTF-8 text, if any: a better answer
+    than 401 for a client whose header bytes were mangled on the way."""
+    for name in CREDENTIAL_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return ValidationError(f"header {name} is not UTF-8 text; credentials are ASCII",
+                                   name)
+    return None
 
 
 def _role_from_sign(sign: str, app: AppKeys) -> Role:
@@ -64,7 +100,8 @@ def _role_from_sign(sign: str, app: AppKeys) -> Role:
     else:
         return Role.NONE
     signature, timestamp = parts[0].lower(), parts[1]
-    expected = hashlib.md5((timestamp + key).encode(), usedforsecurity=False).hexdigest()
+    expected = hashlib.md5((timestamp + key).encode("utf-8", "surrogateescape"),
+                           usedforsecurity=False).hexdigest()
     return role if _same(signature, expected) else Role.NONE
 
 
@@ -123,10 +160,10 @@ def run_token(keys: AppKeys, unique_id: str, run_seq: int) -> str:
 def check_run_token(keys: AppKeys, unique_id: str, token: str) -> int | None:
     """The run a token was made for, or None if it was not made by this queue for this task."""
     run, _, _digest = token.partition(".")
-    if not (run.isascii() and run.isdigit()):  # isdigit alone takes "²", which int() refuses
+    run_seq = _digits(run, _MAX_RUN_DIGITS)
+    if run_seq is None:
         return None
-    expected = run_token(keys, unique_id, int(run))
-    return int(run) if _same(token, expected) else None
+    return run_seq if _same(token, run_token(keys, unique_id, run_seq)) else None
 
 
 def read_token(keys: AppKeys, unique_id: str, expires_ms: int) -> str:
@@ -138,6 +175,7 @@ def read_token(keys: AppKeys, unique_id: str, expires_ms: int) -> str:
 
 def check_read_token(keys: AppKeys, unique_id: str, token: str, now_ms: int) -> bool:
     expires, _, _digest = token.partition(".")
-    if not expires.isdigit() or int(expires) < now_ms:
+    expires_ms = _digits(expires, _MAX_EXPIRY_DIGITS)
+    if expires_ms is None or expires_ms < now_ms:
         return False
-    return _same(token, read_token(keys, unique_id, int(expires)))
+    return _same(token, read_token(keys, unique_id, expires_ms))

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from adapters.http_api.auth import Role
 from adapters.http_api.tenants import tenant
-from adapters.http_api.wire import parse_json_object
+from adapters.http_api.wire import parse_json_object, whole_number
 from engine.core.errors import ValidationError
 from engine.core.schedules import check_schedule_name, parse_schedule
 from engine.core.task import iso_ms
@@ -29,17 +29,12 @@ MAX_PREVIEW = 1_000
 
 
 def _count(value: Any, default: int, maximum: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    """``count`` from a query string or a JSON body (a number or a string of ASCII digits)."""
+    if type(value) is int:
+        value = str(value) if value >= 0 else "-"
+    if value is not None and not isinstance(value, str):
         raise ValidationError(f"count must be a whole number from 1 to {maximum}", "count")
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= maximum:
-        raise ValidationError(f"count must be a whole number from 1 to {maximum}", "count")
-    return count
+    return whole_number(value, "count", default, 1, maximum)
 
 
 def _epoch_ms(value: Any) -> int | None:
@@ -105,10 +100,16 @@ async def preview(request: web.Request) -> web.Response:
     cron = body.get("cron")
     if cron is not None and not isinstance(cron, str):
         raise ValidationError("cron must be a string expression", "cron")
-    times = queue.preview_schedule(cron=cron, interval=interval,
-                                   timezone=body.get("timezone"),
-                                   from_ms=_epoch_ms(body.get("from")),
-                                   count=_count(body.get("count"), 5, MAX_PREVIEW))
+    try:
+        times = queue.preview_schedule(cron=cron, interval=interval,
+                                       timezone=body.get("timezone"),
+                                       from_ms=_epoch_ms(body.get("from")),
+                                       count=_count(body.get("count"), 5, MAX_PREVIEW))
+    except ValidationError as exc:
+        if exc.field != "after_ms":  # the engine's name for ``from``
+            raise
+        raise ValidationError("from must be a time from 1900-01-01 to 9000-01-01 (UTC)",
+                              "from") from None
     return web.json_response({"fireTimes": [iso_ms(ms) for ms in times]})
 
 

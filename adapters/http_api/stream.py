@@ -20,8 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.http_api.auth import Role, check_read_token, read_token
-from adapters.http_api.tenants import APPS, QueueApp, tenant
-from engine.core.errors import UnauthorizedError
+from adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
 from engine.core.task import iso_ms
 
 READ_TOKEN_TTL_MS = 24 * 3600 * 1000
@@ -41,7 +40,7 @@ def _reader(request: web.Request, unique_id: str) -> QueueApp:
     queue_app = request.app[APPS].get(app_id)
     now_ms = int(time.time() * 1000)
     if queue_app is None or not check_read_token(queue_app.keys, unique_id, token, now_ms):
-        raise UnauthorizedError()
+        raise refusal(request)
     return queue_app
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,18 +33,59 @@ class EnqueueRequest:
     options: TaskOptions
 
 
+# an escape that may decode to half of a UTF-16 surrogate pair (\ud800-\udfff)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """A JSON object, or ``MalformedJsonError`` (never a RecursionError from deep nesting)."""
+    """A JSON object of valid Unicode text, or ``MalformedJsonError`` naming what is wrong (never
+    a RecursionError from deep nesting, never a string the log could not store)."""
     try:
         value = json.loads(body)
     except RecursionError:
         raise MalformedJsonError("nested too deeply") from None
-    except ValueError as exc:
-        raise MalformedJsonError(str(exc) if isinstance(exc, json.JSONDecodeError)
-                                 else "not UTF-8") from None
+    except UnicodeDecodeError:
+        raise MalformedJsonError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedJsonError(str(exc)) from None
+    except ValueError:  # int() refuses a literal of more digits than Python converts
+        raise MalformedJsonError(f"a number has more than {sys.get_int_max_str_digits()} "
+                                 "digits") from None
     if not isinstance(value, dict):
         raise MalformedJsonError(f"got {type(value).__name__.replace('NoneType', 'null')}")
+    if _SURROGATE_ESCAPE.search(body):  # rare: only then walk the value
+        _refuse_lone_surrogates(value)
     return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """``json.loads`` turns an unpaired ``\\ud800`` escape into a string no UTF-8 encoder takes."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = f"\\u{ord(item[exc.start]):04x}"
+                raise MalformedJsonError(f"a string holds {bad}, half of a UTF-16 surrogate "
+                                         "pair; strings must be valid Unicode") from None
+
+
+def whole_number(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    """A query or body count: ``default`` when absent, else ASCII digits from ``low`` to
+    ``high``. ``int()`` alone would take "١٠", " 10 " or "1_0", and raise on thousands of digits."""
+    if text is None:
+        return default
+    digits = len(str(high))
+    if text.isascii() and text.isdigit() and len(text) <= digits and low <= int(text) <= high:
+        return int(text)
+    raise ValidationError(f"{name} must be a whole number from {low} to {high}", name)
 
 
 def parse_enqueue(body: dict[str, Any], limits: Limits) -> EnqueueRequest:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import resource
 from pathlib import Path
 
 import pytest
 
-from adapters.server import apps_from_env, load_config
+from adapters.server import apps_from_env, connection_limits, load_config
 from engine.core.errors import ConfigError
 from engine.core.quotas import Quotas
 
@@ -68,6 +69,30 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
         ("gc_full_collect_s = 1.5\n" + GOOD, "gc_full_collect_s must be a whole number >= 0"),
         ("gc_freeze_ms = 5000\ngc_full_collect_s = 2\n" + GOOD,
          "gc_full_collect_s must be 0 or at least gc_freeze_ms"),
+        ("header_timeout_ms = -1\n" + GOOD,
+         "header_timeout_ms must be a whole number >= 0 (0 turns it off), got -1"),
+        ("body_timeout_ms = 1.5\n" + GOOD, "body_timeout_ms must be a whole number >= 0"),
+        ("idle_timeout_ms = '75'\n" + GOOD, "idle_timeout_ms must be a whole number >= 0"),
+        ("max_connections = 0\n" + GOOD, "max_connections must be a whole number >= 1, got 0"),
+        ("log_repeat_interval_s = true\n" + GOOD, "log_repeat_interval_s must be a whole number"),
+        (GOOD.replace("port = 3200", "port = 70000"), "port must be from 0 to 65535, got 70000"),
+        (GOOD.replace("port = 3200", "port = '3200'"),
+         "port must be a whole number >= 0, got '3200'"),
+        ("max_conections = 5\n" + GOOD, "unknown setting 'max_conections'; the settings are "),
+        (GOOD.replace("concurrency = 4", "concurency = 4"), "apps[0]: unknown setting "
+                                                           "'concurency'"),
+        (GOOD.replace('app_id = "a2"', 'app_id = "../a2"'), "apps[1].app_id: app id '../a2' is "
+                                                             "not allowed; an app id is 1 to 64"),
+        (GOOD.replace("concurrency = 4", "concurrency = true"), "concurrency must be"),
+        (GOOD.replace("concurrency = 4", 'fsync = "sometimes"'),
+         'apps[0].fsync must be "always", "never" or "interval[:MS]"'),
+        (GOOD.replace("concurrency = 4", 'fsync = "interval:abc"'), "apps[0].fsync must be"),
+        (GOOD.replace("concurrency = 4", "max_timeout_ms = 'x'"),
+         "apps[0].max_timeout_ms must be a whole number of ms >= 1"),
+        (GOOD.replace('timezone = "Asia/Shanghai"', 'timezone = "localtime"'),
+         "unknown time zone 'localtime'"),
+        (GOOD.replace('"http://127.0.0.1:3000"', '"127.0.0.1:3000"'),
+         "apps[0].function_host: function host 127.0.0.1:3000 is not an http:// or https:// URL"),
     ],
 )
 def test_a_bad_file_is_refused_saying_what_to_fix(tmp_path: Path, text: str,
@@ -81,6 +106,32 @@ def test_heap_freezing_is_on_by_default_and_can_be_tuned_or_turned_off(tmp_path:
     assert (default.gc_freeze_ms, default.gc_full_collect_s) == (1_000, 900)
     tuned = load_config(write(tmp_path, "gc_freeze_ms = 0\ngc_full_collect_s = 0\n" + GOOD))
     assert (tuned.gc_freeze_ms, tuned.gc_full_collect_s) == (0, 0)
+
+
+def test_connection_limits_have_defaults_and_can_be_set(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, GOOD))
+    assert (default.header_timeout_ms, default.body_timeout_ms, default.idle_timeout_ms,
+            default.max_connections, default.log_repeat_interval_s) == (
+        10_000, 30_000, 75_000, 1_000, 10)
+    tuned = load_config(write(tmp_path, "header_timeout_ms = 2000\nbody_timeout_ms = 0\n"
+                                        "idle_timeout_ms = 5000\nmax_connections = 50\n"
+                                        "log_repeat_interval_s = 60\n" + GOOD))
+    assert (tuned.header_timeout_ms, tuned.body_timeout_ms, tuned.idle_timeout_ms,
+            tuned.max_connections, tuned.log_repeat_interval_s) == (2_000, 0, 5_000, 50, 60)
+
+
+def test_connections_are_capped_below_the_open_file_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(*_args: object) -> None:
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (256, 256))
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    config = load_config(write(tmp_path, GOOD))  # apps' concurrency 4 + 1
+    assert connection_limits(config).max_connections == 256 - 64 - 5
+    assert caplog.messages == ["max_connections lowered from 1000 to 187 to fit the limit of "
+                               "256 open files (raise it with `ulimit -n 1069` before starting)"]
 
 
 def test_adaptive_concurrency_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
@@ -103,3 +154,8 @@ def test_without_credentials_a_development_app_is_made_once(tmp_path: Path) -> N
     (again,) = apps_from_env({}, tmp_path, None, 1)
     assert first.keys == again.keys and first.keys.app_id == "cloudqueue-dev"
     assert (tmp_path / "dev-credentials.json").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "dev-credentials.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{tmp_path}/dev-credentials.json is not the development app's credentials; delete "
+            f"it to make a new development app (rm {tmp_path}/dev-credentials.json)")):
+        apps_from_env({}, tmp_path, None, 1)

@@ -1,0 +1,153 @@
+"""Slow and idle clients cannot hold the server: headers and bodies have deadlines (408), idle
+keep-alive connections close, connections are capped (more wait in the backlog), and a repeated
+error is logged once per interval with a count. Small timeouts; raw sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.http_api import listener as listener_module
+from adapters.http_api.listener import Listener, bind
+from adapters.http_api.logs import RepeatFilter, rate_limit_logs
+from adapters.http_api.protocol import ConnectionCount
+from tests.adapters.hostile import MASTER, TASKS, exchange, parse, request, serving
+
+SHORT_MS = 300  # every timeout under test
+LIMITS = {"header_timeout_ms": SHORT_MS, "body_timeout_ms": SHORT_MS, "idle_timeout_ms": SHORT_MS}
+
+
+async def timed(coro: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = await coro
+    return result, time.monotonic() - started
+
+
+async def test_half_a_header_line_then_silence_is_cut_off_with_a_408(tmp_path: Path) -> None:
+    async with serving(tmp_path, **LIMITS) as port:
+        answer, took = await timed(exchange(port, b"GET /__health/live HTTP/1.1\r\nHo"))
+    assert (answer.status, answer.body) == (408, {
+        "code": 408, "error": "the request headers were not complete within 0.3 s"})
+    assert 0.25 < took < 2.0
+
+
+async def test_a_connection_that_never_sends_a_byte_is_cut_off_too(tmp_path: Path) -> None:
+    async with serving(tmp_path, **LIMITS) as port:
+        answer, took = await timed(exchange(port))
+    assert answer.status == 408 and 0.25 < took < 2.0
+
+
+async def test_a_body_that_stalls_is_answered_408_and_creates_nothing(tmp_path: Path) -> None:
+    head = request("POST", TASKS, headers=MASTER + b"Content-Length: 100\r\n")
+    async with serving(tmp_path, **LIMITS) as port:
+        answer, took = await timed(exchange(port, head, b'{"function": "f", "uniq'))
+        listed = await exchange(port, request("GET", TASKS, headers=MASTER))
+    assert (answer.status, answer.body) == (408, {
+        "code": 408, "error": "the request body was not complete within 0.3 s"})
+    assert answer.headers["Connection"] == "close"
+    assert 0.25 < took < 2.0
+    assert listed.body["count"] == 0
+
+
+async def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path) -> None:
+    async with serving(tmp_path, **LIMITS) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("GET", "/__health/live", close=False))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        assert await reader.readexactly(length) == b'{"status": "live"}'
+        rest, took = await timed(asyncio.wait_for(reader.read(), 5))
+        writer.close()
+    assert rest == b"" and 0.25 < took < 2.0  # closed without a word: no request was pending
+
+
+async def test_over_the_cap_a_client_waits_and_is_served_once_slow_ones_are_cut(
+        tmp_path: Path) -> None:
+    async with serving(tmp_path, max_connections=2, **LIMITS) as port:
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _reader, writer in stalled:
+            writer.write(b"GET / HTTP/1.1\r\nHo")
+        await asyncio.sleep(0)
+        good, took = await timed(exchange(port, request("GET", "/__health/live")))
+        cut = [parse(await reader.read()).status for reader, _writer in stalled]
+        for _reader, writer in stalled:
+            writer.close()
+    assert (good.status, good.body) == (200, {"status": "live"})
+    assert cut == [408, 408]
+    assert 0.2 < took < 2.0  # it waited in the backlog for a slot
+
+
+async def test_many_malformed_requests_log_one_line(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with serving(tmp_path) as port:
+        for _ in range(5):
+            answer = await exchange(port, b"GARBAGE\r\n\r\n")
+            assert answer.status == 400
+    lines = [r.getMessage() for r in caplog.records if "malformed request" in r.getMessage()]
+    assert lines == ["malformed request from 127.0.0.1: Invalid method encountered"]
+
+
+def record(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord("cloudqueue.serve", level, __file__, 1, message, None, None)
+
+
+def test_a_repeated_error_passes_once_an_interval_then_says_how_many_were_held() -> None:
+    now = [100.0]
+    repeat = RepeatFilter(10.0, clock=lambda: now[0])
+    passed = []
+    for step in range(25):  # one every second
+        now[0] = 100.0 + step
+        line = record("cannot accept connections: Too many open files")
+        if repeat.filter(line):
+            passed.append((step, line.getMessage()))
+    assert passed == [
+        (0, "cannot accept connections: Too many open files"),
+        (10, "cannot accept connections: Too many open files [9 more like this in the 10 s "
+             "before were not logged]"),
+        (20, "cannot accept connections: Too many open files [9 more like this in the 10 s "
+             "before were not logged]"),
+    ]
+    assert repeat.filter(record("another kind"))  # each kind has its own interval
+    assert repeat.filter(record("startup line", logging.INFO))  # info passes unless marked
+    assert repeat.filter(record("startup line", logging.INFO))
+
+
+async def test_out_of_descriptors_pauses_accepting_and_logs_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(listener_module, "RETRY_S", 0.01)
+    loop = asyncio.get_running_loop()
+    real_accept = loop.sock_accept
+    failures = [OSError(errno.EMFILE, "Too many open files")] * 5
+
+    async def sock_accept(sock: socket.socket) -> tuple[socket.socket, Any]:
+        if failures:
+            raise failures.pop()
+        return await real_accept(sock)
+
+    monkeypatch.setattr(loop, "sock_accept", sock_accept)
+    accepted = asyncio.Event()
+
+    class Accepted(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set()
+            transport.close()
+
+    with rate_limit_logs(10):
+        listening = Listener(bind("127.0.0.1", 0), Accepted, ConnectionCount(10))
+        listening.start()
+        _reader, writer = await asyncio.open_connection("127.0.0.1", listening.port)
+        await asyncio.wait_for(accepted.wait(), 5)
+        writer.close()
+        await listening.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "cloudqueue.serve"]
+    assert lines == ["cannot accept connections: Too many open files (0 open); retrying in "
+                     "0.01 s"]
