@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from engine.core.batch_codec import decode_log_payload
+from engine.core.batch_codec import (
+    SEGMENT_HEADER,
+    SEGMENT_SEAL,
+    decode_log_payload,
+    segment_marker,
+)
 from engine.core.codec import UnknownRecordKindError, to_record
 from engine.core.engine import EngineCore
 from engine.core.errors import LogError
@@ -32,13 +37,17 @@ from engine.runtime.log_file import (
     BatchReader,
     FileOps,
     LogCorruptError,
+    LogGapError,
     LogInconsistentError,
     LogLockedError,
+    SegmentChain,
     apply_logged,
+    headed_from,
     list_segments,
     scan_segment,
+    segment_name,
 )
-from engine.runtime.log_store import LogStore, locked
+from engine.runtime.log_store import LogStore, create_segment, locked, mark_format
 from engine.runtime.snapshot import (
     encode_snapshot,
     list_snapshots,
@@ -90,34 +99,45 @@ def inspect(directory: Path) -> Inspection:
     result = Inspection()
     snapshots = list_snapshots(directory)
     if snapshots:
-        seq, path = snapshots[-1]
         try:
-            contents = read_snapshot(path)
-            result.snapshot_seq, result.snapshot_tasks = contents.seq, contents.tasks
-            result.counters, result.snapshot_schedules = contents.counters, contents.schedules
-            result.lines.append(f"snapshot: {path.name}, seq {seq}, "
-                                f"{len(result.snapshot_tasks)} tasks, {_size(path)}")
+            _take_snapshot(result, *snapshots[-1])
         except LogCorruptError as exc:
             return _damaged(result, str(exc))
+    return _take_segments(result, directory)
+
+
+def _take_snapshot(result: Inspection, seq: int, path: Path) -> None:
+    contents = read_snapshot(path)
+    result.snapshot_seq, result.snapshot_tasks = contents.seq, contents.tasks
+    result.counters, result.snapshot_schedules = contents.counters, contents.schedules
+    result.lines.append(f"snapshot: {path.name}, seq {seq}, "
+                        f"{len(result.snapshot_tasks)} tasks, {_size(path)}")
+
+
+def _take_segments(result: Inspection, directory: Path) -> Inspection:
     segments = list_segments(directory)
     progress = Progress(sum(p.stat().st_size for _, p in segments), "reading")
     reader = BatchReader()  # as the engine reads: a split batch counts once its last frame is in
-    for index, (_, path) in enumerate(segments):
+    chain = SegmentChain(result.snapshot_seq, headed_from=headed_from(directory))
+    for index, (number, path) in enumerate(segments):
         data = path.read_bytes()
         progress.add(len(data))
         try:
             scanned = scan_segment(path.name, data)
+            chain.enter(number, path.name, scanned, reader.last_seq)
             before = len(reader.events)
             reader.take(index, path.name, scanned)
+            chain.leave(scanned, reader.last_seq)
             events = reader.events[before:]
         except LogCorruptError as exc:
-            return _damaged(result, f"{path.name} is damaged at offset {exc.offset}: {exc.reason}")
+            return _damaged(result, f"{exc.segment} is damaged at offset {exc.offset}: "
+                                    f"{exc.reason}")
+        except LogGapError as exc:
+            return _damaged(result, f"acknowledged records are missing: {exc.what}")
         except UnknownRecordKindError as exc:
             return _damaged(result, f"{path.name}: {exc}")
         result.lines.append(f"segment: {path.name}, {len(events)} records, {_size(path)}")
         if scanned.tail is TailState.TORN:
-            if index != len(segments) - 1:
-                return _damaged(result, f"{path.name} ends torn but later segments exist")
             result.status = TORN
             result.problem = (f"torn tail in {path.name} at offset {scanned.good_end}: "
                               f"{scanned.dropped_bytes} bytes will be cut at the next start "
@@ -125,6 +145,10 @@ def inspect(directory: Path) -> Inspection:
         for event in events:
             result.kinds[to_record(event)["k"]] += 1
         result.events.extend(e for e in events if e.seq > result.snapshot_seq)
+    try:
+        chain.finish(result.snapshot_seq)
+    except LogGapError as exc:
+        return _damaged(result, f"acknowledged records are missing: {exc.what}")
     if reader.pending and result.status != TORN:
         where, offset = segments[reader.pending_at[0]][1].name, reader.pending_at[1]
         result.status = TORN
@@ -216,6 +240,9 @@ def repair(directory: Path, out: TextIO) -> int:
                        encode_snapshot(core.last_seq, core.tasks(), core.counters(),
                                        core.schedules()), ops)
         last_segment = list_segments(directory)[-1][0] if list_segments(directory) else 0
+        create_segment(directory, last_segment + 1, core.last_seq, ops)
+        if headed_from(directory) is None:
+            mark_format(directory, last_segment + 1, ops)
         remove_covered(directory, last_segment, core.last_seq, ops)
     print(f"repaired: {len(core)} live tasks at seq {core.last_seq}", file=out)
     return CLEAN
@@ -233,12 +260,25 @@ def _salvage_snapshot(directory: Path, out: TextIO
 
 
 def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Event]:
+    """Every readable record after ``after_seq``, saying what is given up: damaged bytes, and
+    the records of a missing segment or snapshot (as the segments' headers and seals tell)."""
     events: list[Event] = []
     last = after_seq
-    for _, path in list_segments(directory):
+    expected: int | None = None  # the segment number the previous one's seal names
+    segments = list_segments(directory)
+    for _, path in segments:
         found = salvage(path.read_bytes())
         for offset, length in found.skipped:
             print(f"{path.name}: skipped {length} damaged bytes at offset {offset}", file=out)
+        marker = segment_marker(found.payloads[0]) if found.payloads else None
+        if marker is not None and marker[0] == SEGMENT_HEADER and marker[2] > last:
+            print(f"gave up: records after seq {last} up to seq {marker[2]} (the snapshot or "
+                  f"segment that held them is missing; {path.name} continues from there)",
+                  file=out)
+        elif marker is None and expected is not None:
+            print(f"{path.name}: no segment header (it was emptied or replaced)", file=out)
+        seal = segment_marker(found.payloads[-1]) if found.payloads else None
+        expected = seal[1] if seal is not None and seal[0] == SEGMENT_SEAL else None
         for payload in found.payloads:
             try:
                 decoded = decode_log_payload(payload)
@@ -249,6 +289,9 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
                 if event.seq > last:
                     events.append(event)
                     last = event.seq
+    if expected is not None:
+        print(f"gave up: whatever segment {segment_name(expected)} held after seq {last} (it "
+              "is missing)", file=out)
     return events
 
 

@@ -37,7 +37,7 @@ Example: two enqueues sharing one fsync at segment offset 4096, the first with `
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -70,7 +70,8 @@ from engine.core.events import (
 from engine.core.framing import encode_frame
 from engine.core.options import TaskOptions
 
-LOG_FORMAT = 2
+LOG_FORMAT = 3
+READ_FORMATS = (2, 3)
 MAX_FRAME_RECORDS = 4_096
 MAX_FRAME_BYTES = 1 << 20  # records' bytes per frame, roughly (params are counted as packed)
 MORE = 1  # a 4th payload element: more frames of this batch follow
@@ -174,11 +175,12 @@ def from_array(record: Any) -> Event:
 _packer = msgpack.Packer(use_bin_type=True)
 
 
-def encode_batch(events: Sequence[Event], synced_bytes: int) -> bytes:
-    """The frames of one written batch (one frame, unless the batch is very large)."""
+def encode_batch(events: Sequence[Event], synced_bytes: int, batch_start: int) -> bytes:
+    """The frames of one written batch (one frame, unless the batch is very large), to be
+    written at segment offset ``batch_start`` after ``synced_bytes`` of it were fsynced."""
     records = [_ENCODERS[type(event)](event) for event in events]
     if len(records) <= MAX_FRAME_RECORDS:
-        payload = bytes(_packer.pack([LOG_FORMAT, synced_bytes, records]))
+        payload = bytes(_packer.pack([LOG_FORMAT, synced_bytes, records, batch_start]))
         if len(payload) <= MAX_FRAME_BYTES or len(records) == 1:
             return encode_frame(payload)  # the common case: one frame
     chunks = _chunks(records)
@@ -186,9 +188,48 @@ def encode_batch(events: Sequence[Event], synced_bytes: int) -> bytes:
     # every frame but the last says "more follow": replay takes a split batch whole or not at
     # all (a crash between its frames must not bring back part of an unacknowledged batch)
     return b"".join(encode_frame(bytes(_packer.pack(
-        [LOG_FORMAT, synced_bytes, chunk] if i == last else
-        [LOG_FORMAT, synced_bytes, chunk, MORE])))
+        [LOG_FORMAT, synced_bytes, chunk, batch_start] if i == last else
+        [LOG_FORMAT, synced_bytes, chunk, batch_start, MORE])))
         for i, chunk in enumerate(chunks))
+
+
+# Segment markers (maps, like format 1's records, so no batch reader mistakes them for records).
+# Every segment opens with a header naming its number and the seq of the last record written
+# before it; a segment that was followed by a new one ends with a seal naming that one. Together
+# they make a missing or emptied segment, and a missing snapshot, detectable.
+SEGMENT_HEADER = "segment"
+SEGMENT_SEAL = "sealed"
+
+
+def encode_segment_header(number: int, prev_seq: int) -> bytes:
+    return encode_frame(bytes(_packer.pack({"k": SEGMENT_HEADER, "no": number,
+                                            "prev_seq": prev_seq})))
+
+
+def encode_segment_seal(next_number: int, last_seq: int) -> bytes:
+    return encode_frame(bytes(_packer.pack({"k": SEGMENT_SEAL, "next": next_number,
+                                            "last_seq": last_seq})))
+
+
+def segment_marker(payload: bytes) -> tuple[str, int, int] | None:
+    """``("segment", number, prev_seq)`` or ``("sealed", next_number, last_seq)`` for a segment
+    marker's payload; None for anything else."""
+    try:
+        decoded = decode_record(payload)
+    except UnknownRecordKindError:
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    kind = decoded.get("k")
+    if kind == SEGMENT_HEADER:
+        values = decoded.get("no"), decoded.get("prev_seq")
+    elif kind == SEGMENT_SEAL:
+        values = decoded.get("next"), decoded.get("last_seq")
+    else:
+        return None
+    if not all(v.__class__ is int and v >= 0 for v in values):
+        return None
+    return kind, values[0], values[1]  # type: ignore[return-value]
 
 
 def _chunks(records: list[list[Any]]) -> list[list[list[Any]]]:
@@ -217,10 +258,14 @@ def decode_log_frame(payload: bytes) -> tuple[list[Event], bool]:
     (a split format-2 batch: hold its events until its last frame)."""
     decoded = decode_record(payload)
     if decoded.__class__ is list:
-        return _events_of(_batch_records(decoded)), len(decoded) == 4
-    if isinstance(decoded, dict) and decoded.get("k") == "batch":
+        records, more = _batch_records(decoded)
+        return _events_of(records), more
+    if isinstance(decoded, dict) and decoded.get("k") in _MARKERS:
         return [], False
     return [from_record(decoded)], False
+
+
+_MARKERS = frozenset({"batch", SEGMENT_HEADER, SEGMENT_SEAL})
 
 
 def _events_of(records: list[Any]) -> list[Event]:
@@ -240,25 +285,51 @@ def _events_of(records: list[Any]) -> list[Event]:
     return events
 
 
-def _batch_records(batch: list[Any]) -> list[Any]:
-    if (len(batch) not in (3, 4) or batch[0] != LOG_FORMAT or batch[2].__class__ is not list
-            or (len(batch) == 4 and batch[3] != MORE)):
-        raise UnknownRecordKindError("batch", batch[0] if batch else None)
+def _batch_records(batch: list[Any]) -> tuple[list[Any], bool]:
+    """A batch payload's records and its "more frames follow" flag. Format 3 is ``[3, synced,
+    records, batch_start(, MORE)]``; format 2 (still read) ``[2, synced, records(, MORE)]``."""
+    version = batch[0] if batch else None
+    fixed = 4 if version == 3 else 3
+    if (version not in READ_FORMATS or len(batch) not in (fixed, fixed + 1)
+            or batch[2].__class__ is not list or (len(batch) > fixed and batch[fixed] != MORE)
+            or (version == 3 and batch[3].__class__ is not int)):
+        raise UnknownRecordKindError("batch", version)
     records: list[Any] = batch[2]
-    return records
+    return records, len(batch) > fixed
 
 
-def payload_synced(payload: bytes) -> int | None:
-    """How many bytes were synced before the batch holding this payload was written (a format-1
-    marker or a format-2 batch), None for anything else."""
+class FrameInfo(NamedTuple):
+    """What a batch frame says about where it stands: ``synced`` bytes of the segment were
+    fsynced before its batch was written, the batch began at ``batch_start`` (None in format
+    2 and format 1), and whether ``more`` frames of it follow."""
+
+    synced: int
+    batch_start: int | None
+    more: bool
+
+
+def frame_info(payload: bytes) -> FrameInfo | None:
+    """The ``FrameInfo`` of a batch frame (format 2 or 3) or a format-1 batch marker; None for
+    anything else (a format-1 record, a segment marker, bytes that do not decode)."""
     try:
         decoded = decode_record(payload)
     except UnknownRecordKindError:
         return None
     if decoded.__class__ is list:
-        synced = decoded[1] if len(decoded) in (3, 4) and decoded[0] == LOG_FORMAT else None
-    elif isinstance(decoded, dict) and decoded.get("k") == "batch":
+        try:
+            _, more = _batch_records(decoded)
+        except UnknownRecordKindError:
+            return None
+        start = decoded[3] if decoded[0] == 3 else None
+        return FrameInfo(decoded[1], start, more) if decoded[1].__class__ is int else None
+    if isinstance(decoded, dict) and decoded.get("k") == "batch":
         synced = decoded.get("synced")
-    else:
-        return None
-    return synced if synced.__class__ is int else None
+        return FrameInfo(synced, None, False) if synced.__class__ is int else None
+    return None
+
+
+def payload_synced(payload: bytes) -> int | None:
+    """How many bytes were synced before the batch holding this payload was written (a format-1
+    marker or a format-2/3 batch), None for anything else."""
+    info = frame_info(payload)
+    return None if info is None else info.synced

@@ -294,10 +294,7 @@ def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_D
     while stack:
         item, depth = stack.pop()
         if isinstance(item, _SCALARS):
-            if isinstance(item, float) and not math.isfinite(item):
-                raise ValidationError(f"{name} must be JSON: {item} is not a JSON number", name)
-            if isinstance(item, int) and not isinstance(item, bool):
-                check_storable_int(item, name)
+            _check_scalar(item, name)
             continue
         if depth > max_depth:
             raise ValidationError(f"{name} nest deeper than {max_depth} levels", name)
@@ -312,6 +309,13 @@ def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_D
         else:
             raise ValidationError(
                 f"{name} must be JSON: a {type(item).__name__} cannot be stored", name)
+
+
+def _check_scalar(item: Any, name: str) -> None:
+    if isinstance(item, float) and not math.isfinite(item):
+        raise ValidationError(f"{name} must be JSON: {item} is not a JSON number", name)
+    if isinstance(item, int) and not isinstance(item, bool):
+        check_storable_int(item, name)
 
 
 def _flat_json_object(value: dict[Any, Any]) -> bool:

@@ -38,12 +38,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.batch_codec import decode_log_frame, payload_synced
+from engine.core.batch_codec import (
+    SEGMENT_HEADER,
+    SEGMENT_SEAL,
+    decode_log_frame,
+    frame_info,
+    segment_marker,
+)
 from engine.core.errors import EngineError, LogError
 from engine.core.events import Event
 from engine.core.framing import CorruptRecordError, ScanResult, TailState, salvage, scan
@@ -178,6 +185,7 @@ class RecoveryReport:
     snapshot_tasks: int = 0
     apply_seconds: float = 0.0  # rebuilding the engine's state from what was read
     dropped_unfinished: int = 0  # records of a split batch whose last frame was never written
+    last_segment_headed: bool = False  # the last segment opens with a header (not a legacy one)
 
     def summary(self) -> str:
         text = f"replayed {self.records} records from {self.segments} segment(s)"
@@ -207,11 +215,14 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event], RecoveryReport]:
+def read_log(directory: Path, *, repair_tail: bool = True,
+             snapshot_seq: int = 0) -> tuple[list[Event], RecoveryReport]:
     """Every event in the log, in order, after cutting a torn tail (saved under ``torn/``).
+    ``snapshot_seq``: the seq of the snapshot the log continues (0: none).
 
     Raises:
         LogCorruptError: damage before the tail, or seqs out of order.
+        LogGapError: a segment, or the snapshot, is missing or was emptied.
         UnknownRecordKindError: a record this version cannot read.
     """
     started = time.perf_counter()
@@ -219,25 +230,141 @@ def read_log(directory: Path, *, repair_tail: bool = True) -> tuple[list[Event],
     frames = BatchReader()
     last_data = b""
     segments = list_segments(directory)
-    for index, (_, path) in enumerate(segments):
+    chain = SegmentChain(snapshot_seq, headed_from=headed_from(directory))
+    torn: list[tuple[Path, bytes, ScanResult]] = []
+    for index, (number, path) in enumerate(segments):
         data = last_data = path.read_bytes()
         report.segments += 1
         report.bytes_read += len(data)
         result = scan_segment(path.name, data)
-        if result.tail is TailState.TORN:
-            if index != len(segments) - 1:
-                raise LogCorruptError(path.name, result.good_end,
-                                      f"segment ends torn but later segments exist "
-                                      f"({result.reason})")
-            if repair_tail:
-                _cut_torn_tail(directory, path, data, result.good_end, result.reason, report)
+        chain.enter(number, path.name, result, frames.last_seq)
         frames.take(index, path.name, result)
+        chain.leave(result, frames.last_seq)
+        if result.tail is TailState.TORN:
+            torn.append((path, data, result))
+    chain.finish(snapshot_seq)
+    report.last_segment_headed = chain.last_headed
+    for path, data, result in torn if repair_tail else ():  # cut once the whole chain holds
+        _cut_torn_tail(directory, path, data, result.good_end, result.reason, report)
     if frames.pending:
         _drop_unfinished_batch(directory, segments, frames.pending_at, last_data,
                                len(frames.pending), repair_tail, report)
     report.records = len(frames.events)
     report.seconds = time.perf_counter() - started
     return frames.events, report
+
+
+FORMAT_MARK = "FORMAT"
+_MARK_WORDS = "cloudqueue log: every segment from number {} on opens with a header\n"
+
+
+def format_mark_text(first_headed: int) -> bytes:
+    return _MARK_WORDS.format(first_headed).encode()
+
+
+def headed_from(directory: Path) -> int | None:
+    """The number of the first segment written with a header (every later one has one too, so
+    one without it was emptied or replaced), or None in a log from before segment headers."""
+    try:
+        text = (directory / FORMAT_MARK).read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return 1  # the mark is there but unreadable: check every segment
+    found = re.search(r"from number (\d+) on", text)
+    return int(found.group(1)) if found else 1
+
+
+class LogGapError(LogError):
+    """Records are missing between pieces of the log (a segment or the snapshot was deleted or
+    emptied): the queue refuses to start rather than run without acknowledged tasks."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"acknowledged records are missing: {what}. Put the missing file back "
+                         "if you have it; otherwise `cloudqueue log repair DATA_DIR` starts "
+                         "from what is left (it names what it gives up and keeps a backup)")
+        self.what = what
+
+
+class SegmentChain:
+    """Checks that the snapshot and the segments join up with nothing missing.
+
+    Every segment written by this version opens with a header naming its number and the seq
+    of the last record written before it, and a segment that was followed by a new one ends
+    with a seal naming it (the new segment is created, synced and named first). So: numbers
+    run on without a hole; a header's seq is the last seq read before it (or covered by the
+    snapshot); a seal's successor exists; and a segment without a header was emptied. Logs
+    from before headers (no format mark in the directory) are checked as far as they can be.
+    """
+
+    def __init__(self, snapshot_seq: int, *, headed_from: int | None) -> None:
+        self.snapshot_seq = snapshot_seq
+        self.headed_from = headed_from
+        self.previous: tuple[int, str] | None = None  # (number, name) of the last segment
+        self.sealed: int | None = None  # the successor the last segment's seal names
+        self.torn: ScanResult | None = None  # the last segment read ended torn
+        self.last_headed = False
+
+    def enter(self, number: int, name: str, result: ScanResult, last_seq: int) -> None:
+        marker = segment_marker(result.payloads[0]) if result.payloads else None
+        header = marker if marker is not None and marker[0] == SEGMENT_HEADER else None
+        self._check_previous_tail(name, header, last_seq)
+        if self.previous is not None and number != self.previous[0] + 1:
+            raise LogGapError(f"segment {segment_name(self.previous[0] + 1)} is missing "
+                              f"(the segments jump from {self.previous[1]} to {name})")
+        if header is None:
+            if self.sealed is not None or (self.headed_from is not None
+                                           and number >= self.headed_from):
+                raise LogGapError(f"{name} has no segment header: it was emptied or replaced")
+        else:
+            self._check_header(name, number, header, last_seq)
+        self.previous = (number, name)
+        self.last_headed = header is not None
+
+    def _check_previous_tail(self, name: str, header: tuple[str, int, int] | None,
+                             last_seq: int) -> None:
+        """A segment before the last may end torn only where its seal was being written: the
+        next segment's header then says every record up to it is here."""
+        torn, self.torn = self.torn, None
+        if torn is None or self.previous is None:
+            return
+        if header is None or header[2] != last_seq:
+            raise LogCorruptError(self.previous[1], torn.good_end,
+                                  f"segment ends torn but later segments exist ({torn.reason})")
+
+    def _check_header(self, name: str, number: int, header: tuple[str, int, int],
+                      last_seq: int) -> None:
+        _, said_number, prev_seq = header
+        if said_number != number:
+            raise LogGapError(f"{name} says it is segment {said_number}: it was renamed or "
+                              "copied in from elsewhere")
+        if prev_seq <= self.snapshot_seq and self.previous is None:
+            return  # the snapshot covers everything before it
+        if prev_seq != last_seq and prev_seq > self.snapshot_seq:
+            if self.previous is None:
+                covered = (f"the snapshot covers only up to seq {self.snapshot_seq}"
+                           if self.snapshot_seq else "there is no snapshot (was it deleted?)")
+                raise LogGapError(f"{name} continues from seq {prev_seq}, but {covered} and "
+                                  "no earlier segment holds the records before it")
+            raise LogGapError(f"{name} continues from seq {prev_seq}, but the segments before "
+                              f"it end at seq {last_seq}")
+
+    def leave(self, result: ScanResult, last_seq: int) -> None:
+        marker = segment_marker(result.payloads[-1]) if result.payloads else None
+        self.sealed = marker[1] if marker is not None and marker[0] == SEGMENT_SEAL else None
+        if result.tail is TailState.TORN:
+            self.torn = result
+
+    def finish(self, snapshot_seq: int) -> None:
+        if self.sealed is not None:
+            raise LogGapError(f"segment {segment_name(self.sealed)} is missing (the last "
+                              f"segment, {self.previous[1] if self.previous else '?'}, says "
+                              "it was followed by it)")
+        if self.headed_from is not None and self.previous is None:
+            raise LogGapError("every log segment was deleted (the directory had them: it "
+                              f"carries the {FORMAT_MARK} mark)" +
+                              (f"; the snapshot at seq {snapshot_seq} is all that is left"
+                               if snapshot_seq else ""))
 
 
 class BatchReader:
@@ -267,30 +394,59 @@ class BatchReader:
 
 
 def scan_segment(name: str, data: bytes) -> ScanResult:
-    """Frames of one segment, with damage judged by what was synced.
+    """Frames of one segment, telling a torn tail from corruption.
 
-    A bad frame followed by valid ones is corruption only if a later batch marker says bytes
-    beyond it had been fsynced; otherwise the damage lies in a batch that was never synced (the
-    kernel may write its pages back in any order before a power cut) and it is a torn tail.
+    Damage with nothing valid after it is a torn tail. Damage followed by valid frames is a
+    torn tail only if those frames are the rest of the *one* batch the damage is in, a batch
+    written by one write and never synced (the kernel may write its pages back in any order
+    before a power cut): every one names the same batch start at or before the damage, none
+    says bytes from there on were synced, and only the last may end its batch. Anything else
+    (a later batch, a segment seal, a frame saying the damaged bytes had been synced) means
+    data that was already there was damaged: corruption, whatever the fsync policy.
 
     Raises:
-        LogCorruptError: damage to synced data, or an intact frame of an unknown type.
+        LogCorruptError: corruption, or an intact frame of an unknown type.
     """
     try:
         return scan(data)
     except CorruptRecordError as exc:
-        if "unknown frame type" in exc.reason or _synced_beyond(data, exc.offset):
+        if "unknown frame type" in exc.reason:
             raise LogCorruptError(name, exc.offset, exc.reason) from None
         head = scan(memoryview(data)[: exc.offset])
+        if not _torn_batch(data, head, exc.offset):
+            raise LogCorruptError(name, exc.offset, f"{exc.reason}, and intact records of a "
+                                  "later write follow it") from None
         return ScanResult(head.payloads, head.offsets, exc.offset, TailState.TORN,
                           len(data) - exc.offset,
-                          f"{exc.reason}; no byte after it was ever synced")
+                          f"{exc.reason}; nothing after it was ever synced")
 
 
-def _synced_beyond(data: bytes, offset: int) -> bool:
-    after = salvage(memoryview(data)[offset + 1:])
-    return any((synced := payload_synced(p)) is not None and synced > offset
-               for p in after.payloads)
+def _torn_batch(data: bytes, head: ScanResult, damaged_at: int) -> bool:
+    """Whether every valid frame after ``damaged_at`` belongs to the batch the damage is in
+    (see ``scan_segment``)."""
+    payloads = salvage(memoryview(data)[damaged_at + 1:]).payloads
+    if not payloads:
+        return True
+    after = [frame_info(p) for p in payloads]
+    if not any(info is not None and info.batch_start is not None for info in after) and \
+            not any(segment_marker(p) for p in payloads):
+        # written before format 3: only the synced marks of its batches can tell
+        return all(info is None or info.synced <= damaged_at for info in after)
+    if any(info is None or info.batch_start is None for info in after):
+        return False  # a seal, a header or an older record: written after the damaged bytes
+    infos = [info for info in after if info is not None]
+    starts = {info.batch_start for info in infos}
+    start = starts.pop()
+    if starts or start is None or start > damaged_at:
+        return False
+    if any(info.synced > start for info in infos):
+        return False  # it says the damaged bytes had been synced
+    if any(not info.more for info in infos[:-1]):
+        return False  # a batch ended and another began after the damage
+    # the frames before the damage from the batch's start on are its earlier frames
+    before = [frame_info(p) for o, p in zip(head.offsets, head.payloads, strict=True)
+              if o >= start]
+    return all(info is not None and info.batch_start == start and info.more for info in before)
 
 
 def _drop_unfinished_batch(directory: Path, segments: list[tuple[int, Path]],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.batch_codec import encode_batch
+from engine.core.batch_codec import encode_batch, encode_segment_header, encode_segment_seal
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError, OutcomeUnknownError
 from engine.core.events import Event, TaskSubmitted
 from engine.core.schedules import Schedule
@@ -23,11 +23,16 @@ from engine.core.task import Task
 from engine.runtime.io_thread import IoThread
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
+    FORMAT_MARK,
+    SEGMENT_PREFIX,
+    SEGMENT_SUFFIX,
     FileOps,
     FsyncPolicy,
     LogLockedError,
     OnDiskFull,
     RecoveryReport,
+    format_mark_text,
+    headed_from,
     list_segments,
     read_log,
     segment_name,
@@ -59,7 +64,7 @@ def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
     started = time.perf_counter()
     snapshot = latest_snapshot(directory, ops)
     snapshot_seq, tasks, counters, schedules = snapshot or (0, [], {}, [])
-    events, report = read_log(directory)
+    events, report = read_log(directory, snapshot_seq=snapshot_seq)
     events = [e for e in events if e.seq > snapshot_seq]
     report.snapshot_seq = snapshot_seq
     report.snapshot_tasks = len(tasks)
@@ -126,6 +131,29 @@ def _lock(directory: Path) -> int:
     return fd
 
 
+def create_segment(directory: Path, number: int, prev_seq: int, ops: FileOps) -> bytes:
+    """Segment ``number`` with its header (``prev_seq``: the last record written before it),
+    written under a temporary name, synced and renamed into place: a segment file never exists
+    without its header. Returns the header's bytes."""
+    path = directory / segment_name(number)
+    tmp = path.with_name(path.name + ".tmp")
+    header = encode_segment_header(number, prev_seq)
+    ops.write_file(tmp, header)
+    ops.replace(tmp, path)
+    ops.fsync_dir(directory)
+    return header
+
+
+def mark_format(directory: Path, first_headed: int, ops: FileOps) -> None:
+    """Say, once, that every segment here from ``first_headed`` on opens with a header (so that
+    one without it was emptied, and no segment at all means they were deleted)."""
+    path = directory / FORMAT_MARK
+    tmp = path.with_name(FORMAT_MARK + ".tmp")
+    ops.write_file(tmp, format_mark_text(first_headed))
+    ops.replace(tmp, path)
+    ops.fsync_dir(directory)
+
+
 class LogStore:
     """Append-only, group-committed, segmented log in ``directory``.
 
@@ -139,20 +167,23 @@ class LogStore:
                  on_disk_full: OnDiskFull | None = None, lock_fd: int | None = None,
                  compact_bytes: int | None = None,
                  on_compact_due: Callable[[], None] | None = None,
-                 snapshot_seq: int = 0) -> None:
+                 snapshot_seq: int = 0, headed: bool = True) -> None:
         self.directory = directory
         self.policy = policy or FsyncPolicy()
         self.segment_bytes = segment_bytes
         self.on_disk_full = on_disk_full
         self._ops = ops or FileOps()
         self._lock_fd = lock_fd
+        self._file_last_seq = last_seq  # the last record in the files (segment headers say it)
+        for leftover in directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}.tmp"):
+            self._ops.unlink(leftover)  # a segment whose creation a crash cut short
         segments = list_segments(directory)
         self._segment_no = segments[-1][0] if segments else 1
-        path = directory / segment_name(self._segment_no)
-        self._size = path.stat().st_size if path.exists() else 0
-        self._fd = self._ops.open_append(path)
         if not segments:
-            self._ops.fsync_dir(directory)
+            self._create_segment(self._segment_no)
+        path = directory / segment_name(self._segment_no)
+        self._size = path.stat().st_size
+        self._fd = self._ops.open_append(path)
         # What recovery read may still sit only in the page cache (a process crash keeps it
         # there): sync it once, so every batch marker written from now on tells the truth.
         self._ops.fsync(self._fd)
@@ -183,6 +214,10 @@ class LogStore:
         self.batches = 0
         self.syncs = 0
         self.records = 0
+        if segments and not headed:  # a log from before segment headers: go on in a new one
+            self._rotate()
+        if headed_from(directory) is None:
+            self._mark_format(self._segment_no)
 
     @classmethod
     def open(cls, directory: Path | str, **options: Any) -> tuple[LogStore, LoadedLog]:
@@ -194,7 +229,8 @@ class LogStore:
         try:
             loaded = load_log(path, options.get("ops"))
             store = cls(path, last_seq=loaded.last_seq, lock_fd=lock_fd,
-                        snapshot_seq=loaded.snapshot_seq, **options)
+                        snapshot_seq=loaded.snapshot_seq,
+                        headed=loaded.report.last_segment_headed, **options)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -319,8 +355,8 @@ class LogStore:
         hold, a bug) poisons it too, so no caller is ever left waiting on a writer that is gone.
         """
         try:
-            data = encode_batch(batch, self._synced_size)
-            await self._in_writer(self._write, data)
+            data = encode_batch(batch, self._synced_size, self._size)
+            await self._in_writer(self._write, data, batch[-1].seq)
         except _SyncFailed as exc:
             self._sync_failed(batch, exc)
             return False
@@ -358,7 +394,7 @@ class LogStore:
         if self._pending:
             self._kick.set()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, last_seq: int) -> None:
         """In the IO thread: one write, the fsync the policy asks for, rotation.
 
         A write that fails leaves nothing of the batch in the file (a partial write is cut
@@ -376,6 +412,7 @@ class LogStore:
                                          f"failed too ({cut.strerror})") from exc
             raise
         self._size += len(data)
+        self._file_last_seq = last_seq
         self._unsynced = True
         try:
             if self.policy.mode == "always" or (self.policy.mode == "interval"
@@ -468,14 +505,26 @@ class LogStore:
             self._compacting = False
 
     def _rotate(self) -> None:
-        """In the worker thread: the old segment is synced before the new one exists, so only the
-        last segment can ever end torn."""
+        """In the IO thread: the old segment is synced, the new one is created whole (its
+        header synced and its name in the directory synced), and only then is the old one
+        sealed, naming it. So a seal always has its successor, and a segment before the last
+        can end torn only in its seal (the successor's header then says nothing is missing)."""
         self._sync()
+        number = self._segment_no + 1
+        header = self._create_segment(number)
+        self._ops.write(self._fd, encode_segment_seal(number, self._file_last_seq))
+        self._ops.fsync(self._fd)
         self._ops.close(self._fd)
-        self._segment_no += 1
-        self._fd = self._ops.open_append(self.directory / segment_name(self._segment_no))
-        self._ops.fsync_dir(self.directory)
-        self._size = self._synced_size = 0
+        self._segment_no = number
+        self._fd = self._ops.open_append(self.directory / segment_name(number))
+        self._size = self._synced_size = len(header)
+        self._unsynced = False
+
+    def _create_segment(self, number: int) -> bytes:
+        return create_segment(self.directory, number, self._file_last_seq, self._ops)
+
+    def _mark_format(self, first_headed: int) -> None:
+        mark_format(self.directory, first_headed, self._ops)
 
     async def _disk_full(self, batch: list[Event]) -> None:
         """The write of ``batch`` found the disk full (nothing of it is in the file). The

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from engine import Engine, FakeClock, LogError, TaskState
-from engine.core.batch_codec import LOG_FORMAT
+from engine.core.batch_codec import LOG_FORMAT, segment_marker
 from engine.core.codec import batch_marker, encode_event, encode_record, task_to_record
 from engine.core.errors import UnknownTaskError
 from engine.core.events import Event, RunStarted, TaskCancelled, TaskSubmitted
@@ -32,7 +32,7 @@ def format_1_log(events: list[Event]) -> bytes:
     return log
 
 
-async def test_a_format_1_log_loads_and_later_batches_append_in_format_2(tmp_path: Path) -> None:
+async def test_a_format_1_log_loads_and_later_batches_go_on_in_a_headed_segment(tmp_path: Path) -> None:
     old = [TaskSubmitted(1, T0, "a", "f", {"i": 1}, OPTS, T0),
            TaskSubmitted(2, T0, "b", "f", {"i": 2}, OPTS, T0),
            TaskCancelled(3, T0 + 1, "b")]
@@ -42,9 +42,13 @@ async def test_a_format_1_log_loads_and_later_batches_append_in_format_2(tmp_pat
         assert (await queue.get_task_info("a")).state is TaskState.QUEUED
         assert (await queue.get_task_info("b")).state is TaskState.CANCELLED
         new = await queue.enqueue("f", {"i": 3}, delay=3_600_000)
-    data = (tmp_path / segment_name(1)).read_bytes()
-    last = msgpack.unpackb(scan(data).payloads[-1])
-    assert isinstance(last, list) and last[0] == LOG_FORMAT  # appended in format 2
+    # the old segment is sealed as it was; the queue goes on in a new one, with a header
+    old_payloads = scan((tmp_path / segment_name(1)).read_bytes()).payloads
+    assert segment_marker(old_payloads[-1]) == ("sealed", 2, 3)
+    new_payloads = scan((tmp_path / segment_name(2)).read_bytes()).payloads
+    assert segment_marker(new_payloads[0]) == ("segment", 2, 3)
+    last = msgpack.unpackb(new_payloads[-1])
+    assert isinstance(last, list) and last[0] == LOG_FORMAT  # appended in the current format
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         assert queue.recovery is not None and queue.recovery.records == 4
         assert (await queue.get_task_info(new)).state is TaskState.QUEUED
@@ -105,7 +109,7 @@ async def test_a_split_batch_cut_before_its_last_frame_is_dropped_whole(
     data = segment.read_bytes()
     frames = scan(data)
     split = [msgpack.unpackb(p) for p in frames.payloads][-3:]
-    assert [len(f) for f in split] == [4, 4, 3]  # "more follow" on all but the last frame
+    assert [len(f) for f in split] == [5, 5, 4]  # "more follow" on all but the last frame
     segment.write_bytes(data[:frames.offsets[-1]])  # the last frame never reached the disk
 
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
