@@ -243,7 +243,7 @@ def write_log(directory: Path, n: int, batch: int = REPLAY_BATCH) -> dict[str, f
             seqs = range(first, min(n + 1, first + batch))
             events = [TaskSubmitted(seq, t_ms, str(uuid.uuid4()), FUNCTION, task_params(seq),
                                     options, t_ms) for seq in seqs]
-            data = encode_batch(events, size)
+            data = encode_batch(events, size, size)
             out.write(data)
             size += len(data)
             total += len(data)

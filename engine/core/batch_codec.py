@@ -1,37 +1,37 @@
-"""Log format 2: one frame per written batch, records as msgpack arrays.
+"""Log format 3: one frame per written batch, records as msgpack arrays; segment markers.
 
 Format 1 (``codec``) framed every record on its own, as a msgpack map with string keys, and
 opened every written batch with a marker frame. Writing and replaying were dominated by that
-per-record work (a frame header and CRC, a dict built and packed, a dict decoded and looked up
-by key). Format 2 writes each batch as one frame whose payload is::
+per-record work. Format 2 wrote each batch as one frame ``[2, synced_bytes, [record, ...]]``;
+format 3 (written now) adds where the batch starts::
 
-    [2, synced_bytes, [record, record, ...]]
+    [3, synced_bytes, [record, record, ...], batch_start]
 
-* ``2`` is the format version; a reader that meets any other number refuses to load
-  (``UnknownRecordKindError``), as format 1 does for an unknown ``"v"``.
-* ``synced_bytes`` plays the format-1 batch marker's part: how many bytes of the segment were
-  fsynced before this batch was written (recovery tells damage to synced data from a torn tail
-  with it). Every frame of a batch carries the same value.
+* ``3`` is the format version; a reader that meets a number it does not know refuses to load
+  (``UnknownRecordKindError``). Formats 2 and 1 are still read.
+* ``synced_bytes``: how many bytes of the segment were fsynced before this batch was written
+  (recovery tells damage to synced data from a torn tail with it).
+* ``batch_start``: the segment offset of the batch's first frame. Every frame of a batch carries
+  the same value, so recovery can tell "the rest of the one batch a power cut tore" (a torn
+  tail) from "later batches after damaged bytes" (corruption) whatever the fsync policy.
 * each record is an array ``[kind, seq, t_ms, id, ...]`` with the kind's fields in a fixed order
   (the tables below: written out by hand per kind, so a renamed Python field can never change
   what is on disk). Options are the dict of non-default fields, exactly as in format 1.
 
 A batch larger than ``MAX_FRAME_RECORDS`` records or ``MAX_FRAME_BYTES`` bytes of records is
-split over several frames; every frame but the last is ``[2, synced_bytes, [records], 1]``
-("more follow"), and replay holds such records until the batch's last frame, so a batch comes
-back whole or not at all (a torn tail between its frames drops the part written). A batch is
-acknowledged only after all its frames are written (and, under ``fsync=always``, synced), so
-losing a torn batch whole loses nothing acknowledged.
+split over several frames; every frame but the last ends with ``1`` ("more follow"), and replay
+holds such records until the batch's last frame, so a batch comes back whole or not at all. A
+batch is acknowledged only after all its frames are written (and, under ``fsync=always``,
+synced), so losing a torn batch whole loses nothing acknowledged.
 
-Both formats are read: a format-1 payload is a msgpack *map*, a format-2 payload an *array*, so
-``decode_log_payload`` tells them apart by the first byte and a log may hold both (format-1
-segments from before an upgrade, format-2 batches after). A format-1 reader refuses a format-2
-payload with "unknown log record kind 'list'".
+Segment markers are maps (``{"k": "segment", "no": n, "prev_seq": s}`` opening every segment,
+``{"k": "sealed", "next": n + 1, "last_seq": s}`` closing one that was followed), so a batch
+reader never takes them for records; ``engine.runtime.log_file`` checks the chain they make.
 
 Example: two enqueues sharing one fsync at segment offset 4096, the first with ``delay=10``::
 
-    [2, 4096, [[0, 7, 1700000000000, "a", "f", {}, {"delay_ms": 10}, 1700000000000],
-               [0, 8, 1700000000001, "b", "f", {"i": 1}, {}, 1700000000001]]]
+    [3, 4096, [[0, 7, 1700000000000, "a", "f", {}, {"delay_ms": 10}, 1700000000000],
+               [0, 8, 1700000000001, "b", "f", {"i": 1}, {}, 1700000000001]], 4096]
 """
 
 from __future__ import annotations

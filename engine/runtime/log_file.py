@@ -3,32 +3,43 @@
 Theory of operation
 -------------------
 A data directory holds numbered segments ``wal-0000000001.log``, ``wal-0000000002.log`` … Each is
-a run of frames (``engine.core.framing``). In format 2 (written now) a frame holds one written
-batch of records (``engine.core.batch_codec``); format-1 segments (a frame per record, and a
-marker frame opening each batch: ``engine.core.codec``) are still read.
+a run of frames (``engine.core.framing``). In format 3 (written now) a frame holds one written
+batch of records (``engine.core.batch_codec``); every segment opens with a header (its number,
+the seq of the last record before it) and, once a successor exists, ends with a seal naming it.
+Format-2 and format-1 segments are still read (a log from before headers is sealed and continued
+in a headed segment; the ``FORMAT`` file names the first headed segment).
 
 Writing (``LogStore``): ``append(events)`` only queues the events and wakes the flusher, so it
 never blocks the driver. The flusher takes *everything* pending, encodes it, and does one write and
 one fsync on the log's own IO thread (``io_thread``); events appended meanwhile form the next batch
 by themselves (group commit, LevelDB's leader/follower without a timer). When the batch is on
 disk ``durable_seq`` moves to its last seq and every ``wait_durable(seq)`` at or below it
-returns. A segment that grows past ``segment_bytes`` is synced and closed and the next one begins.
+returns. A segment that grows past ``segment_bytes`` is synced; the next one is created whole
+(header written to a temporary name, synced, renamed, directory synced), then the old one sealed.
 
-Faults:
-* A write or fsync error (EIO …) *poisons* the store: the batch and everything after it fail with
-  ``LogPoisonedError`` and nothing more is acknowledged (fail closed). Memory may now be ahead of
-  disk; a restart replays what is on disk.
-* ENOSPC is survivable. The partial batch is truncated away; the ``on_disk_full`` callback removes
-  from the batch (and from the engine) every task whose submission was in it (none of them can have
-  run: a run waits for its submission to be durable) and those callers get ``DiskFullError``; the
-  rest of the batch (facts about runs that happened) is kept and retried with capped backoff until
-  space is freed. While the store is full, ``accepting`` is False and new work is refused up front.
+Faults (every failure in the write path fails closed: no caller is left waiting):
+* A write error (EIO …) *poisons* the store: the partial batch is cut away, the batch and
+  everything after it fail with ``LogPoisonedError`` ("not stored") and nothing more is
+  acknowledged. Memory may now be ahead of disk; a restart replays what is on disk.
+* An fsync error after a successful write also poisons the store, but the batch's bytes are in
+  the file and may or may not reach the disk (fsyncgate): its callers get
+  ``OutcomeUnknownError`` ("retry with the same uniqueId"; dedup makes that safe) and the fsync
+  is never retried and trusted.
+* ENOSPC on the write is survivable. The partial batch is truncated away; the ``on_disk_full``
+  callback removes from the batch and from everything queued behind it (and from the engine)
+  every task whose submission was in it, with every later record about it (none of them ran: a
+  run waits for its submission to be durable); those callers get ``DiskFullError``; the rest
+  (facts about runs that happened) is kept and retried with capped backoff until space is freed.
+  While the store is full, ``accepting`` is False and new work is refused up front.
+* Anything else that breaks the writer (a record the encoder cannot hold, a bug) poisons it too.
 
 Recovery (``read_log``): segments are scanned in order. A bad frame with nothing valid after it in
-the last segment is a torn tail: the cut bytes are saved under ``torn/`` and the segment is
-truncated to its last good frame. Damage followed by valid frames, a torn segment that is not the
-last, or a seq that does not increase refuses to open (``LogCorruptError``, naming the segment and
-offset) until ``cloudqueue log repair`` is run.
+the last segment is a torn tail, and so is one followed only by the rest of its own never-synced
+batch: the cut bytes are saved under ``torn/`` and the segment is truncated to its last good
+frame. Damage followed by later batches (under any fsync policy), a torn segment that is not the
+last (except in its seal), or a seq that does not increase refuses to open (``LogCorruptError``,
+naming the segment and offset); a missing or emptied segment or snapshot refuses to open
+(``LogGapError``, naming what is missing) — both until ``cloudqueue log repair`` is run.
 
 Example: three enqueues that arrive while an fsync is in flight are written by the *next* single
 write + fsync, and all three ``wait_durable`` calls return together.
