@@ -66,6 +66,7 @@ from adapters.http_api.listener import Listener, bind
 from adapters.http_api.logs import AccessLog, rate_limit_logs
 from adapters.http_api.protocol import ConnectionCount, ConnectionLimits, GuardedAppRunner
 from adapters.http_invoker.invoker import HttpInvoker
+from engine.core.errors import EngineError
 from engine.core.redact import redact_url
 from engine.embedded import Engine
 from engine.runtime.heap import HeapFreezer
@@ -235,9 +236,11 @@ def app_refusal(exc: AppStartError) -> str:
                 f"it first (`fuser -v {shlex.quote(str(Path(directory, 'LOCK')))}` shows which),"
                 " or start this server with another --data-dir")
     if isinstance(cause, OSError):
-        return (f"app {exc.app_id} cannot use {directory}: {cause.strerror or cause}; check "
-                f"its owner and permissions (`ls -ld {quoted}`)")
-    return (f"app {exc.app_id} cannot start on {directory}: {cause}; "
+        return (f"app {exc.app_id} cannot use {directory}: {cause.strerror or cause}; it must "
+                f"be a directory this user may write to (`ls -ld {quoted}` shows what it is)")
+    if not isinstance(cause, EngineError):  # unforeseen: keep the details for `-v`
+        log.debug("app %s failed to start", exc.app_id, exc_info=cause)
+    return (f"app {exc.app_id} cannot start on {directory}: {cause or type(cause).__name__}; "
             f"`cloudqueue log verify {quoted}` says what is wrong with its log")
 
 

@@ -221,7 +221,7 @@ async def _engines(app: web.Application) -> Any:
         for app_id, queue_app in app[APPS].items():
             try:
                 await queue_app.engine.start()
-            except (EngineError, OSError) as exc:
+            except Exception as exc:  # a log unreadable in a way the reader did not foresee too
                 raise AppStartError(app_id, queue_app.engine.data_dir, exc) from exc
             started.append(queue_app.engine)
         yield

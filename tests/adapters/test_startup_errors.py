@@ -65,6 +65,16 @@ def test_a_data_dir_held_by_another_process_says_how_to_find_it(
         "with another --data-dir\n"))
 
 
+@pytest.mark.usefixtures("env")
+def test_a_data_dir_that_is_not_a_directory_says_so(
+        tmp_path: Path, unused_tcp_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "srv").write_text("")
+    status, err = serve(capsys, "--port", str(unused_tcp_port), "--data-dir", str(tmp_path))
+    assert (status, err) == (1, (
+        f"cloudqueue serve: app srv cannot use {tmp_path}/srv: File exists; it must be a "
+        f"directory this user may write to (`ls -ld {tmp_path}/srv` shows what it is)\n"))
+
+
 def damage_middle_of_log(directory: Path) -> None:
     """Flip a bit in the third of six records: damage followed by valid records."""
     segment = list_segments(directory)[0][1]
