@@ -54,14 +54,16 @@ async def test_a_run_token_that_is_not_utf8_is_named_in_a_400(port: int) -> None
 @pytest.mark.parametrize("expires", ["%C2%B2",  # "²": isdigit() but int() refuses it
                                      "%D9%A1%D9%A2%D9%A3",  # Arabic-Indic digits, int() takes them
                                      "9" * 5000,  # int() refuses > 4300 digits
-                                     "99999999999999999999"])
+                                     "99999999999999999999"],
+                         ids=["superscript", "arabic-indic", "5000-digits", "20-digits"])
 async def test_a_read_token_with_strange_digits_is_unauthorized(port: int, expires: str) -> None:
     target = f"{TASKS}/t/events?app=appA&token={expires}.00ff"
     answer = await exchange(port, request("GET", target))
     assert (answer.status, answer.body) == (401, {"code": 401, "error": "Unauthorized."})
 
 
-@pytest.mark.parametrize("run", ["9" * 5000, "\u00b2", "\u0661"])
+@pytest.mark.parametrize("run", ["9" * 5000, "\u00b2", "\u0661"],
+                         ids=["5000-digits", "superscript", "arabic-indic"])
 async def test_a_run_token_with_strange_digits_is_unauthorized(port: int, run: str) -> None:
     headers = f"X-LC-Id: appA\r\nX-CloudQueue-Run-Token: {run}.00ff\r\n".encode()
     answer = await exchange(port, request("GET", f"{TASKS}/t/checkpoint", headers=headers))
@@ -76,7 +78,8 @@ async def test_a_run_token_with_strange_digits_is_unauthorized(port: int, run: s
                                                           "to 100"),
     (f"/1.1/engine/cloud-queue/schedules/s?count={'9' * 5000}", "count must be a whole number "
                                                                  "from 1 to 100"),
-])
+], ids=["limit-arabic-indic", "limit-5000-digits", "limit-underscore", "count-superscript",
+        "count-5000-digits"])
 async def test_counts_in_the_query_are_ascii_digits_in_range(port: int, target: str,
                                                             message: str) -> None:
     answer = await exchange(port, request("GET", target, headers=MASTER))
@@ -134,7 +137,8 @@ async def test_half_a_surrogate_pair_is_malformed_json_and_the_log_keeps_working
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
      "Invalid character in chunk size"),
     (b"GET / HTTP/1.1\r\n\r\n", "Missing 'Host' header in request"),
-])
+], ids=["request-line", "tls", "header-token", "long-header", "long-url", "content-length",
+        "chunk-size", "no-host"])
 async def test_what_aiohttp_cannot_parse_is_answered_in_json_without_echoing_it(
         port: int, raw: bytes, error: str) -> None:
     answer = await exchange(port, raw)
