@@ -16,7 +16,13 @@ from engine.core.codec import schedule_to_record
 from engine.core.commands import Append, Command, TaskFinished
 from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
 from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import EngineClosedError, LogError, UnknownTaskError, ValidationError
+from engine.core.errors import (
+    DiskFullError,
+    EngineClosedError,
+    LogError,
+    UnknownTaskError,
+    ValidationError,
+)
 from engine.core.events import Event, ScheduleSkipped, TaskSubmitted
 from engine.core.options import (
     Limits,
@@ -370,8 +376,33 @@ class Engine:
         return unique_id
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:
-        """Raises ``UnknownTaskError`` for an unknown or expired uniqueId."""
-        return self.core.task_info(unique_id, self.clock.now_ms())
+        """The task's state as durable in the log: when its latest change is not durable yet,
+        waits until it is (at once when it already is), so a crash can never take back what a
+        reader was shown. Raises ``UnknownTaskError`` for an unknown or expired uniqueId, and
+        the store's ``LogError`` when that change will never be durable."""
+        info, seq = self.core.task_info_at(unique_id, self.clock.now_ms())
+        if self.store.durable_seq < seq:
+            await self._until_durable(unique_id, seq)
+        return info
+
+    async def list_tasks(self, state: str | None = None,
+                         limit: int = 100) -> tuple[list[TaskInfo], int]:
+        """Up to ``limit`` tasks (in ``state``, when given), newest first, and how many there
+        are; durable as ``get_task_info``'s."""
+        tasks = [t for t in self.core.tasks() if state is None or t.state.value == state]
+        tasks.sort(key=lambda t: t.seq, reverse=True)
+        shown = tasks[:limit]
+        seq = max((t.changed_seq for t in shown), default=0)
+        infos = [t.info() for t in shown]
+        if self.store.durable_seq < seq:
+            await self.store.wait_durable(seq)
+        return infos, len(tasks)
+
+    async def _until_durable(self, unique_id: str, seq: int) -> None:
+        try:
+            await self.store.wait_durable(seq)
+        except DiskFullError:  # the disk filled before the task was stored: it never existed
+            raise UnknownTaskError(unique_id) from None
 
     async def cancel(self, unique_id: str) -> TaskInfo:
         """Cancel a queued or retry-waiting task; returns its final info.
@@ -395,9 +426,12 @@ class Engine:
         """Wait until the task is final (success, failed or cancelled) and return its info.
 
         ``timeout`` is in seconds (asyncio's convention); raises ``TimeoutError`` when it passes.
+        Like ``get_task_info``, it answers only once the final state is durable.
         """
-        info = self.core.task_info(unique_id, self.clock.now_ms())
+        info, seq = self.core.task_info_at(unique_id, self.clock.now_ms())
         if info.state.is_final:
+            if self.store.durable_seq < seq:
+                await asyncio.wait_for(self._until_durable(unique_id, seq), timeout)
             return info
         future = self._driver.wait_finished(unique_id)
         try:

@@ -157,8 +157,16 @@ class EngineCore(ScheduleOps):
                                       < self.run_limit)
 
     def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
-        """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed."""
+        """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed.
+        The state in memory, which may run ahead of the log: a reader outside waits until
+        ``task_info_at``'s seq is durable."""
         return self._live_task(unique_id, now_ms).info()
+
+    def task_info_at(self, unique_id: str, now_ms: int) -> tuple[TaskInfo, int]:
+        """``task_info`` and the seq of the task's latest logged change: the info may be shown
+        once that seq is durable (``Engine.get_task_info``)."""
+        task = self._live_task(unique_id, now_ms)
+        return task.info(), task.changed_seq
 
     def next_deadline_ms(self) -> int | None:
         """When ``tick`` next has something to do by the clock (None: only a request or an
@@ -564,13 +572,13 @@ class EngineCore(ScheduleOps):
         }
 
     def _apply_requeued(self, event: RunRequeued) -> None:
-        task = self._end_run(event.unique_id)
+        task = self._end_run(event.unique_id, event.seq)
         fire(task, Trigger.REQUEUE)
         task.attempt -= 1
         self._make_ready(task)
 
     def _apply_continued(self, event: RunContinued) -> None:
-        task = self._end_run(event.unique_id)
+        task = self._end_run(event.unique_id, event.seq)
         fire(task, Trigger.REQUEUE)
         task.attempt -= 1  # the next slice runs as the same attempt
         task.checkpoint = event.checkpoint
@@ -579,6 +587,7 @@ class EngineCore(ScheduleOps):
 
     def _apply_cancelled(self, event: TaskCancelled) -> None:
         task = self._tasks[event.unique_id]
+        task.changed_seq = event.seq
         fire(task, Trigger.CANCEL)
         self._unready(task.unique_id)
         task.error = "the task was cancelled"
@@ -591,6 +600,7 @@ class EngineCore(ScheduleOps):
 
     def _apply_progress(self, event: ProgressReported) -> None:
         task = self._tasks[event.unique_id]
+        task.changed_seq = event.seq
         task.progress, task.progress_ms = dict(event.progress), event.t_ms
         task.messages = event.messages
         task.progress_logged_ms = event.t_ms
@@ -599,6 +609,7 @@ class EngineCore(ScheduleOps):
         unique_id, t_ms, options = event.unique_id, event.t_ms, event.options
         task = Task(unique_id, event.function, event.params, options, event.priority,
                     event.seq, t_ms)
+        task.changed_seq = event.seq
         self._tasks[unique_id] = task
         self._unfinished += 1
         if event.schedule is None:  # a schedule's firings are not enqueues against the quota
@@ -619,7 +630,7 @@ class EngineCore(ScheduleOps):
         fire(task, Trigger.START)
         self._unready(task.unique_id)
         task.attempt = event.attempt
-        task.run_seq = event.seq
+        task.run_seq = task.changed_seq = event.seq
         task.started_ms = event.t_ms
         task.retry_at_ms = None
         self._running[task.unique_id] = event.seq
@@ -628,7 +639,7 @@ class EngineCore(ScheduleOps):
         self._set_timer(task, TimerKind.TIMEOUT, event.t_ms + task.options.timeout_ms)
 
     def _apply_succeeded(self, event: RunSucceeded) -> None:
-        task = self._end_run(event.unique_id)
+        task = self._end_run(event.unique_id, event.seq)
         fire(task, Trigger.SUCCEED)
         task.result = event.result
         task.status_code = event.status_code
@@ -636,7 +647,7 @@ class EngineCore(ScheduleOps):
         self._finish(task, event.t_ms)
 
     def _apply_failed(self, event: RunFailed) -> None:
-        task = self._end_run(event.unique_id)
+        task = self._end_run(event.unique_id, event.seq)
         task.error = event.error
         task.status_code = event.status_code
         if self._gives_up(task, event.kind):
@@ -693,9 +704,10 @@ class EngineCore(ScheduleOps):
         if not self._ready.discard(unique_id):
             self._ready_scheduled.discard(unique_id)
 
-    def _end_run(self, unique_id: str) -> Task:
+    def _end_run(self, unique_id: str, seq: int) -> Task:
         self._progress_due.pop(unique_id, None)
         task = self._tasks[unique_id]
+        task.changed_seq = seq
         self._running.pop(unique_id, None)
         self._running_scheduled.discard(unique_id)
         self._set_timer(task, None, 0)

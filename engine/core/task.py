@@ -139,6 +139,9 @@ class Task:
     progress_logged_ms: int | None = None  # derived: when a report was last logged
     checkpoint: Any = None  # what the last slice handed on (continuation)
     slices: int = 0  # runs that ended "continue" so far
+    # derived: the seq of the latest logged event that changed this task (0 for a task restored
+    # from a snapshot, which is durable); readers outside show it once that seq is durable
+    changed_seq: int = 0
 
     def info(self) -> TaskInfo:
         return TaskInfo(

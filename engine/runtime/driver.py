@@ -6,8 +6,8 @@ returned commands to ``execute`` and ``poke`` the driver; the driver's loop tick
 until the next timer or the next poke, and repeats.
 
 Effects happen after commit: a run starts only once the events it depends on are durable
-(``Invoke.durable_seq``), and a waiter hears of a finished task only once the event that finished
-it is durable.
+(``Invoke.durable_seq``), and a waiter or a watcher hears of a change only once the event behind
+it is durable (``Watchers`` holds updates until then).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Driver:
         self.run_cap = RunCap(core.concurrency) if adaptive else None
         self._stop_lag: Callable[[], None] | None = None
         invoker.set_wake(self.poke)
+        if watchers is not None:  # subscribers see a change once it is durable in this store
+            watchers.bind(store, lambda: core.last_seq)
 
     # ------------------------------------------------------------------ lifecycle
 
