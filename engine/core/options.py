@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import msgpack
+
 from engine.core.errors import ValidationError
 
 MAX_UNIQUE_ID_CHARS = 32
@@ -264,6 +266,10 @@ def _check_function_name(value: Any, name: str) -> None:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+MAX_PARAMS_BYTES = 8 * 1024 * 1024  # packed; a log record holds at most 16 MiB
+_FLAT_MAX_ITEMS = 256  # a flat dict this small of strings this short is far under the cap
+_FLAT_MAX_CHARS = 4_096
+_packer = msgpack.Packer(use_bin_type=True)  # the log's own settings
 # What the log's msgpack can hold: an integer outside this range cannot be stored (JSON can
 # carry it, so a body parses; it must be refused where it enters, never reach the log writer).
 MIN_STORABLE_INT = -(1 << 63)
@@ -285,11 +291,29 @@ def _short_int(value: int) -> str:
     return f"{'-' if value < 0 else ''}{digits}"
 
 
-def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_DEPTH) -> None:
-    """Refuse params that are not plain JSON (dict with str keys, list, str, number, bool, None)
-    or that nest deeper than ``max_depth``: they could not be stored or sent as JSON."""
+def check_params(value: Any, name: str = "params", max_depth: int = MAX_PARAMS_DEPTH,
+                 max_bytes: int = MAX_PARAMS_BYTES) -> None:
+    """Refuse what the log cannot store and answer as JSON: anything but plain JSON (dict with
+    str keys, list, str, number, bool, None), NaN or Infinity, an integer beyond 64 bits, text
+    that is not valid Unicode (a lone surrogate), nesting deeper than ``max_depth``, or more
+    than ``max_bytes`` packed (a log record holds at most 16 MiB)."""
     if value.__class__ is dict and max_depth >= 1 and _flat_json_object(value):
         return
+    _check_json(value, name, max_depth)
+    try:
+        size = len(_packer.pack(value))
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{name} holds text that is not valid Unicode ({exc.reason}: "
+                              "a lone surrogate?)", name) from None
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise ValidationError(f"{name} cannot be stored: {exc}", name) from None
+    if size > max_bytes:
+        raise ValidationError(f"{name} is {size} bytes packed, over the {max_bytes} bytes a "
+                              "task may carry; keep large data elsewhere and pass a reference",
+                              name)
+
+
+def _check_json(value: Any, name: str, max_depth: int) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -319,13 +343,19 @@ def _check_scalar(item: Any, name: str) -> None:
 
 
 def _flat_json_object(value: dict[Any, Any]) -> bool:
-    """The common params, decided fast: a dict of str keys to str, int, bool, None or finite
-    float values (exact types). False means "not sure": the full walk decides."""
+    """The common params, decided fast: a small dict of ASCII str keys to ASCII str, int, bool,
+    None or finite float values (exact types). False means "not sure": the full check decides."""
+    if len(value) > _FLAT_MAX_ITEMS:
+        return False
     for key, item in value.items():
-        if key.__class__ is not str:
+        if key.__class__ is not str or not key.isascii() or len(key) > _FLAT_MAX_CHARS:
             return False
         kind = item.__class__
-        if kind is str or kind is bool or item is None:
+        if kind is str:
+            if not item.isascii() or len(item) > _FLAT_MAX_CHARS:
+                return False
+            continue
+        if kind is bool or item is None:
             continue
         if kind is int and MIN_STORABLE_INT <= item <= MAX_STORABLE_INT:
             continue

@@ -104,3 +104,16 @@ async def test_rest_enqueue_answers_400_naming_the_field(tmp_path: Path) -> None
         assert response.status == 200
         ready = await client.get("/__health/ready")
         assert ready.status == 200
+
+
+async def test_params_a_log_record_cannot_hold_are_refused_at_intake(tmp_path: Path) -> None:
+    """A lone surrogate (JSON can carry one, UTF-8 cannot) or params over the size a record
+    holds once killed the writer like a huge integer did."""
+    async with Engine(data_dir=tmp_path) as queue:
+        with pytest.raises(ValidationError, match="not valid Unicode"):
+            await queue.enqueue("f", {"name": "caf\udce9"})
+        with pytest.raises(ValidationError, match="bytes packed, over the"):
+            await queue.enqueue("f", {"blob": ["x" * 1_000_000] * 20})
+        with pytest.raises(ValidationError, match="not valid Unicode"):
+            await queue.set_schedule("s", "f", ["\ud800"], interval=60_000)
+        await _still_writes(queue, tmp_path)
