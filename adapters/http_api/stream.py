@@ -7,7 +7,8 @@
 Each SSE message is ``event: <type>`` and ``data: {"type", "task": TaskInfo}``: first ``state``
 (the current state, also for a late subscriber), then ``queued``, ``running``, ``progress``,
 ``retry``, ``continued``, and a last ``finished``, after which the stream ends. A comment line
-keeps idle connections open. A slow reader misses intermediate updates, never the latest.
+keeps idle connections open. A slow reader misses intermediate updates, never the latest; one that
+reads nothing for ``WRITE_TIMEOUT_S`` is cut off.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +27,10 @@ from engine.core.task import iso_ms
 
 READ_TOKEN_TTL_MS = 24 * 3600 * 1000
 HEARTBEAT_S = 15.0
+HEARTBEAT = b": keep-alive\n\n"
+# a subscriber that takes none of what is written to it for this long is cut off, so a client
+# that never reads cannot hold its connection (and a slot of max_connections) for ever
+WRITE_TIMEOUT_S = 60.0
 
 
 def new_read_token(queue_app: QueueApp, unique_id: str) -> tuple[str, int]:
@@ -55,22 +61,51 @@ async def events(request: web.Request) -> web.StreamResponse:
                                            "Access-Control-Allow-Origin": "*"})
     await response.prepare(request)
     iterator = updates.__aiter__()
+    beats = _with_heartbeats(iterator)
     try:
-        while True:
-            try:
-                update: dict[str, Any] = await asyncio.wait_for(iterator.__anext__(),
-                                                                HEARTBEAT_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+        async for update in beats:
+            if update is None:
+                await _send(request, response, HEARTBEAT)
                 continue
-            except StopAsyncIteration:
-                break
             data = json.dumps(update, separators=(",", ":"))
-            await response.write(f"event: {update['type']}\ndata: {data}\n\n".encode())
+            await _send(request, response, f"event: {update['type']}\ndata: {data}\n\n".encode())
     finally:
+        await beats.aclose()  # stops waiting for an update
         await iterator.aclose()  # type: ignore[attr-defined]
     await response.write_eof()
     return response
+
+
+async def _with_heartbeats(updates: AsyncIterator[dict[str, Any]]
+                           ) -> AsyncGenerator[dict[str, Any] | None, None]:
+    """The updates, and None after every HEARTBEAT_S without one. The wait for the next update
+    is never cancelled: cancelling a subscription's ``__anext__`` ends the subscription."""
+    pending = asyncio.ensure_future(anext(updates))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
+            if not done:
+                yield None
+                continue
+            try:
+                update = pending.result()
+            except StopAsyncIteration:
+                return
+            yield update
+            pending = asyncio.ensure_future(anext(updates))
+    finally:
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await asyncio.wait_for(response.write(data), WRITE_TIMEOUT_S)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()  # close() would wait for the unread bytes to leave
+        raise ConnectionResetError(f"the subscriber read nothing for {WRITE_TIMEOUT_S:g} s"
+                                   ) from None
 
 
 async def token(request: web.Request) -> web.Response:

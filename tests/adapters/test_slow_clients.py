@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from adapters.http_api import listener as listener_module
+from adapters.http_api import stream
 from adapters.http_api.listener import Listener, bind
 from adapters.http_api.logs import RepeatFilter, rate_limit_logs
 from adapters.http_api.protocol import ConnectionCount
@@ -83,6 +84,46 @@ async def test_over_the_cap_a_client_waits_and_is_served_once_slow_ones_are_cut(
     assert (good.status, good.body) == (200, {"status": "live"})
     assert cut == [408, 408]
     assert 0.2 < took < 2.0  # it waited in the backlog for a slot
+
+
+async def test_an_idle_event_stream_gets_heartbeats_and_then_the_update(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "HEARTBEAT_S", 0.05)
+    enqueue = request("POST", TASKS, headers=MASTER,
+                      body=b'{"function": "f", "delay": 3600000, "uniqueId": "watched"}')
+    async with serving(tmp_path) as port:
+        assert (await exchange(port, enqueue)).status == 200
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("GET", f"{TASKS}/watched/events", headers=MASTER))
+        seen = b""
+        while seen.count(b": keep-alive") < 2:  # idle past two heartbeats
+            chunk = await asyncio.wait_for(reader.read(4096), 5)
+            assert chunk, f"the stream ended after {seen!r}"
+            seen += chunk
+        cancel = await exchange(port, request("POST", f"{TASKS}/watched/cancel", headers=MASTER))
+        rest = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert cancel.status == 200
+    assert b"event: state\n" in seen and b"event: finished\n" in rest
+
+
+async def test_an_event_subscriber_that_never_reads_does_not_keep_others_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "HEARTBEAT_S", 0.001)
+    monkeypatch.setattr(stream, "HEARTBEAT", b":" + b"x" * 65_536 + b"\n\n")  # fills buffers fast
+    monkeypatch.setattr(stream, "WRITE_TIMEOUT_S", 0.2)
+    enqueue = request("POST", TASKS, headers=MASTER,
+                      body=b'{"function": "f", "delay": 3600000, "uniqueId": "watched"}')
+    async with serving(tmp_path, max_connections=1) as port:
+        assert (await exchange(port, enqueue)).status == 200
+        subscriber = socket.socket()
+        subscriber.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        subscriber.connect(("127.0.0.1", port))
+        subscriber.sendall(request("GET", f"{TASKS}/watched/events", headers=MASTER))
+        good, took = await timed(exchange(port, request("GET", "/__health/live")))
+        subscriber.close()
+    assert (good.status, good.body) == (200, {"status": "live"})
+    assert 0.2 < took < 3.0
 
 
 async def test_many_malformed_requests_log_one_line(tmp_path: Path,
