@@ -202,6 +202,7 @@ class LogStore:
         self._ios: set[asyncio.Future[Any]] = set()  # IO in flight: close waits for it
         self._writer: IoThread | None = None
         self._rotation: tuple[int, asyncio.Future[int]] | None = None
+        self._rotate_error: Exception | None = None  # set in the IO thread, read after it
         self._compacting = False
         self.compact_bytes = compact_bytes
         self.on_compact_due = on_compact_due
@@ -371,6 +372,10 @@ class LogStore:
             return False
         self.bytes_since_snapshot += len(data)
         self._written(batch)
+        error, self._rotate_error = self._rotate_error, None
+        if error is not None:  # the batch is on disk and acknowledged; nothing more will be
+            self._poison(error)
+            return False
         return True
 
     async def _rotate_at_boundary(self) -> None:
@@ -384,13 +389,18 @@ class LogStore:
         if head and not await self._write_batch(head):
             future.set_exception(self.failure or LogError("the log could not be written"))
             return
+        before = self._segment_no
         try:
-            await self._in_writer(self._rotate)
+            error = await self._in_writer(self._try_rotate)
         except Exception as exc:
-            self._poison(exc)
-            future.set_exception(self.failure or LogError(str(exc)))
-            return
-        future.set_result(self._segment_no - 1)
+            error = exc
+        if error is not None:
+            self._poison(error)
+            future.set_exception(self.failure or LogError(str(error)))
+        elif self._segment_no == before:  # the disk was full: no snapshot this time
+            future.set_exception(DiskFullError("the disk is full: the log was not compacted"))
+        else:
+            future.set_result(before)
         if self._pending:
             self._kick.set()
 
@@ -414,14 +424,33 @@ class LogStore:
         self._size += len(data)
         self._file_last_seq = last_seq
         self._unsynced = True
+        rotate = self._size >= self.segment_bytes
         try:
-            if self.policy.mode == "always" or (self.policy.mode == "interval"
-                                                and self._sync_due()):
+            if rotate or self.policy.mode == "always" or (self.policy.mode == "interval"
+                                                          and self._sync_due()):
                 self._sync()
-            if self._size >= self.segment_bytes:
-                self._rotate()
         except OSError as exc:
             raise _SyncFailed(exc.strerror or str(exc)) from exc
+        if rotate:  # the batch is durable now, whatever happens to the rotation
+            self._rotate_error = self._try_rotate()
+
+    def _try_rotate(self) -> Exception | None:
+        """In the IO thread: rotate, or say why the store must stop. A full disk while the new
+        segment is being created is no reason: writing goes on in this segment (it grows past
+        ``segment_bytes``) and the next batch tries again."""
+        try:
+            self._rotate()
+        except OSError as exc:
+            created = (self.directory / segment_name(self._segment_no + 1)).exists()
+            if exc.errno == errno.ENOSPC and not created:
+                with contextlib.suppress(OSError):
+                    self._ops.unlink(self.directory / (segment_name(self._segment_no + 1)
+                                                       + ".tmp"))
+                log.warning("disk full creating segment %d of %s: writing on in segment %d",
+                            self._segment_no + 1, self.directory, self._segment_no)
+                return None
+            return exc
+        return None
 
     def _written(self, batch: list[Event]) -> None:
         self._full = False
@@ -509,7 +538,8 @@ class LogStore:
         header synced and its name in the directory synced), and only then is the old one
         sealed, naming it. So a seal always has its successor, and a segment before the last
         can end torn only in its seal (the successor's header then says nothing is missing)."""
-        self._sync()
+        if self._unsynced or self._size != self._synced_size:
+            self._sync()
         number = self._segment_no + 1
         header = self._create_segment(number)
         self._ops.write(self._fd, encode_segment_seal(number, self._file_last_seq))

@@ -454,3 +454,54 @@ async def test_a_record_that_does_not_follow_refuses_to_start_and_verify_says_so
     assert "seq 2 (RunStarted) does not follow" in out.getvalue()
     with pytest.raises(LogInconsistentError):  # not LogLockedError: the refusal let go
         await Engine(data_dir=tmp_path).start()
+
+
+class RotationFaultOps(CountingOps):
+    """Creating a new segment fails with ``fail_create`` (errno) while it is set; the directory
+    fsync fails with ``fail_dir_sync`` once."""
+
+    fail_create: int | None = None
+    fail_dir_sync: int | None = None
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        if self.fail_create is not None and path.name.startswith("wal-"):
+            raise OSError(self.fail_create, "injected")
+        super().write_file(path, data)
+
+    def fsync_dir(self, path: Path) -> None:
+        if self.fail_dir_sync is not None:
+            code, self.fail_dir_sync = self.fail_dir_sync, None
+            raise OSError(code, "injected")
+        super().fsync_dir(path)
+
+
+async def test_a_full_disk_at_rotation_keeps_writing_in_the_current_segment(
+        tmp_path: Path) -> None:
+    from engine.log_tool import CLEAN, describe
+
+    ops = RotationFaultOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops, segment_bytes=600) as queue:
+        ops.fail_create = errno.ENOSPC
+        ids = [await queue.enqueue("f", {"pad": "x" * 100}, delay=60_000) for _ in range(12)]
+        assert queue.store.accepting and len(list_segments(tmp_path)) == 1
+        ops.fail_create = None  # space again: the next batch rotates
+        ids.append(await queue.enqueue("f", {"pad": "x" * 100}, delay=60_000))
+        assert len(list_segments(tmp_path)) == 2
+    assert not list(tmp_path.glob("*.tmp"))
+    assert describe(tmp_path, io.StringIO(), verbose=False) == CLEAN
+    async with Engine(data_dir=tmp_path) as queue:
+        assert {t.unique_id for t in queue.core.tasks()} == set(ids)
+
+
+async def test_a_rotation_that_fails_after_the_batch_is_durable_acknowledges_it_then_stops(
+        tmp_path: Path) -> None:
+    ops = RotationFaultOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops, segment_bytes=600) as queue:
+        ops.fail_dir_sync = errno.EIO
+        acked = [await queue.enqueue("f", {"pad": "x" * 100}, delay=60_000) for _ in range(3)]
+        while queue.store.accepting:
+            acked.append(await queue.enqueue("f", {"pad": "x" * 100}, delay=60_000))
+        with pytest.raises(LogPoisonedError):
+            await queue.enqueue("f", delay=60_000)
+    async with Engine(data_dir=tmp_path) as queue:
+        assert {t.unique_id for t in queue.core.tasks()} == set(acked)
