@@ -91,8 +91,8 @@ async def _with_heartbeats(updates: AsyncIterator[dict[str, Any]]
                 update = pending.result()
             except StopAsyncIteration:
                 return
+            pending = asyncio.ensure_future(anext(updates))  # meanwhile (it may end the stream)
             yield update
-            pending = asyncio.ensure_future(anext(updates))
     finally:
         pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
@@ -100,7 +100,8 @@ async def _with_heartbeats(updates: AsyncIterator[dict[str, Any]]
 
 async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
     try:
-        await asyncio.wait_for(response.write(data), WRITE_TIMEOUT_S)
+        async with asyncio.timeout(WRITE_TIMEOUT_S):  # inline: no task per write
+            await response.write(data)
     except TimeoutError:
         if request.transport is not None:
             request.transport.abort()  # close() would wait for the unread bytes to leave
