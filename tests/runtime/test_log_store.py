@@ -505,3 +505,26 @@ async def test_a_rotation_that_fails_after_the_batch_is_durable_acknowledges_it_
             await queue.enqueue("f", delay=60_000)
     async with Engine(data_dir=tmp_path) as queue:
         assert {t.unique_id for t in queue.core.tasks()} == set(acked)
+
+
+class SnapshotFullOps(CountingOps):
+    def write_file(self, path: Path, data: bytes) -> None:
+        if path.name.startswith("snapshot-"):
+            path.write_bytes(data[: len(data) // 2])  # a partial snapshot, as a full disk leaves
+            raise OSError(errno.ENOSPC, "injected")
+        super().write_file(path, data)
+
+
+async def test_a_snapshot_the_disk_has_no_room_for_leaves_the_log_as_it_was(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ops = SnapshotFullOps()
+    async with Engine(data_dir=tmp_path, file_ops=ops, segment_bytes=500,
+                      compact_bytes=1_000) as queue:
+        ids = [await queue.enqueue("f", {"pad": "x" * 100}, delay=60_000) for _ in range(20)]
+        await queue.settle()
+        assert queue.store.accepting
+        ids.append(await queue.enqueue("f", delay=60_000))
+    assert "compaction failed writing the snapshot" in caplog.text
+    async with Engine(data_dir=tmp_path) as queue:
+        assert {t.unique_id for t in queue.core.tasks()} == set(ids)
+    assert not list(tmp_path.glob("snapshot-*"))  # the partial one was cleared away on open
