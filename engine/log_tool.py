@@ -11,6 +11,7 @@ does offline what the running queue does on its own.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import shutil
 import sys
 import time
@@ -160,7 +161,7 @@ def _take_segments(result: Inspection, directory: Path) -> Inspection:
 
 def _damaged(result: Inspection, problem: str) -> Inspection:
     result.status = DAMAGED
-    result.problem = problem + "; run `cloudqueue log repair DATA_DIR`"
+    result.problem = problem
     return result
 
 
@@ -218,7 +219,10 @@ def describe(directory: Path, out: TextIO, verbose: bool = True) -> int:
         print(f"live tasks: {len(core)} ("
               + ", ".join(f"{k} {n}" for k, n in sorted(states.items())) + ")", file=out)
         print(f"last seq: {core.last_seq}", file=out)
-    print(f"tail: {found.problem or 'clean'}", file=out)
+    problem = found.problem or "clean"
+    if found.status == DAMAGED:
+        problem += f"; run `cloudqueue log repair {shlex.quote(str(directory))}`"
+    print(f"tail: {problem}", file=out)
     return found.status
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -73,25 +74,44 @@ SEGMENT_SUFFIX = ".log"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 
 
-class LogCorruptError(LogError):
+class LogNeedsRepairError(LogError):
+    """The log cannot be started on as it is; the message ends with the repair command for the
+    directory (``in_directory`` names it once the reader knows it)."""
+
+    def __init__(self, problem: str, advice: str = "run {command} (it keeps a backup)") -> None:
+        self.problem = problem
+        self.advice = advice
+        self.directory: Path | None = None
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = shlex.quote(str(self.directory)) if self.directory is not None else "DATA_DIR"
+        return f"{self.problem}; " + self.advice.format(
+            command=f"`cloudqueue log repair {where}`")
+
+    def in_directory(self, directory: Path) -> LogNeedsRepairError:
+        self.directory = directory
+        self.args = (self._message(),)
+        return self
+
+
+class LogCorruptError(LogNeedsRepairError):
     """Damage in the middle of the log: the queue refuses to start until it is repaired."""
 
     def __init__(self, segment: str, offset: int, reason: str) -> None:
-        super().__init__(f"log segment {segment} is damaged at offset {offset}: {reason}; "
-                         "run `cloudqueue log repair DATA_DIR` (it keeps a backup)")
+        super().__init__(f"log segment {segment} is damaged at offset {offset}: {reason}")
         self.segment = segment
         self.offset = offset
         self.reason = reason
 
 
-class LogInconsistentError(LogError):
+class LogInconsistentError(LogNeedsRepairError):
     """A record that does not follow from the records before it (it names a task the log does
     not hold, say): the queue refuses to start until the log is repaired."""
 
     def __init__(self, seq: int, kind: str, reason: str) -> None:
         super().__init__(f"log record seq {seq} ({kind}) does not follow from the records "
-                         f"before it: {reason}; run `cloudqueue log repair DATA_DIR` (it keeps "
-                         "a backup)")
+                         f"before it: {reason}")
         self.seq = seq
         self.kind = kind
         self.reason = reason
@@ -236,6 +256,14 @@ def read_log(directory: Path, *, repair_tail: bool = True,
         LogGapError: a segment, or the snapshot, is missing or was emptied.
         UnknownRecordKindError: a record this version cannot read.
     """
+    try:
+        return _read_log(directory, repair_tail, snapshot_seq)
+    except LogNeedsRepairError as exc:
+        raise exc.in_directory(directory) from exc.__cause__
+
+
+def _read_log(directory: Path, repair_tail: bool,
+              snapshot_seq: int) -> tuple[list[Event], RecoveryReport]:
     started = time.perf_counter()
     report = RecoveryReport()
     frames = BatchReader()
@@ -286,13 +314,13 @@ def headed_from(directory: Path) -> int | None:
     return int(found.group(1)) if found else 1
 
 
-class LogGapError(LogError):
+class LogGapError(LogNeedsRepairError):
     """Records are missing between pieces of the log (a segment or the snapshot was deleted or
     emptied): the queue refuses to start rather than run without acknowledged tasks."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"acknowledged records are missing: {what}. Put the missing file back "
-                         "if you have it; otherwise `cloudqueue log repair DATA_DIR` starts "
+        super().__init__(f"acknowledged records are missing: {what}",
+                         "put the missing file back if you have it; otherwise {command} starts "
                          "from what is left (it names what it gives up and keeps a backup)")
         self.what = what
 

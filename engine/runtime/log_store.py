@@ -29,6 +29,7 @@ from engine.runtime.log_file import (
     FileOps,
     FsyncPolicy,
     LogLockedError,
+    LogNeedsRepairError,
     OnDiskFull,
     RecoveryReport,
     format_mark_text,
@@ -62,7 +63,10 @@ class LoadedLog:
 def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
     """The latest snapshot plus every logged event after its seq."""
     started = time.perf_counter()
-    snapshot = latest_snapshot(directory, ops)
+    try:
+        snapshot = latest_snapshot(directory, ops)
+    except LogNeedsRepairError as exc:
+        raise exc.in_directory(directory) from exc.__cause__
     snapshot_seq, tasks, counters, schedules = snapshot or (0, [], {}, [])
     events, report = read_log(directory, snapshot_seq=snapshot_seq)
     events = [e for e in events if e.seq > snapshot_seq]

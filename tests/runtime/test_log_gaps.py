@@ -47,10 +47,14 @@ def verify(directory: Path) -> tuple[int, str]:
 
 
 async def refused(directory: Path, error: type[Exception], match: str) -> None:
-    with pytest.raises(error, match=match):
+    """The start refuses with ``error`` and a message naming the repair for this directory;
+    `log verify` reports the same damage."""
+    with pytest.raises(error, match=match) as info:
         await Engine(data_dir=directory).start()
+    assert f"`cloudqueue log repair {directory}`" in str(info.value)
     status, text = verify(directory)
     assert status == DAMAGED, text
+    assert f"`cloudqueue log repair {directory}`" in text
 
 
 async def repaired(directory: Path) -> tuple[str, int]:
