@@ -34,7 +34,7 @@ from engine.core.options import (
 from engine.core.quotas import Quotas
 from engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
 from engine.core.task import TaskInfo, iso_ms
-from engine.core.task_rows import task_to_array
+from engine.core.task_rows import task_to_array, unpack_rows
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
 from engine.runtime.functions import FunctionRegistry, Invoker
@@ -202,11 +202,11 @@ class Engine:
             raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
         seq = self.core.last_seq
         # Take the state now, on the loop (tasks change later); encode it in a worker thread.
-        rows = [task_to_array(task) for task in self.core.tasks()]
+        rows = [task_to_array(task, packed=True) for task in self.core.tasks()]
         schedules = [schedule_to_record(found) for found in self.core.schedules()]
         counters = self.core.counters()
         return await self._log.compact(
-            seq, functools.partial(encode_snapshot_rows, seq, rows, schedules, counters))
+            seq, functools.partial(_encode_snapshot, seq, rows, schedules, counters))
 
     def _compact_soon(self) -> None:
         if self._compaction is None or self._compaction.done():
@@ -577,3 +577,9 @@ class Engine:
         if failure is not None:
             raise failure
 
+
+def _encode_snapshot(seq: int, rows: list[list[Any]], schedules: list[dict[str, Any]],
+                     counters: dict[str, int]) -> bytes:
+    """In a worker thread: the snapshot of rows taken on the loop, large params (kept packed in
+    memory) decoded here rather than on the loop."""
+    return encode_snapshot_rows(seq, unpack_rows(rows), schedules, counters)

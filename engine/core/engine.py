@@ -66,7 +66,15 @@ from engine.core.ready_queue import ReadyQueue
 from engine.core.schedule_ops import ScheduleOps
 from engine.core.schedules import Schedule
 from engine.core.states import TaskState, Trigger, can_fire, fire
-from engine.core.task import MAX_RESULT_BYTES, Task, TaskInfo, storable_text, unstorable
+from engine.core.task import (
+    MAX_RESULT_BYTES,
+    Task,
+    TaskInfo,
+    pack_params,
+    storable_text,
+    unpacked,
+    unstorable,
+)
 from engine.core.timer_wheel import TimerWheel
 
 
@@ -541,7 +549,7 @@ class EngineCore(ScheduleOps):
         at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE
         commands.append(Invoke(
             unique_id=task.unique_id, run_seq=started.seq, attempt=started.attempt,
-            function=task.function, params=task.params, timeout_ms=options.timeout_ms,
+            function=task.function, params=unpacked(task.params), timeout_ms=options.timeout_ms,
             deadline_ms=now_ms + options.timeout_ms,
             durable_seq=started.seq if at_most_once else task.seq,
             checkpoint=task.checkpoint, slice=task.slices))
@@ -607,8 +615,8 @@ class EngineCore(ScheduleOps):
 
     def _apply_submitted(self, event: TaskSubmitted) -> None:
         unique_id, t_ms, options = event.unique_id, event.t_ms, event.options
-        task = Task(unique_id, event.function, event.params, options, event.priority,
-                    event.seq, t_ms)
+        task = Task(unique_id, event.function, pack_params(event.params), options,
+                    event.priority, event.seq, t_ms)
         task.changed_seq = event.seq
         self._tasks[unique_id] = task
         self._unfinished += 1

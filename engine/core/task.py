@@ -30,19 +30,11 @@ def unstorable(value: Any, what: str, max_bytes: int) -> str | None:
     """Why ``value`` cannot be stored in the log and answered as JSON, or None: it must be plain
     JSON (no integer beyond 64 bits, no NaN or Infinity, no other types, nested at most 65
     levels), its text valid Unicode (JSON can carry a lone surrogate, UTF-8 cannot), and its
-    packed size at most ``max_bytes``."""
+    packed size at most ``max_bytes`` (``check_params``, as for params)."""
     try:
-        check_params(value, what, max_depth=MAX_PARAMS_DEPTH + 1)
-        size = len(_packer.pack(value))
+        check_params(value, what, max_depth=MAX_PARAMS_DEPTH + 1, max_bytes=max_bytes)
     except ValidationError as exc:
         return str(exc)
-    except UnicodeEncodeError as exc:
-        return f"{what} holds text that is not valid Unicode ({exc.reason})"
-    except (ValueError, OverflowError, TypeError) as exc:  # what check_params let through
-        return f"{what} cannot be encoded: {exc}"
-    if size > max_bytes:
-        return (f"{what} is {size} bytes, over the {max_bytes}-byte cap on what a run may "
-                "hand back; keep large data elsewhere and return a reference to it")
     return None
 
 
@@ -93,6 +85,95 @@ def _finite_copy(item: Any) -> Any:
     if isinstance(item, list | tuple):
         return [_finite_copy(v) for v in item]
     return item
+
+
+# Params whose encoding is over this many bytes (estimated) are kept packed (``pack_params``).
+PACK_PARAMS_ABOVE = 4 * 1024
+
+
+class PackedParams:
+    """A task's large params, kept as the msgpack bytes the log stores (their encoded size)
+    instead of Python objects (~5x that for a typical 1 MB JSON body: a dict, a str and an
+    int object per field); decoded when a run starts (``EngineCore._start``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"PackedParams({len(self.data)} bytes)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PackedParams) and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def unpack(self) -> Any:
+        return msgpack.unpackb(self.data, raw=False)
+
+
+def pack_params(params: Any) -> Any:
+    """``params`` as a task keeps them: a ``PackedParams`` when they are a large object or
+    array, else ``params`` themselves (small params, the common case, stay as they are and
+    cost one quick look). Params the log could not encode are left as they are."""
+    kind = params.__class__
+    if kind is dict:
+        if not params or (len(params) <= 16 and _flat_and_small(params)):
+            return params
+    elif kind is not list:
+        return params  # a scalar: a string is already about its encoded size
+    if not _larger_than(params, PACK_PARAMS_ABOVE):
+        return params
+    try:
+        return PackedParams(_packer.pack(params))
+    except (ValueError, OverflowError, TypeError):  # the log will refuse them anyway
+        return params
+
+
+def unpacked(params: Any) -> Any:
+    """The params value a run is given (``PackedParams`` decoded)."""
+    return params.unpack() if params.__class__ is PackedParams else params
+
+
+def _flat_and_small(params: dict[str, Any]) -> bool:
+    """A dict of scalars whose strings are short: small, for sure."""
+    size = 0
+    for key, item in params.items():
+        kind = item.__class__
+        if kind is str:
+            size += len(item)
+        elif kind is dict or kind is list or kind is tuple:
+            return False
+        size += len(key) + 9
+    return size <= PACK_PARAMS_ABOVE
+
+
+def _larger_than(value: Any, budget: int) -> bool:
+    """Whether ``value``'s encoding is (roughly) over ``budget`` bytes; stops as soon as it
+    knows, so a large value costs no more to judge than a small one."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = item.__class__
+        if kind is str:
+            budget -= 1 + len(item)
+        elif kind is dict:
+            budget -= 1 + len(item)
+            for key, child in item.items():
+                if budget < 0:
+                    return True
+                budget -= len(key) if key.__class__ is str else 9
+                stack.append(child)
+        elif kind is list or kind is tuple:
+            budget -= 1 + len(item)
+            if budget >= 0:
+                stack.extend(item)
+        else:
+            budget -= 9
+        if budget < 0:
+            return True
+    return False
 
 
 class _Absent:

@@ -21,14 +21,17 @@ from typing import Any
 from engine.core.batch_codec import options_to_dict
 from engine.core.codec import UnknownRecordKindError, options_from_dict
 from engine.core.states import TaskState
-from engine.core.task import ABSENT, Task
+from engine.core.task import ABSENT, PackedParams, Task, pack_params, unpacked
 
 _STATES = {state.value: state for state in TaskState}
 
 
-def task_to_array(task: Task) -> list[Any]:
-    """A live task's whole state (derived state is rebuilt on restore)."""
-    return [task.unique_id, task.function, task.params, options_to_dict(task.options),
+def task_to_array(task: Task, *, packed: bool = False) -> list[Any]:
+    """A live task's whole state (derived state is rebuilt on restore). Large params are kept
+    packed in memory (``PackedParams``); with ``packed`` they stay so in the row, for
+    ``unpack_rows`` to decode in a worker thread rather than on the loop."""
+    params = task.params if packed else unpacked(task.params)
+    return [task.unique_id, task.function, params, options_to_dict(task.options),
             task.priority, task.seq, task.created_ms, task.state.value, task.attempt,
             task.run_seq, task.started_ms, task.finished_ms, task.status_code, task.error,
             task.retry_at_ms, task.schedule,
@@ -44,10 +47,10 @@ def task_from_array(row: Any) -> Task:
         (unique_id, function, params, options, priority, seq, created_ms, state, attempt,
          run_seq, started_ms, finished_ms, status_code, error, retry_at_ms, schedule, result,
          progress, continuation) = row
-        task = Task(unique_id, function, params, options_from_dict(options), priority, seq,
-                    created_ms, _STATES[state], attempt, run_seq, started_ms, finished_ms,
-                    status_code, ABSENT if result is None else result[0], error, retry_at_ms,
-                    schedule=schedule)
+        task = Task(unique_id, function, pack_params(params), options_from_dict(options),
+                    priority, seq, created_ms, _STATES[state], attempt, run_seq, started_ms,
+                    finished_ms, status_code, ABSENT if result is None else result[0], error,
+                    retry_at_ms, schedule=schedule)
         if progress is not None:
             task.progress, task.progress_ms = progress[0], progress[1]
             task.messages = tuple((int(t), str(m)) for t, m in progress[2])
@@ -56,3 +59,11 @@ def task_from_array(row: Any) -> Task:
     except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise UnknownRecordKindError("task", 2) from exc
     return task
+
+
+def unpack_rows(rows: list[list[Any]]) -> list[list[Any]]:
+    """``rows`` from ``task_to_array(..., packed=True)`` with their params decoded (in place)."""
+    for row in rows:
+        if row[2].__class__ is PackedParams:
+            row[2] = row[2].unpack()
+    return rows

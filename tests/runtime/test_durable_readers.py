@@ -83,7 +83,7 @@ async def test_watchers_task_info_and_wait_see_nothing_before_it_is_fsynced(
             assert (await waited).state is TaskState.SUCCESS
             assert (await late_first)["task"]["state"] == "success"
             await asyncio.wait_for(reader, 5)
-            await late.aclose()
+            await late.aclose()  # type: ignore[attr-defined]
         finally:
             ops.release()  # a failed check must not leave close() waiting on it
     assert seen == [("state", "queued"), ("running", "running"), ("finished", "success")]

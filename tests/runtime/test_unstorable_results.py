@@ -21,7 +21,7 @@ from adapters.http_invoker.h1 import AnswerTooLarge, _Parser
 from adapters.http_invoker.invoker import HttpInvoker
 from engine import Continue, Engine, FakeClock, RunContext, TaskState, ValidationError
 from engine.core.codec import encode_event
-from engine.core.events import RunStarted, RunSucceeded, TaskSubmitted
+from engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
 from engine.core.framing import encode_frame
 from engine.core.options import TaskOptions
 from engine.core.task import MAX_ERROR_CHARS, json_safe
@@ -38,7 +38,7 @@ UNSTORABLE: list[tuple[Any, str]] = [
     ({"x": [float("inf")]}, "inf is not a JSON number"),
     ({1, 2}, "a set cannot be stored"),
     ({"text": "\ud800"}, "not valid Unicode"),
-    ("x" * (9 * 1024 * 1024), "over the 8388608-byte cap"),
+    ("x" * (9 * 1024 * 1024), "over the 8388608 bytes"),
 ]
 
 
@@ -220,9 +220,9 @@ def test_answers_are_valid_json_even_for_a_non_finite_value_stored_before() -> N
 
 async def test_a_logged_nan_result_replays_into_valid_json(tmp_path: Path) -> None:
     options = TaskOptions()
-    events = [TaskSubmitted(1, T0, "old", "f", {}, options, T0),
-              RunStarted(2, T0, "old", 1),
-              RunSucceeded(3, T0 + 5, "old", 2, {"result": float("nan")}, 200)]
+    events: list[Event] = [TaskSubmitted(1, T0, "old", "f", {}, options, T0),
+                           RunStarted(2, T0, "old", 1),
+                           RunSucceeded(3, T0 + 5, "old", 2, {"result": float("nan")}, 200)]
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / segment_name(1)).write_bytes(
         b"".join(encode_frame(encode_event(e)) for e in events))
