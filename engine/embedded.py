@@ -242,6 +242,7 @@ class Engine:
         if self._compaction is not None:
             await asyncio.gather(self._compaction, return_exceptions=True)
         await self.store.close()
+        self.watchers.close()
         self._state = "closed"
 
     async def __aenter__(self) -> Engine:

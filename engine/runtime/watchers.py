@@ -63,6 +63,13 @@ class Watchers:
         change in memory (every update shows the state as of that seq)."""
         self._store, self._last_seq = store, last_seq
 
+    def close(self) -> None:
+        """The engine closed: what is still held will never be released."""
+        self._held.clear()
+        if self._releaser is not None:
+            self._releaser.cancel()
+            self._releaser = None
+
     def events(self, events: tuple[Event, ...]) -> None:
         """Called with every batch the core emits; cheap when nobody watches."""
         if not self._subscribers:
