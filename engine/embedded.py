@@ -43,6 +43,7 @@ from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     FileOps,
     FsyncPolicy,
+    LogNeedsRepairError,
     RecoveryReport,
     apply_logged,
 )
@@ -186,6 +187,9 @@ class Engine:
         self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
         try:
             apply_logged(self.core.apply, loaded.events)
+        except LogNeedsRepairError as exc:
+            await store.close()
+            raise exc.in_directory(directory) from exc.__cause__
         except BaseException:
             await store.close()
             raise
@@ -218,6 +222,11 @@ class Engine:
             log.info("compacted the log: %d segment(s) removed", removed)
         except LogError as exc:
             log.error("compaction failed: %s", exc)
+        except OSError as exc:  # writing the snapshot (e.g. a full disk): the log goes on as is
+            log.error("compaction failed writing the snapshot in %s: %s; the log goes on "
+                      "uncompacted", self.data_dir, exc.strerror or exc)
+        except Exception:  # a bug: said loudly, and the log goes on uncompacted
+            log.exception("compaction of %s failed; the log goes on uncompacted", self.data_dir)
 
     def _roll_back_unstored(self, batch: list[Event]) -> list[Event]:
         """The disk filled up before ``batch`` (every event not yet written) was written:
