@@ -266,7 +266,8 @@ def _check_function_name(value: Any, name: str) -> None:
 
 
 _SCALARS = (str, int, float, bool, type(None))
-MAX_PARAMS_BYTES = 8 * 1024 * 1024  # packed; a log record holds at most 16 MiB
+# packed; a log record holds at most 16 MiB, and a snapshot row holds params and result both
+MAX_PARAMS_BYTES = 4 * 1024 * 1024
 _FLAT_MAX_ITEMS = 256  # a flat dict this small of strings this short is far under the cap
 _FLAT_MAX_CHARS = 4_096
 _packer = msgpack.Packer(use_bin_type=True)  # the log's own settings

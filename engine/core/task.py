@@ -17,9 +17,10 @@ from engine.core.states import TaskState
 from engine.core.value import value
 
 # A run's result as the log stores it (packed): a log record is capped at
-# engine.core.framing.MAX_RECORD_BYTES (16 MiB), and a result shares its record with the run's
-# other fields. The HTTP invoker refuses a longer answer while reading it.
-MAX_RESULT_BYTES = 8 * 1024 * 1024
+# engine.core.framing.MAX_RECORD_BYTES (16 MiB), and a snapshot keeps a task's params, result
+# and checkpoint in one row, so params (options.MAX_PARAMS_BYTES) and result get 4 MiB each.
+# The HTTP invoker refuses an answer over its own cap while reading it.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
 # A run's error text (an exception's message, a host's error body) is cut to this many characters.
 MAX_ERROR_CHARS = 16 * 1024
 

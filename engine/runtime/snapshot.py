@@ -6,8 +6,9 @@ keepResult: the dedup window) and schedules, and a footer (``k: "end"``, the cou
 make damage detectable; the footer makes a truncated file detectable.
 
 Format 2 (header ``"v": 2``, written now) holds the tasks as arrays in chunks of up to
-``CHUNK_TASKS``, one frame per chunk: ``[2, "tasks", [row, ...]]`` (``engine.core.task_rows``),
-and the schedules in one ``[2, "schedules", [record, ...]]`` frame. Format 1 (``"v": 1``: one
+``CHUNK_TASKS`` (fewer where they are large: a chunk packs to at most ``CHUNK_BYTES``), one frame
+per chunk: ``[2, "tasks", [row, ...]]`` (``engine.core.task_rows``), and the schedules the same
+way in ``[2, "schedules", [record, ...]]`` frames. Format 1 (``"v": 1``: one
 frame per task record, a map) is still read.
 
 Compaction, crash-safe at every step (``LogStore.compact`` drives it):
@@ -68,6 +69,9 @@ class SnapshotContents(NamedTuple):
 
 SNAPSHOT_FORMAT = 2
 CHUNK_TASKS = 4_096
+# A chunk's frame is split in halves until it packs to at most this (a frame holds 16 MiB; one
+# task row, params and result at most 4 MiB each, always fits).
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, int] | None = None,
@@ -87,14 +91,22 @@ def encode_snapshot_rows(seq: int, task_rows: list[list[Any]],
     header = {"v": SNAPSHOT_FORMAT, "k": "snap", "seq": seq, "n": count,
               "counters": counters or {}}
     footer = {"v": SNAPSHOT_FORMAT, "k": "end", "n": count}
-    body = [encode_frame(encode_record([SNAPSHOT_FORMAT, "tasks",
-                                        task_rows[i:i + CHUNK_TASKS]]))
-            for i in range(0, len(task_rows), CHUNK_TASKS)]
+    body = [frame for i in range(0, len(task_rows), CHUNK_TASKS)
+            for frame in _chunk_frames("tasks", task_rows[i:i + CHUNK_TASKS])]
     if schedule_records:
-        body.append(encode_frame(encode_record(
-            [SNAPSHOT_FORMAT, "schedules", schedule_records])))
+        body += _chunk_frames("schedules", schedule_records)
     return b"".join([encode_frame(encode_record(header)), *body,
                      encode_frame(encode_record(footer))])
+
+
+def _chunk_frames(kind: str, items: list[Any]) -> list[bytes]:
+    """``[2, kind, items]`` as one frame, or halved until each part packs to ``CHUNK_BYTES``
+    (a few large tasks would otherwise make a frame over the 16 MiB a frame may hold)."""
+    payload = encode_record([SNAPSHOT_FORMAT, kind, items])
+    if len(payload) <= CHUNK_BYTES or len(items) == 1:
+        return [encode_frame(payload)]
+    half = len(items) // 2
+    return _chunk_frames(kind, items[:half]) + _chunk_frames(kind, items[half:])
 
 
 def encode_snapshot_records(seq: int, records: list[dict[str, Any]],

@@ -38,7 +38,7 @@ UNSTORABLE: list[tuple[Any, str]] = [
     ({"x": [float("inf")]}, "inf is not a JSON number"),
     ({1, 2}, "a set cannot be stored"),
     ({"text": "\ud800"}, "not valid Unicode"),
-    ("x" * (9 * 1024 * 1024), "over the 8388608 bytes"),
+    ("x" * (5 * 1024 * 1024), "over the 4194304 bytes"),
 ]
 
 
