@@ -215,15 +215,15 @@ async def test_a_queue_restarted_often_still_compacts(tmp_path: Path) -> None:
 
 
 async def test_tasks_with_results_near_the_cap_still_compact(tmp_path: Path) -> None:
-    """Three tasks with 3.5 MiB results made one snapshot frame over the 16 MiB a frame holds:
+    """Five tasks with 3.5 MiB results made one snapshot frame over the 16 MiB a frame holds:
     compaction failed with a ValueError every time, and the log grew without bound."""
     big = "x" * (3_500 * 1024)
-    async with Engine(data_dir=tmp_path, clock=FakeClock(T0), concurrency=3) as queue:
+    async with Engine(data_dir=tmp_path, clock=FakeClock(T0), concurrency=5) as queue:
         @queue.define("big")
         async def big_result(params: Any, ctx: RunContext) -> str:
             return big
 
-        ids = [await queue.enqueue("big", keep_result=3_600_000) for _ in range(3)]
+        ids = [await queue.enqueue("big", keep_result=3_600_000) for _ in range(5)]
         for unique_id in ids:
             await queue.wait(unique_id, timeout=10)
         assert await queue.compact() >= 1
