@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
+import heapq
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -400,8 +402,7 @@ class Engine:
         """Up to ``limit`` tasks (in ``state``, when given), newest first, and how many there
         are; durable as ``get_task_info``'s."""
         tasks = [t for t in self.core.tasks() if state is None or t.state.value == state]
-        tasks.sort(key=lambda t: t.seq, reverse=True)
-        shown = tasks[:limit]
+        shown = heapq.nlargest(limit, tasks, key=lambda t: t.seq)
         seq = max((t.changed_seq for t in shown), default=0)
         infos = [t.info() for t in shown]
         if self.store.durable_seq < seq:
@@ -513,11 +514,23 @@ class Engine:
         await self._durable(self.core.delete_schedule(name, self.clock.now_ms()))
 
     async def get_schedule(self, name: str, upcoming: int = 5) -> ScheduleInfo:
-        """Raises ``UnknownScheduleError``."""
-        return describe(self.core.schedule(name), upcoming)
+        """Raises ``UnknownScheduleError``. Durable as ``get_task_info``'s answer."""
+        found = describe(self.core.schedule(name), upcoming)
+        await self._everything_durable()
+        return found
 
     async def list_schedules(self, upcoming: int = 1) -> list[ScheduleInfo]:
-        return [describe(found, upcoming) for found in self.core.schedules()]
+        found = [describe(schedule, upcoming) for schedule in self.core.schedules()]
+        await self._everything_durable()
+        return found
+
+    async def _everything_durable(self) -> None:
+        """Wait until every change made so far is durable (at once when it is): schedules keep
+        no seq of their own, and change rarely."""
+        seq = self.core.last_seq
+        if self.store.durable_seq < seq:
+            with contextlib.suppress(DiskFullError):  # refused and rolled back: not shown
+                await self.store.wait_durable(seq)
 
     async def set_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
         """``set_schedule`` for callers that validated already (the HTTP API)."""

@@ -159,10 +159,8 @@ async def list_tasks(request: web.Request) -> web.Response:
         raise ValidationError(f"state must be one of {', '.join(s.value for s in TaskState)}",
                               "state")
     limit = whole_number(request.query.get("limit"), "limit", 100, 1, 1000)
-    tasks = [t for t in queue_app.engine.core.tasks() if state is None or t.state.value == state]
-    tasks.sort(key=lambda t: t.seq, reverse=True)
-    return web.json_response({"results": [t.info().to_wire() for t in tasks[:limit]],
-                              "count": len(tasks)})
+    infos, count = await queue_app.engine.list_tasks(state, limit)
+    return web.json_response({"results": [info.to_wire() for info in infos], "count": count})
 
 
 async def live(request: web.Request) -> web.Response:

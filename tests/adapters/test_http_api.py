@@ -285,7 +285,10 @@ async def test_unknown_function_fails_with_the_hosts_404(queue: Queue) -> None:
                                                            "No such cloud function 'nope'")
 
 
-async def test_gateway_error_without_leanengine_body_charges_no_attempt(queue: Queue) -> None:
+async def test_gateway_error_without_leanengine_body_is_an_unknown_outcome(queue: Queue) -> None:
+    """A 502/503 from a gateway comes after the request went out: the function may have run.
+    It charges an attempt (retried under atLeastOnce while attempts remain), never a free
+    retry."""
     answers = [web.Response(status=502, text="<html>bad gateway</html>"),
                web.Response(status=503, text="no healthy upstream")]
 
@@ -295,7 +298,10 @@ async def test_gateway_error_without_leanengine_body_charges_no_attempt(queue: Q
 
     uid = await queue.enqueue({"function": "flaky_gateway", "attempts": 0})
     info = await queue.wait(uid)
-    assert (info.status, info.attempt, info.result) == ("success", 1, {"result": "through"})
+    assert (info.status, info.attempt) == ("failed", 1)
+    uid = await queue.enqueue({"function": "flaky_gateway", "attempts": 2, "backoff": 0})
+    info = await queue.wait(uid)
+    assert (info.status, info.attempt, info.result) == ("success", 2, {"result": "through"})
 
 
 async def test_leanengine_503_timeout_body_is_a_failed_run(queue: Queue) -> None:

@@ -32,7 +32,8 @@ def format_1_log(events: list[Event]) -> bytes:
     return log
 
 
-async def test_a_format_1_log_loads_and_later_batches_go_on_in_a_headed_segment(tmp_path: Path) -> None:
+async def test_a_format_1_log_loads_and_later_batches_go_on_in_a_headed_segment(
+        tmp_path: Path) -> None:
     old = [TaskSubmitted(1, T0, "a", "f", {"i": 1}, OPTS, T0),
            TaskSubmitted(2, T0, "b", "f", {"i": 2}, OPTS, T0),
            TaskCancelled(3, T0 + 1, "b")]
@@ -67,10 +68,12 @@ async def test_a_format_1_snapshot_loads(tmp_path: Path) -> None:
     (tmp_path / segment_name(2)).write_bytes(
         format_1_log([RunStarted(4, T0 + 1, "q", 1)]))
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0 + 5)) as queue:
+        # read at once, before the driver's first turn (no function "f" may run): the run in
+        # flight at the crash (r, in the snapshot) and the one started after it (q, in the
+        # log) are both requeued (atLeastOnce)
         assert queue.recovery is not None and queue.recovery.snapshot_tasks == 2
-        # the run in flight at the crash is requeued (atLeastOnce), the other keeps its start
-        assert (await queue.get_task_info("r")).state is TaskState.QUEUED
-        assert (await queue.get_task_info("q")).state is TaskState.QUEUED
+        assert queue.core.task_info("r", T0 + 5).state is TaskState.QUEUED
+        assert queue.core.task_info("q", T0 + 5).state is TaskState.QUEUED
         assert queue.core.last_seq >= 4
 
 
