@@ -262,8 +262,11 @@ class FunctionHost:
     def _hook_key_ok(self, request: web.Request) -> bool:
         given = request.headers.get("X-LC-Hook-Key")
         expected = self.keys.hook_key
+        # a header that was not UTF-8 arrives with surrogate escapes: compare its bytes as
+        # they came (never equal to a key), rather than fail to encode it (a 500)
         return bool(given and expected) and hmac.compare_digest(
-            str(given).encode(), str(expected).encode())
+            str(given).encode("utf-8", "surrogateescape"),
+            str(expected).encode("utf-8", "surrogateescape"))
 
     async def _run(self, name: str, fn: CloudFunction, call: Call) -> web.Response:
         try:

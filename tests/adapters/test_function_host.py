@@ -424,3 +424,15 @@ async def test_array_params_past_the_first_slice_need_a_queue_url() -> None:
         status, body = await post(c, f"{FN}/echo", {**headers, "X-CloudQueue-Slice": "0"},
                                   [1, 2])
         assert status == 200 and body["result"]["checkpoint"] is None
+
+
+async def test_a_hook_key_that_is_not_utf8_is_refused_not_a_crash() -> None:
+    from tests.adapters.hostile import exchange, request
+
+    server = TestServer(make_host(K).app, host="127.0.0.1")
+    async with server:
+        headers = (f"X-LC-Id: {K.app_id}\r\nX-LC-Key: {K.app_key}\r\n".encode()
+                   + b"X-LC-Hook-Key: \xff\xfe\x80\r\nContent-Type: application/json\r\n")
+        answer = await exchange(server.port, request("POST", f"{FN}/secret", headers=headers,
+                                                     body=b"{}"))
+    assert answer.status == 401 and answer.body["code"] == 401
