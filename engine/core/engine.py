@@ -284,14 +284,28 @@ class EngineCore(ScheduleOps):
         returns []."""
         if not self.run_is_current(unique_id, run_seq):
             return []
+        late = self._time_out_if_due(unique_id, now_ms)
+        if not self.run_is_current(unique_id, run_seq):
+            return late
         problem = unstorable(result, "the result", self.config.max_result_bytes)
         if problem is not None:
-            return self.run_failed(unique_id, run_seq,
-                                   f"the function's result cannot be stored: {problem}", now_ms,
-                                   FailureKind.UNKNOWN, status_code)
+            return late + self.run_failed(
+                unique_id, run_seq, f"the function's result cannot be stored: {problem}",
+                now_ms, FailureKind.UNKNOWN, status_code)
         events = self._run_ended(unique_id, lambda seq: RunSucceeded(
             seq, now_ms, unique_id, run_seq, result, status_code))
-        return [Append(events), TaskFinished(self._tasks[unique_id])]
+        return [*late, Append(events), TaskFinished(self._tasks[unique_id])]
+
+    def _time_out_if_due(self, unique_id: str, now_ms: int) -> list[Command]:
+        """An outcome handled at or past its run's deadline is late, whatever arrived first in
+        a busy moment (the timeout timer and the answer race after a stall): the timers due now
+        fire first, so the run times out and the late outcome changes nothing. Returns what
+        they did ([] when nothing was due)."""
+        task = self._tasks[unique_id]
+        started_ms = task.started_ms
+        if started_ms is None or now_ms < started_ms + task.options.timeout_ms:
+            return []
+        return self.tick(now_ms, dispatch=False)
 
     def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
                    kind: FailureKind = FailureKind.ERROR,
@@ -299,10 +313,13 @@ class EngineCore(ScheduleOps):
         """Record a failed run; the task retries after ``backoff`` or fails for good."""
         if not self.run_is_current(unique_id, run_seq):
             return []
+        late = self._time_out_if_due(unique_id, now_ms)
+        if not self.run_is_current(unique_id, run_seq):
+            return late
         error = storable_text(error)
         events = self._run_ended(unique_id, lambda seq: RunFailed(
             seq, now_ms, unique_id, run_seq, error, kind, status_code))
-        return self._with_finish([Append(events)], unique_id)
+        return late + self._with_finish([Append(events)], unique_id)
 
     def run_requeued(self, unique_id: str, run_seq: int, reason: str,
                      now_ms: int) -> list[Command]:
@@ -381,6 +398,9 @@ class EngineCore(ScheduleOps):
         its overall ``deadline`` has passed (failed for good)."""
         if not self.run_is_current(unique_id, run_seq):
             return []
+        late = self._time_out_if_due(unique_id, now_ms)
+        if not self.run_is_current(unique_id, run_seq):
+            return late
         task = self._tasks[unique_id]
         problem = checkpoint_problem(checkpoint) or unstorable(
             checkpoint, "the checkpoint", self.config.max_result_bytes)
@@ -397,7 +417,8 @@ class EngineCore(ScheduleOps):
                                  f"{task.slices + 1} slice(s)", FailureKind.DEADLINE)
             return RunContinued(seq, now_ms, unique_id, run_seq, checkpoint)
 
-        return self._with_finish([Append(self._run_ended(unique_id, outcome))], unique_id)
+        return late + self._with_finish([Append(self._run_ended(unique_id, outcome))],
+                                        unique_id)
 
     def recover(self, now_ms: int) -> list[Command]:
         """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);

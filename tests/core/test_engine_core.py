@@ -223,6 +223,37 @@ def test_an_answer_after_the_timeout_is_ignored() -> None:
     assert h.state("a", T0 + 150) is TaskState.RETRY_WAIT
 
 
+@pytest.mark.parametrize("outcome", ["succeed", "fail", "continue"])
+def test_an_answer_handled_past_the_deadline_before_the_timer_is_a_timeout(outcome: str) -> None:
+    """After a stall the answer may be handled before the timeout timer that is already due:
+    the outcome is judged at the deadline all the same (the run timed out; the answer is late
+    and changes nothing), whichever the driver reaches first."""
+    h = Harness()
+    h.submit("a", timeout=300, attempts=0, delivery_mode=DeliveryMode.AT_MOST_ONCE)
+    (run,) = h.tick(T0)
+    now = T0 + 1_500  # no tick since the start: the timer is due but has not fired
+    if outcome == "succeed":
+        commands = h.succeed(run, now, "late")
+    elif outcome == "fail":
+        commands = h.fail(run, now)
+    else:
+        commands = h._keep(h.core.run_continued("a", run.run_seq, {"at": 1}, now))
+    info = h.info("a", now)
+    assert (info["status"], info["error"]) == ("failed", "cloud function timed out after 300 ms")
+    assert "result" not in info
+    assert of(TaskFinished, commands)[0].info.state is TaskState.FAILED
+    failed = [e for e in h.events if isinstance(e, RunFailed)]
+    assert [(e.t_ms, e.kind) for e in failed] == [(T0 + 300, FailureKind.UNKNOWN)]
+
+
+def test_an_answer_handled_just_before_the_deadline_counts() -> None:
+    h = Harness()
+    h.submit("a", timeout=300, attempts=0)
+    (run,) = h.tick(T0)
+    h.succeed(run, T0 + 299, "in time")
+    assert h.info("a", T0 + 299)["result"] == {"result": "in time"}
+
+
 # ---------------------------------------------------------------------------- priority
 
 
