@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import heapq
 import logging
@@ -14,7 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine.core.codec import schedule_to_record
 from engine.core.commands import Append, Command, TaskFinished
 from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
 from engine.core.engine import CoreConfig, EngineCore
@@ -36,7 +34,6 @@ from engine.core.options import (
 from engine.core.quotas import Quotas
 from engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
 from engine.core.task import TaskInfo, iso_ms
-from engine.core.task_rows import task_to_array, unpack_rows
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.driver import Driver
 from engine.runtime.functions import FunctionRegistry, Invoker
@@ -47,10 +44,9 @@ from engine.runtime.log_file import (
     FsyncPolicy,
     LogNeedsRepairError,
     RecoveryReport,
-    apply_logged,
 )
 from engine.runtime.log_store import LogStore
-from engine.runtime.snapshot import encode_snapshot_rows
+from engine.runtime.rebuild import rebuild
 from engine.runtime.store import MemoryStore, Store
 from engine.runtime.watchers import Watchers
 
@@ -132,6 +128,7 @@ class Engine:
         self.recovery: RecoveryReport | None = None
         self._log: LogStore | None = None
         self._compaction: asyncio.Future[None] | None = None
+        self._compact_wanted = False
 
     def _new_driver(self, store: Store) -> Driver:
         return Driver(self.core, store, self.clock, self._invoker, self.watchers,
@@ -182,13 +179,10 @@ class Engine:
             LogStore.open, directory, on_disk_full=self._roll_back_unstored,
             on_compact_due=self._compact_soon, **self._log_options)
         started = time.perf_counter()
-        self.core.restore_many(loaded.snapshot_tasks)
-        for found in loaded.snapshot_schedules:
-            self.core.restore_schedule(found)
-        self.core.restore_counters(loaded.counters)
-        self.core.last_seq = max(self.core.last_seq, loaded.snapshot_seq)
         try:
-            apply_logged(self.core.apply, loaded.events)
+            rebuild(self.core, loaded.events, snapshot_seq=loaded.snapshot_seq,
+                    snapshot_tasks=loaded.snapshot_tasks,
+                    snapshot_schedules=loaded.snapshot_schedules, counters=loaded.counters)
         except LogNeedsRepairError as exc:
             await store.close()
             raise exc.in_directory(directory) from exc.__cause__
@@ -206,19 +200,20 @@ class Engine:
         every ``compact_bytes`` of log). Returns the number of segments removed."""
         if self._log is None:
             raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
-        seq = self.core.last_seq
-        # Take the state now, on the loop (tasks change later); encode it in a worker thread.
-        rows = [task_to_array(task, packed=True) for task in self.core.tasks()]
-        schedules = [schedule_to_record(found) for found in self.core.schedules()]
-        counters = self.core.counters()
-        return await self._log.compact(
-            seq, functools.partial(_encode_snapshot, seq, rows, schedules, counters))
+        # the state at this seq is folded from the log's own files, in a process of its own
+        return await self._log.compact(self.core.last_seq)
 
     def _compact_soon(self) -> None:
+        self._compact_wanted = True
         if self._compaction is None or self._compaction.done():
             self._compaction = asyncio.ensure_future(self._compact_logging_errors())
 
     async def _compact_logging_errors(self) -> None:
+        while self._compact_wanted and self._state == "running":
+            self._compact_wanted = False  # a compaction asked for while this one runs: next
+            await self._compact_once()
+
+    async def _compact_once(self) -> None:
         try:
             removed = await self.compact()
             log.info("compacted the log: %d segment(s) removed", removed)
@@ -599,10 +594,3 @@ class Engine:
         failure = self.store.failure
         if failure is not None:
             raise failure
-
-
-def _encode_snapshot(seq: int, rows: list[list[Any]], schedules: list[dict[str, Any]],
-                     counters: dict[str, int]) -> bytes:
-    """In a worker thread: the snapshot of rows taken on the loop, large params (kept packed in
-    memory) decoded here rather than on the loop."""
-    return encode_snapshot_rows(seq, unpack_rows(rows), schedules, counters)

@@ -49,6 +49,7 @@ from engine.runtime.log_file import (
     segment_name,
 )
 from engine.runtime.log_store import LogStore, create_segment, locked, mark_format
+from engine.runtime.rebuild import rebuild
 from engine.runtime.snapshot import (
     encode_snapshot,
     list_snapshots,
@@ -172,18 +173,15 @@ def _size(path: Path) -> str:
 def replay(snapshot_tasks: Iterable[Task], snapshot_seq: int, events: Iterable[Event],
            lenient: bool = False, counters: dict[str, int] | None = None,
            schedules: Iterable[Schedule] = ()) -> tuple[EngineCore, int]:
-    """A core rebuilt from a snapshot and events (no recovery, no runs). With ``lenient``,
-    events that no longer make sense (their cause was lost to damage) are dropped and counted."""
+    """A core rebuilt from a snapshot and events as a start rebuilds it (``rebuild``; no
+    recovery, no runs). With ``lenient`` (repair), events that no longer make sense (their cause
+    was lost to damage) are dropped and counted."""
     core = EngineCore(start_ms=int(time.time() * 1000))
-    for task in snapshot_tasks:
-        core.restore(task)
-    for found in schedules:
-        core.restore_schedule(found)
-    core.restore_counters(counters or {})
-    core.last_seq = max(core.last_seq, snapshot_seq)
     if not lenient:
-        apply_logged(core.apply, events)
-        return core, 0
+        return rebuild(core, events, snapshot_seq=snapshot_seq, snapshot_tasks=snapshot_tasks,
+                       snapshot_schedules=schedules, counters=counters), 0
+    rebuild(core, (), snapshot_seq=snapshot_seq, snapshot_tasks=snapshot_tasks,
+            snapshot_schedules=schedules, counters=counters)
     dropped = 0
     for event in events:
         if event.seq <= core.last_seq:
@@ -300,14 +298,12 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
 
 
 async def _compact(directory: Path) -> int:
+    """What the running queue does: rotate, fold the covered log into a snapshot (in a child
+    process), drop what it covers."""
     store, loaded = LogStore.open(directory, compact_bytes=None)
-    core, _ = replay(loaded.snapshot_tasks, loaded.snapshot_seq, loaded.events,
-                     counters=loaded.counters, schedules=loaded.snapshot_schedules)
     store.start()
     try:
-        return await store.compact(core.last_seq,
-                                   encode_snapshot(core.last_seq, core.tasks(), core.counters(),
-                                                   core.schedules()))
+        return await store.compact(loaded.last_seq)
     finally:
         await store.close()
 

@@ -9,6 +9,7 @@ import fcntl
 import heapq
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,28 @@ def _lock(directory: Path) -> int:
         os.close(fd)
         raise LogLockedError(directory) from None
     return fd
+
+
+async def fold_elsewhere(directory: Path, seq: int, last_segment: int) -> bytes:
+    """The snapshot at ``seq``, folded from the files by ``python -m engine.runtime.compactor``
+    in a child process (see there why). Raises ``LogError`` if it cannot be made."""
+    root = str(Path(__file__).resolve().parents[2])  # where the ``engine`` package lives
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.runtime.compactor", str(directory), str(seq),
+        str(last_segment), str(int(time.time() * 1000)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        out, err = await child.communicate()
+    finally:
+        if child.returncode is None:  # cancelled (the queue is closing): no orphan left behind
+            child.kill()
+            await child.wait()
+    if child.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise LogError(lines[-1] if lines else f"the compactor exited with {child.returncode}")
+    return out
 
 
 def create_segment(directory: Path, number: int, prev_seq: int, ops: FileOps) -> bytes:
@@ -465,9 +488,7 @@ class LogStore:
         for future in self._waiters.pop_upto(self._durable_seq):
             if not future.done():
                 future.set_result(None)
-        if (self.compact_bytes is not None and self.on_compact_due is not None
-                and not self._compacting and self.bytes_since_snapshot >= self.compact_bytes):
-            self.on_compact_due()
+        self._compact_if_due()
         if self._unsynced and self.policy.mode == "interval":
             asyncio.get_running_loop().call_later(self.policy.interval_ms / 1000, self._kick.set)
 
@@ -508,12 +529,16 @@ class LogStore:
 
     # ------------------------------------------------------------------ compaction
 
-    async def compact(self, seq: int, snapshot: bytes | Callable[[], bytes]) -> int:
-        """Make ``snapshot`` (the state at ``seq``, taken synchronously just before; or a
-        function that encodes it, run in a worker thread) the base of the log and drop the
-        segments it covers. Returns how many segments were removed.
+    async def compact(self, seq: int,
+                      snapshot: bytes | Callable[[], bytes] | None = None) -> int:
+        """Make the state at ``seq`` the base of the log and drop the segments it covers.
+        Returns how many segments were removed.
 
-        Crash-safe at every step; see ``engine.runtime.snapshot``.
+        The state is folded from the files themselves, in a process of its own
+        (``compactor``), once the log has rotated at ``seq``: nothing of it is built on the
+        event loop. (``snapshot``, for tools and tests: the state's bytes, or a function that
+        encodes them in a worker thread.) Crash-safe at every step; see
+        ``engine.runtime.snapshot``.
         """
         if self._failure is not None:
             raise self._failure
@@ -528,14 +553,24 @@ class LogStore:
                 raise self._failure or LogError("the log is not running")
             last_segment = await future
             self.bytes_since_snapshot = 0
-            if callable(snapshot):
+            if snapshot is None:
+                snapshot = await fold_elsewhere(self.directory, seq, last_segment)
+            elif callable(snapshot):
                 snapshot = await self._in_thread(snapshot)
             await self._in_thread(write_snapshot, self.directory, seq, snapshot, self._ops)
             self.snapshot_seq = seq
-            return await self._in_thread(remove_covered, self.directory, last_segment, seq,
-                                         self._ops)
+            removed = await self._in_thread(remove_covered, self.directory, last_segment, seq,
+                                            self._ops)
         finally:
             self._compacting = False
+        self._compact_if_due()  # the log written meanwhile may be due already
+        return removed
+
+    def _compact_if_due(self) -> None:
+        if (self.compact_bytes is not None and self.on_compact_due is not None
+                and not self._compacting and self._failure is None
+                and self.bytes_since_snapshot >= self.compact_bytes):
+            self.on_compact_due()
 
     def _rotate(self) -> None:
         """In the IO thread: the old segment is synced, the new one is created whole (its

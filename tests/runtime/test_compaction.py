@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, FakeClock, LogPoisonedError, RunContext, TaskInfo
+from engine import Engine, FakeClock, LogError, LogPoisonedError, RunContext, TaskInfo
 from engine.core.engine import EngineCore
 from engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 from engine.runtime.log_store import LogStore
@@ -230,3 +230,49 @@ async def test_tasks_with_results_near_the_cap_still_compact(tmp_path: Path) -> 
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
         for unique_id in ids:
             assert (await queue.get_task_info(unique_id)).return_value == big
+
+
+async def test_compaction_builds_no_snapshot_rows_in_the_queues_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a row for every task on the event loop (and encoding them in a thread that
+    fought the loop for the GIL) stopped the queue for seconds with a few hundred thousand
+    tasks held. The snapshot is folded from the files by a child process instead, and is what
+    a restart would make of them."""
+    def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the compaction walked the live tasks in the queue's process")
+
+    clock = FakeClock(T0)
+    async with Engine(data_dir=tmp_path, clock=clock, segment_bytes=2_000,
+                      compact_bytes=10**9) as queue:
+        queue.define("ok")(ok)
+        done = [await queue.enqueue("ok", {"i": i}) for i in range(20)]
+        for unique_id in done:
+            await queue.wait(unique_id, timeout=5)
+        held = [await queue.enqueue("f", {"i": i}, delay=60_000) for i in range(200)]
+        await queue.set_schedule("nightly", "f", cron="0 0 3 * * ?")
+        before = {t.unique_id: t.info() for t in queue.core.tasks()}
+        monkeypatch.setattr(EngineCore, "tasks", on_the_loop)
+        assert await queue.compact() >= 1
+        monkeypatch.undo()
+        later = await queue.enqueue("f", delay=60_000)
+    [(seq, _)] = list_snapshots(tmp_path)
+    assert seq < queue.core.last_seq
+    async with Engine(data_dir=tmp_path, clock=clock) as queue:
+        assert {t.unique_id: t.info() for t in queue.core.tasks() if t.unique_id != later} \
+            == before
+        assert set(held) <= {t.unique_id for t in queue.core.tasks()}
+        assert [s.spec.name for s in await queue.list_schedules()] == ["nightly"]
+
+
+async def test_a_compactor_that_fails_leaves_the_log_as_it_was(tmp_path: Path) -> None:
+    async with Engine(data_dir=tmp_path, segment_bytes=2_000, compact_bytes=10**9) as queue:
+        ids = [await queue.enqueue("f", {"i": i}, delay=60_000) for i in range(50)]
+        segment = list_segments(tmp_path)[0][1]
+        data = bytearray(segment.read_bytes())
+        data[-3] ^= 0xFF  # the sealed segment is damaged under the queue's feet
+        segment.write_bytes(bytes(data))
+        with pytest.raises(LogError, match="could not fold the log"):
+            await queue.compact()
+        assert queue.store.accepting  # the queue goes on
+        ids.append(await queue.enqueue("f", delay=60_000))
+    assert not list_snapshots(tmp_path)
