@@ -47,7 +47,7 @@ from engine.runtime.log_file import (
 )
 from engine.runtime.log_store import LogStore
 from engine.runtime.rebuild import rebuild
-from engine.runtime.store import MemoryStore, Store
+from engine.runtime.store import MemoryStore, Store, StoreHooks, StoreOpener
 from engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue")
@@ -115,9 +115,11 @@ class Engine:
                                           schedule_concurrency=schedule_concurrency),
                                start_ms=self.clock.now_ms())
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        self._log_options = {"policy": FsyncPolicy.parse(fsync), "segment_bytes": segment_bytes,
-                             "ops": file_ops,
-                             "compact_bytes": compact_bytes or 4 * segment_bytes}
+        self._open_store: StoreOpener = (
+            LogStore.opener(self.data_dir, policy=FsyncPolicy.parse(fsync),
+                            segment_bytes=segment_bytes, ops=file_ops,
+                            compact_bytes=compact_bytes or 4 * segment_bytes)
+            if self.data_dir is not None else MemoryStore.opener(store))
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
         self.functions.progress_sink = self._report_progress
@@ -126,7 +128,6 @@ class Engine:
         self._driver = self._new_driver(self.store)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
-        self._log: LogStore | None = None
         self._compaction: asyncio.Future[None] | None = None
         self._compact_wanted = False
 
@@ -145,8 +146,7 @@ class Engine:
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"engine already {self._state}")
-        if self.data_dir is not None:
-            await self._open_log(self.data_dir)
+        await self._open()
         self._state = "running"
         await self._invoker.start()
         self.store.start()
@@ -161,23 +161,28 @@ class Engine:
         self._driver.start()
         self._driver.poke()
 
-    async def _open_log(self, directory: Path) -> None:
+    async def _open(self) -> None:
         # Loading builds hundreds of thousands of long-lived objects: cyclic GC passes over them
         # cost ~40% of replay and find nothing. Off while loading; afterwards freeze() moves them
         # out of every later collection too.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            await self._load(directory)
+            await self._load()
         finally:
             if gc_was_enabled:
                 gc.enable()
         gc.freeze()
 
-    async def _load(self, directory: Path) -> None:
-        store, loaded = await asyncio.to_thread(
-            LogStore.open, directory, on_disk_full=self._roll_back_unstored,
-            on_compact_due=self._compact_soon, **self._log_options)
+    async def _load(self) -> None:
+        """Open the store, and rebuild the core from the state it holds (``rebuild``)."""
+        hooks = StoreHooks(self._roll_back_unstored, self._compact_soon)
+        store, loaded = await asyncio.to_thread(self._open_store, hooks)
+        if loaded.report is None and not loaded.events and not loaded.snapshot_tasks:
+            self.store = store
+            self._driver = self._new_driver(store)
+            return
+        directory = self.data_dir or Path(".")
         started = time.perf_counter()
         try:
             rebuild(self.core, loaded.events, snapshot_seq=loaded.snapshot_seq,
@@ -189,19 +194,24 @@ class Engine:
         except BaseException:
             await store.close()
             raise
-        loaded.report.apply_seconds = time.perf_counter() - started
-        self.store = self._log = store
+        self.store = store
         self._driver = self._new_driver(store)
-        self.recovery = loaded.report
-        log.info("%s: %s", directory, loaded.report.summary())
+        if loaded.report is not None:
+            loaded.report.apply_seconds = time.perf_counter() - started
+            self.recovery = loaded.report
+            log.info("%s: %s", directory, loaded.report.summary())
+
+    @property
+    def failure(self) -> LogError | None:
+        """Why this engine cannot take work right now (its store failed closed, or is full),
+        or None: what readiness reports."""
+        return self.store.failure
 
     async def compact(self) -> int:
         """Snapshot the live state and drop the log segments it covers (also done on its own
         every ``compact_bytes`` of log). Returns the number of segments removed."""
-        if self._log is None:
-            raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
-        # the state at this seq is folded from the log's own files, in a process of its own
-        return await self._log.compact(self.core.last_seq)
+        # the log folds the state at this seq from its own files, in a process of its own
+        return await self.store.compact(self.core.last_seq)
 
     def _compact_soon(self) -> None:
         self._compact_wanted = True
@@ -575,7 +585,7 @@ class Engine:
             while quiet < 5:
                 if self.store.durable_seq < self.core.last_seq and self.store.failure is None:
                     await self.store.wait_durable(self.core.last_seq)
-                elif self._log is not None and self._log.busy:
+                elif self.store.busy:
                     await asyncio.sleep(0.001)  # IO in a worker thread: nothing to await here
                 else:
                     await asyncio.sleep(0)
@@ -583,7 +593,7 @@ class Engine:
                 calm = (not self._driver.poked and mark == last
                         and (self.store.durable_seq >= self.core.last_seq
                              or self.store.failure is not None)
-                        and not (self._log is not None and self._log.busy)
+                        and not self.store.busy
                         and (self._compaction is None or self._compaction.done()))
                 quiet = quiet + 1 if calm else 0
                 last = mark

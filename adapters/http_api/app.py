@@ -170,7 +170,7 @@ async def live(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     problems = {}
     for app_id, queue_app in request.app[APPS].items():
-        failure = queue_app.engine.store.failure
+        failure = queue_app.engine.failure
         if failure is not None:
             problems[app_id] = str(failure)
     if problems:

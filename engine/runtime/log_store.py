@@ -12,15 +12,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.core.batch_codec import encode_batch, encode_segment_header, encode_segment_seal
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError, OutcomeUnknownError
 from engine.core.events import Event, TaskSubmitted
-from engine.core.schedules import Schedule
-from engine.core.task import Task
 from engine.runtime.io_thread import IoThread
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
@@ -32,7 +29,6 @@ from engine.runtime.log_file import (
     LogLockedError,
     LogNeedsRepairError,
     OnDiskFull,
-    RecoveryReport,
     format_mark_text,
     headed_from,
     list_segments,
@@ -40,25 +36,13 @@ from engine.runtime.log_file import (
     segment_name,
 )
 from engine.runtime.snapshot import latest_snapshot, remove_covered, write_snapshot
+from engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
 
 log = logging.getLogger("cloudqueue.log")
 T = TypeVar("T")
 
 
-@dataclass
-class LoadedLog:
-    """What a data directory holds: the snapshot's tasks and the events after it."""
-
-    snapshot_tasks: list[Task]
-    snapshot_seq: int
-    events: list[Event]
-    report: RecoveryReport
-    counters: dict[str, int]
-    snapshot_schedules: list[Schedule]
-
-    @property
-    def last_seq(self) -> int:
-        return self.events[-1].seq if self.events else self.snapshot_seq
+LoadedLog = StoredState  # what the log holds at open (the name the log's tools know it by)
 
 
 def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
@@ -246,6 +230,14 @@ class LogStore:
             self._rotate()
         if headed_from(directory) is None:
             self._mark_format(self._segment_no)
+
+    @classmethod
+    def opener(cls, directory: Path | str, **options: Any) -> StoreOpener:
+        """The ``StoreOpener`` an engine starts with: ``open`` with the engine's hooks."""
+        def open_with(hooks: StoreHooks) -> tuple[Store, StoredState]:
+            return cls.open(directory, on_disk_full=hooks.on_disk_full,
+                            on_compact_due=hooks.on_compact_due, **options)
+        return open_with
 
     @classmethod
     def open(cls, directory: Path | str, **options: Any) -> tuple[LogStore, LoadedLog]:

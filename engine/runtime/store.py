@@ -1,18 +1,62 @@
-"""Where events go: the ``Store`` protocol and the in-memory store.
+"""Where events go: the ``Store`` protocol, what a store hands back at open, and the memory store.
 
-The driver appends every event the core emits and starts a run, answers an enqueue or wakes a
-waiter only once the events behind it are durable (``wait_durable``). ``MemoryStore`` keeps
-nothing and calls everything durable at once: for tests and throwaway use. The durable msgpack log
-implements the same protocol.
+A store is what the engine needs to keep its facts: it takes the events the core emits
+(``append``, never blocking), says when they are durable (``durable_seq``, ``wait_durable``),
+says when it cannot take more (``accepting``, ``failure``), compacts what it holds where that
+applies, and at open hands back the state it holds (``StoredState``: a snapshot's contents and
+the events after it, which ``rebuild`` folds into a core). The driver starts a run, answers an
+enqueue or wakes a waiter only once the events behind it are durable.
+
+Two stores implement it: ``LogStore`` (the durable msgpack log in a data directory) and
+``MemoryStore`` (keeps nothing; everything is durable at once: for tests and throwaway use). A
+third (a database shared by several nodes) is one more module behind the same protocol, run
+through the same behaviour tests (``tests/runtime/test_store_contract.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 from engine.core.errors import LogError
 from engine.core.events import Event
+from engine.core.schedules import Schedule
+from engine.core.task import Task
+
+
+class OpenReport(Protocol):
+    """What a store says about its opening (the log's ``RecoveryReport``): for the start-up
+    line."""
+
+    apply_seconds: float
+
+    def summary(self) -> str: ...
+
+
+@dataclass
+class StoredState:
+    """What a store holds at open: the latest snapshot's contents and the events after it."""
+
+    snapshot_tasks: list[Task] = field(default_factory=list)
+    snapshot_seq: int = 0
+    events: list[Event] = field(default_factory=list)
+    report: Any = None  # an OpenReport, or None when there is nothing to say
+    counters: dict[str, int] = field(default_factory=dict)
+    snapshot_schedules: list[Schedule] = field(default_factory=list)
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else self.snapshot_seq
+
+
+class StoreHooks(NamedTuple):
+    """What the engine hands a store at open: ``on_disk_full(events) -> events kept`` (a store
+    that can run out of space rolls back the tasks it could not store), and ``on_compact_due()``
+    (the store has grown enough to compact)."""
+
+    on_disk_full: Callable[[list[Event]], list[Event]] | None = None
+    on_compact_due: Callable[[], None] | None = None
 
 
 class Store(Protocol):
@@ -28,7 +72,12 @@ class Store(Protocol):
 
     @property
     def failure(self) -> LogError | None:
-        """Why the store is not accepting, or None."""
+        """Why the store is not accepting, or None (readiness reports it)."""
+        ...
+
+    @property
+    def busy(self) -> bool:
+        """Writing, syncing or compacting right now (``Engine.settle`` waits for quiet)."""
         ...
 
     def start(self) -> None: ...
@@ -42,7 +91,16 @@ class Store(Protocol):
         """Return once the event ``seq`` is durable; raise ``LogError`` if it never will be."""
         ...
 
+    async def compact(self, seq: int) -> int:
+        """Make the state at ``seq`` the base of what the store holds and drop what it covers;
+        returns how many pieces were dropped. Raises ``ValueError`` where it does not apply."""
+        ...
+
     async def close(self) -> None: ...
+
+
+StoreOpener = Callable[[StoreHooks], tuple[Store, StoredState]]
+"""How an engine gets its store: called once at start, in a worker thread (it may read a lot)."""
 
 
 class MemoryStore:
@@ -64,8 +122,21 @@ class MemoryStore:
     def failure(self) -> LogError | None:
         return None
 
+    @property
+    def busy(self) -> bool:
+        return False
+
     def start(self) -> None:
         return None
+
+    @classmethod
+    def opener(cls, store: Store | None = None) -> StoreOpener:
+        """An opener handing back ``store`` (a new ``MemoryStore`` by default), holding
+        nothing."""
+        return lambda hooks: (store or cls(), StoredState())
+
+    async def compact(self, seq: int) -> int:
+        raise ValueError("compaction needs a durable log (Engine(data_dir=...))")
 
     def append(self, events: Sequence[Event]) -> None:
         if events:

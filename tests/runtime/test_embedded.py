@@ -1,4 +1,5 @@
-"""The embedded Engine on a FakeClock: define, enqueue, run, retry, timeout, cancel, wait."""
+"""The embedded Engine on a FakeClock: define, enqueue, run, retry, timeout, cancel, wait; each
+behaviour against every store."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def queue(clock: FakeClock) -> AsyncIterator[Engine]:
-    engine = Engine(clock=clock)
+async def queue(clock: FakeClock, store_options: dict[str, Any]) -> AsyncIterator[Engine]:
+    engine = Engine(clock=clock, **store_options)  # once per store (tests/runtime/conftest.py)
     await engine.start()
     yield engine
     await engine.close(grace_ms=0)

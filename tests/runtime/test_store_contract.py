@@ -1,0 +1,112 @@
+"""What the engine needs from a store, held against every store (``STORES`` in conftest.py): the
+``Store`` protocol directly, and the engine's behaviours that depend on it (durability before
+the answer, readers that see only durable state, health, listing, compaction where it applies,
+restart where the store keeps things)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, FakeClock, RunContext, TaskState
+from engine.core.events import TaskSubmitted
+from engine.core.options import TaskOptions
+from engine.runtime.log_store import LogStore
+from engine.runtime.store import MemoryStore, Store, StoredState, StoreHooks, StoreOpener
+
+T0 = 1_700_000_000_000
+
+
+def opener(kind: str, directory: Path) -> StoreOpener:
+    if kind == "memory":
+        return MemoryStore.opener()
+    return LogStore.opener(directory)
+
+
+def submitted(seq: int) -> TaskSubmitted:
+    return TaskSubmitted(seq, T0, f"t{seq}", "f", {"n": seq}, TaskOptions(delay_ms=60_000), T0)
+
+
+async def test_appended_events_become_durable_in_order(store_kind: str, tmp_path: Path) -> None:
+    store, state = opener(store_kind, tmp_path)(StoreHooks())
+    assert isinstance(state, StoredState) and state.last_seq == 0 and state.events == []
+    store.start()
+    try:
+        assert (store.durable_seq, store.accepting, store.failure) == (0, True, None)
+        store.append([submitted(1), submitted(2)])
+        store.append([submitted(3)])
+        await store.wait_durable(3)
+        assert store.durable_seq == 3
+        await store.wait_durable(1)  # at or below what is durable: returns at once
+    finally:
+        await store.close()
+
+
+async def test_the_store_hands_back_what_it_holds_at_open(store_kind: str,
+                                                          tmp_path: Path) -> None:
+    store, _ = opener(store_kind, tmp_path)(StoreHooks())
+    store.start()
+    store.append([submitted(1), submitted(2)])
+    await store.wait_durable(2)
+    await store.close()
+    again, state = opener(store_kind, tmp_path)(StoreHooks())
+    try:
+        if store_kind == "memory":  # keeps nothing
+            assert state.events == [] and state.last_seq == 0
+        else:
+            assert [e.seq for e in state.events] == [1, 2] and state.last_seq == 2
+            assert state.events[1] == submitted(2)
+    finally:
+        await again.close()
+
+
+async def test_compaction_applies_where_the_store_keeps_things(store_kind: str,
+                                                               tmp_path: Path) -> None:
+    store: Store
+    store, _ = opener(store_kind, tmp_path)(StoreHooks())
+    store.start()
+    try:
+        store.append([submitted(1)])
+        await store.wait_durable(1)
+        if store_kind == "memory":
+            with pytest.raises(ValueError, match="compaction needs a durable log"):
+                await store.compact(1)
+        else:
+            assert await store.compact(1) == 1
+            assert not store.busy
+    finally:
+        await store.close()
+
+
+async def test_an_engine_answers_enqueue_reads_and_lists_through_its_store(
+        store_options: dict[str, Any]) -> None:
+    clock = FakeClock(T0)
+    async with Engine(clock=clock, **store_options) as queue:
+        queue.define("ok")(_ok)
+        done = await queue.enqueue("ok", {"x": 1})
+        held = await queue.enqueue("ok", {"x": 2}, delay=60_000)
+        info = await queue.wait(done, timeout=5)
+        assert info.state is TaskState.SUCCESS and info.return_value == {"x": 1}
+        assert queue.store.durable_seq >= queue.core.last_seq
+        assert (await queue.get_task_info(held)).state is TaskState.QUEUED
+        listed, count = await queue.list_tasks()
+        assert [i.unique_id for i in listed] == [held, done] and count == 2
+        listed, count = await queue.list_tasks(state="queued")
+        assert [i.unique_id for i in listed] == [held] and count == 1
+        assert queue.failure is None
+
+
+async def test_a_restart_keeps_what_the_store_keeps(store_kind: str,
+                                                    store_options: dict[str, Any]) -> None:
+    clock = FakeClock(T0)
+    async with Engine(clock=clock, **store_options) as queue:
+        held = await queue.enqueue("f", delay=60_000)
+    async with Engine(clock=clock, **store_options) as queue:
+        present = {t.unique_id for t in queue.core.tasks()}
+    assert present == (set() if store_kind == "memory" else {held})
+
+
+async def _ok(params: Any, ctx: RunContext) -> Any:
+    return params
