@@ -21,7 +21,8 @@ from typing import Any
 
 import msgpack
 
-from engine.core.errors import LogError
+from engine.core.errors import RECORD_SCHEMA_VERSION
+from engine.core.errors import UnknownRecordKindError as UnknownRecordKindError  # re-export
 from engine.core.events import (
     Event,
     FailureKind,
@@ -44,22 +45,10 @@ from engine.core.schedules import Schedule, ScheduleSpec
 from engine.core.states import TaskState
 from engine.core.task import ABSENT, Task
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = RECORD_SCHEMA_VERSION
 _DEFAULT_OPTIONS = TaskOptions()
 _OPTION_FIELDS = ("attempts", "backoff_ms", "delay_ms", "delivery_mode", "keep_result_ms",
                   "priority", "timeout_ms", "deadline_ms")
-
-
-class UnknownRecordKindError(LogError):
-    """A record this version cannot read (written by a newer version, or damaged in a way the
-    checksum could not see). The queue refuses to start rather than misread it."""
-
-    def __init__(self, kind: object, version: object) -> None:
-        super().__init__(f"unknown log record kind {kind!r} (schema version {version!r}); "
-                         f"this version reads schema {SCHEMA_VERSION} records and format-2 "
-                         "batches and snapshots")
-        self.kind = kind
-        self.version = version
 
 
 def _options_to_dict(options: TaskOptions) -> dict[str, Any]:

@@ -1,25 +1,60 @@
-"""The error hierarchy shared by the core, the runtime and the adapters.
+"""The error hierarchy shared by the core, the runtime and the adapters: every error the engine
+raises on purpose is defined here.
 
 Every error knows the HTTP status and the LeanCloud error ``code`` it maps to, so one piece of
 middleware can turn any of them into a ``{"code": ..., "error": ...}`` body (h11's
 ``error_status_hint``). Expected outcomes of a run (a function failed, timed out) are *events*,
 not exceptions; an exception escaping the core is a bug.
+
+Errors carry structure, not only prose: each keeps its facts as attributes (``field``,
+``unique_id``, ``state``, a ``CorruptionKind`` ...) and ``body()`` puts them next to the human
+message, with a ``type`` naming the error, so a client rebuilds the typed error without reading
+the message::
+
+    {"code": 409, "error": "Task 'a' is running: cannot cancel it",
+     "type": "invalid_transition", "uniqueId": "a", "state": "running", "trigger": "cancel"}
+
+``code`` and ``error`` are LeanCloud's and never change; the other keys are optional
+extensions (a LeanCloud SDK ignores them). Some bodies stay exactly LeanCloud's, without
+extensions, and a client maps them by ``code`` alone: 401 ``{"code": 401, "error":
+"Unauthorized."}``, 404 ``Task '<id>' not found``, and 400 ``ValidationError`` (its ``field``
+and ``index`` stay attributes). An error class defined elsewhere (``error_type`` None) is plain
+too.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import enum
+import shlex
+from typing import Any, ClassVar, Final, Protocol
+
+#: the record schema this version reads (``engine.core.codec.SCHEMA_VERSION``)
+RECORD_SCHEMA_VERSION: Final = 1
 
 
 class EngineError(Exception):
-    """Base of every error the queue raises on purpose. Never raised itself."""
+    """Base of every error the queue raises on purpose. Never raised itself.
+
+    ``error_type`` (the body's ``type``) names the class on the wire; None keeps LeanCloud's
+    exact body. ``details()`` is the machine-readable rest of the body (wire spelling).
+    """
 
     http_status: ClassVar[int] = 500
     code: ClassVar[int] = 1
+    error_type: ClassVar[str | None] = None
+
+    def details(self) -> dict[str, Any]:
+        """This error's fields, as the body's extension keys (absent values left out)."""
+        return {}
 
     def body(self) -> dict[str, Any]:
-        """The LeanCloud error body for this error."""
-        return {"code": self.code, "error": str(self)}
+        """The LeanCloud error body for this error: ``code``, ``error``, then ``type`` and the
+        ``details()``."""
+        body: dict[str, Any] = {"code": self.code, "error": str(self)}
+        if self.error_type is not None:
+            body["type"] = self.error_type
+        body.update({k: v for k, v in self.details().items() if v is not None})
+        return body
 
 
 class ValidationError(EngineError, ValueError):
@@ -30,6 +65,7 @@ class ValidationError(EngineError, ValueError):
 
     http_status = 400
     code = 1
+    error_type = "validation"
 
     def __init__(self, message: str, field: str | None = None, index: int | None = None) -> None:
         super().__init__(message)
@@ -40,6 +76,14 @@ class ValidationError(EngineError, ValueError):
         """The same refusal, naming item ``index`` of a batch."""
         return ValidationError(f"item {index}: {self}", self.field, index)
 
+    def details(self) -> dict[str, Any]:
+        return {"field": self.field, "index": self.index}
+
+    def body(self) -> dict[str, Any]:
+        """LeanCloud's plain ``{code, error}``: the REST API's 400 bodies are pinned to exactly
+        that (tests/adapters/test_hostile_http.py); ``field`` and ``index`` stay attributes."""
+        return {"code": self.code, "error": str(self)}
+
 
 class DuplicateTaskError(EngineError):
     """The uniqueId is still held by a task (queued, running, waiting, or finished within
@@ -47,6 +91,7 @@ class DuplicateTaskError(EngineError):
 
     http_status = 409
     code = 409
+    error_type = "duplicate_task"
 
     def __init__(self, unique_id: str, status: str, state: str, *, index: int | None = None,
                  message: str | None = None) -> None:
@@ -65,16 +110,20 @@ class DuplicateTaskError(EngineError):
         return cls(unique_id, "queued", "queued", index=index,
                    message=f"uniqueId '{unique_id}' is also given to item {first} of this batch")
 
-    def body(self) -> dict[str, Any]:
-        return {"code": self.code, "error": str(self), "uniqueId": self.unique_id,
-                "status": self.status}
+    def details(self) -> dict[str, Any]:
+        return {"uniqueId": self.unique_id, "status": self.status, "state": self.state,
+                "index": self.index}
 
 
 class UnknownTaskError(EngineError):
-    """No task with this uniqueId: it never existed or its keepResult window has passed."""
+    """No task with this uniqueId: it never existed or its keepResult window has passed.
+
+    Its body is exactly LeanCloud's ``{"code": 404, "error": "Task '<id>' not found"}`` (the id
+    is the one in the request's path)."""
 
     http_status = 404
     code = 404
+    error_type = None
 
     def __init__(self, unique_id: str) -> None:
         super().__init__(f"Task '{unique_id}' not found")
@@ -84,10 +133,14 @@ class UnknownTaskError(EngineError):
 class UnknownScheduleError(EngineError):
     http_status = 404
     code = 404
+    error_type = "unknown_schedule"
 
     def __init__(self, name: str) -> None:
         super().__init__(f"Schedule '{name}' not found")
         self.name = name
+
+    def details(self) -> dict[str, Any]:
+        return {"schedule": self.name}
 
 
 class StaleRunError(EngineError):
@@ -96,11 +149,15 @@ class StaleRunError(EngineError):
 
     http_status = 409
     code = 409
+    error_type = "stale_run"
 
     def __init__(self, unique_id: str, run_seq: int) -> None:
         super().__init__(f"run {run_seq} of task '{unique_id}' is not running any more")
         self.unique_id = unique_id
         self.run_seq = run_seq
+
+    def details(self) -> dict[str, Any]:
+        return {"uniqueId": self.unique_id, "runSeq": self.run_seq}
 
 
 class InvalidTransitionError(EngineError):
@@ -108,6 +165,7 @@ class InvalidTransitionError(EngineError):
 
     http_status = 409
     code = 409
+    error_type = "invalid_transition"
 
     def __init__(self, task_id: str, state: str, trigger: str) -> None:
         super().__init__(f"Task '{task_id}' is {state}: cannot {trigger.replace('_', ' ')} it")
@@ -115,12 +173,17 @@ class InvalidTransitionError(EngineError):
         self.state = state
         self.trigger = trigger
 
+    def details(self) -> dict[str, Any]:
+        return {"uniqueId": self.task_id, "state": self.state, "trigger": self.trigger}
+
 
 class UnauthorizedError(EngineError):
-    """Missing or wrong credentials: LeanCloud's ``{"code":401,"error":"Unauthorized."}``."""
+    """Missing or wrong credentials: LeanCloud's ``{"code":401,"error":"Unauthorized."}``
+    exactly (nothing more is said to a caller without credentials)."""
 
     http_status = 401
     code = 401
+    error_type = None
 
     def __init__(self) -> None:
         super().__init__("Unauthorized.")
@@ -131,6 +194,7 @@ class ForbiddenError(EngineError):
 
     http_status = 403
     code = 119
+    error_type = "forbidden"
 
 
 class ConfigError(EngineError, ValueError):
@@ -138,6 +202,7 @@ class ConfigError(EngineError, ValueError):
 
     http_status = 500
     code = 1
+    error_type = "config"
 
 
 class EngineClosedError(EngineError):
@@ -145,6 +210,28 @@ class EngineClosedError(EngineError):
 
     http_status = 503
     code = 503
+    error_type = "engine_closed"
+
+
+class QuotaExceededError(EngineError):
+    """An enqueue over one of the app's quotas: nothing was created. HTTP 429 + Retry-After.
+
+    ``quota`` is ``rate``, ``daily`` or ``held``; ``retry_after_ms`` when to try again."""
+
+    http_status = 429
+    code = 429
+    error_type = "quota_exceeded"
+
+    def __init__(self, quota: str, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.retry_after_ms = retry_after_ms
+
+    def details(self) -> dict[str, Any]:
+        return {"quota": self.quota, "retryAfterMs": self.retry_after_ms}
+
+
+# ---------------------------------------------------------------------------- the durable log
 
 
 class LogError(EngineError):
@@ -152,6 +239,7 @@ class LogError(EngineError):
 
     http_status = 503
     code = 503
+    error_type = "log"
 
 
 class LogPoisonedError(LogError):
@@ -160,12 +248,15 @@ class LogPoisonedError(LogError):
     The original ``OSError`` is the ``__cause__``.
     """
 
+    error_type = "log_poisoned"
+
 
 class DiskFullError(LogError):
     """The disk is full (ENOSPC): nothing was acknowledged; writing resumes once space is freed."""
 
     http_status = 507
     code = 507
+    error_type = "disk_full"
 
 
 class OutcomeUnknownError(LogError):
@@ -174,12 +265,196 @@ class OutcomeUnknownError(LogError):
     caller must not take it as "not stored": retrying with the same uniqueId is safe (a task
     that did survive answers 409)."""
 
+    error_type = "outcome_unknown"
+
     def __init__(self, message: str, unique_id: str | None = None) -> None:
         super().__init__(message)
         self.unique_id = unique_id
 
-    def body(self) -> dict[str, Any]:
-        body = super().body()
-        if self.unique_id is not None:
-            body["uniqueId"] = self.unique_id
-        return body
+    def details(self) -> dict[str, Any]:
+        return {"uniqueId": self.unique_id}
+
+
+class UnknownRecordKindError(LogError):
+    """A record this version cannot read (written by a newer version, or damaged in a way the
+    checksum could not see). The queue refuses to start rather than misread it.
+
+    ``kind`` and ``version`` are what the record said (anything: it was not understood)."""
+
+    error_type = "unknown_record_kind"
+
+    def __init__(self, kind: object, version: object) -> None:
+        super().__init__(f"unknown log record kind {kind!r} (schema version {version!r}); "
+                         f"this version reads schema {RECORD_SCHEMA_VERSION} records and format-2 "
+                         "batches and snapshots")
+        self.kind = kind
+        self.version = version
+
+    def details(self) -> dict[str, Any]:
+        return {"recordKind": _json_scalar(self.kind), "schemaVersion": _json_scalar(self.version)}
+
+
+def _json_scalar(value: object) -> str | int | None:
+    if value is None or isinstance(value, str) or (isinstance(value, int)
+                                                   and not isinstance(value, bool)):
+        return value
+    return repr(value)
+
+
+class CorruptionKind(enum.StrEnum):
+    """What is wrong where a log or snapshot is damaged (``reason_kind`` of
+    ``CorruptRecordError`` and ``LogCorruptError``; the body's ``reasonKind``).
+
+    The first six are a bad frame's faults. Only ``UNKNOWN_FRAME_TYPE`` is never a torn write:
+    that frame was written whole (its CRC matches), most likely by a newer version.
+    """
+
+    SHORT_HEADER = "short_header"            # fewer bytes left than a frame header
+    ZERO_LENGTH = "zero_length"
+    OVER_CAP = "over_cap"                    # a length over the record cap
+    CUT_SHORT = "cut_short"                  # the payload runs past the end of the data
+    CRC_MISMATCH = "crc_mismatch"
+    UNKNOWN_FRAME_TYPE = "unknown_frame_type"
+    TORN_BEFORE_LAST = "torn_before_last"    # a segment ends torn but later segments exist
+    SEQ_ORDER = "seq_order"                  # a record's seq does not follow the one before
+    UNFINISHED_BATCH = "unfinished_batch"    # a split batch is unfinished before later data
+    INCOMPLETE = "incomplete"                # a snapshot without its footer
+
+    @property
+    def may_be_torn(self) -> bool:
+        """Whether a frame bad in this way can be the torn end of an interrupted write."""
+        return self is not CorruptionKind.UNKNOWN_FRAME_TYPE
+
+
+class CorruptRecordError(EngineError):
+    """Damage in the middle of the log: a bad frame with a valid frame somewhere after it.
+
+    Also raised for an intact (CRC-valid) frame of an unknown type, which is never torn
+    (``reason_kind`` is then ``UNKNOWN_FRAME_TYPE``). ``reason`` is the fault in words.
+    """
+
+    http_status = 503
+    code = 503
+    error_type = "corrupt_record"
+
+    def __init__(self, offset: int, reason: str, reason_kind: CorruptionKind) -> None:
+        # All values go to Exception so the error survives pickling (e.g. to a worker).
+        super().__init__(offset, reason, reason_kind)
+        self.offset = offset
+        self.reason = reason
+        self.reason_kind = CorruptionKind(reason_kind)
+
+    def __str__(self) -> str:
+        return (
+            f"corrupt record at offset {self.offset}: {self.reason}, "
+            "and a valid frame follows it (mid-log damage, not a torn tail)"
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {"offset": self.offset, "reasonKind": self.reason_kind.value}
+
+
+class _PathLike(Protocol):
+    def __fspath__(self) -> str: ...
+
+
+class LogNeedsRepairError(LogError):
+    """The log cannot be started on as it is; the message ends with the repair command for the
+    directory (``in_directory`` names it once the reader knows it)."""
+
+    error_type = "log_needs_repair"
+
+    def __init__(self, problem: str, advice: str = "run {command} (it keeps a backup)") -> None:
+        self.problem = problem
+        self.advice = advice
+        self.directory: _PathLike | None = None
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = shlex.quote(str(self.directory)) if self.directory is not None else "DATA_DIR"
+        return f"{self.problem}; " + self.advice.format(
+            command=f"`cloudqueue log repair {where}`")
+
+    def in_directory(self, directory: _PathLike) -> LogNeedsRepairError:
+        self.directory = directory
+        self.args = (self._message(),)
+        return self
+
+    def details(self) -> dict[str, Any]:
+        return {"directory": None if self.directory is None else str(self.directory)}
+
+
+class LogCorruptError(LogNeedsRepairError):
+    """Damage in the middle of the log: the queue refuses to start until it is repaired.
+
+    ``reason`` is the damage in words, ``reason_kind`` the same as a ``CorruptionKind`` (None
+    when the raiser did not say)."""
+
+    error_type = "log_corrupt"
+
+    def __init__(self, segment: str, offset: int, reason: str,
+                 reason_kind: CorruptionKind | None = None) -> None:
+        super().__init__(f"log segment {segment} is damaged at offset {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+        self.reason_kind = reason_kind
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "segment": self.segment, "offset": self.offset,
+                "reasonKind": None if self.reason_kind is None else self.reason_kind.value}
+
+
+class LogInconsistentError(LogNeedsRepairError):
+    """A record that does not follow from the records before it (it names a task the log does
+    not hold, say): the queue refuses to start until the log is repaired."""
+
+    error_type = "log_inconsistent"
+
+    def __init__(self, seq: int, kind: str, reason: str) -> None:
+        super().__init__(f"log record seq {seq} ({kind}) does not follow from the records "
+                         f"before it: {reason}")
+        self.seq = seq
+        self.kind = kind
+        self.reason = reason
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "seq": self.seq, "recordKind": self.kind}
+
+
+class LogGapError(LogNeedsRepairError):
+    """Records are missing between pieces of the log (a segment or the snapshot was deleted or
+    emptied): the queue refuses to start rather than run without acknowledged tasks."""
+
+    error_type = "log_gap"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"acknowledged records are missing: {what}",
+                         "put the missing file back if you have it; otherwise {command} starts "
+                         "from what is left (it names what it gives up and keeps a backup)")
+        self.what = what
+
+
+class LogLockedError(LogError):
+    """Another process holds the data directory."""
+
+    error_type = "log_locked"
+
+    def __init__(self, directory: _PathLike) -> None:
+        super().__init__(f"{directory} is in use by another cloudqueue process")
+        self.directory = directory
+
+    def details(self) -> dict[str, Any]:
+        return {"directory": str(self.directory)}
+
+
+#: every error type a body may name, by its ``type``
+ERROR_TYPES: dict[str, type[EngineError]] = {
+    cls.error_type: cls for cls in (
+        ValidationError, DuplicateTaskError, UnknownScheduleError, StaleRunError,
+        InvalidTransitionError, ForbiddenError, ConfigError, EngineClosedError,
+        QuotaExceededError, LogError, LogPoisonedError, DiskFullError, OutcomeUnknownError,
+        UnknownRecordKindError, CorruptRecordError, LogNeedsRepairError, LogCorruptError,
+        LogInconsistentError, LogGapError, LogLockedError)
+    if cls.error_type is not None
+}

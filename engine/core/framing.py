@@ -68,12 +68,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from engine.core.errors import CorruptionKind
+from engine.core.errors import CorruptRecordError as CorruptRecordError  # re-export
+
 __all__ = [
     "FRAME_TYPE_FULL",
     "HEADER_SIZE",
     "KNOWN_FRAME_TYPES",
     "MAX_RECORD_BYTES",
     "CorruptRecordError",
+    "CorruptionKind",
     "FrameDecoder",
     "Salvage",
     "ScanResult",
@@ -131,25 +135,6 @@ class ScanResult:
         )
 
 
-class CorruptRecordError(Exception):
-    """Damage in the middle of the log: a bad frame with a valid frame somewhere after it.
-
-    Also raised for an intact (CRC-valid) frame of an unknown type, which is never torn.
-    """
-
-    def __init__(self, offset: int, reason: str) -> None:
-        # Both values go to Exception so the error survives pickling (e.g. to a worker).
-        super().__init__(offset, reason)
-        self.offset = offset
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"corrupt record at offset {self.offset}: {self.reason}, "
-            "and a valid frame follows it (mid-log damage, not a torn tail)"
-        )
-
-
 def encode_frame(payload: bytes, frame_type: int = FRAME_TYPE_FULL) -> bytes:
     """Wrap one record. Refuses anything ``scan`` would reject, so writers fail loudly."""
     if frame_type not in KNOWN_FRAME_TYPES:
@@ -173,16 +158,18 @@ class _Bad(enum.Enum):
     (length, type) are re-read from the header only when a reason is wanted.
     """
 
-    SHORT_HEADER = (_Kind.INCOMPLETE, "short header")
-    ZERO_LENGTH = (_Kind.DAMAGED, "zero length")
-    OVER_CAP = (_Kind.DAMAGED, "length {length} over cap {cap}")
-    CUT_SHORT = (_Kind.INCOMPLETE, "payload cut short")
-    CRC_MISMATCH = (_Kind.DAMAGED, "crc mismatch")
-    UNKNOWN_TYPE = (_Kind.UNSUPPORTED, "unknown frame type {frame_type} with valid crc")
+    SHORT_HEADER = (_Kind.INCOMPLETE, "short header", CorruptionKind.SHORT_HEADER)
+    ZERO_LENGTH = (_Kind.DAMAGED, "zero length", CorruptionKind.ZERO_LENGTH)
+    OVER_CAP = (_Kind.DAMAGED, "length {length} over cap {cap}", CorruptionKind.OVER_CAP)
+    CUT_SHORT = (_Kind.INCOMPLETE, "payload cut short", CorruptionKind.CUT_SHORT)
+    CRC_MISMATCH = (_Kind.DAMAGED, "crc mismatch", CorruptionKind.CRC_MISMATCH)
+    UNKNOWN_TYPE = (_Kind.UNSUPPORTED, "unknown frame type {frame_type} with valid crc",
+                    CorruptionKind.UNKNOWN_FRAME_TYPE)
 
-    def __init__(self, kind: _Kind, template: str) -> None:
+    def __init__(self, kind: _Kind, template: str, fault: CorruptionKind) -> None:
         self.kind = kind
         self.template = template
+        self.fault = fault  # the public name of this fault (CorruptRecordError.reason_kind)
 
 
 # The rules for a good frame live in these two functions; the frame walk (_check_frame)
@@ -491,7 +478,7 @@ def _judge_tail(view: memoryview, pos: int, bad: _Bad, base: int, cap: int) -> s
     """Return why the tail starting with the bad frame at ``pos`` is torn, or raise."""
     reason = _describe(view, pos, bad, cap, base + pos)
     if bad.kind is _Kind.UNSUPPORTED or _Resync(pos + 1, cap).advance(view, 0):
-        raise CorruptRecordError(base + pos, reason)
+        raise CorruptRecordError(base + pos, reason, bad.fault)
     return reason
 
 
@@ -586,7 +573,7 @@ class FrameDecoder:
 
     def _enter_bad_tail(self, bad: _Bad, reason: str) -> None:
         # The buffer now starts at the bad frame; the search starts one byte later.
-        self._bad = CorruptRecordError(self._base, reason)
+        self._bad = CorruptRecordError(self._base, reason, bad.fault)
         if bad.kind is _Kind.UNSUPPORTED:
             self._error = self._bad
             return

@@ -17,26 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.core.errors import EngineError
+from engine.core.errors import QuotaExceededError as QuotaExceededError  # re-export
 
 DAY_MS = 86_400_000
 HELD_RETRY_MS = 1_000
-
-
-class QuotaExceededError(EngineError):
-    """An enqueue over one of the app's quotas: nothing was created. HTTP 429 + Retry-After."""
-
-    http_status = 429
-    code = 429
-
-    def __init__(self, quota: str, message: str, retry_after_ms: int) -> None:
-        super().__init__(message)
-        self.quota = quota
-        self.retry_after_ms = retry_after_ms
-
-    def body(self) -> dict[str, object]:
-        return {"code": self.code, "error": str(self), "quota": self.quota,
-                "retryAfterMs": self.retry_after_ms}
 
 
 @dataclass(frozen=True, slots=True)

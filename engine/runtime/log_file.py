@@ -50,7 +50,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -63,58 +62,25 @@ from engine.core.batch_codec import (
     frame_info,
     segment_marker,
 )
-from engine.core.errors import EngineError, LogError
+
+# The log's errors live with all the others in engine.core.errors; they are re-exported here
+# for the modules and tests that import them from the log.
+from engine.core.errors import CorruptionKind as CorruptionKind
+from engine.core.errors import CorruptRecordError, EngineError
+from engine.core.errors import LogCorruptError as LogCorruptError
+from engine.core.errors import LogError as LogError
+from engine.core.errors import LogGapError as LogGapError
+from engine.core.errors import LogInconsistentError as LogInconsistentError
+from engine.core.errors import LogLockedError as LogLockedError
+from engine.core.errors import LogNeedsRepairError as LogNeedsRepairError
 from engine.core.events import Event
-from engine.core.framing import CorruptRecordError, ScanResult, TailState, salvage, scan
+from engine.core.framing import ScanResult, TailState, salvage, scan
 
 log = logging.getLogger("cloudqueue.log")
 
 SEGMENT_PREFIX = "wal-"
 SEGMENT_SUFFIX = ".log"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-
-
-class LogNeedsRepairError(LogError):
-    """The log cannot be started on as it is; the message ends with the repair command for the
-    directory (``in_directory`` names it once the reader knows it)."""
-
-    def __init__(self, problem: str, advice: str = "run {command} (it keeps a backup)") -> None:
-        self.problem = problem
-        self.advice = advice
-        self.directory: Path | None = None
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        where = shlex.quote(str(self.directory)) if self.directory is not None else "DATA_DIR"
-        return f"{self.problem}; " + self.advice.format(
-            command=f"`cloudqueue log repair {where}`")
-
-    def in_directory(self, directory: Path) -> LogNeedsRepairError:
-        self.directory = directory
-        self.args = (self._message(),)
-        return self
-
-
-class LogCorruptError(LogNeedsRepairError):
-    """Damage in the middle of the log: the queue refuses to start until it is repaired."""
-
-    def __init__(self, segment: str, offset: int, reason: str) -> None:
-        super().__init__(f"log segment {segment} is damaged at offset {offset}: {reason}")
-        self.segment = segment
-        self.offset = offset
-        self.reason = reason
-
-
-class LogInconsistentError(LogNeedsRepairError):
-    """A record that does not follow from the records before it (it names a task the log does
-    not hold, say): the queue refuses to start until the log is repaired."""
-
-    def __init__(self, seq: int, kind: str, reason: str) -> None:
-        super().__init__(f"log record seq {seq} ({kind}) does not follow from the records "
-                         f"before it: {reason}")
-        self.seq = seq
-        self.kind = kind
-        self.reason = reason
 
 
 def apply_logged(apply: Callable[[Event], object], events: Iterable[Event]) -> None:
@@ -126,11 +92,6 @@ def apply_logged(apply: Callable[[Event], object], events: Iterable[Event]) -> N
         except (KeyError, LookupError, ValueError, TypeError, EngineError) as exc:
             raise LogInconsistentError(event.seq, type(event).__name__,
                                        str(exc) or type(exc).__name__) from exc
-
-
-class LogLockedError(LogError):
-    def __init__(self, directory: Path) -> None:
-        super().__init__(f"{directory} is in use by another cloudqueue process")
 
 
 class FileOps:
@@ -314,17 +275,6 @@ def headed_from(directory: Path) -> int | None:
     return int(found.group(1)) if found else 1
 
 
-class LogGapError(LogNeedsRepairError):
-    """Records are missing between pieces of the log (a segment or the snapshot was deleted or
-    emptied): the queue refuses to start rather than run without acknowledged tasks."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"acknowledged records are missing: {what}",
-                         "put the missing file back if you have it; otherwise {command} starts "
-                         "from what is left (it names what it gives up and keeps a backup)")
-        self.what = what
-
-
 class SegmentChain:
     """Checks that the snapshot and the segments join up with nothing missing.
 
@@ -449,12 +399,12 @@ def scan_segment(name: str, data: bytes) -> ScanResult:
     try:
         return scan(data)
     except CorruptRecordError as exc:
-        if "unknown frame type" in exc.reason:
-            raise LogCorruptError(name, exc.offset, exc.reason) from None
+        if not exc.reason_kind.may_be_torn:  # written whole: never the end of a torn write
+            raise LogCorruptError(name, exc.offset, exc.reason, exc.reason_kind) from None
         head = scan(memoryview(data)[: exc.offset])
         if not _torn_batch(data, head, exc.offset):
             raise LogCorruptError(name, exc.offset, f"{exc.reason}, and intact records of a "
-                                  "later write follow it") from None
+                                  "later write follow it", exc.reason_kind) from None
         return ScanResult(head.payloads, head.offsets, exc.offset, TailState.TORN,
                           len(data) - exc.offset,
                           f"{exc.reason}; nothing after it was ever synced")

@@ -8,6 +8,7 @@ import struct
 import time
 import tracemalloc
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from engine.core.framing import (
     FRAME_TYPE_FULL,
     HEADER_SIZE,
     MAX_RECORD_BYTES,
+    CorruptionKind,
     CorruptRecordError,
     FrameDecoder,
     ScanResult,
@@ -343,6 +345,36 @@ def test_corrupt_record_error_names_offset_and_reason_and_pickles() -> None:
     assert "offset 41" in str(err) and "crc mismatch" in str(err)
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.offset, copy.reason, str(copy)) == (err.offset, err.reason, str(err))
+
+
+def _zero_length(log: bytes) -> bytes:
+    return log[: STARTS[2]] + bytes(4096) + log[STARTS[2] :]
+
+
+def _over_cap(log: bytes) -> bytes:
+    return log[: STARTS[1] + 4] + struct.pack("<I", 0xFFFF_0000) + log[STARTS[1] + 8 :]
+
+
+@pytest.mark.parametrize(("damage", "kind"), [
+    (lambda log: flip_bit(log, 8 * STARTS[2] + 3), CorruptionKind.CRC_MISMATCH),
+    (_zero_length, CorruptionKind.ZERO_LENGTH),
+    (_over_cap, CorruptionKind.OVER_CAP),
+    (lambda log: log + frame_with_type(b"future", 2), CorruptionKind.UNKNOWN_FRAME_TYPE),
+    (lambda log: log + encode_frame(b"header:" + encode_frame(b"inner") + b":trailer")[:-3],
+     CorruptionKind.CUT_SHORT),
+], ids=["crc", "zero length", "over cap", "unknown type", "cut short"])
+def test_corrupt_record_error_says_what_kind_of_damage_it_is(
+        damage: Callable[[bytes], bytes], kind: CorruptionKind) -> None:
+    data = damage(LOG)
+    with pytest.raises(CorruptRecordError) as scanned:
+        scan(data)
+    assert scanned.value.reason_kind is kind
+    assert scanned.value.body()["reasonKind"] == kind.value
+    with pytest.raises(CorruptRecordError) as decoded:
+        decode_in_chunks(data, random.Random(1))
+    assert decoded.value.reason_kind is kind
+    copy = pickle.loads(pickle.dumps(scanned.value))
+    assert (copy.reason_kind, str(copy)) == (kind, str(scanned.value))
 
 
 def test_garbage_between_good_frames_is_mid_log_damage() -> None:
