@@ -12,10 +12,14 @@ async def handle(request: web.Request) -> web.Response:
     return web.json_response({"uniqueId": "00000000-0000-0000-0000-000000000000"})
 
 
+async def ready(request: web.Request) -> web.Response:
+    return web.json_response({})
+
+
 def main() -> None:
     app = web.Application()
     app.router.add_post("/1.1/engine/cloud-queue/tasks", handle)
-    app.router.add_get("/__health/ready", lambda request: web.json_response({}))
+    app.router.add_get("/__health/ready", ready)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from benchmarks._harness import (
     REPO_ROOT,
@@ -132,6 +132,13 @@ class LogCase(Case):
     @property
     def label(self) -> str:
         return f"{self.name}[{self.variant}]" if self.variant else self.name
+
+
+class RepeatCounts(TypedDict):
+    """A ``LogCase``'s own warm-up and repeat counts, passed as keywords."""
+
+    warmup: int
+    repeats: int
 
 
 def _run_async(make: Callable[..., Coroutine[Any, Any, Trial]], *args: Any) -> Trial:
@@ -503,7 +510,7 @@ def _restart_cases(root: Path, sizes: Sizes) -> list[Case]:
             "task_params": PARAMS_SHAPE, "log": "written directly (LogStore's framing and codec)"}
     if sizes.replay < REDUCED_FROM["replay"]:
         base["n_reduced_from"] = REDUCED_FROM["replay"]
-    heavy = {"warmup": 0, "repeats": 2}
+    heavy: RepeatCounts = {"warmup": 0, "repeats": 2}
     snap_fixture = Fixture(root, "snapshot-", partial(build_snapshot, n=sizes.snapshot))
     return [
         LogCase("replay_rate", {**base, "phase": "read_log"},

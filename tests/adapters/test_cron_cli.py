@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -215,12 +216,20 @@ def test_the_process_exit_status_of_usage_errors_is_2() -> None:
         assert out.returncode == 2 and out.stdout == "" and out.stderr.strip(), args
 
 
-def test_preview_offline_agrees_with_the_servers_preview(served: Served) -> None:
-    async def server_side(**kw: object) -> list[int]:
-        async with QueueClient(served.url, served.app_id, master_key=served.master_key) as q:
-            return await q.preview_schedule(**kw)  # type: ignore[arg-type]
+class PreviewSpec(TypedDict, total=False):
+    """What ``QueueClient.preview_schedule`` previews, as its keywords."""
 
-    cases = [(["--cron", EXPR, "--timezone", "Europe/Berlin"],
+    cron: str
+    interval: int
+    timezone: str
+
+
+def test_preview_offline_agrees_with_the_servers_preview(served: Served) -> None:
+    async def server_side(*, from_ms: int, count: int, **kw: Unpack[PreviewSpec]) -> list[int]:
+        async with QueueClient(served.url, served.app_id, master_key=served.master_key) as q:
+            return await q.preview_schedule(**kw, from_ms=from_ms, count=count)
+
+    cases: list[tuple[list[str], PreviewSpec]] = [(["--cron", EXPR, "--timezone", "Europe/Berlin"],
               {"cron": EXPR, "timezone": "Europe/Berlin"}),
              (["--cron", "0 */15 * * * ?", "--timezone", "Europe/Berlin"],
               {"cron": "0 */15 * * * ?", "timezone": "Europe/Berlin"}),

@@ -431,6 +431,7 @@ async def test_a_hook_key_that_is_not_utf8_is_refused_not_a_crash() -> None:
 
     server = TestServer(make_host(K).app, host="127.0.0.1")
     async with server:
+        assert server.port is not None  # bound by the start
         headers = (f"X-LC-Id: {K.app_id}\r\nX-LC-Key: {K.app_key}\r\n".encode()
                    + b"X-LC-Hook-Key: \xff\xfe\x80\r\nContent-Type: application/json\r\n")
         answer = await exchange(server.port, request("POST", f"{FN}/secret", headers=headers,

@@ -67,7 +67,7 @@ async def serve() -> AsyncIterator[Callable[[Script], Awaitable[tuple[Scripted, 
         port = server.sockets[0].getsockname()[1]
         return scripted, f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in servers:
         server.close()
         await server.wait_closed()

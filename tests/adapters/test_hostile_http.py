@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ async def port(tmp_path: Path) -> AsyncIterator[int]:
 
 
 @pytest.fixture(autouse=True)
-def no_errors_logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.INFO)
     yield
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]

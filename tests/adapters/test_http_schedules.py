@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,12 @@ from tests.adapters.test_http_api import A, app_role, master
 
 BASE = "/1.1/engine/cloud-queue/schedules"
 
+# the queue's test client, the function host its tasks reach, the queue
+Setup = tuple[TestClient[web.Request, web.Application], FunctionHost, Engine]
+
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> Any:
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     host = FunctionHost(A.app_id, A.master_key, A.hook_key)
     host_server = TestServer(host.app, host="127.0.0.1")
     await host_server.start_server()
@@ -36,7 +40,7 @@ async def setup(tmp_path: Path) -> Any:
     await host_server.close()
 
 
-async def test_create_show_list_pause_resume_delete(setup: Any) -> None:
+async def test_create_show_list_pause_resume_delete(setup: Setup) -> None:
     client, _, _ = setup
     body = {"function": "report", "params": {"k": 1}, "cron": "0 30 10-13 ? * WED,FRI",
             "attempts": 3, "deliveryMode": "atMostOnce"}
@@ -58,7 +62,7 @@ async def test_create_show_list_pause_resume_delete(setup: Any) -> None:
     assert gone.status == 404 and (await gone.json())["error"] == "Schedule 'nightly' not found"
 
 
-async def test_preview_fires_exactly_as_described(setup: Any) -> None:
+async def test_preview_fires_exactly_as_described(setup: Setup) -> None:
     client, _, _ = setup
     cases = {
         "0 */5 * * * ?": ["2024-01-01T00:05:00.000Z", "2024-01-01T00:10:00.000Z"],
@@ -85,7 +89,7 @@ async def test_preview_fires_exactly_as_described(setup: Any) -> None:
      ({"function": "f", "interval": 1000, "uniqueId": "x"}, "uniqueId cannot be set"),
      ({"cron": "0 * * * * ?"}, "function must be a non-empty string")],
 )
-async def test_bad_schedules_get_400_naming_the_field(setup: Any, body: dict[str, Any],
+async def test_bad_schedules_get_400_naming_the_field(setup: Setup, body: dict[str, Any],
                                                       message: str) -> None:
     client, _, engine = setup
     response = await client.put(f"{BASE}/s1", json=body, headers=master())
@@ -93,7 +97,7 @@ async def test_bad_schedules_get_400_naming_the_field(setup: Any, body: dict[str
     assert await engine.list_schedules() == []
 
 
-async def test_schedules_need_the_master_key(setup: Any) -> None:
+async def test_schedules_need_the_master_key(setup: Setup) -> None:
     client, _, _ = setup
     assert (await client.get(BASE, headers=app_role())).status == 403
     assert (await client.get(BASE, headers={"X-LC-Id": A.app_id})).status == 401
@@ -101,7 +105,7 @@ async def test_schedules_need_the_master_key(setup: Any) -> None:
     assert (await client.put(f"{BASE}/x", json={}, headers=forged)).status == 401
 
 
-async def test_firings_reach_the_function_host_as_tasks(setup: Any) -> None:
+async def test_firings_reach_the_function_host_as_tasks(setup: Setup) -> None:
     client, host, engine = setup
 
     @host.define("beat")
@@ -133,7 +137,7 @@ async def test_firings_reach_the_function_host_as_tasks(setup: Any) -> None:
      "unknown schedule field 'timezon'"),
     ("..", {"function": "f", "interval": 1000}, "schedule name"),
 ])
-async def test_misspelt_fields_and_dot_names_are_refused(setup: Any, name: str,
+async def test_misspelt_fields_and_dot_names_are_refused(setup: Setup, name: str,
                                                         body: dict[str, Any],
                                                         message: str) -> None:
     client, _, engine = setup

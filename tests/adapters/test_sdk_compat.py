@@ -70,6 +70,13 @@ def _cache_root() -> Path:
     return base / "cloudqueue-compat"
 
 
+def _text(output: str | bytes | None) -> str:
+    """A TimeoutExpired's output: bytes even under ``text=True`` (CPython), or None."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
 def _installed_modules(npm: str) -> Path:
     """``node_modules`` for tests/compat/package.json, installed once per package.json."""
     manifest = (COMPAT / "package.json").read_bytes()
@@ -87,7 +94,7 @@ def _installed_modules(npm: str) -> Path:
                                   timeout=NPM_INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"npm install did not finish in {NPM_INSTALL_TIMEOUT_S} s (is the npm "
-                        f"registry reachable?)\n{exc.stdout or ''}{exc.stderr or ''}",
+                        f"registry reachable?)\n{_text(exc.stdout)}{_text(exc.stderr)}",
                         pytrace=False)
         if done.returncode != 0:
             pytest.fail(f"npm install of tests/compat/package.json failed (exit "

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 import pytest
 
 from engine.core.commands import Append, Invoke
 from engine.core.engine import CoreConfig, EngineCore
+from engine.core.events import Event
 from engine.core.options import TaskOptions
 from engine.core.quotas import DAY_MS, QuotaExceededError, Quotas
 
 DAY0 = 20_000 * DAY_MS  # a UTC midnight
 
 
-def core_with(**quotas: float) -> EngineCore:
+class QuotaLimits(TypedDict, total=False):
+    """``Quotas``' fields, as keywords."""
+
+    rate_per_s: float
+    burst: int
+    per_day: int
+    held: int
+
+
+def core_with(**quotas: Unpack[QuotaLimits]) -> EngineCore:
     return EngineCore(CoreConfig(concurrency=10, quotas=Quotas(**quotas)), start_ms=DAY0)
 
 
@@ -66,7 +78,7 @@ def test_held_counts_unfinished_tasks_only() -> None:
 
 def test_day_count_is_rebuilt_by_replay_and_kept_by_counters() -> None:
     core = core_with(per_day=3)
-    events = []
+    events: list[Event] = []
     for uid in "ab":
         for command in core.submit(uid, "f", {}, TaskOptions(), DAY0 + 5):
             assert isinstance(command, Append)

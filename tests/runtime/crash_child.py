@@ -76,7 +76,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def define_work(engine: Engine, runs_fd: int) -> None:
-    @engine.define("work")
     async def work(params: Any, ctx: RunContext) -> int:
         # First, before any await: every invocation is on record, even if killed right after.
         os.write(runs_fd, f"{ctx.unique_id} {ctx.attempt}\n".encode())
@@ -84,6 +83,8 @@ def define_work(engine: Engine, runs_fd: int) -> None:
         if pause_ms:
             await asyncio.sleep(pause_ms / 1000)
         return int(ctx.attempt)
+
+    engine.define("work")(work)
 
 
 async def check_acked(engine: Engine, acked_file: Path) -> None:

@@ -219,9 +219,10 @@ async def test_tasks_with_results_near_the_cap_still_compact(tmp_path: Path) -> 
     compaction failed with a ValueError every time, and the log grew without bound."""
     big = "x" * (3_500 * 1024)
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0), concurrency=5) as queue:
-        @queue.define("big")
         async def big_result(params: Any, ctx: RunContext) -> str:
             return big
+
+        queue.define("big")(big_result)
 
         ids = [await queue.enqueue("big", keep_result=3_600_000) for _ in range(5)]
         for unique_id in ids:

@@ -58,13 +58,14 @@ async def test_exception_fails_the_run_and_retries_after_backoff(queue: Engine,
                                                                  clock: FakeClock) -> None:
     calls = 0
 
-    @queue.define("flaky")
     async def flaky(params: Any, ctx: RunContext) -> str:
         nonlocal calls
         calls += 1
         if ctx.attempt < 3:
             raise RuntimeError(f"boom (attempt {ctx.attempt})")
         return "ok"
+
+    queue.define("flaky")(flaky)
 
     uid = await queue.enqueue("flaky", attempts=2, backoff=1_000)
     t0 = clock.now_ms()

@@ -144,7 +144,8 @@ async def test_a_full_disk_rolls_the_whole_batch_back(tmp_path: Path) -> None:
     async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
         kept = await queue.enqueue("f", delay=DAY)
         ops.fail_write = errno.ENOSPC
-        batch = [{"function": "f", "unique_id": f"lost-{i}", "delay": DAY} for i in range(50)]
+        batch: list[dict[str, Any]] = [{"function": "f", "unique_id": f"lost-{i}", "delay": DAY}
+                                       for i in range(50)]
         with pytest.raises(DiskFullError, match="not stored"):
             await queue.enqueue_many(batch)
         for item in batch:

@@ -34,9 +34,9 @@ def format_1_log(events: list[Event]) -> bytes:
 
 async def test_a_format_1_log_loads_and_later_batches_go_on_in_a_headed_segment(
         tmp_path: Path) -> None:
-    old = [TaskSubmitted(1, T0, "a", "f", {"i": 1}, OPTS, T0),
-           TaskSubmitted(2, T0, "b", "f", {"i": 2}, OPTS, T0),
-           TaskCancelled(3, T0 + 1, "b")]
+    old: list[Event] = [TaskSubmitted(1, T0, "a", "f", {"i": 1}, OPTS, T0),
+                        TaskSubmitted(2, T0, "b", "f", {"i": 2}, OPTS, T0),
+                        TaskCancelled(3, T0 + 1, "b")]
     (tmp_path / segment_name(1)).write_bytes(format_1_log(old))
     clock = FakeClock(T0 + 10)
     async with Engine(data_dir=tmp_path, clock=clock) as queue:

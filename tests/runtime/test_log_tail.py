@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from engine.core.codec import batch_marker, encode_event
-from engine.core.events import RunStarted, RunSucceeded, TaskSubmitted
+from engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
 from engine.core.framing import encode_frame
 from engine.core.options import TaskOptions
 from engine.runtime.log_file import LogCorruptError, segment_name
 from engine.runtime.log_store import load_log
 
 T0 = 1_700_000_000_000
-EVENTS = [
+EVENTS: list[Event] = [
     TaskSubmitted(1, T0, "a", "f", {"k": "v" * 20}, TaskOptions(), T0),
     TaskSubmitted(2, T0, "b", "f", [1, 2, 3], TaskOptions(attempts=4), T0),
     RunStarted(3, T0 + 1, "a", 1),

@@ -736,7 +736,7 @@ async def test_a_write_failing_while_a_compaction_waits_for_its_rotation_does_no
 
 def test_the_damage_model_keeps_the_durable_prefix_and_stays_in_order() -> None:
     data = bytes(range(256)) * 20
-    seen = Counter()
+    seen: Counter[str] = Counter()
     for seed in range(500):
         rng = random.Random(seed)
         durable = rng.randrange(len(data))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -83,7 +83,8 @@ async def test_a_chatty_function_is_coalesced_in_the_log(tmp_path: Path) -> None
               if isinstance(e, ProgressReported | RunSucceeded)]
     assert [type(e).__name__ for e in events] == [
         "ProgressReported", "ProgressReported", "ProgressReported", "RunSucceeded"]
-    assert events[2].progress["message"] == "almost"  # ...and flushed before the outcome
+    almost = cast(ProgressReported, events[2])  # its type is checked just above
+    assert almost.progress["message"] == "almost"  # ...and flushed before the outcome
 
 
 async def test_a_timed_out_run_cannot_report_any_more() -> None:

@@ -72,13 +72,14 @@ def test_progress_refuses_counts_beyond_64_bits_and_says_so_without_printing_the
 async def test_in_process_progress_beyond_64_bits_fails_the_call_not_the_log(
         tmp_path: Path) -> None:
     async with Engine(data_dir=tmp_path) as queue:
-        @queue.define("report")
         async def report(params: Any, ctx: RunContext) -> str:
             try:
-                await ctx.progress(done=HUGE, total=HUGE)
+                ctx.progress(done=HUGE, total=HUGE)  # not a coroutine: it raises here
             except ValidationError as exc:
                 return f"refused: {exc.field}"
             return "accepted"
+
+        queue.define("report")(report)
 
         info = await queue.wait(await queue.enqueue("report"), timeout=10)
         assert info.return_value == "refused: done"

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from engine import Continue, Engine, FakeClock, RunContext
 from engine.runtime.watchers import BUFFER
 
 T0 = 1_700_000_000_000
+
+
+def watching(queue: Engine, uid: str) -> AsyncGenerator[dict[str, Any], None]:
+    """``queue.watch(uid)``, which is an async generator (closed with ``aclose``); its declared
+    type is only ``AsyncIterator``."""
+    return cast(AsyncGenerator[dict[str, Any], None], queue.watch(uid))
 
 
 async def collect(stream: Any) -> list[tuple[str, str]]:
@@ -38,7 +45,7 @@ async def test_two_subscribers_see_the_same_ordered_updates_and_a_late_one_the_s
         await queue.settle()
         clock.advance(500)  # the retry continues once, then reports progress and waits
         await queue.settle()
-        late = queue.watch(uid)
+        late = watching(queue, uid)
         assert (await late.__anext__())["type"] == "state"
         await late.aclose()
         gate.set()
@@ -63,7 +70,7 @@ async def test_a_reader_that_never_reads_does_not_hold_up_the_queue() -> None:
     async with Engine(clock=FakeClock(T0)) as queue:
         queue.define("chatty")(chatty)
         uid = await queue.enqueue("chatty")
-        stalled = queue.watch(uid)
+        stalled = watching(queue, uid)
         assert (await stalled.__anext__())["type"] == "state"  # then never reads again
         await queue.settle()
         for i in range(1, 1_001):
