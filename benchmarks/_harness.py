@@ -81,7 +81,7 @@ class Trial:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A row of DESIGN.md's Targets table that a case's headline figure is held against."""
+    """A row of the targets table (docs/targets.md) a case's headline figure is held against."""
 
     workload: str
     minimum: float
@@ -250,7 +250,7 @@ def make_record(case: Case, figures: Mapping[str, float], settings: Settings,
     if case.target is not None:
         ratio = figures["ops_per_s"] / case.target.minimum
         record["target"] = {"workload": case.target.workload, "minimum": case.target.minimum,
-                            "assumes": case.target.assumes, "source": "DESIGN.md Targets"}
+                            "assumes": case.target.assumes, "source": "docs/targets.md"}
         record["ratio_to_target"] = round(ratio, 3)
         record["target_met"] = ratio >= 1
         record["caveat"] = case.caveat

@@ -5,7 +5,7 @@ Run from the repository root::
     python -m benchmarks.bench_burst                   # full run (~3 min): 1k/s x 30 s, 5k, 10k,
                                                        # then 1k/s again with fixed concurrency
     python -m benchmarks.bench_burst --quick           # 200/s x 2 s (+ 3 short ones): it runs
-    python -m benchmarks.bench_burst --case burst      # only DESIGN.md's 1000/s x 30 s
+    python -m benchmarks.bench_burst --case burst      # only the target's 1000/s x 30 s
     python -m benchmarks.bench_burst --server-concurrency 64   # runs in flight at the queue
 
 Three processes on 127.0.0.1, each on a free port, all stopped at the end of a trial: ``cloudqueue
@@ -30,7 +30,7 @@ cores). Beside ``--out`` go ``burst-<rate>.json`` (the 100 ms time series: sent,
 completed, ack p50/p99/max, depth) and ``burst-<rate>.png`` (matplotlib, the ``bench`` extra);
 ``burst_fixed`` adds ``-fixed``, a ``--quick`` run ``-quick``.
 
-DESIGN.md's target (case ``burst``): 1000 QPS held for 30 s with p99 ack latency <= 50 ms. Met
+The target (case ``burst``): 1000 QPS held for 30 s with p99 ack latency <= 50 ms. Met
 only if the rate held (>= 99 % of the offered 1000/s achieved, i.e. ``ops_per_s >= 990``, with no
 request dropped, failed or left unsent) AND p99 <= 50 ms; ``burst_verdict`` in the record says
 which half failed. The ``burst_bend`` cases (5,000/s and 10,000/s for 10 s) show where it bends.
@@ -271,7 +271,7 @@ def build_cases(quick: bool, out_dir: Path, concurrency: int = DEFAULT_SERVER_CO
 
 def verdict(record: dict[str, Any]) -> None:
     """Add ``burst_verdict``: did the offered rate hold, was p99 within 50 ms; for the case with
-    DESIGN.md's target, ``target_met`` becomes both (the harness alone compared the rate)."""
+    the target, ``target_met`` becomes both (the harness alone compared the rate)."""
     figures, params = record["figures"], record["params"]
     fixed = "" if params.get("adaptive_concurrency", True) else ", fixed concurrency"
     record["variant"] = f"{params['rate_per_s']}/s x {params['seconds']:g} s{fixed}"

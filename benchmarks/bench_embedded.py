@@ -8,7 +8,7 @@ Run from the repository root::
 
 Every engine case takes a store and records its label in its JSON line: ``MemoryStore``
 ("memory": every event is durable the moment it is appended, no fsync) for every case, and the
-durable log ("log": a fresh data directory, fsync always) for end to end. DESIGN.md's targets
+durable log ("log": a fresh data directory, fsync always) for end to end. the targets
 are defined with fsync before the acknowledgement, so a verdict against the memory store is a
 ceiling, not a claim.
 """
@@ -44,7 +44,7 @@ CORE_START_MS = 1_700_000_000_000
 class StoreSpec:
     label: str
     factory: Callable[[], Store] | None  # None: the durable log in a fresh data directory
-    # Why DESIGN.md verdicts do not carry over to this store (None for a store that fsyncs).
+    # Why target verdicts do not carry over to this store (None for a store that fsyncs).
     caveat: str | None = None
     # Producers enqueueing at once in end to end: awaiting each fsynced enqueue in turn would
     # measure one producer's enqueue latency, not the engine end to end.
@@ -63,7 +63,7 @@ class StoreSpec:
 
 
 MEMORY = StoreSpec("memory", MemoryStore,
-                   "store=memory never fsyncs; DESIGN.md's targets assume fsync before the ack. "
+                   "store=memory never fsyncs; the targets assume fsync before the ack. "
                    "Memory figures are ceilings: 'not met' will not improve with a durable "
                    "store, 'met' proves nothing yet")
 LOG = StoreSpec("log", None, producers=64)

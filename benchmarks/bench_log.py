@@ -82,7 +82,7 @@ def task_params(i: int) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Ceiling:
-    """A DESIGN.md target that is a maximum: ``figure`` (an extra figure) must stay <= it."""
+    """A target that is a maximum: ``figure`` (an extra figure) must stay <= it."""
 
     workload: str
     figure: str
@@ -491,7 +491,7 @@ def _enqueue_cases(root: Path, sizes: Sizes) -> list[Case]:
              "task_params": PARAMS_SHAPE},
             partial(_run_async, enqueue_trial, root, n, 64, fsync, sizes.probe_rounds),
             "enqueues/s", ENQUEUE_64,
-            f"fsync={fsync} acknowledges before the fsync; DESIGN.md's targets assume fsync "
+            f"fsync={fsync} acknowledges before the fsync; the targets assume fsync "
             "before the ack: a ceiling for fsync=always, not a claim",
             variant=f"fsync={fsync},producers=64"))
     for per_call, n in sizes.bulk.items():
@@ -570,7 +570,7 @@ def _finish_record(case: Case, record: dict[str, Any]) -> None:
     value = record["figures"][ceiling.figure]
     record["target"] = {"workload": ceiling.workload, "figure": ceiling.figure,
                         "maximum": ceiling.maximum, "unit": ceiling.unit,
-                        "source": "DESIGN.md Targets"}
+                        "source": "docs/targets.md"}
     record["ratio_to_target"] = round(ceiling.maximum / value, 3) if value > 0 else None
     record["target_met"] = value <= ceiling.maximum
     record["caveat"] = None

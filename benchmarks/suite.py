@@ -62,7 +62,7 @@ PEER_COUNTERPARTS: tuple[tuple[str, str, Mapping[str, Any], str, str | None], ..
 )
 _PEER_KEYS = {"producers": ("producers", "concurrency", "in_flight", "clients"),
               "items_per_call": ("items_per_call", "batch", "batch_size")}
-# Peers count only when they acknowledge after an fsync, as DESIGN.md's targets assume.
+# Peers count only when they acknowledge after an fsync, as the targets assume.
 DURABLE_PEER_FSYNC = (None, "always")
 _VARIANT_KEYS = ("server", "store", "fsync", "producers", "concurrency", "items_per_call", "phase",
                  "client")
@@ -228,7 +228,7 @@ def render_markdown(records: Sequence[Mapping[str, Any]], run: RunInfo) -> str:
     """The results section: run details, every case, then ours against the best peer."""
     ours = [r for r in records if not _is_peer(r)]
     lines = _header(records, run) + [""]
-    lines += _table(["module", "case", "variant", "median", "p50 / p99", "cpu", "DESIGN.md target",
+    lines += _table(["module", "case", "variant", "median", "p50 / p99", "cpu", "target",
                      "verdict"], (_case_row(r) for r in ours), "lllrlrll")
     caveats = sorted({str(r["caveat"]) for r in ours if r.get("target") and r.get("caveat")})
     lines += [""] + [f"\\* {c}" for c in caveats]

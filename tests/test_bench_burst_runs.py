@@ -61,7 +61,7 @@ def test_quick_figures_are_sane(quick_run: tuple[subprocess.CompletedProcess[str
         assert figures["peak_depth"] >= 0
         verdict = record["burst_verdict"]
         assert verdict["p99_ms"] == pytest.approx(figures["p99_us"] / 1000, abs=0.01)
-        assert "target" not in record  # DESIGN.md's target is held against the full run only
+        assert "target" not in record  # the target is held against the full run only
 
 
 @pytest.mark.timeout(260)

@@ -218,8 +218,8 @@ _CHECKS = {
     "deadline_ms": _duration,
 }
 
-# Characters that cannot reach the queue intact through the SDK's unencoded GET path
-# (leancloud-protocol.md 1.1): they would split, cut or re-decode the path.
+# Characters that cannot reach the queue intact through the SDK's unencoded GET path (LeanCloud's
+# SDK puts the id in the task-info URL as it is): they would split, cut or re-decode the path.
 _ID_FORBIDDEN = frozenset("/?#%")
 
 

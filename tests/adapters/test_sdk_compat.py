@@ -5,7 +5,7 @@ function host (``tests/compat/host.js``: ``AV.express()``, ``AV.Cloud.define``, 
 ``internal: true``), starts ``cloudqueue serve`` pointed at it with concurrency 1, and drives the
 queue with ``AV.Cloud.enqueue`` / ``AV.Cloud.getTaskInfo`` (``tests/compat/driver.js``), which
 prints one JSON object of observations. Each test below checks one scenario of it against the
-protocol (``shared/leancloud-protocol.md``).
+protocol.
 
 Needs ``node`` and ``npm`` on PATH and the npm registry reachable: without them the tests fail
 (they do not skip, so a broken compat lane cannot pass unnoticed). The installed ``node_modules``

@@ -1,10 +1,10 @@
 """Model-based test: the pure ``EngineCore`` against a small reference model of the LeanCloud
-Cloud Queue contract (the shared leancloud-protocol.md, sections 1.4, 1.5, 3 and 4).
+Cloud Queue contract (task options, task info, delivery modes and retries).
 
-The reference model (``Model``/``ModelTask``) is written from the protocol document only; it shares
-no logic with the engine. It keeps, per task: its detailed state, runs charged so far, the earliest
-time it may start, ``retryAt``, ``finishedAt``, the keepResult deadline, the latest execution's
-``statusCode``/``error``/``result``. The contract rules it encodes:
+The reference model (``Model``/``ModelTask``) is written from LeanCloud's documented protocol
+only; it shares no logic with the engine. It keeps, per task: its detailed state, runs charged so
+far, the earliest time it may start, ``retryAt``, ``finishedAt``, the keepResult deadline, the
+latest execution's ``statusCode``/``error``/``result``. The contract rules it encodes:
 
 * runs = attempts + 1 at most (D1);
 * a failed run with runs left: status stays ``queued``, ``error`` is set, ``retryAt`` = failure time
