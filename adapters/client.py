@@ -11,12 +11,13 @@ Requests are signed as the SDK signs them (``X-LC-Sign: md5(ts + key),ts[,master
 master key when one is given (enqueue, cancel, list and schedules need it), else with the app
 key. Keys never appear in an error message or a repr.
 
-Answers map to ``engine.core.errors``: 400 ``ValidationError`` (the server's message), 401
-``UnauthorizedError``, 403 ``ForbiddenError``, 404 ``UnknownTaskError`` (``UnknownScheduleError``
-for a schedule), 409 ``DuplicateTaskError`` (enqueue) or ``InvalidTransitionError`` (cancel), 503
-``LogPoisonedError`` or ``EngineClosedError``, 507 ``DiskFullError``; plus this module's
-``QuotaExceededError`` (429), ``QueueUnavailableError`` (cannot reach the queue) and
-``UnexpectedResponseError`` (an answer that is not the protocol's).
+Answers map to ``engine.core.errors``: by the body's ``type`` and fields when the server sends
+them (this queue), else by status and ``code`` (LeanCloud): 400 ``ValidationError`` (the server's
+message), 401 ``UnauthorizedError``, 403 ``ForbiddenError``, 404 ``UnknownTaskError``
+(``UnknownScheduleError`` for a schedule), 409 ``DuplicateTaskError`` (enqueue) or
+``InvalidTransitionError`` (cancel), 503 ``LogPoisonedError`` or ``EngineClosedError``, 507
+``DiskFullError``; plus this module's ``QuotaExceededError`` (429), ``QueueUnavailableError``
+(cannot reach the queue) and ``UnexpectedResponseError`` (an answer that is not the protocol's).
 """
 
 from __future__ import annotations
@@ -40,14 +41,20 @@ from yarl import URL
 from adapters.http_api.auth import sign
 from engine.core.cron import MAX_PREVIEW, check_interval, check_timezone, parse_cron
 from engine.core.errors import (
+    ERROR_TYPES,
     ConfigError,
+    CorruptionKind,
     DiskFullError,
     DuplicateTaskError,
     EngineClosedError,
     EngineError,
     ForbiddenError,
     InvalidTransitionError,
+    LogCorruptError,
+    LogError,
     LogPoisonedError,
+    OutcomeUnknownError,
+    StaleRunError,
     UnauthorizedError,
     UnknownScheduleError,
     UnknownTaskError,
@@ -307,18 +314,66 @@ def _with_message(error: EngineError, message: str) -> EngineError:
 
 def _conflict(op: str, message: str, body: Mapping[str, Any] | None,
               unique_id: str | None) -> EngineError:
-    uid = unique_id or ""
-    if body is not None and isinstance(body.get("uniqueId"), str):
-        uid = body["uniqueId"]
+    """A 409 without a ``type`` (a server before structured bodies): by the operation."""
+    uid = _text(body, "uniqueId") or unique_id or ""
     if op == "enqueue":
-        status = body.get("status") if body is not None else None
-        status = status if isinstance(status, str) else "queued"
-        found = re.search(r"state (\w+)", message)
-        state = found.group(1) if found else status
-        return _with_message(DuplicateTaskError(uid, status, state), message)
-    found = re.search(r" is (\w+): cannot", message)
-    return _with_message(InvalidTransitionError(uid, found.group(1) if found else "final", op),
+        status = _text(body, "status") or "queued"
+        return _with_message(DuplicateTaskError(uid, status, _text(body, "state") or status),
+                             message)
+    return _with_message(InvalidTransitionError(uid, _text(body, "state") or "unknown", op),
                          message)
+
+
+def _text(body: Mapping[str, Any] | None, key: str) -> str | None:
+    value = body.get(key) if body is not None else None
+    return value if isinstance(value, str) else None
+
+
+def _number(body: Mapping[str, Any] | None, key: str) -> int | None:
+    value = body.get(key) if body is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _typed_error(body: Mapping[str, Any], message: str,
+                 unique_id: str | None) -> EngineError | None:
+    """The error a body's ``type`` names, rebuilt from the body's fields (None: no known
+    ``type``). The message stays the server's own words."""
+    kind = body.get("type")
+    cls = ERROR_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return None
+    uid = _text(body, "uniqueId") or unique_id or ""
+    error: EngineError
+    if cls is DuplicateTaskError:
+        status = _text(body, "status") or "queued"
+        error = DuplicateTaskError(uid, status, _text(body, "state") or status,
+                                   message=message)
+        error.index = _number(body, "index")
+    elif cls is InvalidTransitionError:
+        error = InvalidTransitionError(uid, _text(body, "state") or "unknown",
+                                       _text(body, "trigger") or "unknown")
+    elif cls is StaleRunError:
+        error = StaleRunError(uid, _number(body, "runSeq") or 0)
+    elif cls is UnknownScheduleError:
+        error = UnknownScheduleError(_text(body, "schedule") or "")
+    elif cls is OutcomeUnknownError:
+        error = OutcomeUnknownError(message, _text(body, "uniqueId"))
+    elif cls is LogCorruptError:
+        reason = _text(body, "reasonKind")
+        error = LogCorruptError(_text(body, "segment") or "", _number(body, "offset") or 0,
+                                message, CorruptionKind(reason) if reason is not None
+                                and reason in CorruptionKind._value2member_map_ else None)
+    elif cls in _MESSAGE_ONLY:
+        error = cls(message)
+    elif issubclass(cls, LogError):  # one only a log reader raises: its base, in its words
+        error = LogError(message)
+    else:
+        return None
+    return _with_message(error, message)
+
+
+_MESSAGE_ONLY: frozenset[type[EngineError]] = frozenset({
+    ForbiddenError, ConfigError, EngineClosedError, LogError, LogPoisonedError, DiskFullError})
 
 
 def _field(message: str) -> str | None:
@@ -374,6 +429,9 @@ class _Answer:
                         "unique_id" if op == "enqueue" else "")
                 return QueueUnavailableError(message + hint, self.url, outcome_unknown=True)
             return UnexpectedResponseError(message, status)
+        typed = _typed_error(body, message, unique_id) if status != 400 else None
+        if typed is not None:
+            return typed
         if status == 409 and op in ("enqueue", "cancel"):
             return _conflict(op, message, body, unique_id)
         if status == 404 and unique_id is not None and op != "enqueue":

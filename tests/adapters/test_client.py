@@ -29,13 +29,17 @@ from adapters.http_api.app import QueueApp, create_app
 from engine import Engine, RunContext, TaskState
 from engine.core.errors import (
     ConfigError,
+    CorruptionKind,
     DiskFullError,
     DuplicateTaskError,
     EngineClosedError,
     EngineError,
     ForbiddenError,
     InvalidTransitionError,
+    LogCorruptError,
     LogPoisonedError,
+    OutcomeUnknownError,
+    StaleRunError,
     UnauthorizedError,
     UnknownTaskError,
     ValidationError,
@@ -464,3 +468,51 @@ async def test_construction_and_lifecycle() -> None:
     with pytest.raises(RuntimeError, match="async with"):
         await client.get_task_info("x")
     await client.close()
+
+
+# ---------------------------------------------------------------------------- structured bodies
+
+
+@pytest.mark.parametrize("error", [
+    DuplicateTaskError("d1", "success", "success"),
+    InvalidTransitionError("t1", "running", "cancel"),
+    StaleRunError("t1", 3),
+    OutcomeUnknownError("the fsync failed; retry with the same uniqueId", "u9"),
+    LogPoisonedError("the log failed"),
+    EngineClosedError("closing now"),      # no "the engine is" prefix: the type decides
+    DiskFullError("the disk is full"),
+    ForbiddenError("needs the master key"),
+    LogCorruptError("wal-1.log", 41, "crc mismatch", CorruptionKind.CRC_MISMATCH),
+], ids=lambda e: type(e).__name__)
+async def test_a_structured_body_is_rebuilt_from_its_fields(fake: Any,
+                                                            error: EngineError) -> None:
+    url = await fake(answering(error.http_status, error.body()))
+    async with QueueClient(url, A.app_id, master_key=A.master_key) as client:
+        with pytest.raises(EngineError) as caught:
+            await client.cancel("t1")
+    rebuilt = caught.value
+    assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
+    assert rebuilt.body() == error.body()
+
+
+async def test_a_plain_leancloud_body_falls_back_to_the_code(fake: Any) -> None:
+    url = await fake(answering(409, {"code": 409, "error": "conflict"}))
+    async with QueueClient(url, A.app_id, master_key=A.master_key) as client:
+        with pytest.raises(DuplicateTaskError) as dup:
+            await client.enqueue("add", unique_id="x")
+        with pytest.raises(InvalidTransitionError) as bad:
+            await client.cancel("x")
+    assert (dup.value.unique_id, dup.value.status, str(dup.value)) == ("x", "queued", "conflict")
+    assert (bad.value.task_id, bad.value.trigger) == ("x", "cancel")
+
+
+async def test_the_real_servers_conflicts_carry_their_fields(server: Server,
+                                                             queue: QueueClient) -> None:
+    uid = await queue.enqueue("add", delay=60_000, unique_id="held")
+    await queue.cancel(uid)
+    with pytest.raises(DuplicateTaskError) as dup:
+        await queue.enqueue("add", unique_id="held")
+    assert (dup.value.status, dup.value.state) == ("failed", "cancelled")
+    with pytest.raises(InvalidTransitionError) as bad:
+        await queue.cancel(uid)
+    assert (bad.value.task_id, bad.value.state, bad.value.trigger) == (uid, "cancelled", "cancel")
