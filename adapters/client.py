@@ -343,26 +343,10 @@ def _typed_error(body: Mapping[str, Any], message: str,
     if cls is None:
         return None
     uid = _text(body, "uniqueId") or unique_id or ""
+    build = _BUILDERS.get(cls)
     error: EngineError
-    if cls is DuplicateTaskError:
-        status = _text(body, "status") or "queued"
-        error = DuplicateTaskError(uid, status, _text(body, "state") or status,
-                                   message=message)
-        error.index = _number(body, "index")
-    elif cls is InvalidTransitionError:
-        error = InvalidTransitionError(uid, _text(body, "state") or "unknown",
-                                       _text(body, "trigger") or "unknown")
-    elif cls is StaleRunError:
-        error = StaleRunError(uid, _number(body, "runSeq") or 0)
-    elif cls is UnknownScheduleError:
-        error = UnknownScheduleError(_text(body, "schedule") or "")
-    elif cls is OutcomeUnknownError:
-        error = OutcomeUnknownError(message, _text(body, "uniqueId"))
-    elif cls is LogCorruptError:
-        reason = _text(body, "reasonKind")
-        error = LogCorruptError(_text(body, "segment") or "", _number(body, "offset") or 0,
-                                message, CorruptionKind(reason) if reason is not None
-                                and reason in CorruptionKind._value2member_map_ else None)
+    if build is not None:
+        error = build(body, message, uid)
     elif cls in _MESSAGE_ONLY:
         error = cls(message)
     elif issubclass(cls, LogError):  # one only a log reader raises: its base, in its words
@@ -370,6 +354,36 @@ def _typed_error(body: Mapping[str, Any], message: str,
     else:
         return None
     return _with_message(error, message)
+
+
+def _duplicate(body: Mapping[str, Any], message: str, uid: str) -> EngineError:
+    status = _text(body, "status") or "queued"
+    error = DuplicateTaskError(uid, status, _text(body, "state") or status, message=message)
+    error.index = _number(body, "index")
+    return error
+
+
+def _corrupt(body: Mapping[str, Any], message: str, uid: str) -> EngineError:
+    reason = _text(body, "reasonKind")
+    return LogCorruptError(_text(body, "segment") or "", _number(body, "offset") or 0, message,
+                           CorruptionKind(reason) if reason is not None
+                           and reason in CorruptionKind._value2member_map_ else None)
+
+
+_Builder = Callable[[Mapping[str, Any], str, str], EngineError]
+_BUILDERS: dict[type[EngineError], _Builder] = {
+    DuplicateTaskError: _duplicate,
+    InvalidTransitionError: lambda body, message, uid: InvalidTransitionError(
+        uid, _text(body, "state") or "unknown", _text(body, "trigger") or "unknown"),
+    StaleRunError: lambda body, message, uid: StaleRunError(uid, _number(body, "runSeq") or 0),
+    UnknownScheduleError: lambda body, message, uid: UnknownScheduleError(
+        _text(body, "schedule") or ""),
+    OutcomeUnknownError: lambda body, message, uid: OutcomeUnknownError(
+        message, _text(body, "uniqueId")),
+    ValidationError: lambda body, message, uid: ValidationError(
+        message, _text(body, "field") or _field(message), _number(body, "index")),
+    LogCorruptError: _corrupt,
+}
 
 
 _MESSAGE_ONLY: frozenset[type[EngineError]] = frozenset({

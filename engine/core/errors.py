@@ -79,12 +79,6 @@ class ValidationError(EngineError, ValueError):
     def details(self) -> dict[str, Any]:
         return {"field": self.field, "index": self.index}
 
-    def body(self) -> dict[str, Any]:
-        """LeanCloud's plain ``{code, error}``: the REST API's 400 bodies are pinned to exactly
-        that (tests/adapters/test_hostile_http.py); ``field`` and ``index`` stay attributes."""
-        return {"code": self.code, "error": str(self)}
-
-
 class DuplicateTaskError(EngineError):
     """The uniqueId is still held by a task (queued, running, waiting, or finished within
     its keepResult window)."""

@@ -41,7 +41,8 @@ async def test_a_credential_header_that_is_not_utf8_is_named_in_a_400(port: int,
     headers = not_utf8(header) + (b"" if header == "X-LC-Id" else b"X-LC-Id: appA\r\n")
     answer = await exchange(port, request("GET", f"{TASKS}/some-task", headers=headers))
     assert (answer.status, answer.body) == (400, {
-        "code": 1, "error": f"header {header} is not UTF-8 text; credentials are ASCII"})
+        "code": 1, "error": f"header {header} is not UTF-8 text; credentials are ASCII",
+        "type": "validation", "field": header})
 
 
 async def test_a_run_token_that_is_not_utf8_is_named_in_a_400(port: int) -> None:
@@ -83,7 +84,9 @@ async def test_a_run_token_with_strange_digits_is_unauthorized(port: int, run: s
 async def test_counts_in_the_query_are_ascii_digits_in_range(port: int, target: str,
                                                             message: str) -> None:
     answer = await exchange(port, request("GET", target, headers=MASTER))
-    assert (answer.status, answer.body) == (400, {"code": 1, "error": message})
+    field = message.split()[0]  # the body names the field as well as the message does
+    assert (answer.status, answer.body) == (400, {"code": 1, "error": message,
+                                                  "type": "validation", "field": field})
 
 
 async def test_a_json_number_of_thousands_of_digits_is_malformed_json(port: int) -> None:

@@ -92,7 +92,9 @@ def test_leanclouds_exact_bodies_are_kept() -> None:
     assert UnknownTaskError("nope").body() == {"code": 404, "error": "Task 'nope' not found"}
     assert UnauthorizedError().body() == {"code": 401, "error": "Unauthorized."}
     refused = ValidationError("bad", "delay").at_item(3)
-    assert refused.body() == {"code": 1, "error": "item 3: bad"}
+    # LeanCloud's code and message, and the extension fields a client can act on
+    assert refused.body() == {"code": 1, "error": "item 3: bad", "type": "validation",
+                              "field": "delay", "index": 3}
     assert (refused.field, refused.index) == ("delay", 3)
 
 
