@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-port", type=int, default=3100)
     parser.add_argument("--host-port", type=int, default=3000)
     parser.add_argument("--budget-ms", type=int, default=50,
-                        help="work per slice, ms (each slice's timeout is 2,000 ms)")
+                        help="work per slice, ms (each slice's timeout is 2,000 ms); 0: one "
+                             "unit of work a slice")
     parser.add_argument("--pause-ms", type=int, default=150,
                         help="a pause at each slice's start, to watch it go (0: full speed)")
     parser.add_argument("--hold", action="store_true",
