@@ -34,6 +34,7 @@ from engine.core.events import Event
 from engine.core.framing import TailState, salvage
 from engine.core.schedules import Schedule
 from engine.core.task import Task
+from engine.runtime.log_dir import create_segment, locked, mark_format
 from engine.runtime.log_file import (
     BatchReader,
     FileOps,
@@ -48,7 +49,7 @@ from engine.runtime.log_file import (
     scan_segment,
     segment_name,
 )
-from engine.runtime.log_store import LogStore, create_segment, locked, mark_format
+from engine.runtime.log_store import LogStore
 from engine.runtime.rebuild import rebuild
 from engine.runtime.snapshot import (
     encode_snapshot,

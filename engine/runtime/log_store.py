@@ -5,61 +5,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import heapq
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.batch_codec import encode_batch, encode_segment_header, encode_segment_seal
+from engine.core.batch_codec import encode_batch, encode_segment_seal
 from engine.core.errors import DiskFullError, LogError, LogPoisonedError, OutcomeUnknownError
 from engine.core.events import Event, TaskSubmitted
 from engine.runtime.io_thread import IoThread
+from engine.runtime.log_dir import (
+    LoadedLog,
+    create_segment,
+    fold_elsewhere,
+    load_log,
+    lock_directory,
+    mark_format,
+)
 from engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
-    FORMAT_MARK,
     SEGMENT_PREFIX,
     SEGMENT_SUFFIX,
     FileOps,
     FsyncPolicy,
-    LogLockedError,
-    LogNeedsRepairError,
     OnDiskFull,
-    format_mark_text,
     headed_from,
     list_segments,
-    read_log,
     segment_name,
 )
-from engine.runtime.snapshot import latest_snapshot, remove_covered, write_snapshot
+from engine.runtime.snapshot import remove_covered, write_snapshot
 from engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
 
 log = logging.getLogger("cloudqueue.log")
 T = TypeVar("T")
 
-
-LoadedLog = StoredState  # what the log holds at open (the name the log's tools know it by)
-
-
-def load_log(directory: Path, ops: FileOps | None = None) -> LoadedLog:
-    """The latest snapshot plus every logged event after its seq."""
-    started = time.perf_counter()
-    try:
-        snapshot = latest_snapshot(directory, ops)
-    except LogNeedsRepairError as exc:
-        raise exc.in_directory(directory) from exc.__cause__
-    snapshot_seq, tasks, counters, schedules = snapshot or (0, [], {}, [])
-    events, report = read_log(directory, snapshot_seq=snapshot_seq)
-    events = [e for e in events if e.seq > snapshot_seq]
-    report.snapshot_seq = snapshot_seq
-    report.snapshot_tasks = len(tasks)
-    report.records = len(events)
-    report.seconds = time.perf_counter() - started
-    return LoadedLog(tasks, snapshot_seq, events, report, counters, schedules)
 
 class _SyncFailed(Exception):
     """Raised in the IO thread when the write went through but the fsync after it failed: the
@@ -98,71 +80,6 @@ class _Waiters:
         self.heap.clear()
         self.by_seq.clear()
         return futures
-
-
-@contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold the directory's lock (for offline tools): refuses while a queue is running on it."""
-    fd = _lock(directory)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def _lock(directory: Path) -> int:
-    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LogLockedError(directory) from None
-    return fd
-
-
-async def fold_elsewhere(directory: Path, seq: int, last_segment: int) -> bytes:
-    """The snapshot at ``seq``, folded from the files by ``python -m engine.runtime.compactor``
-    in a child process (see there why). Raises ``LogError`` if it cannot be made."""
-    root = str(Path(__file__).resolve().parents[2])  # where the ``engine`` package lives
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.runtime.compactor", str(directory), str(seq),
-        str(last_segment), str(int(time.time() * 1000)),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    try:
-        out, err = await child.communicate()
-    finally:
-        if child.returncode is None:  # cancelled (the queue is closing): no orphan left behind
-            child.kill()
-            await child.wait()
-    if child.returncode != 0:
-        lines = err.decode(errors="replace").strip().splitlines()
-        raise LogError(lines[-1] if lines else f"the compactor exited with {child.returncode}")
-    return out
-
-
-def create_segment(directory: Path, number: int, prev_seq: int, ops: FileOps) -> bytes:
-    """Segment ``number`` with its header (``prev_seq``: the last record written before it),
-    written under a temporary name, synced and renamed into place: a segment file never exists
-    without its header. Returns the header's bytes."""
-    path = directory / segment_name(number)
-    tmp = path.with_name(path.name + ".tmp")
-    header = encode_segment_header(number, prev_seq)
-    ops.write_file(tmp, header)
-    ops.replace(tmp, path)
-    ops.fsync_dir(directory)
-    return header
-
-
-def mark_format(directory: Path, first_headed: int, ops: FileOps) -> None:
-    """Say, once, that every segment here from ``first_headed`` on opens with a header (so that
-    one without it was emptied, and no segment at all means they were deleted)."""
-    path = directory / FORMAT_MARK
-    tmp = path.with_name(FORMAT_MARK + ".tmp")
-    ops.write_file(tmp, format_mark_text(first_headed))
-    ops.replace(tmp, path)
-    ops.fsync_dir(directory)
 
 
 class LogStore:
@@ -245,7 +162,7 @@ class LogStore:
         appending."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(path)
+        lock_fd = lock_directory(path)
         try:
             loaded = load_log(path, options.get("ops"))
             store = cls(path, last_seq=loaded.last_seq, lock_fd=lock_fd,

@@ -16,8 +16,8 @@ from engine import Engine
 from engine.cli import main
 from engine.core.batch_codec import decode_log_payload
 from engine.core.framing import scan
+from engine.runtime.log_dir import locked
 from engine.runtime.log_file import list_segments
-from engine.runtime.log_store import locked
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"LEANCLOUD_APP_ID": "srv", "LEANCLOUD_APP_KEY": "srv-app-key",

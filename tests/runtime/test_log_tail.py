@@ -14,8 +14,8 @@ from engine.core.codec import batch_marker, encode_event
 from engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
 from engine.core.framing import encode_frame
 from engine.core.options import TaskOptions
+from engine.runtime.log_dir import load_log
 from engine.runtime.log_file import LogCorruptError, segment_name
-from engine.runtime.log_store import load_log
 
 T0 = 1_700_000_000_000
 EVENTS: list[Event] = [
