@@ -178,28 +178,22 @@ class Engine:
         """Open the store, and rebuild the core from the state it holds (``rebuild``)."""
         hooks = StoreHooks(self._roll_back_unstored, self._compact_soon)
         store, loaded = await asyncio.to_thread(self._open_store, hooks)
-        if loaded.report is None and not loaded.events and not loaded.snapshot_tasks:
-            self.store = store
-            self._driver = self._new_driver(store)
-            return
-        directory = self.data_dir or Path(".")
         started = time.perf_counter()
         try:
             rebuild(self.core, loaded.events, snapshot_seq=loaded.snapshot_seq,
                     snapshot_tasks=loaded.snapshot_tasks,
                     snapshot_schedules=loaded.snapshot_schedules, counters=loaded.counters)
-        except LogNeedsRepairError as exc:
+        except BaseException as exc:
             await store.close()
-            raise exc.in_directory(directory) from exc.__cause__
-        except BaseException:
-            await store.close()
+            if isinstance(exc, LogNeedsRepairError) and self.data_dir is not None:
+                exc.in_directory(self.data_dir)  # the repair command names this directory
             raise
         self.store = store
         self._driver = self._new_driver(store)
         if loaded.report is not None:
             loaded.report.apply_seconds = time.perf_counter() - started
             self.recovery = loaded.report
-            log.info("%s: %s", directory, loaded.report.summary())
+            log.info("%s: %s", self.data_dir, loaded.report.summary())
 
     @property
     def failure(self) -> LogError | None:

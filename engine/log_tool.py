@@ -42,11 +42,11 @@ from engine.runtime.log_file import (
     LogGapError,
     LogInconsistentError,
     LogLockedError,
-    SegmentChain,
+    SegmentRead,
+    SegmentWalk,
     apply_logged,
     headed_from,
     list_segments,
-    scan_segment,
     segment_name,
 )
 from engine.runtime.log_store import LogStore
@@ -121,37 +121,18 @@ def _take_segments(result: Inspection, directory: Path) -> Inspection:
     segments = list_segments(directory)
     progress = Progress(sum(p.stat().st_size for _, p in segments), "reading")
     reader = BatchReader()  # as the engine reads: a split batch counts once its last frame is in
-    chain = SegmentChain(result.snapshot_seq, headed_from=headed_from(directory))
-    for index, (number, path) in enumerate(segments):
-        data = path.read_bytes()
-        progress.add(len(data))
-        try:
-            scanned = scan_segment(path.name, data)
-            chain.enter(number, path.name, scanned, reader.last_seq)
-            before = len(reader.events)
-            reader.take(index, path.name, scanned)
-            chain.leave(scanned, reader.last_seq)
-            events = reader.events[before:]
-        except LogCorruptError as exc:
-            return _damaged(result, f"{exc.segment} is damaged at offset {exc.offset}: "
-                                    f"{exc.reason}")
-        except LogGapError as exc:
-            return _damaged(result, f"acknowledged records are missing: {exc.what}")
-        except UnknownRecordKindError as exc:
-            return _damaged(result, f"{path.name}: {exc}")
-        result.lines.append(f"segment: {path.name}, {len(events)} records, {_size(path)}")
-        if scanned.tail is TailState.TORN:
-            result.status = TORN
-            result.problem = (f"torn tail in {path.name} at offset {scanned.good_end}: "
-                              f"{scanned.dropped_bytes} bytes will be cut at the next start "
-                              f"({scanned.reason})")
-        for event in events:
-            result.kinds[to_record(event)["k"]] += 1
-        result.events.extend(e for e in events if e.seq > result.snapshot_seq)
+    walk = SegmentWalk(segments, result.snapshot_seq, headed_from(directory), reader)
     try:
-        chain.finish(result.snapshot_seq)
+        for read in walk:
+            progress.add(len(read.data))
+            _take_segment(result, read, reader.events[read.first_event:])
+    except LogCorruptError as exc:
+        return _damaged(result, f"{exc.segment} is damaged at offset {exc.offset}: "
+                                f"{exc.reason}")
     except LogGapError as exc:
         return _damaged(result, f"acknowledged records are missing: {exc.what}")
+    except UnknownRecordKindError as exc:
+        return _damaged(result, f"{walk.current.name if walk.current else '?'}: {exc}")
     if reader.pending and result.status != TORN:
         where, offset = segments[reader.pending_at[0]][1].name, reader.pending_at[1]
         result.status = TORN
@@ -159,6 +140,19 @@ def _take_segments(result: Inspection, directory: Path) -> Inspection:
                           f"its {len(reader.pending)} records were never acknowledged and will "
                           "be cut at the next start")
     return result
+
+
+def _take_segment(result: Inspection, read: SegmentRead, events: list[Event]) -> None:
+    name, scanned = read.path.name, read.scanned
+    result.lines.append(f"segment: {name}, {len(events)} records, {_size(read.path)}")
+    if scanned.tail is TailState.TORN:
+        result.status = TORN
+        result.problem = (f"torn tail in {name} at offset {scanned.good_end}: "
+                          f"{scanned.dropped_bytes} bytes will be cut at the next start "
+                          f"({scanned.reason})")
+    for event in events:
+        result.kinds[to_record(event)["k"]] += 1
+    result.events.extend(e for e in events if e.seq > result.snapshot_seq)
 
 
 def _damaged(result: Inspection, problem: str) -> Inspection:

@@ -282,11 +282,9 @@ class EngineCore(ScheduleOps):
         """Record a run's success (a failure if its result cannot be stored). An outcome for a
         run that is no longer current (it timed out, or the task was requeued) is dropped:
         returns []."""
-        if not self.run_is_current(unique_id, run_seq):
-            return []
-        late = self._time_out_if_due(unique_id, now_ms)
-        if not self.run_is_current(unique_id, run_seq):
-            return late
+        late = self._timers_first(unique_id, run_seq, now_ms)
+        if late is None or not self.run_is_current(unique_id, run_seq):
+            return late or []
         problem = unstorable(result, "the result", self.config.max_result_bytes)
         if problem is not None:
             return late + self.run_failed(
@@ -296,11 +294,14 @@ class EngineCore(ScheduleOps):
             seq, now_ms, unique_id, run_seq, result, status_code))
         return [*late, Append(events), TaskFinished(self._tasks[unique_id])]
 
-    def _time_out_if_due(self, unique_id: str, now_ms: int) -> list[Command]:
-        """An outcome handled at or past its run's deadline is late, whatever arrived first in
-        a busy moment (the timeout timer and the answer race after a stall): the timers due now
-        fire first, so the run times out and the late outcome changes nothing. Returns what
-        they did ([] when nothing was due)."""
+    def _timers_first(self, unique_id: str, run_seq: int, now_ms: int) -> list[Command] | None:
+        """Before an outcome is recorded: None if its run is not current (the outcome is
+        dropped); else what the timers due now did. An outcome handled at or past its run's
+        deadline is late, whatever arrived first in a busy moment (the timeout timer and the
+        answer race after a stall): the timers fire first, so the run times out and the late
+        outcome changes nothing (the caller sees the run is no longer current)."""
+        if not self.run_is_current(unique_id, run_seq):
+            return None
         task = self._tasks[unique_id]
         started_ms = task.started_ms
         if started_ms is None or now_ms < started_ms + task.options.timeout_ms:
@@ -311,11 +312,9 @@ class EngineCore(ScheduleOps):
                    kind: FailureKind = FailureKind.ERROR,
                    status_code: int | None = None) -> list[Command]:
         """Record a failed run; the task retries after ``backoff`` or fails for good."""
-        if not self.run_is_current(unique_id, run_seq):
-            return []
-        late = self._time_out_if_due(unique_id, now_ms)
-        if not self.run_is_current(unique_id, run_seq):
-            return late
+        late = self._timers_first(unique_id, run_seq, now_ms)
+        if late is None or not self.run_is_current(unique_id, run_seq):
+            return late or []
         error = storable_text(error)
         events = self._run_ended(unique_id, lambda seq: RunFailed(
             seq, now_ms, unique_id, run_seq, error, kind, status_code))
@@ -396,11 +395,9 @@ class EngineCore(ScheduleOps):
         same attempt with the checkpoint, unless the checkpoint cannot be stored (not JSON,
         over ``MAX_CHECKPOINT_BYTES``: a failed run with an unknown outcome, as for a result) or
         its overall ``deadline`` has passed (failed for good)."""
-        if not self.run_is_current(unique_id, run_seq):
-            return []
-        late = self._time_out_if_due(unique_id, now_ms)
-        if not self.run_is_current(unique_id, run_seq):
-            return late
+        late = self._timers_first(unique_id, run_seq, now_ms)
+        if late is None or not self.run_is_current(unique_id, run_seq):
+            return late or []
         task = self._tasks[unique_id]
         problem = checkpoint_problem(checkpoint) or unstorable(
             checkpoint, "the checkpoint", self.config.max_result_bytes)

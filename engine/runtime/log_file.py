@@ -51,7 +51,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,30 +228,63 @@ def _read_log(directory: Path, repair_tail: bool,
     started = time.perf_counter()
     report = RecoveryReport()
     frames = BatchReader()
-    last_data = b""
     segments = list_segments(directory)
-    chain = SegmentChain(snapshot_seq, headed_from=headed_from(directory))
-    torn: list[tuple[Path, bytes, ScanResult]] = []
-    for index, (number, path) in enumerate(segments):
-        data = last_data = path.read_bytes()
+    torn: list[SegmentRead] = []
+    read: SegmentRead | None = None
+    walk = SegmentWalk(segments, snapshot_seq, headed_from(directory), frames)
+    for read in walk:
         report.segments += 1
-        report.bytes_read += len(data)
-        result = scan_segment(path.name, data)
-        chain.enter(number, path.name, result, frames.last_seq)
-        frames.take(index, path.name, result)
-        chain.leave(result, frames.last_seq)
-        if result.tail is TailState.TORN:
-            torn.append((path, data, result))
-    chain.finish(snapshot_seq)
-    report.last_segment_headed = chain.last_headed
-    for path, data, result in torn if repair_tail else ():  # cut once the whole chain holds
-        _cut_torn_tail(directory, path, data, result.good_end, result.reason, report)
-    if frames.pending:
-        _drop_unfinished_batch(directory, segments, frames.pending_at, last_data,
+        report.bytes_read += len(read.data)
+        if read.scanned.tail is TailState.TORN:
+            torn.append(read)
+    report.last_segment_headed = walk.chain.last_headed
+    for cut in torn if repair_tail else ():  # cut once the whole chain holds
+        _cut_torn_tail(directory, cut.path, cut.data, cut.scanned.good_end, cut.scanned.reason,
+                       report)
+    if frames.pending and read is not None:
+        _drop_unfinished_batch(directory, segments, frames.pending_at, read.data,
                                len(frames.pending), repair_tail, report)
     report.records = len(frames.events)
     report.seconds = time.perf_counter() - started
     return frames.events, report
+
+
+@dataclass
+class SegmentRead:
+    """One segment as ``SegmentWalk`` read it: its bytes, their scan, and where its events
+    begin in the reader's ``events``."""
+
+    path: Path
+    data: bytes
+    scanned: ScanResult
+    first_event: int
+
+
+class SegmentWalk:
+    """Each segment in order: read, scanned (``scan_segment``), checked against the chain
+    (``SegmentChain``) and taken into ``reader``; once the last is read, the chain's end is
+    checked too. A start (``read_log``) and ``log inspect|verify`` read the log through this,
+    so they judge it alike. Raises what those raise."""
+
+    def __init__(self, segments: list[tuple[int, Path]], snapshot_seq: int,
+                 headed: int | None, reader: BatchReader) -> None:
+        self.segments = segments
+        self.chain = SegmentChain(snapshot_seq, headed_from=headed)
+        self.reader = reader
+        self.current: Path | None = None  # the segment being read (for messages about it)
+
+    def __iter__(self) -> Iterator[SegmentRead]:
+        reader, chain = self.reader, self.chain
+        for index, (number, path) in enumerate(self.segments):
+            self.current = path
+            data = path.read_bytes()
+            scanned = scan_segment(path.name, data)
+            chain.enter(number, path.name, scanned, reader.last_seq)
+            first = len(reader.events)
+            reader.take(index, path.name, scanned)
+            chain.leave(scanned, reader.last_seq)
+            yield SegmentRead(path, data, scanned, first)
+        chain.finish()
 
 
 FORMAT_MARK = "FORMAT"
@@ -327,8 +360,7 @@ class SegmentChain:
         if said_number != number:
             raise LogGapError(f"{name} says it is segment {said_number}: it was renamed or "
                               "copied in from elsewhere")
-        if prev_seq <= self.snapshot_seq and self.previous is None:
-            return  # the snapshot covers everything before it
+        # at or below the snapshot's seq, everything before the segment is covered by it
         if prev_seq != last_seq and prev_seq > self.snapshot_seq:
             if self.previous is None:
                 covered = (f"the snapshot covers only up to seq {self.snapshot_seq}"
@@ -344,7 +376,7 @@ class SegmentChain:
         if result.tail is TailState.TORN:
             self.torn = result
 
-    def finish(self, snapshot_seq: int) -> None:
+    def finish(self) -> None:
         if self.sealed is not None:
             raise LogGapError(f"segment {segment_name(self.sealed)} is missing (the last "
                               f"segment, {self.previous[1] if self.previous else '?'}, says "
@@ -352,8 +384,8 @@ class SegmentChain:
         if self.headed_from is not None and self.previous is None:
             raise LogGapError("every log segment was deleted (the directory had them: it "
                               f"carries the {FORMAT_MARK} mark)" +
-                              (f"; the snapshot at seq {snapshot_seq} is all that is left"
-                               if snapshot_seq else ""))
+                              (f"; the snapshot at seq {self.snapshot_seq} is all that is left"
+                               if self.snapshot_seq else ""))
 
 
 class BatchReader:

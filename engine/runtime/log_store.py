@@ -138,7 +138,6 @@ class LogStore:
         # than every compact_bytes would never compact and its replay would grow forever.
         self.bytes_since_snapshot = sum(p.stat().st_size for _, p in segments)
         self.snapshot_seq = snapshot_seq
-        self._unsynced = False
         self._last_sync = time.monotonic()
         self.batches = 0
         self.syncs = 0
@@ -190,6 +189,11 @@ class LogStore:
         if self._full:
             return DiskFullError("the disk is full: nothing new is accepted until space is freed")
         return None
+
+    @property
+    def _unsynced(self) -> bool:
+        """Bytes written to the current segment that no fsync has covered yet."""
+        return self._size != self._synced_size
 
     @property
     def busy(self) -> bool:
@@ -359,7 +363,6 @@ class LogStore:
             raise
         self._size += len(data)
         self._file_last_seq = last_seq
-        self._unsynced = True
         rotate = self._size >= self.segment_bytes
         try:
             if rotate or self.policy.mode == "always" or (self.policy.mode == "interval"
@@ -407,7 +410,6 @@ class LogStore:
         self._ops.fsync(self._fd)
         self._synced_size = self._size
         self.syncs += 1
-        self._unsynced = False
         self._last_sync = time.monotonic()
 
     def _sync_due(self) -> bool:
@@ -486,7 +488,7 @@ class LogStore:
         header synced and its name in the directory synced), and only then is the old one
         sealed, naming it. So a seal always has its successor, and a segment before the last
         can end torn only in its seal (the successor's header then says nothing is missing)."""
-        if self._unsynced or self._size != self._synced_size:
+        if self._unsynced:
             self._sync()
         number = self._segment_no + 1
         header = self._create_segment(number)
@@ -496,7 +498,6 @@ class LogStore:
         self._segment_no = number
         self._fd = self._ops.open_append(self.directory / segment_name(number))
         self._size = self._synced_size = len(header)
-        self._unsynced = False
 
     def _create_segment(self, number: int) -> bytes:
         return create_segment(self.directory, number, self._file_last_seq, self._ops)

@@ -233,7 +233,7 @@ async def test_tasks_with_results_near_the_cap_still_compact(tmp_path: Path) -> 
             assert (await queue.get_task_info(unique_id)).return_value == big
 
 
-async def test_compaction_builds_no_snapshot_rows_in_the_queues_process(
+async def test_compaction_walks_no_live_task_in_the_queues_process(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Building a row for every task on the event loop (and encoding them in a thread that
     fought the loop for the GIL) stopped the queue for seconds with a few hundred thousand
