@@ -38,9 +38,9 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from adapters.http_api.auth import sign
-from engine.core.cron import MAX_PREVIEW, check_interval, check_timezone, parse_cron
-from engine.core.errors import (
+from cloudqueue.adapters.auth import sign
+from cloudqueue.engine.core.cron import MAX_PREVIEW, check_interval, check_timezone, parse_cron
+from cloudqueue.engine.core.errors import (
     ERROR_TYPES,
     ConfigError,
     CorruptionKind,
@@ -60,7 +60,7 @@ from engine.core.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from engine.core.options import (
+from cloudqueue.engine.core.options import (
     OPTION_NAMES,
     WIRE_OPTION_NAMES,
     TaskOptions,
@@ -68,11 +68,11 @@ from engine.core.options import (
     check_params,
     parse_options,
 )
-from engine.core.quotas import QuotaExceededError as CoreQuotaExceededError
-from engine.core.redact import redact_url
-from engine.core.schedules import check_schedule_name, parse_schedule
-from engine.core.states import TaskState
-from engine.core.task import ABSENT, TaskInfo, iso_ms
+from cloudqueue.engine.core.quotas import QuotaExceededError as CoreQuotaExceededError
+from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.core.schedules import check_schedule_name, parse_schedule
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import ABSENT, TaskInfo, iso_ms
 
 __all__ = [
     "QueueClient",

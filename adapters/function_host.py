@@ -21,7 +21,7 @@ the raw path, undecoded, as leanengine does), ``GET /__engine/1/ping`` (no auth)
 ``POST /1.1/functions/_ops/metadatas`` (master: the function names).
 
 Credentials are checked like leanengine's ``leancloud-headers`` middleware with ``restrict: true``
-(§2.2), via :func:`adapters.http_api.auth.authenticate`: the app id must match, then an app key,
+(§2.2), via :func:`cloudqueue.adapters.auth.authenticate`: the app id must match, then an app key,
 ``<masterKey>,master``, the bare master key (authenticated, not master) or an ``X-LC-Sign``.
 ``internal=True`` functions also need master credentials or the hook key. One deliberate
 difference: a host with no hook key configured does *not* let non-master callers run internal
@@ -46,8 +46,8 @@ from typing import Any, overload
 import aiohttp
 from aiohttp import web
 
-from adapters.http_api.auth import AppKeys, Role, authenticate
-from engine.core.redact import redact_url
+from cloudqueue.adapters.auth import AppKeys, Role, authenticate
+from cloudqueue.engine.core.redact import redact_url
 
 __all__ = ["Call", "CloudError", "CloudFunction", "FunctionHost", "ProgressError"]
 

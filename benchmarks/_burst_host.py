@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.function_host import Call, FunctionHost
-from adapters.http_api.auth import AppKeys
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.function_host import Call, FunctionHost
 
 FUNCTION = "noop"
 COMPLETIONS: web.AppKey[list[tuple[str, int]]] = web.AppKey("completions", list)

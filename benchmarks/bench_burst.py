@@ -54,7 +54,6 @@ from typing import Any
 
 import aiohttp
 
-from adapters.http_api.auth import sign
 from benchmarks import _burst_report as report
 from benchmarks._burst_load import LoadPlan, LoadResult, request_bytes, run_load
 from benchmarks._burst_procs import CpuMeter, started
@@ -70,6 +69,7 @@ from benchmarks._harness import (
     percentile,
     run_cases,
 )
+from cloudqueue.adapters.auth import sign
 
 APP_ID, APP_KEY, MASTER_KEY = "burst", "burst-app-key", "burst-master-key"
 KEYS = {"LEANCLOUD_APP_ID": APP_ID, "LEANCLOUD_APP_KEY": APP_KEY,
@@ -172,7 +172,7 @@ def burst_trial(burst: Burst, out_dir: Path, quick: bool) -> Trial:
         host_port, queue_port = free_port(), free_port()
         host_argv = ["-m", "benchmarks._burst_host", str(host_port)]
         with started(host_argv, KEYS, host_port, "/__engine/1/ping", root / "host.log") as host:
-            queue_argv = ["-m", "engine.cli", "serve", "--port", str(queue_port),
+            queue_argv = ["-m", "cloudqueue", "serve", "--port", str(queue_port),
                           "--data-dir", str(root / "data"), "--function-host", host.base_url,
                           "--concurrency", str(burst.server_concurrency),
                           *([] if burst.adaptive else ["--fixed-concurrency"])]

@@ -60,7 +60,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import engine.core.schedules as schedules_module
+import cloudqueue.engine.core.schedules as schedules_module
 from benchmarks._harness import (
     Case,
     Settings,
@@ -70,10 +70,10 @@ from benchmarks._harness import (
     percentile,
     run_cases,
 )
-from engine.core.cron import next_fire_ms, parse_cron
-from engine.embedded import Engine
-from engine.runtime.functions import RunContext
-from engine.runtime.log_store import LogStore
+from cloudqueue.engine.core.cron import next_fire_ms, parse_cron
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.functions import RunContext
+from cloudqueue.engine.runtime.log_store import LogStore
 
 FUNCTION = "tick"
 KEEP_RESULT_MS = 1_000

@@ -26,12 +26,12 @@ from functools import partial
 from typing import Any
 
 from benchmarks._harness import Case, Stopwatch, Target, Trial, main, now_ns
-from engine.core.commands import Invoke
-from engine.core.engine import CoreConfig, EngineCore
-from engine.core.options import TaskOptions
-from engine.embedded import Engine
-from engine.runtime.functions import RunContext
-from engine.runtime.store import MemoryStore, Store
+from cloudqueue.engine.core.commands import Invoke
+from cloudqueue.engine.core.engine import CoreConfig, EngineCore
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.functions import RunContext
+from cloudqueue.engine.runtime.store import MemoryStore, Store
 
 # A day: an enqueued task is stored and put on the timer wheel but never runs during a case.
 FAR_DELAY_MS = 86_400_000

@@ -29,7 +29,6 @@ from functools import partial
 
 import aiohttp
 
-from adapters.http_api.auth import sign
 from benchmarks._harness import (
     REPO_ROOT,
     Case,
@@ -40,6 +39,7 @@ from benchmarks._harness import (
     main,
     now_ns,
 )
+from cloudqueue.adapters.auth import sign
 
 KEYS = {"LEANCLOUD_APP_ID": "bench", "LEANCLOUD_APP_KEY": "bench-app-key",
         "LEANCLOUD_APP_MASTER_KEY": "bench-master-key"}
@@ -56,7 +56,7 @@ def server(kind: str) -> Iterator[str]:
     env = {**os.environ, **KEYS, "PYTHONPATH": str(REPO_ROOT)}
     with tempfile.TemporaryDirectory(prefix="cq-bench-") as data:
         if kind == "queue":
-            argv = [sys.executable, "-m", "engine.cli", "serve", "--port", str(port),
+            argv = [sys.executable, "-m", "cloudqueue", "serve", "--port", str(port),
                     "--data-dir", data]
         else:
             argv = [sys.executable, "-m", "benchmarks._noop_server", str(port)]

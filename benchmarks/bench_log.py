@@ -54,13 +54,13 @@ from benchmarks._harness import (
     raw_fsync_us,
     run_cases,
 )
-from engine.core.batch_codec import encode_batch
-from engine.core.events import TaskSubmitted
-from engine.core.options import TaskOptions
-from engine.embedded import Engine
-from engine.runtime.log_file import DEFAULT_SEGMENT_BYTES, read_log, segment_name
-from engine.runtime.log_store import LogStore
-from engine.runtime.snapshot import list_snapshots
+from cloudqueue.engine.core.batch_codec import encode_batch
+from cloudqueue.engine.core.events import TaskSubmitted
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.log_file import DEFAULT_SEGMENT_BYTES, read_log, segment_name
+from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.snapshot import list_snapshots
 
 # A day: an enqueued task is stored and put on the timer wheel but never runs during a case.
 FAR_DELAY_MS = 86_400_000

@@ -55,15 +55,15 @@ from benchmarks._harness import (
     parse_args,
     run_cases,
 )
-from engine.core.codec import encode_event
-from engine.core.events import Event, ProgressReported
-from engine.core.framing import encode_frame
-from engine.core.progress import PROGRESS_WINDOW_MS
-from engine.embedded import Engine
-from engine.runtime.functions import RunContext
-from engine.runtime.log_file import list_segments, read_log
-from engine.runtime.log_store import LogStore
-from engine.runtime.store import MemoryStore
+from cloudqueue.engine.core.codec import encode_event
+from cloudqueue.engine.core.events import Event, ProgressReported
+from cloudqueue.engine.core.framing import encode_frame
+from cloudqueue.engine.core.progress import PROGRESS_WINDOW_MS
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.functions import RunContext
+from cloudqueue.engine.runtime.log_file import list_segments, read_log
+from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.store import MemoryStore
 
 TASKS = 100
 YIELD_EVERY = 10  # tight loop: progress calls between two ``await asyncio.sleep(0)``

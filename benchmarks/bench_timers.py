@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import Case, Stopwatch, Trial, main
-from engine.embedded import Engine
-from engine.runtime.functions import RunContext
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.functions import RunContext
 
 CONCURRENCY = 64
 

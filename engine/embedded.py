@@ -13,42 +13,48 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine.core.commands import Append, Command, TaskFinished
-from engine.core.cron import CronExpr, check_interval, check_timezone, fire_times, parse_cron
-from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import (
+from cloudqueue.engine.core.commands import Append, Command, TaskFinished
+from cloudqueue.engine.core.cron import (
+    CronExpr,
+    check_interval,
+    check_timezone,
+    fire_times,
+    parse_cron,
+)
+from cloudqueue.engine.core.engine import CoreConfig, EngineCore
+from cloudqueue.engine.core.errors import (
     DiskFullError,
     EngineClosedError,
     LogError,
     UnknownTaskError,
     ValidationError,
 )
-from engine.core.events import Event, ScheduleSkipped, TaskSubmitted
-from engine.core.options import (
+from cloudqueue.engine.core.events import Event, ScheduleSkipped, TaskSubmitted
+from cloudqueue.engine.core.options import (
     Limits,
     TaskOptions,
     check_function_name,
     check_params,
     parse_options,
 )
-from engine.core.quotas import Quotas
-from engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
-from engine.core.task import TaskInfo, iso_ms
-from engine.runtime.clock import Clock, SystemClock
-from engine.runtime.driver import Driver
-from engine.runtime.functions import FunctionRegistry, Invoker
-from engine.runtime.ids import random_uuid
-from engine.runtime.log_file import (
+from cloudqueue.engine.core.quotas import Quotas
+from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
+from cloudqueue.engine.core.task import TaskInfo, iso_ms
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
+from cloudqueue.engine.runtime.driver import Driver
+from cloudqueue.engine.runtime.functions import FunctionRegistry, Invoker
+from cloudqueue.engine.runtime.ids import random_uuid
+from cloudqueue.engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     FileOps,
     FsyncPolicy,
     LogNeedsRepairError,
     RecoveryReport,
 )
-from engine.runtime.log_store import LogStore
-from engine.runtime.rebuild import rebuild
-from engine.runtime.store import MemoryStore, Store, StoreHooks, StoreOpener
-from engine.runtime.watchers import Watchers
+from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.rebuild import rebuild
+from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks, StoreOpener
+from cloudqueue.engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue")
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_example(data_dir: Path) -> list[str]:
     env = {**os.environ, "CLOUDQUEUE_DATA": str(data_dir), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "embedded_quickstart.py")],
+    result = subprocess.run([sys.executable, "-m", "cloudqueue", "demo"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()

@@ -26,16 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http_api import schedules, stream
-from adapters.http_api.auth import RUN_TOKEN_HEADER, Role, check_run_token
-from adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
-from adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
-from adapters.http_api.wire import parse_enqueue, parse_json_object, whole_number
-from engine.core.errors import EngineError, ValidationError
-from engine.core.progress import parse_progress
-from engine.core.quotas import QuotaExceededError
-from engine.core.states import TaskState
-from engine.embedded import Engine
+from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
+from cloudqueue.adapters.http_api import schedules, stream
+from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
+from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
+from cloudqueue.adapters.http_api.wire import parse_enqueue, parse_json_object, whole_number
+from cloudqueue.engine.core.errors import EngineError, ValidationError
+from cloudqueue.engine.core.progress import parse_progress
+from cloudqueue.engine.core.quotas import QuotaExceededError
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.embedded import Engine
 
 __all__ = ["APPS", "OPENAPI_PATH", "AppStartError", "QueueApp", "create_app"]
 

@@ -17,7 +17,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from adapters.http_api.protocol import ConnectionCount
+from cloudqueue.adapters.http_api.protocol import ConnectionCount
 
 log = logging.getLogger("cloudqueue.serve")
 

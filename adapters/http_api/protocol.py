@@ -39,7 +39,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from adapters.http_api.logs import RATE_LIMITED
+from cloudqueue.adapters.http_api.logs import RATE_LIMITED
 
 log = logging.getLogger("cloudqueue.http")
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http_api.auth import Role
-from adapters.http_api.tenants import tenant
-from adapters.http_api.wire import parse_json_object, whole_number
-from engine.core.errors import ValidationError
-from engine.core.schedules import check_schedule_name, parse_schedule
-from engine.core.task import iso_ms
+from cloudqueue.adapters.auth import Role
+from cloudqueue.adapters.http_api.tenants import tenant
+from cloudqueue.adapters.http_api.wire import parse_json_object, whole_number
+from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.schedules import check_schedule_name, parse_schedule
+from cloudqueue.engine.core.task import iso_ms
 
 MAX_UPCOMING = 100
 MAX_PREVIEW = 1_000

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http_api.auth import Role, check_read_token, read_token
-from adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
-from engine.core.task import iso_ms
+from cloudqueue.adapters.auth import Role, check_read_token, read_token
+from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
+from cloudqueue.engine.core.task import iso_ms
 
 READ_TOKEN_TTL_MS = 24 * 3600 * 1000
 HEARTBEAT_S = 15.0

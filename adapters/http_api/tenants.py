@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from adapters.http_api.auth import AppKeys, Role, authenticate, malformed_credentials
-from engine.core.errors import ForbiddenError, UnauthorizedError, ValidationError
-from engine.embedded import Engine
+from cloudqueue.adapters.auth import AppKeys, Role, authenticate, malformed_credentials
+from cloudqueue.engine.core.errors import ForbiddenError, UnauthorizedError, ValidationError
+from cloudqueue.engine.embedded import Engine
 
 
 @dataclass

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from engine.core.errors import EngineError, ValidationError
-from engine.core.options import (
+from cloudqueue.engine.core.errors import EngineError, ValidationError
+from cloudqueue.engine.core.options import (
     Limits,
     TaskOptions,
     check_function_name,

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from engine.core.redact import redact_url
+from cloudqueue.engine.core.redact import redact_url
 
 _MAX_HEAD = 64 * 1024  # status line + headers
 # A function's answer: the queue stores it whole in one log record, capped at

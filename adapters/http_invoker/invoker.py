@@ -36,8 +36,8 @@ import json
 import logging
 from urllib.parse import unquote, urlsplit
 
-from adapters.http_api.auth import AppKeys, run_token
-from adapters.http_invoker.h1 import (
+from cloudqueue.adapters.auth import AppKeys, run_token
+from cloudqueue.adapters.http_invoker.h1 import (
     DEFAULT_MAX_BODY,
     AnswerTooLarge,
     ConnectFailed,
@@ -45,7 +45,7 @@ from adapters.http_invoker.h1 import (
     HostClient,
     Response,
 )
-from adapters.http_invoker.outcome import (
+from cloudqueue.adapters.http_invoker.outcome import (
     answer_too_large,
     broken_after_sending,
     classify_response,
@@ -54,9 +54,9 @@ from adapters.http_invoker.outcome import (
     timed_out,
     with_checkpoint,
 )
-from engine.core.commands import Invoke
-from engine.core.redact import redact_url
-from engine.runtime.functions import Invoker, Outcome
+from cloudqueue.engine.core.commands import Invoke
+from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.runtime.functions import Invoker, Outcome
 
 log = logging.getLogger("cloudqueue.invoker")
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.core.events import FailureKind
-from engine.runtime.functions import Continued, Failed, Outcome, Succeeded, Unavailable
+from cloudqueue.engine.core.events import FailureKind
+from cloudqueue.engine.runtime.functions import Continued, Failed, Outcome, Succeeded, Unavailable
 
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
 _LEANENGINE_TIMEOUT = 124  # LeanEngine's code for a function that did not answer in time

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from engine.core.codec import (
+from cloudqueue.engine.core.codec import (
     UnknownRecordKindError,
     _options_to_dict,
     decode_record,
@@ -50,7 +50,7 @@ from engine.core.codec import (
     schedule_from_dict,
     schedule_to_dict,
 )
-from engine.core.events import (
+from cloudqueue.engine.core.events import (
     Event,
     FailureKind,
     ProgressReported,
@@ -67,8 +67,8 @@ from engine.core.events import (
     TaskPurged,
     TaskSubmitted,
 )
-from engine.core.framing import encode_frame
-from engine.core.options import TaskOptions
+from cloudqueue.engine.core.framing import encode_frame
+from cloudqueue.engine.core.options import TaskOptions
 
 LOG_FORMAT = 3
 READ_FORMATS = (2, 3)

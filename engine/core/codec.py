@@ -21,9 +21,11 @@ from typing import Any
 
 import msgpack
 
-from engine.core.errors import RECORD_SCHEMA_VERSION
-from engine.core.errors import UnknownRecordKindError as UnknownRecordKindError  # re-export
-from engine.core.events import (
+from cloudqueue.engine.core.errors import RECORD_SCHEMA_VERSION
+from cloudqueue.engine.core.errors import (
+    UnknownRecordKindError as UnknownRecordKindError,  # re-export
+)
+from cloudqueue.engine.core.events import (
     Event,
     FailureKind,
     ProgressReported,
@@ -40,10 +42,10 @@ from engine.core.events import (
     TaskPurged,
     TaskSubmitted,
 )
-from engine.core.options import DeliveryMode, TaskOptions
-from engine.core.schedules import Schedule, ScheduleSpec
-from engine.core.states import TaskState
-from engine.core.task import ABSENT, Task
+from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
+from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import ABSENT, Task
 
 SCHEMA_VERSION = RECORD_SCHEMA_VERSION
 _DEFAULT_OPTIONS = TaskOptions()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core.events import Event
-from engine.core.task import Task, TaskInfo
-from engine.core.value import value
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.task import Task, TaskInfo
+from cloudqueue.engine.core.value import value
 
 
 @value

@@ -86,7 +86,7 @@ from datetime import date, datetime, timedelta
 from typing import Final, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from engine.core.errors import ValidationError
+from cloudqueue.engine.core.errors import ValidationError
 
 __all__ = [
     "MAX_PREVIEW",

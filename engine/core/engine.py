@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
-from engine.core.errors import (
+from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
+from cloudqueue.engine.core.errors import (
     DuplicateTaskError,
     InvalidTransitionError,
     StaleRunError,
     UnknownTaskError,
     ValidationError,
 )
-from engine.core.events import (
+from cloudqueue.engine.core.events import (
     Event,
     FailureKind,
     ProgressReported,
@@ -59,14 +59,14 @@ from engine.core.events import (
     TaskPurged,
     TaskSubmitted,
 )
-from engine.core.options import DeliveryMode, Limits, TaskOptions
-from engine.core.progress import KEPT_MESSAGES, PROGRESS_WINDOW_MS, checkpoint_problem
-from engine.core.quotas import Quotas, QuotaTracker
-from engine.core.ready_queue import ReadyQueue
-from engine.core.schedule_ops import ScheduleOps
-from engine.core.schedules import Schedule
-from engine.core.states import TaskState, Trigger, can_fire, fire
-from engine.core.task import (
+from cloudqueue.engine.core.options import DeliveryMode, Limits, TaskOptions
+from cloudqueue.engine.core.progress import KEPT_MESSAGES, PROGRESS_WINDOW_MS, checkpoint_problem
+from cloudqueue.engine.core.quotas import Quotas, QuotaTracker
+from cloudqueue.engine.core.ready_queue import ReadyQueue
+from cloudqueue.engine.core.schedule_ops import ScheduleOps
+from cloudqueue.engine.core.schedules import Schedule
+from cloudqueue.engine.core.states import TaskState, Trigger, can_fire, fire
+from cloudqueue.engine.core.task import (
     MAX_RESULT_BYTES,
     Task,
     TaskInfo,
@@ -75,7 +75,7 @@ from engine.core.task import (
     unpacked,
     unstorable,
 )
-from engine.core.timer_wheel import TimerWheel
+from cloudqueue.engine.core.timer_wheel import TimerWheel
 
 
 class TimerKind(IntEnum):

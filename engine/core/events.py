@@ -13,9 +13,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from engine.core.options import TaskOptions
-from engine.core.schedules import ScheduleSpec
-from engine.core.value import value
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.schedules import ScheduleSpec
+from cloudqueue.engine.core.value import value
 
 
 class FailureKind(StrEnum):

@@ -68,8 +68,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from engine.core.errors import CorruptionKind
-from engine.core.errors import CorruptRecordError as CorruptRecordError  # re-export
+from cloudqueue.engine.core.errors import CorruptionKind
+from cloudqueue.engine.core.errors import CorruptRecordError as CorruptRecordError  # re-export
 
 __all__ = [
     "FRAME_TYPE_FULL",

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from engine.core.errors import ValidationError
+from cloudqueue.engine.core.errors import ValidationError
 
 MAX_UNIQUE_ID_CHARS = 32
 MAX_FUNCTION_NAME_CHARS = 128

@@ -12,8 +12,8 @@ import json
 import math
 from typing import Any
 
-from engine.core.errors import ValidationError
-from engine.core.options import _describe, check_params, check_storable_int
+from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.options import _describe, check_params, check_storable_int
 
 PROGRESS_WINDOW_MS = 500
 MAX_MESSAGE_CHARS = 500

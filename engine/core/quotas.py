@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.core.errors import QuotaExceededError as QuotaExceededError  # re-export
+from cloudqueue.engine.core.errors import QuotaExceededError as QuotaExceededError  # re-export
 
 DAY_MS = 86_400_000
 HELD_RETRY_MS = 1_000

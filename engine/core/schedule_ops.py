@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.core.commands import Append, Command
-from engine.core.errors import UnknownScheduleError
-from engine.core.events import (
+from cloudqueue.engine.core.commands import Append, Command
+from cloudqueue.engine.core.errors import UnknownScheduleError
+from cloudqueue.engine.core.events import (
     Event,
     ScheduleDeleted,
     SchedulePaused,
@@ -22,11 +22,11 @@ from engine.core.events import (
     TaskPurged,
     TaskSubmitted,
 )
-from engine.core.options import DeliveryMode
-from engine.core.schedules import MISSED_COUNT_CAP, Schedule, ScheduleSpec, task_id
+from cloudqueue.engine.core.options import DeliveryMode
+from cloudqueue.engine.core.schedules import MISSED_COUNT_CAP, Schedule, ScheduleSpec, task_id
 
 if TYPE_CHECKING:
-    from engine.core.task import Task
+    from cloudqueue.engine.core.task import Task
 
 
 class ScheduleOps:

@@ -19,9 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core.cron import CronExpr, check_interval, check_timezone, next_fire_ms, parse_cron
-from engine.core.errors import ValidationError
-from engine.core.options import (
+from cloudqueue.engine.core.cron import (
+    CronExpr,
+    check_interval,
+    check_timezone,
+    next_fire_ms,
+    parse_cron,
+)
+from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.options import (
     Limits,
     TaskOptions,
     check_function_name,
@@ -83,7 +89,7 @@ class ScheduleInfo:
     upcoming_ms: tuple[int, ...]
 
     def to_wire(self) -> dict[str, Any]:
-        from engine.core.task import iso_ms
+        from cloudqueue.engine.core.task import iso_ms
 
         spec = self.spec
         wire: dict[str, Any] = {"name": spec.name, "function": spec.function,

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from transitions import Machine
 
-from engine.core.errors import InvalidTransitionError
+from cloudqueue.engine.core.errors import InvalidTransitionError
 
 
 class TaskState(StrEnum):

@@ -11,10 +11,10 @@ from typing import Any
 
 import msgpack
 
-from engine.core.errors import ValidationError
-from engine.core.options import MAX_PARAMS_DEPTH, TaskOptions, check_params
-from engine.core.states import TaskState
-from engine.core.value import value
+from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.options import MAX_PARAMS_DEPTH, TaskOptions, check_params
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.value import value
 
 # A run's result as the log stores it (packed): a log record is capped at
 # engine.core.framing.MAX_RECORD_BYTES (16 MiB), and a snapshot keeps a task's params, result

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core.batch_codec import options_to_dict
-from engine.core.codec import UnknownRecordKindError, options_from_dict
-from engine.core.states import TaskState
-from engine.core.task import ABSENT, PackedParams, Task, pack_params, unpacked
+from cloudqueue.engine.core.batch_codec import options_to_dict
+from cloudqueue.engine.core.codec import UnknownRecordKindError, options_from_dict
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import ABSENT, PackedParams, Task, pack_params, unpacked
 
 _STATES = {state.value: state for state in TaskState}
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.core.engine import EngineCore
-from engine.core.errors import LogError
-from engine.core.framing import TailState
-from engine.runtime.log_file import BatchReader, list_segments, scan_segment
-from engine.runtime.rebuild import rebuild
-from engine.runtime.snapshot import encode_snapshot, list_snapshots, read_snapshot
+from cloudqueue.engine.core.engine import EngineCore
+from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.framing import TailState
+from cloudqueue.engine.runtime.log_file import BatchReader, list_segments, scan_segment
+from cloudqueue.engine.runtime.rebuild import rebuild
+from cloudqueue.engine.runtime.snapshot import encode_snapshot, list_snapshots, read_snapshot
 
 
 def fold(directory: Path, seq: int, last_segment: int, now_ms: int) -> bytes:

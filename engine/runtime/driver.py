@@ -17,13 +17,13 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable
 
-from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
-from engine.core.engine import EngineCore
-from engine.core.errors import LogError
-from engine.core.events import FailureKind
-from engine.core.task import TaskInfo
-from engine.runtime.clock import Clock, TimerCancel
-from engine.runtime.functions import (
+from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
+from cloudqueue.engine.core.engine import EngineCore
+from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.events import FailureKind
+from cloudqueue.engine.core.task import TaskInfo
+from cloudqueue.engine.runtime.clock import Clock, TimerCancel
+from cloudqueue.engine.runtime.functions import (
     Continued,
     Failed,
     Invoker,
@@ -31,9 +31,9 @@ from engine.runtime.functions import (
     Succeeded,
     Unavailable,
 )
-from engine.runtime.pacing import RunCap, SharedLagMonitor
-from engine.runtime.store import Store
-from engine.runtime.watchers import Watchers
+from cloudqueue.engine.runtime.pacing import RunCap, SharedLagMonitor
+from cloudqueue.engine.runtime.store import Store
+from cloudqueue.engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue.driver")
 

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import field
 from typing import Any, TypeAlias
 
-from engine.core.commands import Invoke
-from engine.core.errors import ConfigError, ValidationError
-from engine.core.events import FailureKind
-from engine.core.options import check_function_name
-from engine.core.progress import parse_progress
-from engine.core.value import value
+from cloudqueue.engine.core.commands import Invoke
+from cloudqueue.engine.core.errors import ConfigError, ValidationError
+from cloudqueue.engine.core.events import FailureKind
+from cloudqueue.engine.core.options import check_function_name
+from cloudqueue.engine.core.progress import parse_progress
+from cloudqueue.engine.core.value import value
 
 ProgressSink = Callable[[str, int, dict[str, Any]], None]
 

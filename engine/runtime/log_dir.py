@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.core.batch_codec import encode_segment_header
-from engine.core.errors import LogError
-from engine.runtime.log_file import (
+from cloudqueue.engine.core.batch_codec import encode_segment_header
+from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.runtime.log_file import (
     FORMAT_MARK,
     FileOps,
     LogLockedError,
@@ -25,8 +25,8 @@ from engine.runtime.log_file import (
     read_log,
     segment_name,
 )
-from engine.runtime.snapshot import latest_snapshot
-from engine.runtime.store import StoredState
+from cloudqueue.engine.runtime.snapshot import latest_snapshot
+from cloudqueue.engine.runtime.store import StoredState
 
 LoadedLog = StoredState  # what the log holds at open (the name the log's tools know it by)
 
@@ -76,7 +76,7 @@ async def fold_elsewhere(directory: Path, seq: int, last_segment: int) -> bytes:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.runtime.compactor", str(directory), str(seq),
+        sys.executable, "-m", "cloudqueue.engine.runtime.compactor", str(directory), str(seq),
         str(last_segment), str(int(time.time() * 1000)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     try:

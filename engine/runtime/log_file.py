@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.batch_codec import (
+from cloudqueue.engine.core.batch_codec import (
     SEGMENT_HEADER,
     SEGMENT_SEAL,
     decode_log_frame,
@@ -65,16 +65,16 @@ from engine.core.batch_codec import (
 
 # The log's errors live with all the others in engine.core.errors; they are re-exported here
 # for the modules and tests that import them from the log.
-from engine.core.errors import CorruptionKind as CorruptionKind
-from engine.core.errors import CorruptRecordError, EngineError
-from engine.core.errors import LogCorruptError as LogCorruptError
-from engine.core.errors import LogError as LogError
-from engine.core.errors import LogGapError as LogGapError
-from engine.core.errors import LogInconsistentError as LogInconsistentError
-from engine.core.errors import LogLockedError as LogLockedError
-from engine.core.errors import LogNeedsRepairError as LogNeedsRepairError
-from engine.core.events import Event
-from engine.core.framing import ScanResult, TailState, salvage, scan
+from cloudqueue.engine.core.errors import CorruptionKind as CorruptionKind
+from cloudqueue.engine.core.errors import CorruptRecordError, EngineError
+from cloudqueue.engine.core.errors import LogCorruptError as LogCorruptError
+from cloudqueue.engine.core.errors import LogError as LogError
+from cloudqueue.engine.core.errors import LogGapError as LogGapError
+from cloudqueue.engine.core.errors import LogInconsistentError as LogInconsistentError
+from cloudqueue.engine.core.errors import LogLockedError as LogLockedError
+from cloudqueue.engine.core.errors import LogNeedsRepairError as LogNeedsRepairError
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.framing import ScanResult, TailState, salvage, scan
 
 log = logging.getLogger("cloudqueue.log")
 

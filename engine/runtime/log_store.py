@@ -13,11 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.batch_codec import encode_batch, encode_segment_seal
-from engine.core.errors import DiskFullError, LogError, LogPoisonedError, OutcomeUnknownError
-from engine.core.events import Event, TaskSubmitted
-from engine.runtime.io_thread import IoThread
-from engine.runtime.log_dir import (
+from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_seal
+from cloudqueue.engine.core.errors import (
+    DiskFullError,
+    LogError,
+    LogPoisonedError,
+    OutcomeUnknownError,
+)
+from cloudqueue.engine.core.events import Event, TaskSubmitted
+from cloudqueue.engine.runtime.io_thread import IoThread
+from cloudqueue.engine.runtime.log_dir import (
     LoadedLog,
     create_segment,
     fold_elsewhere,
@@ -25,7 +30,7 @@ from engine.runtime.log_dir import (
     lock_directory,
     mark_format,
 )
-from engine.runtime.log_file import (
+from cloudqueue.engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     SEGMENT_PREFIX,
     SEGMENT_SUFFIX,
@@ -36,8 +41,8 @@ from engine.runtime.log_file import (
     list_segments,
     segment_name,
 )
-from engine.runtime.snapshot import remove_covered, write_snapshot
-from engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
+from cloudqueue.engine.runtime.snapshot import remove_covered, write_snapshot
+from cloudqueue.engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
 
 log = logging.getLogger("cloudqueue.log")
 T = TypeVar("T")

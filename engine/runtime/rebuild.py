@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.core.engine import EngineCore
-from engine.core.events import Event
-from engine.core.schedules import Schedule
-from engine.core.task import Task
-from engine.runtime.log_file import apply_logged
+from cloudqueue.engine.core.engine import EngineCore
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.schedules import Schedule
+from cloudqueue.engine.core.task import Task
+from cloudqueue.engine.runtime.log_file import apply_logged
 
 
 def rebuild(core: EngineCore, events: Iterable[Event], *, snapshot_seq: int = 0,

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from engine.core.codec import (
+from cloudqueue.engine.core.codec import (
     SCHEMA_VERSION,
     UnknownRecordKindError,
     decode_record,
@@ -37,11 +37,11 @@ from engine.core.codec import (
     schedule_to_record,
     task_from_record,
 )
-from engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
-from engine.core.schedules import Schedule
-from engine.core.task import Task
-from engine.core.task_rows import task_from_array, task_to_array
-from engine.runtime.log_file import FileOps, LogCorruptError, list_segments
+from cloudqueue.engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
+from cloudqueue.engine.core.schedules import Schedule
+from cloudqueue.engine.core.task import Task
+from cloudqueue.engine.core.task_rows import task_from_array, task_to_array
+from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".snap"

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from engine.core.errors import LogError
-from engine.core.events import Event
-from engine.core.schedules import Schedule
-from engine.core.task import Task
+from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.schedules import Schedule
+from cloudqueue.engine.core.task import Task
 
 
 class OpenReport(Protocol):

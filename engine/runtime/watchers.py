@@ -21,8 +21,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from engine.core.errors import LogError
-from engine.core.events import (
+from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.events import (
     Event,
     ProgressReported,
     RunContinued,
@@ -31,8 +31,8 @@ from engine.core.events import (
     RunStarted,
     TaskSubmitted,
 )
-from engine.core.task import TaskInfo
-from engine.runtime.store import Store
+from cloudqueue.engine.core.task import TaskInfo
+from cloudqueue.engine.runtime.store import Store
 
 BUFFER = 64
 

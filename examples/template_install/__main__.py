@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.core.states import TaskState
+from cloudqueue.engine.core.states import TaskState
 
 from .demo import Demo
 from .watch import show_progress

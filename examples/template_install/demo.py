@@ -23,12 +23,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from adapters.client import QueueClient
-from adapters.function_host import FunctionHost
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys
-from adapters.http_invoker.invoker import HttpInvoker
-from engine.embedded import Engine
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.client import QueueClient
+from cloudqueue.adapters.function_host import FunctionHost
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
+from cloudqueue.engine.embedded import Engine
 
 from .install import Installer, define_install
 from .template import DEFAULT_COLLECTIONS, make_archive

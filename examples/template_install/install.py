@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.function_host import Call, CloudError, FunctionHost
+from cloudqueue.adapters.function_host import Call, CloudError, FunctionHost
 
 from .template import COLLECTIONS_PREFIX, FILES_PREFIX
 

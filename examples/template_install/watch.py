@@ -15,9 +15,9 @@ import sys
 from contextlib import aclosing
 from typing import TextIO
 
-from adapters.client import QueueClient
-from engine.core.states import TaskState
-from engine.core.task import TaskInfo
+from cloudqueue.adapters.client import QueueClient
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import TaskInfo
 
 WIDTH = 32
 

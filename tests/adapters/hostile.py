@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from adapters.http_api.auth import AppKeys
-from adapters.server import AppConfig, ServeConfig, running
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.server import AppConfig, ServeConfig, running
 
 KEYS = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
 MASTER = f"X-LC-Id: appA\r\nX-LC-Key: {KEYS.master_key},master\r\n".encode()

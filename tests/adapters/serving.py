@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys
-from engine import Engine
+from cloudqueue import Engine
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
 
 A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
 

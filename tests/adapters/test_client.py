@@ -18,16 +18,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.client import (
+from cloudqueue import Engine, RunContext, TaskState
+from cloudqueue.adapters.client import (
     QueueClient,
     QueueUnavailableError,
     QuotaExceededError,
     UnexpectedResponseError,
     task_info_from_wire,
 )
-from adapters.http_api.app import QueueApp, create_app
-from engine import Engine, RunContext, TaskState
-from engine.core.errors import (
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.engine.core.errors import (
     ConfigError,
     CorruptionKind,
     DiskFullError,
@@ -44,9 +44,9 @@ from engine.core.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from engine.core.options import parse_options
-from engine.core.quotas import Quotas
-from engine.core.task import ABSENT, TaskInfo
+from cloudqueue.engine.core.options import parse_options
+from cloudqueue.engine.core.quotas import Quotas
+from cloudqueue.engine.core.task import ABSENT, TaskInfo
 from tests.adapters.conftest import Handler
 from tests.adapters.serving import A, serving
 

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.client import QueueClient, QueueUnavailableError
-from engine import Engine, RunContext, TaskState
-from engine.core.errors import UnauthorizedError, UnknownTaskError
-from engine.core.task import TaskInfo
+from cloudqueue import Engine, RunContext, TaskState
+from cloudqueue.adapters.client import QueueClient, QueueUnavailableError
+from cloudqueue.engine.core.errors import UnauthorizedError, UnknownTaskError
+from cloudqueue.engine.core.task import TaskInfo
 from tests.adapters.serving import A, serving
 
 TASKS = "/1.1/engine/cloud-queue/tasks"

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.client import QueueClient, UnexpectedResponseError
-from engine import Engine, RunContext
-from engine.core.errors import (
+from cloudqueue import Engine, RunContext
+from cloudqueue.adapters.client import QueueClient, UnexpectedResponseError
+from cloudqueue.engine.core.errors import (
     ForbiddenError,
     UnauthorizedError,
     UnknownScheduleError,
     ValidationError,
 )
-from engine.core.options import DeliveryMode
+from cloudqueue.engine.core.options import DeliveryMode
 from tests.adapters.conftest import Handler
 from tests.adapters.serving import A, serving
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.server import apps_from_env, connection_limits, load_config
-from engine.core.errors import ConfigError
-from engine.core.quotas import Quotas
+from cloudqueue.engine.core.errors import ConfigError
+from cloudqueue.engine.core.quotas import Quotas
+from cloudqueue.server import apps_from_env, connection_limits, load_config
 
 GOOD = """
 port = 3200

@@ -22,9 +22,9 @@ from typing import TypedDict, Unpack
 
 import pytest
 
-from adapters.client import QueueClient
-from engine import cron_cli
-from engine.core.task import iso_ms
+from cloudqueue import cron_cli
+from cloudqueue.adapters.client import QueueClient
+from cloudqueue.engine.core.task import iso_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPR = "0 30 10-13 ? * WED,FRI"
@@ -78,7 +78,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     data_dir = tmp_path_factory.mktemp("serve")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--data-dir",
+        [sys.executable, "-m", "cloudqueue", "serve", "--port", str(port), "--data-dir",
          str(data_dir)], env=clean_env(), cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
@@ -96,7 +96,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def cron(*args: str, env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cron_cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cloudqueue.cron_cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.function_host import Call, CloudError, FunctionHost, ProgressError
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys, sign
-from adapters.http_invoker.invoker import HttpInvoker
-from engine import Engine
+from cloudqueue import Engine
+from cloudqueue.adapters.auth import AppKeys, sign
+from cloudqueue.adapters.function_host import Call, CloudError, FunctionHost, ProgressError
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 
 K = AppKeys("hostApp", "host-app-key-0123", "host-master-0123", "host-hook-0123")
 NO_HOOK = AppKeys("hostApp", "host-app-key-0123", "host-master-0123")

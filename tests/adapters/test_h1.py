@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trustme
 
-from adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient, _Parser
+from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient, _Parser
 
 # one connection's side of the conversation; reads requests through Scripted.read_request
 Script = Callable[["Scripted", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys, sign
-from adapters.http_invoker.invoker import HttpInvoker
-from engine import Engine, TaskInfo
+from cloudqueue import Engine, TaskInfo
+from cloudqueue.adapters.auth import AppKeys, sign
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 from tests.adapters.function_host import FunctionHost, error, hang, ok
 
 A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789", "appA-hook")
@@ -375,7 +375,7 @@ async def test_openapi_document_is_served_and_covers_every_route(queue: Queue) -
 
 
 async def test_over_a_quota_answers_429_with_retry_after(tmp_path: Path) -> None:
-    from engine.core.quotas import Quotas
+    from cloudqueue.engine.core.quotas import Quotas
 
     tenants = {A.app_id: QueueApp(A, Engine(data_dir=tmp_path / "q",
                                             quotas=Quotas(per_day=2, rate_per_s=1000)))}
@@ -402,9 +402,9 @@ def test_the_documents_id_pattern_is_exactly_what_the_server_accepts(field: str)
     import json
     import re
 
-    from adapters.http_api.app import OPENAPI_PATH
-    from engine.core.errors import ValidationError
-    from engine.core.options import check_unique_id
+    from cloudqueue.adapters.http_api.app import OPENAPI_PATH
+    from cloudqueue.engine.core.errors import ValidationError
+    from cloudqueue.engine.core.options import check_unique_id
 
     schema = json.loads(OPENAPI_PATH.read_text())["components"]["schemas"]["EnqueueRequest"]
     pattern = re.compile(schema["properties"][field]["pattern"])

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import sign
-from adapters.http_invoker.invoker import HttpInvoker
-from engine import Engine
+from cloudqueue import Engine
+from cloudqueue.adapters.auth import sign
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 from tests.adapters.function_host import FunctionHost, ok
 from tests.adapters.test_http_api import A, app_role, master
 

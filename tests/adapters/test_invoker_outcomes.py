@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.client import QueueClient, QueueUnavailableError
-from adapters.http_api.auth import AppKeys
-from adapters.http_invoker.h1 import ConnectFailed, HostClient
-from adapters.http_invoker.invoker import HttpInvoker
-from adapters.http_invoker.outcome import classify_response
-from engine import Engine, FakeClock, TaskState
-from engine.core.events import FailureKind
-from engine.runtime.functions import Failed
+from cloudqueue import Engine, FakeClock, TaskState
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.client import QueueClient, QueueUnavailableError
+from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, HostClient
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
+from cloudqueue.adapters.http_invoker.outcome import classify_response
+from cloudqueue.engine.core.events import FailureKind
+from cloudqueue.engine.runtime.functions import Failed
 
 T0 = 1_700_000_000_000
 KEYS = AppKeys("app", "app-key-0123456789", "master-key-0123456789", "hook-key-0123456789")

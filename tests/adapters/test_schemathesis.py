@@ -100,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = workdir / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port",
+            [sys.executable, "-m", "cloudqueue", "serve", "--host", "127.0.0.1", "--port",
              str(port), "--data-dir", str(workdir / "data")],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     running = Server(f"http://127.0.0.1:{port}", log, process)

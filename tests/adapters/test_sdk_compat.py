@@ -198,7 +198,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         python_path = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         with queue_log.open("wb") as out:
             queue = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "serve", "--port", str(queue_port),
+                [sys.executable, "-m", "cloudqueue", "serve", "--port", str(queue_port),
                  "--data-dir", str(work / "data"), "--function-host", host_url,
                  "--concurrency", "1"],
                 cwd=ROOT, env={**env, "PYTHONPATH": python_path}, stdin=subprocess.DEVNULL,

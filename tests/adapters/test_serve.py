@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from adapters.http_api.auth import sign
+from cloudqueue.adapters.auth import sign
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"LEANCLOUD_APP_ID": "srv", "LEANCLOUD_APP_KEY": "srv-app-key",
@@ -22,7 +22,7 @@ ENV = {"LEANCLOUD_APP_ID": "srv", "LEANCLOUD_APP_KEY": "srv-app-key",
 def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--data-dir",
+        [sys.executable, "-m", "cloudqueue", "serve", "--port", str(port), "--data-dir",
          str(data_dir), *extra], env=env, cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import check_function_host
-from adapters.http_api.auth import AppKeys
-from adapters.server import AppConfig, ServeConfig, running
-from engine.core.errors import ConfigError
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.config import check_function_host
+from cloudqueue.engine.core.errors import ConfigError
+from cloudqueue.server import AppConfig, ServeConfig, running
 from tests.adapters.hostile import exchange, request
 
 KEYS = AppKeys("appA", "app-key-SECRET-1", "master-key-SECRET-2")

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from adapters.http_api import listener as listener_module
-from adapters.http_api import stream
-from adapters.http_api.listener import Listener, bind
-from adapters.http_api.logs import RepeatFilter, rate_limit_logs
-from adapters.http_api.protocol import ConnectionCount
+from cloudqueue.adapters.http_api import listener as listener_module
+from cloudqueue.adapters.http_api import stream
+from cloudqueue.adapters.http_api.listener import Listener, bind
+from cloudqueue.adapters.http_api.logs import RepeatFilter, rate_limit_logs
+from cloudqueue.adapters.http_api.protocol import ConnectionCount
 from tests.adapters.hostile import MASTER, TASKS, exchange, parse, request, serving
 
 SHORT_MS = 300  # every timeout under test

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine
-from engine.cli import main
-from engine.core.batch_codec import decode_log_payload
-from engine.core.framing import scan
-from engine.runtime.log_dir import locked
-from engine.runtime.log_file import list_segments
+from cloudqueue import Engine
+from cloudqueue.cli import main
+from cloudqueue.engine.core.batch_codec import decode_log_payload
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.runtime.log_dir import locked
+from cloudqueue.engine.runtime.log_file import list_segments
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"LEANCLOUD_APP_ID": "srv", "LEANCLOUD_APP_KEY": "srv-app-key",
@@ -141,7 +141,7 @@ def test_the_app_id_from_the_environment_is_checked_too(
 def test_as_a_process_a_refusal_is_one_line_without_a_traceback(tmp_path: Path,
                                                                 busy_port: int) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(busy_port), "--data-dir",
+        [sys.executable, "-m", "cloudqueue", "serve", "--port", str(busy_port), "--data-dir",
          str(tmp_path)], env={**os.environ, **ENV, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

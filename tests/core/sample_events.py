@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from engine.core.events import (
+from cloudqueue.engine.core.events import (
     Event,
     FailureKind,
     ProgressReported,
@@ -20,8 +20,8 @@ from engine.core.events import (
     TaskPurged,
     TaskSubmitted,
 )
-from engine.core.options import DeliveryMode, TaskOptions
-from engine.core.schedules import ScheduleSpec
+from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
+from cloudqueue.engine.core.schedules import ScheduleSpec
 
 T = 1_700_000_000_000
 EVENTS: list[Event] = [

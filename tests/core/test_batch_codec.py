@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from engine.core.batch_codec import (
+from cloudqueue.engine.core.batch_codec import (
     LOG_FORMAT,
     MAX_FRAME_RECORDS,
     FrameInfo,
@@ -22,13 +22,13 @@ from engine.core.batch_codec import (
     segment_marker,
     to_array,
 )
-from engine.core.codec import UnknownRecordKindError, batch_marker, encode_event
-from engine.core.events import Event, TaskSubmitted
-from engine.core.framing import scan
-from engine.core.options import TaskOptions
-from engine.core.states import TaskState
-from engine.core.task import ABSENT, Task
-from engine.core.task_rows import task_from_array, task_to_array
+from cloudqueue.engine.core.codec import UnknownRecordKindError, batch_marker, encode_event
+from cloudqueue.engine.core.events import Event, TaskSubmitted
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import ABSENT, Task
+from cloudqueue.engine.core.task_rows import task_from_array, task_to_array
 from tests.core.sample_events import EVENTS, T
 
 

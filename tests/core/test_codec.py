@@ -5,14 +5,14 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from engine.core.codec import (
+from cloudqueue.engine.core.codec import (
     SCHEMA_VERSION,
     UnknownRecordKindError,
     decode_event,
     encode_event,
     to_record,
 )
-from engine.core.events import Event
+from cloudqueue.engine.core.events import Event
 from tests.core.sample_events import EVENTS, T
 
 

@@ -15,8 +15,8 @@ from croniter import croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.core import cron
-from engine.core.cron import (
+from cloudqueue.engine.core import cron
+from cloudqueue.engine.core.cron import (
     MAX_PREVIEW,
     check_interval,
     check_timezone,
@@ -24,7 +24,7 @@ from engine.core.cron import (
     next_fire_ms,
     parse_cron,
 )
-from engine.core.errors import ValidationError
+from cloudqueue.engine.core.errors import ValidationError
 
 
 def ms(iso: str) -> int:

@@ -6,13 +6,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
-from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import DuplicateTaskError, InvalidTransitionError, UnknownTaskError
-from engine.core.events import Event, FailureKind, RunFailed, RunRequeued, TaskPurged
-from engine.core.options import DeliveryMode, parse_options
-from engine.core.states import TaskState
-from engine.core.task import iso_ms
+from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
+from cloudqueue.engine.core.engine import CoreConfig, EngineCore
+from cloudqueue.engine.core.errors import (
+    DuplicateTaskError,
+    InvalidTransitionError,
+    UnknownTaskError,
+)
+from cloudqueue.engine.core.events import Event, FailureKind, RunFailed, RunRequeued, TaskPurged
+from cloudqueue.engine.core.options import DeliveryMode, parse_options
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import iso_ms
 
 C = TypeVar("C")
 T0 = 1_000_000

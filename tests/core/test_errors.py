@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.core import codec, errors, framing, quotas
-from engine.core.errors import (
+from cloudqueue.engine.core import codec, errors, framing, quotas
+from cloudqueue.engine.core.errors import (
     ERROR_TYPES,
     ConfigError,
     CorruptionKind,
@@ -118,7 +118,7 @@ def test_every_error_type_is_named_once_and_every_class_lives_in_errors() -> Non
 
 
 def test_the_old_import_locations_still_work() -> None:
-    from engine.runtime import log_file
+    from cloudqueue.engine.runtime import log_file
     assert log_file.LogCorruptError is LogCorruptError
     assert log_file.LogGapError is LogGapError
     assert log_file.LogInconsistentError is LogInconsistentError

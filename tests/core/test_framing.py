@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import framing
-from engine.core.framing import (
+from cloudqueue.engine.core import framing
+from cloudqueue.engine.core.framing import (
     FRAME_TYPE_FULL,
     HEADER_SIZE,
     MAX_RECORD_BYTES,
@@ -601,7 +601,7 @@ def test_any_truncated_log_yields_its_complete_frames_and_decoder_agrees(
 
 
 def test_salvage_keeps_every_valid_frame_around_damage() -> None:
-    from engine.core.framing import salvage
+    from cloudqueue.engine.core.framing import salvage
 
     frames = [encode_frame(bytes([i]) * (10 + i)) for i in range(6)]
     data = bytearray(b"".join(frames))

@@ -67,12 +67,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from engine.core.commands import CancelRun, Command, Invoke, TaskFinished
-from engine.core.engine import CoreConfig, EngineCore
-from engine.core.errors import DuplicateTaskError, InvalidTransitionError, UnknownTaskError
-from engine.core.events import FailureKind
-from engine.core.options import DeliveryMode, TaskOptions
-from engine.core.task import iso_ms
+from cloudqueue.engine.core.commands import CancelRun, Command, Invoke, TaskFinished
+from cloudqueue.engine.core.engine import CoreConfig, EngineCore
+from cloudqueue.engine.core.errors import (
+    DuplicateTaskError,
+    InvalidTransitionError,
+    UnknownTaskError,
+)
+from cloudqueue.engine.core.events import FailureKind
+from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
+from cloudqueue.engine.core.task import iso_ms
 
 AT_LEAST_ONCE = DeliveryMode.AT_LEAST_ONCE
 AT_MOST_ONCE = DeliveryMode.AT_MOST_ONCE

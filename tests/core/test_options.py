@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from engine.core.errors import ValidationError
-from engine.core.options import (
+from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.options import (
     DeliveryMode,
     Limits,
     TaskOptions,

@@ -6,11 +6,11 @@ from typing import TypedDict, Unpack
 
 import pytest
 
-from engine.core.commands import Append, Invoke
-from engine.core.engine import CoreConfig, EngineCore
-from engine.core.events import Event
-from engine.core.options import TaskOptions
-from engine.core.quotas import DAY_MS, QuotaExceededError, Quotas
+from cloudqueue.engine.core.commands import Append, Invoke
+from cloudqueue.engine.core.engine import CoreConfig, EngineCore
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.quotas import DAY_MS, QuotaExceededError, Quotas
 
 DAY0 = 20_000 * DAY_MS  # a UTC midnight
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.ready_queue import ReadyQueue
+from cloudqueue.engine.core.ready_queue import ReadyQueue
 
 
 def drain(q: ReadyQueue) -> list[str]:

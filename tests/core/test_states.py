@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from transitions import MachineError
 
-from engine.core.errors import InvalidTransitionError
-from engine.core.states import TASK_MACHINE, TaskState, Trigger, can_fire, fire
+from cloudqueue.engine.core.errors import InvalidTransitionError
+from cloudqueue.engine.core.states import TASK_MACHINE, TaskState, Trigger, can_fire, fire
 
 S, T = TaskState, Trigger
 

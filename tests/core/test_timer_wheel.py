@@ -12,8 +12,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from engine.core import timer_wheel
-from engine.core.timer_wheel import TimerHandle, TimerWheel
+from cloudqueue.engine.core import timer_wheel
+from cloudqueue.engine.core.timer_wheel import TimerHandle, TimerWheel
 
 T0 = 1_700_000_000_000  # an epoch-ms start, like production
 

@@ -17,12 +17,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine import Engine, FakeClock, RunContext
-from engine.core.batch_codec import encode_batch, encode_segment_header
-from engine.core.codec import batch_marker, encode_event
-from engine.core.events import Event
-from engine.core.framing import encode_frame
-from engine.runtime.log_file import segment_name
+from cloudqueue import Engine, FakeClock, RunContext
+from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_header
+from cloudqueue.engine.core.codec import batch_marker, encode_event
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.framing import encode_frame
+from cloudqueue.engine.runtime.log_file import segment_name
 from tests.core.sample_events import EVENTS
 
 HERE = Path(__file__).parent / "logs"
@@ -39,7 +39,7 @@ def format2(events: list[Event]) -> bytes:
     """Format 2: one frame per batch, ``[2, synced_bytes, [records]]``."""
     import msgpack
 
-    from engine.core.batch_codec import to_array
+    from cloudqueue.engine.core.batch_codec import to_array
 
     payload = msgpack.packb([2, 0, [to_array(e) for e in events]], use_bin_type=True)
     return encode_frame(payload)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import Engine, RunContext, UnknownTaskError  # noqa: E402
+from cloudqueue import Engine, RunContext, UnknownTaskError  # noqa: E402
 
 KEEP_RESULT_MS = 3_600_000  # nothing may expire while the test runs
 MODES = {"L": "atLeastOnce", "M": "atMostOnce"}

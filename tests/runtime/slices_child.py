@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from engine import Continue, Engine, RunContext  # noqa: E402
+from cloudqueue import Continue, Engine, RunContext  # noqa: E402
 
 STEPS = 40
 

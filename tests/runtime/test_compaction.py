@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, FakeClock, LogError, LogPoisonedError, RunContext, TaskInfo
-from engine.core.engine import EngineCore
-from engine.runtime.log_file import FileOps, LogCorruptError, list_segments
-from engine.runtime.log_store import LogStore
-from engine.runtime.snapshot import encode_snapshot, list_snapshots
+from cloudqueue import Engine, FakeClock, LogError, LogPoisonedError, RunContext, TaskInfo
+from cloudqueue.engine.core.engine import EngineCore
+from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
+from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.snapshot import encode_snapshot, list_snapshots
 
 T0 = 1_700_000_000_000
 

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from engine import Continue, Engine, FakeClock, RunContext
-from engine.core.events import RunContinued
-from engine.runtime.log_file import read_log
+from cloudqueue import Continue, Engine, FakeClock, RunContext
+from cloudqueue.engine.core.events import RunContinued
+from cloudqueue.engine.runtime.log_file import read_log
 
 T0 = 1_700_000_000_000
 

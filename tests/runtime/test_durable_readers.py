@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine import Engine, FakeClock, RunContext, TaskState
-from engine.runtime.log_file import FileOps
+from cloudqueue import Engine, FakeClock, RunContext, TaskState
+from cloudqueue.engine.runtime.log_file import FileOps
 
 T0 = 1_700_000_000_000
 

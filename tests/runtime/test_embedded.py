@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine import (
+from cloudqueue import (
     DuplicateTaskError,
     Engine,
     EngineClosedError,
@@ -20,8 +20,8 @@ from engine import (
     UnknownTaskError,
     ValidationError,
 )
-from engine.core.errors import ConfigError
-from engine.core.task import iso_ms
+from cloudqueue.engine.core.errors import ConfigError
+from cloudqueue.engine.core.task import iso_ms
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine import (
+from cloudqueue import (
     DiskFullError,
     DuplicateTaskError,
     Engine,
@@ -19,9 +19,9 @@ from engine import (
     UnknownTaskError,
     ValidationError,
 )
-from engine.core.events import TaskPurged, TaskSubmitted
-from engine.core.quotas import QuotaExceededError, Quotas
-from engine.runtime.log_file import read_log
+from cloudqueue.engine.core.events import TaskPurged, TaskSubmitted
+from cloudqueue.engine.core.quotas import QuotaExceededError, Quotas
+from cloudqueue.engine.runtime.log_file import read_log
 from tests.runtime.test_log_store import CountingOps
 
 T0 = 1_700_000_000_000

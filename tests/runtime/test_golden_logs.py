@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, FakeClock, TaskState
-from engine.core.framing import scan
-from engine.runtime.log_file import LogCorruptError, LogGapError, list_segments, read_log
+from cloudqueue import Engine, FakeClock, TaskState
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.runtime.log_file import LogCorruptError, LogGapError, list_segments, read_log
 from tests.core.sample_events import EVENTS
 from tests.data.make_golden import T0, format3
 

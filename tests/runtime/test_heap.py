@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from engine.runtime.heap import HeapFreezer
+from cloudqueue.engine.runtime.heap import HeapFreezer
 
 
 class FakeGc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from engine.runtime.ids import random_uuid
+from cloudqueue.engine.runtime.ids import random_uuid
 
 
 def test_random_ids_are_canonical_version_4_uuids() -> None:

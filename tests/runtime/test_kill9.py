@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, TaskInfo, TaskState, UnknownTaskError
+from cloudqueue import Engine, TaskInfo, TaskState, UnknownTaskError
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("crash_child.py")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, TaskState
-from engine.core.batch_codec import decode_log_payload
-from engine.core.framing import scan
-from engine.log_tool import CLEAN, DAMAGED, REFUSED, TORN, run
-from engine.runtime.log_file import LogCorruptError, list_segments
-from engine.runtime.snapshot import list_snapshots
+from cloudqueue import Engine, TaskState
+from cloudqueue.engine.core.batch_codec import decode_log_payload
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.runtime.log_file import LogCorruptError, list_segments
+from cloudqueue.engine.runtime.snapshot import list_snapshots
+from cloudqueue.log_tool import CLEAN, DAMAGED, REFUSED, TORN, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ async def test_verify_reports_a_torn_tail_without_touching_it(tmp_path: Path) ->
 
 async def test_verify_reports_an_unfinished_split_batch_as_a_torn_tail(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.core.batch_codec as batch_codec
+    import cloudqueue.engine.core.batch_codec as batch_codec
 
     monkeypatch.setattr(batch_codec, "MAX_FRAME_RECORDS", 4)
     await make_log(tmp_path)
@@ -123,7 +123,7 @@ async def test_repair_refuses_while_a_queue_runs_on_the_directory(
 async def test_the_console_command_exits_with_the_verdict(tmp_path: Path) -> None:
     await make_log(tmp_path)
     damage_frame(tmp_path, 1)
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "log", "verify", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "cloudqueue", "log", "verify", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == DAMAGED
     assert "is damaged at offset" in result.stdout

@@ -8,16 +8,16 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from engine import Engine, FakeClock, LogError, TaskState
-from engine.core.batch_codec import LOG_FORMAT, segment_marker
-from engine.core.codec import batch_marker, encode_event, encode_record, task_to_record
-from engine.core.errors import UnknownTaskError
-from engine.core.events import Event, RunStarted, TaskCancelled, TaskSubmitted
-from engine.core.framing import encode_frame, scan
-from engine.core.options import TaskOptions
-from engine.core.task import Task
-from engine.runtime.log_file import LogCorruptError, segment_name
-from engine.runtime.snapshot import encode_snapshot_records, snapshot_name
+from cloudqueue import Engine, FakeClock, LogError, TaskState
+from cloudqueue.engine.core.batch_codec import LOG_FORMAT, segment_marker
+from cloudqueue.engine.core.codec import batch_marker, encode_event, encode_record, task_to_record
+from cloudqueue.engine.core.errors import UnknownTaskError
+from cloudqueue.engine.core.events import Event, RunStarted, TaskCancelled, TaskSubmitted
+from cloudqueue.engine.core.framing import encode_frame, scan
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.task import Task
+from cloudqueue.engine.runtime.log_file import LogCorruptError, segment_name
+from cloudqueue.engine.runtime.snapshot import encode_snapshot_records, snapshot_name
 
 T0 = 1_700_000_000_000
 OPTS = TaskOptions(delay_ms=3_600_000)
@@ -100,7 +100,7 @@ async def test_a_split_batch_cut_before_its_last_frame_is_dropped_whole(
     """A crash between the frames of a big ``enqueue_many`` batch (never acknowledged) must not
     bring back part of it — and the frames it left must not be read as the start of a later
     batch once the queue writes on after them."""
-    import engine.core.batch_codec as batch_codec
+    import cloudqueue.engine.core.batch_codec as batch_codec
 
     monkeypatch.setattr(batch_codec, "MAX_FRAME_RECORDS", 4)
     clock = FakeClock(T0)

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, FakeClock
-from engine.core.framing import scan
-from engine.log_tool import CLEAN, DAMAGED, describe, repair
-from engine.runtime.log_file import (
+from cloudqueue import Engine, FakeClock
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.runtime.log_file import (
     FORMAT_MARK,
     LogCorruptError,
     LogGapError,
     list_segments,
     segment_name,
 )
-from engine.runtime.snapshot import list_snapshots
+from cloudqueue.engine.runtime.snapshot import list_snapshots
+from cloudqueue.log_tool import CLEAN, DAMAGED, describe, repair
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000
@@ -155,10 +155,10 @@ async def test_a_torn_seal_before_a_complete_successor_loses_nothing(tmp_path: P
 
 async def test_a_log_from_before_segment_headers_still_loads_and_is_upgraded(
         tmp_path: Path) -> None:
-    from engine.core.codec import encode_event
-    from engine.core.events import TaskSubmitted
-    from engine.core.framing import encode_frame
-    from engine.core.options import TaskOptions
+    from cloudqueue.engine.core.codec import encode_event
+    from cloudqueue.engine.core.events import TaskSubmitted
+    from cloudqueue.engine.core.framing import encode_frame
+    from cloudqueue.engine.core.options import TaskOptions
 
     old = [TaskSubmitted(i, T0, f"t{i}", "f", {}, TaskOptions(delay_ms=DAY), T0)
            for i in (1, 2)]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine import (
+from cloudqueue import (
     DiskFullError,
     DuplicateTaskError,
     Engine,
@@ -21,12 +21,12 @@ from engine import (
     TaskState,
     UnknownTaskError,
 )
-from engine.core.codec import encode_event
-from engine.core.errors import OutcomeUnknownError
-from engine.core.events import RunStarted, TaskSubmitted
-from engine.core.framing import encode_frame, scan
-from engine.core.options import DeliveryMode, TaskOptions
-from engine.runtime.log_file import (
+from cloudqueue.engine.core.codec import encode_event
+from cloudqueue.engine.core.errors import OutcomeUnknownError
+from cloudqueue.engine.core.events import RunStarted, TaskSubmitted
+from cloudqueue.engine.core.framing import encode_frame, scan
+from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
+from cloudqueue.engine.runtime.log_file import (
     FileOps,
     FsyncPolicy,
     LogCorruptError,
@@ -357,7 +357,7 @@ async def test_run_outcome_during_a_full_disk_is_written_once_space_returns(
 
 
 async def test_daily_quota_count_survives_restart_and_compaction(tmp_path: Path) -> None:
-    from engine.core.quotas import QuotaExceededError, Quotas
+    from cloudqueue.engine.core.quotas import QuotaExceededError, Quotas
 
     clock = FakeClock(T0)
     quotas = Quotas(per_day=2)
@@ -405,7 +405,7 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
     """The run-started record of a task whose submission the full disk refused was queued
     behind it; it must go with the submission, not be written once space returns (the next
     start then failed on a KeyError while `log verify` said clean)."""
-    from engine.log_tool import CLEAN, describe
+    from cloudqueue.log_tool import CLEAN, describe
 
     ops = WriteGateOps()
     async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
@@ -442,8 +442,8 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
 
 async def test_a_record_that_does_not_follow_refuses_to_start_and_verify_says_so(
         tmp_path: Path) -> None:
-    from engine.log_tool import DAMAGED, describe
-    from engine.runtime.log_file import LogInconsistentError
+    from cloudqueue.engine.runtime.log_file import LogInconsistentError
+    from cloudqueue.log_tool import DAMAGED, describe
 
     write_log(tmp_path, [TaskSubmitted(1, T0, "a", "f", {}, TaskOptions(), T0),
                          RunStarted(2, T0 + 1, "ghost", 1)])
@@ -477,7 +477,7 @@ class RotationFaultOps(CountingOps):
 
 async def test_a_full_disk_at_rotation_keeps_writing_in_the_current_segment(
         tmp_path: Path) -> None:
-    from engine.log_tool import CLEAN, describe
+    from cloudqueue.log_tool import CLEAN, describe
 
     ops = RotationFaultOps()
     async with Engine(data_dir=tmp_path, file_ops=ops, segment_bytes=600) as queue:

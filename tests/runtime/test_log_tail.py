@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.codec import batch_marker, encode_event
-from engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
-from engine.core.framing import encode_frame
-from engine.core.options import TaskOptions
-from engine.runtime.log_dir import load_log
-from engine.runtime.log_file import LogCorruptError, segment_name
+from cloudqueue.engine.core.codec import batch_marker, encode_event
+from cloudqueue.engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
+from cloudqueue.engine.core.framing import encode_frame
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.runtime.log_dir import load_log
+from cloudqueue.engine.runtime.log_file import LogCorruptError, segment_name
 
 T0 = 1_700_000_000_000
 EVENTS: list[Event] = [

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, FakeClock, RunContext
-from engine.runtime.pacing import LagMonitor, RunCap, SharedLagMonitor
+from cloudqueue import Engine, FakeClock, RunContext
+from cloudqueue.engine.runtime.pacing import LagMonitor, RunCap, SharedLagMonitor
 
 
 def test_lag_above_the_mark_shrinks_the_cap_and_calm_grows_it_back_by_one() -> None:

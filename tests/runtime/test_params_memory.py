@@ -10,8 +10,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from engine import Engine, FakeClock, RunContext, TaskState
-from engine.core.task import PACK_PARAMS_ABOVE, PackedParams, pack_params
+from cloudqueue import Engine, FakeClock, RunContext, TaskState
+from cloudqueue.engine.core.task import PACK_PARAMS_ABOVE, PackedParams, pack_params
 
 T0 = 1_700_000_000_000
 

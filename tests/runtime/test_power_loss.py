@@ -91,7 +91,7 @@ from typing import Any
 
 import pytest
 
-from engine import (
+from cloudqueue import (
     DiskFullError,
     EngineError,
     FakeClock,
@@ -101,19 +101,19 @@ from engine import (
     TaskInfo,
     TaskState,
 )
-from engine.core.batch_codec import decode_log_payload
-from engine.core.errors import OutcomeUnknownError
-from engine.core.events import Event, TaskSubmitted
-from engine.core.framing import scan
-from engine.embedded import Engine
-from engine.runtime.log_file import (
+from cloudqueue.engine.core.batch_codec import decode_log_payload
+from cloudqueue.engine.core.errors import OutcomeUnknownError
+from cloudqueue.engine.core.events import Event, TaskSubmitted
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
     SEGMENT_PREFIX,
     FileOps,
     list_segments,
     read_log,
 )
-from engine.runtime.snapshot import list_snapshots, read_snapshot
+from cloudqueue.engine.runtime.snapshot import list_snapshots, read_snapshot
 
 T0 = 1_700_000_000_000
 SECTOR = 512

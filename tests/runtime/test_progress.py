@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import pytest
 
-from engine import Engine, FakeClock, RunContext, ValidationError
-from engine.core.errors import StaleRunError
-from engine.core.events import ProgressReported, RunSucceeded
-from engine.core.task import iso_ms
-from engine.runtime.log_file import read_log
+from cloudqueue import Engine, FakeClock, RunContext, ValidationError
+from cloudqueue.engine.core.errors import StaleRunError
+from cloudqueue.engine.core.events import ProgressReported, RunSucceeded
+from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.engine.runtime.log_file import read_log
 
 T0 = 1_700_000_000_000
 

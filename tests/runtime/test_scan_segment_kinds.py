@@ -7,14 +7,14 @@ import zlib
 
 import pytest
 
-from engine.core import framing
-from engine.core.batch_codec import encode_batch, encode_segment_header
-from engine.core.errors import CorruptionKind, CorruptRecordError, LogCorruptError
-from engine.core.events import TaskSubmitted
-from engine.core.framing import ScanResult, TailState, encode_frame
-from engine.core.options import TaskOptions
-from engine.runtime import log_file
-from engine.runtime.log_file import scan_segment
+from cloudqueue.engine.core import framing
+from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_header
+from cloudqueue.engine.core.errors import CorruptionKind, CorruptRecordError, LogCorruptError
+from cloudqueue.engine.core.events import TaskSubmitted
+from cloudqueue.engine.core.framing import ScanResult, TailState, encode_frame
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.runtime import log_file
+from cloudqueue.engine.runtime.log_file import scan_segment
 
 T0 = 1_700_000_000_000
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, FakeClock, RunContext, TaskState, ValidationError
-from engine.core.errors import UnknownScheduleError
-from engine.core.events import ScheduleSkipped, TaskSubmitted
-from engine.core.task import iso_ms
-from engine.runtime.log_file import read_log
+from cloudqueue import Engine, FakeClock, RunContext, TaskState, ValidationError
+from cloudqueue.engine.core.errors import UnknownScheduleError
+from cloudqueue.engine.core.events import ScheduleSkipped, TaskSubmitted
+from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.engine.runtime.log_file import read_log
 
 MONDAY = 1_704_067_200_000 + 7 * 86_400_000  # 2024-01-08T00:00:00Z, a Monday
 
@@ -178,9 +178,9 @@ async def test_a_crash_anywhere_in_a_firing_loses_no_slot_and_doubles_none(
     of the last firing's batch and restart within the slot's period."""
     import shutil
 
-    from engine.core.batch_codec import decode_log_payload
-    from engine.core.framing import scan
-    from engine.runtime.log_file import segment_name
+    from cloudqueue.engine.core.batch_codec import decode_log_payload
+    from cloudqueue.engine.core.framing import scan
+    from cloudqueue.engine.runtime.log_file import segment_name
 
     clock = FakeClock(MONDAY)
     original = tmp_path / "original"

@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.http_api.app import QueueApp, create_app
-from adapters.http_api.auth import AppKeys, sign
-from engine import Engine, RunContext, ValidationError
-from engine.core.options import MAX_STORABLE_INT, MIN_STORABLE_INT
-from engine.core.progress import parse_progress
-from engine.runtime.log_file import read_log
+from cloudqueue import Engine, RunContext, ValidationError
+from cloudqueue.adapters.auth import AppKeys, sign
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.engine.core.options import MAX_STORABLE_INT, MIN_STORABLE_INT
+from cloudqueue.engine.core.progress import parse_progress
+from cloudqueue.engine.runtime.log_file import read_log
 
 HUGE = 1 << 64  # one past what msgpack stores
 VALUES: list[Any] = [HUGE, -(1 << 63) - 1, 10 ** 40]

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, FakeClock, RunContext, TaskState
-from engine.core.events import TaskSubmitted
-from engine.core.options import TaskOptions
-from engine.runtime.log_store import LogStore
-from engine.runtime.store import MemoryStore, Store, StoredState, StoreHooks, StoreOpener
+from cloudqueue import Engine, FakeClock, RunContext, TaskState
+from cloudqueue.engine.core.events import TaskSubmitted
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.store import MemoryStore, Store, StoredState, StoreHooks, StoreOpener
 
 T0 = 1_700_000_000_000
 

@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from adapters.http_api.auth import AppKeys
-from adapters.http_invoker.h1 import AnswerTooLarge, _Parser
-from adapters.http_invoker.invoker import HttpInvoker
-from engine import Continue, Engine, FakeClock, RunContext, TaskState, ValidationError
-from engine.core.codec import encode_event
-from engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
-from engine.core.framing import encode_frame
-from engine.core.options import TaskOptions
-from engine.core.task import MAX_ERROR_CHARS, json_safe
-from engine.runtime.log_file import read_log, segment_name
+from cloudqueue import Continue, Engine, FakeClock, RunContext, TaskState, ValidationError
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.http_invoker.h1 import AnswerTooLarge, _Parser
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
+from cloudqueue.engine.core.codec import encode_event
+from cloudqueue.engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
+from cloudqueue.engine.core.framing import encode_frame
+from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.task import MAX_ERROR_CHARS, json_safe
+from cloudqueue.engine.runtime.log_file import read_log, segment_name
 
 T0 = 1_700_000_000_000
 KEYS = AppKeys("app", "app-key-0123456789", "master-key-0123456789")

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
-from engine import Continue, Engine, FakeClock, RunContext
-from engine.runtime.watchers import BUFFER
+from cloudqueue import Continue, Engine, FakeClock, RunContext
+from cloudqueue.engine.runtime.watchers import BUFFER
 
 T0 = 1_700_000_000_000
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.function_host import Call, CloudError, FunctionHost
-from adapters.http_api.auth import AppKeys
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.function_host import Call, CloudError, FunctionHost
 
 FUNCTION = "soak"
 MIB = 1024 * 1024

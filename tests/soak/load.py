@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.http_api.auth import sign
+from cloudqueue.adapters.auth import sign
 from tests.soak import rawhttp
 
 HOST = "127.0.0.1"

@@ -172,7 +172,7 @@ fsync = "always"
         log_path = self.tmp / f"server-{self.servers_started}.log"
         with log_path.open("wb") as log:
             self.server = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "serve", "--config",
+                [sys.executable, "-m", "cloudqueue", "serve", "--config",
                  str(self.tmp / "serve.toml")], env=_env(), cwd=ROOT, stdout=log,
                 stderr=subprocess.STDOUT)
         ready_s = await self._wait_ready(self.server, self.port, "/__health/ready", log_path)

@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import runpy
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import cron_cli
+from cloudqueue import cron_cli
 
 if TYPE_CHECKING:
-    from adapters.config import ServeConfig
+    from cloudqueue.config import ServeConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
-    example = Path(__file__).resolve().parent.parent / "examples" / "embedded_quickstart.py"
-    if not example.exists():
-        print(f"the demo needs a source checkout: {example.name} not found", file=sys.stderr)
-        return 2
-    runpy.run_path(str(example), run_name="__main__")
+    import asyncio
+
+    from cloudqueue import demo
+
+    asyncio.run(demo.main())
     return 0
 
 
 def _log(args: argparse.Namespace) -> int:
-    from engine import log_tool
+    from cloudqueue import log_tool
 
     return log_tool.run(args.action, args.data_dir)
 
@@ -36,8 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
     (2 for a bad configuration), never a traceback."""
     import asyncio
 
-    from adapters import server
-    from engine.core.errors import ConfigError
+    from cloudqueue import server
+    from cloudqueue.engine.core.errors import ConfigError
 
     try:
         config = _serve_config(args)
@@ -61,7 +60,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     import dataclasses
     import os
 
-    from adapters import server
+    from cloudqueue import server
 
     if args.config is not None:
         config = server.load_config(args.config)
@@ -151,5 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-
     sys.exit(main())

@@ -21,21 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from engine.core.batch_codec import (
+from cloudqueue.engine.core.batch_codec import (
     SEGMENT_HEADER,
     SEGMENT_SEAL,
     decode_log_payload,
     segment_marker,
 )
-from engine.core.codec import UnknownRecordKindError, to_record
-from engine.core.engine import EngineCore
-from engine.core.errors import LogError
-from engine.core.events import Event
-from engine.core.framing import TailState, salvage
-from engine.core.schedules import Schedule
-from engine.core.task import Task
-from engine.runtime.log_dir import create_segment, locked, mark_format
-from engine.runtime.log_file import (
+from cloudqueue.engine.core.codec import UnknownRecordKindError, to_record
+from cloudqueue.engine.core.engine import EngineCore
+from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.core.framing import TailState, salvage
+from cloudqueue.engine.core.schedules import Schedule
+from cloudqueue.engine.core.task import Task
+from cloudqueue.engine.runtime.log_dir import create_segment, locked, mark_format
+from cloudqueue.engine.runtime.log_file import (
     BatchReader,
     FileOps,
     LogCorruptError,
@@ -49,9 +49,9 @@ from engine.runtime.log_file import (
     list_segments,
     segment_name,
 )
-from engine.runtime.log_store import LogStore
-from engine.runtime.rebuild import rebuild
-from engine.runtime.snapshot import (
+from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.rebuild import rebuild
+from cloudqueue.engine.runtime.snapshot import (
     encode_snapshot,
     list_snapshots,
     read_snapshot,

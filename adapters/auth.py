@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from engine.core.errors import ValidationError
+from cloudqueue.engine.core.errors import ValidationError
 
 
 class Role(IntEnum):

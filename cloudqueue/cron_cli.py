@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine.core.cron import (
+from cloudqueue.engine.core.cron import (
     MAX_PREVIEW,
     CronExpr,
     check_interval,
@@ -48,9 +48,9 @@ from engine.core.cron import (
     fire_times,
     parse_cron,
 )
-from engine.core.errors import ConfigError, EngineError, ValidationError
-from engine.core.schedules import check_schedule_name, parse_schedule
-from engine.core.task import iso_ms
+from cloudqueue.engine.core.errors import ConfigError, EngineError, ValidationError
+from cloudqueue.engine.core.schedules import check_schedule_name, parse_schedule
+from cloudqueue.engine.core.task import iso_ms
 
 __all__ = ["DEFAULT_URL", "add_parser", "build_parser", "main", "run"]
 
@@ -204,7 +204,7 @@ Action = Callable[[Any, argparse.Namespace], Awaitable[Any]]
 
 
 async def _remote(args: argparse.Namespace) -> int:
-    from adapters.client import QueueClient
+    from cloudqueue.adapters.client import QueueClient
 
     url, app_id, master_key = _connection(args)
     try:

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from adapters.http_api.auth import AppKeys
-from engine.core.cron import check_timezone
-from engine.core.errors import ConfigError, ValidationError
-from engine.core.quotas import Quotas
-from engine.core.redact import redact_url
-from engine.runtime.log_file import FsyncPolicy
+from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.engine.core.cron import check_timezone
+from cloudqueue.engine.core.errors import ConfigError, ValidationError
+from cloudqueue.engine.core.quotas import Quotas
+from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.runtime.log_file import FsyncPolicy
 
 DEFAULT_PORT = 3100
 APP_ID_RULE = ("1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit "

@@ -1,6 +1,6 @@
 """The README's embedded example: define functions, enqueue tasks, read their outcome.
 
-Run it with `python examples/embedded_quickstart.py` (after `pip install -e .`). Tasks are kept
+Run it with `cloudqueue demo` (or `python -m cloudqueue.demo`). Tasks are kept
 in a durable log under ./data/demo (override with CLOUDQUEUE_DATA); run it twice and the second
 run replays the first one's log.
 """
@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from engine import Engine, RunContext
+from cloudqueue import Engine, RunContext
 
 
 async def main() -> None:

@@ -52,7 +52,16 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.config import (
+from cloudqueue.adapters.http_api.app import AppStartError, QueueApp, create_app
+from cloudqueue.adapters.http_api.listener import Listener, bind
+from cloudqueue.adapters.http_api.logs import AccessLog, rate_limit_logs
+from cloudqueue.adapters.http_api.protocol import (
+    ConnectionCount,
+    ConnectionLimits,
+    GuardedAppRunner,
+)
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
+from cloudqueue.config import (
     DEFAULT_PORT,
     AppConfig,
     ServeConfig,
@@ -61,16 +70,11 @@ from adapters.config import (
     check_function_host,
     load_config,
 )
-from adapters.http_api.app import AppStartError, QueueApp, create_app
-from adapters.http_api.listener import Listener, bind
-from adapters.http_api.logs import AccessLog, rate_limit_logs
-from adapters.http_api.protocol import ConnectionCount, ConnectionLimits, GuardedAppRunner
-from adapters.http_invoker.invoker import HttpInvoker
-from engine.core.errors import EngineError
-from engine.core.redact import redact_url
-from engine.embedded import Engine
-from engine.runtime.heap import HeapFreezer
-from engine.runtime.log_file import LogCorruptError, LogLockedError
+from cloudqueue.engine.core.errors import EngineError
+from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.heap import HeapFreezer
+from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
 
 __all__ = ["DEFAULT_PORT", "AppConfig", "Running", "ServeConfig", "StartupRefused",
            "apps_from_env", "build_app", "check_app_id", "check_function_host", "load_config",
