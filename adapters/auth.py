@@ -1,4 +1,4 @@
-"""Who is calling: LeanCloud's credential headers, checked in constant time (protocol §1.3).
+"""Who is calling: LeanCloud's credential headers, checked in constant time (docs/protocol.md §1.3).
 
 Pure: headers in, ``(app, role)`` out. Accepted forms, in the order they are tried:
 

@@ -1,4 +1,4 @@
-"""A LeanEngine-compatible function host for Python cloud functions (protocol §2).
+"""A LeanEngine-compatible function host for Python cloud functions (docs/protocol.md §2).
 
 Serves Python functions the way a LeanEngine app serves ``AV.Cloud.define``'d ones, so the queue
 (or anything else speaking LeanCloud's function protocol) can call them, with no Node::
@@ -28,7 +28,7 @@ difference: a host with no hook key configured does *not* let non-master callers
 functions (leanengine's ``undefined === undefined`` quirk). Credentials are checked before the
 body is read.
 
-Answers (§2.3): ``{"result": v}`` (``{}`` when the function returns ``None``, like
+Answers (§2.2): ``{"result": v}`` (``{}`` when the function returns ``None``, like
 ``undefined``); :class:`CloudError` gives its status and ``{code, error}``; any other exception
 500 ``{"code": 1, "error": str(exc)}``; an unknown function 404; a body that is not a JSON object
 or array 400.

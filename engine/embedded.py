@@ -409,7 +409,7 @@ class Engine:
         tasks = [t for t in self.core.tasks() if state is None or t.state.value == state]
         shown = heapq.nlargest(limit, tasks, key=lambda t: t.seq)
         seq = max((t.changed_seq for t in shown), default=0)
-        infos = [t.info() for t in shown]
+        infos = [self.core.info(t) for t in shown]
         if self.store.durable_seq < seq:
             await self.store.wait_durable(seq)
         return infos, len(tasks)

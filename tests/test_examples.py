@@ -27,4 +27,4 @@ def test_embedded_quickstart_runs_its_tasks_and_replays_on_the_second_run(tmp_pa
         ("success", "resize"), ("success", "flaky"), ("success", "resize")]
     assert infos[1]["result"] == {"result": "done on attempt 2"}
     second = run_example(tmp_path / "data")
-    assert "replayed 11 records" in second[0]
+    assert "replayed 12 records" in second[0]  # 11 + the logged wake of the retry

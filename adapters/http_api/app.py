@@ -1,4 +1,4 @@
-"""The LeanCloud-compatible REST API (protocol §1), plus marked extensions.
+"""The LeanCloud-compatible REST API (docs/protocol.md §1), plus marked extensions.
 
 LeanCloud's endpoints:
     POST /1.1/engine/cloud-queue/tasks               enqueue (master)

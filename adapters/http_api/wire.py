@@ -1,4 +1,4 @@
-"""The REST API's bodies: parsing and validation, pure (protocol §1.4)."""
+"""The REST API's bodies: parsing and validation, pure (docs/protocol.md §1.4)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def whole_number(text: str | None, name: str, default: int, low: int, high: int)
 
 def parse_enqueue(body: dict[str, Any], limits: Limits) -> EnqueueRequest:
     """Raises ``ValidationError`` naming the field. Unknown fields (``prod``, ``notify``…) are
-    ignored; falsy ``params`` become ``{}``, as the SDK sends them."""
+    ignored; absent or null ``params`` become ``{}`` (other values, ``0`` and ``""`` too,
+    are kept as sent)."""
     function = check_function_name(body.get("function"))
     params = body.get("params")
     if params is None:

@@ -2,9 +2,10 @@
 
 ``POST <host>/1.1/functions/<name>`` with the params as the JSON body, ``X-LC-Id``, master
 credentials and the hook key (so ``internal: true`` functions run), and no session header
-(protocol §2.1). One :class:`~adapters.http_invoker.h1.HostClient` per invoker (a small HTTP/1.1
-client for the one host, ~2x cheaper per call than aiohttp's), connections reused. The core
-cancels a run at its deadline; the client's own timeout is only a backstop.
+(docs/protocol.md §2.1). One :class:`~cloudqueue.adapters.http_invoker.h1.HostClient` per
+invoker (a small HTTP/1.1 client for the one host, ~2x cheaper per call than aiohttp's),
+connections reused. The core cancels a run at its deadline; the client's own timeout is only a
+backstop.
 
 When the request provably never reached the host (``ConnectFailed``: refused, DNS, connect
 timeout, the connection gone before it was written) the run is handed back uncharged; that is the

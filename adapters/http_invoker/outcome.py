@@ -1,4 +1,4 @@
-"""How a call to a function host went, decided from what came back (protocol §2.3, D11). Pure.
+"""How a call to a function host went, decided from what came back (docs/protocol.md §2.3). Pure.
 
 * 2xx: success; ``result`` is the host's whole JSON body (``{"result": v}``), or its raw text when
   the body is not JSON; unless the function returned ``{"__cloudqueue": {"continue": cp}}``,

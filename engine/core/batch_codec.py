@@ -66,6 +66,7 @@ from cloudqueue.engine.core.events import (
     TaskCancelled,
     TaskPurged,
     TaskSubmitted,
+    TaskWoken,
 )
 from cloudqueue.engine.core.framing import encode_frame
 from cloudqueue.engine.core.options import TaskOptions
@@ -77,7 +78,8 @@ MAX_FRAME_BYTES = 1 << 20  # records' bytes per frame, roughly (params are count
 MORE = 1  # a 4th payload element: more frames of this batch follow
 
 # Record kinds of format 2 (never renumber: they are on disk).
-SUB, START, OK, FAIL, REQUEUE, CANCEL, CONT, PROG, PURGE, SSET, SPAUSE, SDEL, SSKIP = range(13)
+(SUB, START, OK, FAIL, REQUEUE, CANCEL, CONT, PROG, PURGE, SSET, SPAUSE, SDEL, SSKIP,
+ WOKEN) = range(14)
 
 # ---------------------------------------------------------------------- options
 
@@ -125,6 +127,7 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     SchedulePaused: lambda e: [SPAUSE, e.seq, e.t_ms, e.name, e.paused],
     ScheduleDeleted: lambda e: [SDEL, e.seq, e.t_ms, e.name],
     ScheduleSkipped: lambda e: [SSKIP, e.seq, e.t_ms, e.name, e.skipped, e.last_slot_ms],
+    TaskWoken: lambda e: [WOKEN, e.seq, e.t_ms, e.unique_id],
 }
 
 
@@ -155,6 +158,7 @@ _DECODERS: tuple[Callable[[list[Any]], Event], ...] = (
     lambda r: SchedulePaused(r[1], r[2], r[3], r[4]),
     lambda r: ScheduleDeleted(r[1], r[2], r[3]),
     lambda r: ScheduleSkipped(r[1], r[2], r[3], r[4], r[5]),
+    lambda r: TaskWoken(r[1], r[2], r[3]),
 )
 
 

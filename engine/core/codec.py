@@ -41,6 +41,7 @@ from cloudqueue.engine.core.events import (
     TaskCancelled,
     TaskPurged,
     TaskSubmitted,
+    TaskWoken,
 )
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
@@ -116,6 +117,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     SchedulePaused: lambda e: {**_head("spause", e), "paused": e.paused},
     ScheduleDeleted: lambda e: _head("sdel", e),
     ScheduleSkipped: lambda e: {**_head("sskip", e), "n": e.skipped, "last": e.last_slot_ms},
+    TaskWoken: lambda e: _head("wake", e),
 }
 
 
@@ -142,6 +144,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "prog": lambda r: ProgressReported(r["seq"], r["t"], r["id"], r["run"], r["p"],
                                        tuple((int(t), str(m)) for t, m in r["m"])),
     "purge": lambda r: TaskPurged(r["seq"], r["t"], r["id"]),
+    "wake": lambda r: TaskWoken(r["seq"], r["t"], r["id"]),
 }
 
 
@@ -177,12 +180,13 @@ def schedule_from_dict(data: dict[str, Any]) -> ScheduleSpec:
 def schedule_to_record(schedule: Schedule) -> dict[str, Any]:
     """A schedule's whole state, for a snapshot."""
     return {"v": SCHEMA_VERSION, "k": "schedule", "spec": schedule_to_dict(schedule.spec),
-            "c": schedule.created_ms, "last": schedule.last_slot_ms}
+            "c": schedule.created_ms, "last": schedule.last_slot_ms, "from": schedule.after_ms}
 
 
 def schedule_from_record(record: dict[str, Any]) -> Schedule:
     try:
-        return Schedule(schedule_from_dict(record["spec"]), record["c"], record["last"])
+        return Schedule(schedule_from_dict(record["spec"]), record["c"], record["last"],
+                        after_ms=record.get("from"))
     except (KeyError, ValueError, TypeError) as exc:
         raise UnknownRecordKindError("schedule", SCHEMA_VERSION) from exc
 

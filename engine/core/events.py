@@ -110,6 +110,15 @@ class RunContinued:
 
 
 @value
+class TaskWoken:
+    """A retry's backoff passed (``retryAt``): the task is queued again, waiting for a slot."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+
+
+@value
 class TaskCancelled:
     seq: int
     t_ms: int
@@ -178,4 +187,4 @@ class ScheduleSkipped:
 
 Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
          | TaskPurged | ProgressReported | RunContinued | ScheduleSet | SchedulePaused
-         | ScheduleDeleted | ScheduleSkipped)
+         | ScheduleDeleted | ScheduleSkipped | TaskWoken)

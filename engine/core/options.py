@@ -40,7 +40,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
-    """Validated options of one task. ``attempts`` counts retries: runs = attempts + 1 (D1)."""
+    """Validated options of one task. ``attempts`` counts retries: runs = attempts + 1
+    (docs/protocol.md §3.2)."""
 
     attempts: int = 1
     backoff_ms: int = 60_000

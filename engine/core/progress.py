@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 from cloudqueue.engine.core.errors import ValidationError
 from cloudqueue.engine.core.options import _describe, check_params, check_storable_int
+from cloudqueue.engine.core.task import Task, TaskInfo
 
 PROGRESS_WINDOW_MS = 500
 MAX_MESSAGE_CHARS = 500
@@ -78,3 +80,59 @@ def checkpoint_problem(checkpoint: Any) -> str | None:
         return (f"the checkpoint is {size} bytes of JSON, over the {MAX_CHECKPOINT_BYTES}-byte "
                 "cap; keep large state elsewhere and checkpoint a reference to it")
     return None
+
+
+class PendingProgress:
+    """Progress reports held for their logging window: shown at once (``shown``), logged when
+    the window ends or the run does. A held report is the one piece of a task's state outside
+    the fold: the task's own fields change only when a report is logged (``apply``), so a
+    snapshot or a replay holds exactly what the log does."""
+
+    def __init__(self) -> None:
+        # uniqueId -> (progress, reported at, messages); due: uniqueId -> when it is logged
+        self._held: dict[str, tuple[dict[str, Any], int, tuple[tuple[int, str], ...]]] = {}
+        self._due: dict[str, int] = {}
+
+    def hold(self, task: Task, report: dict[str, Any], now_ms: int) -> bool:
+        """Merge ``report`` over what the task shows. True if it is held for its window; else
+        it is to be logged now (``take``)."""
+        progress, _, messages = self._held.get(task.unique_id) or (
+            task.progress or {}, 0, task.messages)
+        if "message" in report:
+            messages = (*messages, (now_ms, report["message"]))[-KEPT_MESSAGES:]
+        self._held[task.unique_id] = ({**progress, **report}, now_ms, messages)
+        logged = task.progress_logged_ms
+        if logged is not None and now_ms - logged < PROGRESS_WINDOW_MS:
+            self._due.setdefault(task.unique_id, logged + PROGRESS_WINDOW_MS)
+            return True
+        return False
+
+    def holds(self, unique_id: str) -> bool:
+        return unique_id in self._held
+
+    def take(self, unique_id: str) -> tuple[dict[str, Any], int, tuple[tuple[int, str], ...]]:
+        """The report to log now: ``(progress, reported at, messages)``."""
+        self._due.pop(unique_id, None)
+        return self._held.pop(unique_id)
+
+    def clear(self) -> None:
+        """Forget every held report (what a restart does: they were never logged)."""
+        self._held.clear()
+        self._due.clear()
+
+    def drop(self, unique_id: str) -> None:
+        self._due.pop(unique_id, None)
+        self._held.pop(unique_id, None)
+
+    def due(self, now_ms: int) -> list[str]:
+        return [unique_id for unique_id, at_ms in self._due.items() if at_ms <= now_ms]
+
+    def next_due_ms(self) -> int | None:
+        return min(self._due.values()) if self._due else None
+
+    def shown(self, task: Task, info: TaskInfo) -> TaskInfo:
+        held = self._held.get(task.unique_id)
+        if held is None:
+            return info
+        progress, progress_ms, messages = held
+        return replace(info, progress=progress, progress_ms=progress_ms, messages=messages)

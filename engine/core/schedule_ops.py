@@ -1,17 +1,19 @@
-"""EngineCore's schedule operations (a mixin: the same state, the same fold).
+"""The core's schedules: their fold, their timers, and their firings.
 
 Create, replace, pause, resume and delete are logged events applied by ``apply``; a slot fires
-from the timer wheel as a ``TaskSubmitted`` naming the schedule and slot (see ``schedules``);
-``recover`` decides missed slots once at start: one catch-up for atLeastOnce, a logged skip for
-atMostOnce.
+from its timer as a ``TaskSubmitted`` naming the schedule and slot (see ``schedules``), and a
+slot whose task is still held is skipped with a logged ``ScheduleSkipped``, so every change to a
+schedule is a logged fact. ``recover`` decides missed slots once at start: one catch-up for
+atLeastOnce, a logged skip for atMostOnce. A schedule's next slot and timer derive from its
+fields (``place``), the same way live, in replay and after a restore.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from functools import partial
 
-from cloudqueue.engine.core.commands import Append, Command
 from cloudqueue.engine.core.errors import UnknownScheduleError
 from cloudqueue.engine.core.events import (
     Event,
@@ -23,120 +25,110 @@ from cloudqueue.engine.core.events import (
     TaskSubmitted,
 )
 from cloudqueue.engine.core.options import DeliveryMode
-from cloudqueue.engine.core.schedules import MISSED_COUNT_CAP, Schedule, ScheduleSpec, task_id
+from cloudqueue.engine.core.schedules import MISSED_COUNT_CAP, Schedule, task_id
+from cloudqueue.engine.core.task import Task, expired
+from cloudqueue.engine.core.timers import TimerKind, Timers
 
-if TYPE_CHECKING:
-    from cloudqueue.engine.core.task import Task
+# Build an event with the next seq, apply it, and return it (the core's).
+Emit = Callable[[Callable[[int], Event]], Event]
+# The task of a uniqueId, if the core has one (held, or kept past its keepResult until purged)
+Lookup = Callable[[str], Task | None]
 
 
-class ScheduleOps:
-    _schedules: dict[str, Schedule]
-    _tasks: dict[str, Task]
+class ScheduleBook:
+    def __init__(self, timers: Timers, emit: Emit, lookup: Lookup) -> None:
+        self._schedules: dict[str, Schedule] = {}
+        self._timers = timers
+        self._emit = emit
+        self._lookup = lookup
 
-    if TYPE_CHECKING:  # provided by EngineCore
-        def _seq(self) -> int: ...
-        def _emit(self, event: Event) -> Event: ...
-        def _expired(self, task: Task, now_ms: int) -> bool: ...
-        def _set_timer(self, obj: Any, kind: Any, at_ms: int, key: str | None = None) -> None:
-            ...
-        def _cron_kind(self) -> Any: ...
-
-    # ------------------------------------------------------------------ requests
-
-    def set_schedule(self, spec: ScheduleSpec, now_ms: int) -> list[Command]:
-        return [Append((self._emit(ScheduleSet(self._seq(), now_ms, spec)),))]
-
-    def pause_schedule(self, name: str, paused: bool, now_ms: int) -> list[Command]:
-        self.schedule(name)
-        return [Append((self._emit(SchedulePaused(self._seq(), now_ms, name, paused)),))]
-
-    def delete_schedule(self, name: str, now_ms: int) -> list[Command]:
-        self.schedule(name)
-        return [Append((self._emit(ScheduleDeleted(self._seq(), now_ms, name)),))]
-
-    def schedule(self, name: str) -> Schedule:
+    def get(self, name: str) -> Schedule:
         found = self._schedules.get(name)
         if found is None:
             raise UnknownScheduleError(name)
         return found
 
-    def schedules(self) -> list[Schedule]:
+    def all(self) -> list[Schedule]:
         return [self._schedules[name] for name in sorted(self._schedules)]
 
     # ------------------------------------------------------------------ the fold
 
-    def _apply_schedule_event(self, event: Event) -> None:
+    def apply(self, event: Event) -> None:
         if isinstance(event, ScheduleSet):
             old = self._schedules.get(event.spec.name)
             if old is not None:
-                self._set_timer(old, None, 0, old.spec.name)
+                self._timers.clear(old)
             fresh = Schedule(event.spec, event.t_ms, old.last_slot_ms if old else None)
             self._schedules[event.spec.name] = fresh
-            self._arm(fresh, max(event.t_ms, fresh.last_slot_ms or 0))
+            self._place(fresh, max(event.t_ms, fresh.last_slot_ms or 0))
         elif isinstance(event, SchedulePaused):
             found = self._schedules[event.name]
             found.spec = replace(found.spec, paused=event.paused)
-            self._arm(found, event.t_ms)  # a resumed schedule does not catch up paused time
+            self._place(found, event.t_ms)  # a resumed schedule does not catch up paused time
         elif isinstance(event, ScheduleDeleted):
-            gone = self._schedules.pop(event.name)
-            self._set_timer(gone, None, 0, event.name)
+            self._timers.clear(self._schedules.pop(event.name))
         elif isinstance(event, ScheduleSkipped):
             found = self._schedules[event.name]
             found.last_slot_ms = event.last_slot_ms
-            self._arm(found, max(event.t_ms, event.last_slot_ms))
+            self._place(found, max(event.t_ms, event.last_slot_ms))
 
-    def _slot_fired(self, event: TaskSubmitted) -> None:
+    def slot_fired(self, event: TaskSubmitted) -> None:
         found = self._schedules.get(event.schedule or "")
         if found is not None and event.slot_ms is not None:
             found.last_slot_ms = max(found.last_slot_ms or 0, event.slot_ms)
-            self._arm(found, event.slot_ms)
+            self._place(found, event.slot_ms)
 
-    def _arm(self, found: Schedule, after_ms: int) -> None:
-        if found.spec.paused:
-            found.next_slot_ms = None
-            self._set_timer(found, None, 0, found.spec.name)
-            return
-        found.next_slot_ms = found.next_after(after_ms)
-        self._set_timer(found, self._cron_kind(), found.next_slot_ms, found.spec.name)
-
-    def restore_schedule(self, found: Schedule) -> None:
-        """A schedule read from a snapshot."""
+    def restore(self, found: Schedule) -> None:
+        """A schedule read from a snapshot: fields set, its next slot derived."""
         found.timer, found.timer_token = None, 0
         self._schedules[found.spec.name] = found
-        self._arm(found, max(found.created_ms, found.last_slot_ms or 0))
+        after_ms = found.after_ms
+        self._place(found, max(found.created_ms, found.last_slot_ms or 0)
+                    if after_ms is None else after_ms)
+
+    def _place(self, found: Schedule, after_ms: int) -> None:
+        """Its next slot after ``after_ms``, and the timer for it (none while paused)."""
+        found.after_ms = after_ms
+        if found.spec.paused:
+            found.next_slot_ms = None
+            self._timers.clear(found)
+            return
+        found.next_slot_ms = found.next_after(after_ms)
+        self._timers.set(found, TimerKind.CRON, found.next_slot_ms, found.spec.name, 0)
 
     # ------------------------------------------------------------------ firing
 
-    def _fire(self, found: Schedule, now_ms: int, events: list[Event]) -> None:
-        slot = found.next_slot_ms
-        if slot is None:
-            return
+    def due(self, name: str, token: int, now_ms: int, events: list[Event]) -> None:
+        """The timer ``token`` of schedule ``name`` fired."""
+        found = self._schedules.get(name)
+        if Timers.fired(found, token) and found is not None and found.next_slot_ms is not None:
+            self._fire(found, found.next_slot_ms, now_ms, events)
+
+    def _fire(self, found: Schedule, slot: int, now_ms: int, events: list[Event]) -> None:
         spec = found.spec
         uid = task_id(spec.name, slot)
-        held = self._tasks.get(uid)
-        if held is not None and not self._expired(held, now_ms):
-            found.last_slot_ms = slot  # fired before (a replayed slot): never twice
-            self._arm(found, slot)
+        held = self._lookup(uid)
+        if held is not None and not expired(held, now_ms):
+            # fired before (a replayed slot): never twice
+            events.append(self._emit(lambda seq: ScheduleSkipped(seq, now_ms, spec.name, 1,
+                                                                 slot)))
             return
         if held is not None:
-            events.append(self._emit(TaskPurged(self._seq(), now_ms, uid)))
-        events.append(self._emit(TaskSubmitted(self._seq(), now_ms, uid, spec.function,
-                                               spec.params, spec.options, slot, spec.name,
-                                               slot)))
+            events.append(self._emit(lambda seq: TaskPurged(seq, now_ms, uid)))
+        events.append(self._emit(lambda seq: TaskSubmitted(
+            seq, now_ms, uid, spec.function, spec.params, spec.options, slot, spec.name, slot)))
 
-    def _recover_schedules(self, now_ms: int, events: list[Event]) -> None:
-        for found in self.schedules():
+    def recover(self, now_ms: int, events: list[Event]) -> None:
+        for found in self.all():
             if found.next_slot_ms is None or found.next_slot_ms > now_ms:
                 continue
             latest, count = self._missed(found, now_ms)
             if found.spec.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
-                events.append(self._emit(ScheduleSkipped(self._seq(), now_ms, found.spec.name,
-                                                         count, latest)))
+                events.append(self._emit(partial(ScheduleSkipped, t_ms=now_ms,
+                                                 name=found.spec.name, skipped=count,
+                                                 last_slot_ms=latest)))
             else:
-                found.next_slot_ms = latest
-                self._fire(found, now_ms, events)  # one catch-up, for the latest missed slot
-                if found.next_slot_ms is not None and found.next_slot_ms <= now_ms:
-                    self._arm(found, now_ms)
+                self._fire(found, latest, now_ms, events)  # one catch-up, the latest slot
 
     def _missed(self, found: Schedule, now_ms: int) -> tuple[int, int]:
         """(the latest missed slot, how many were missed, counted up to a cap)."""

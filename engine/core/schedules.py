@@ -64,6 +64,9 @@ class Schedule:
     last_slot_ms: int | None = None
     next_slot_ms: int | None = None
     expr: CronExpr | None = field(default=None)
+    # The next slot is the first after this time: set when the schedule is created, resumed,
+    # skips or fires (None: after its creation or its last slot, whichever is later)
+    after_ms: int | None = None
     timer: Any = None
     timer_token: int = 0
 

@@ -188,6 +188,9 @@ class _Absent:
     def __bool__(self) -> bool:
         return False
 
+    def __reduce__(self) -> str:
+        return "ABSENT"  # one of a kind: a copy or an unpickled task names this same object
+
 
 ABSENT: Any = _Absent()
 
@@ -249,13 +252,20 @@ class Task:
         )
 
 
+def expired(task: Task, now_ms: int) -> bool:
+    """The task's keepResult window has passed: its uniqueId is free (it stays in memory until
+    its purge is logged)."""
+    return (task.finished_ms is not None
+            and now_ms >= task.finished_ms + task.options.keep_result_ms)
+
+
 @value
 class TaskInfo:
     """A snapshot of one task, as ``get_task_info`` returns it.
 
     ``status`` is LeanCloud's three-valued status; ``state`` is the detailed one. ``result`` is
     ``ABSENT`` until the task succeeds; for a function host it is the host's whole JSON body
-    (``{"result": v}``, leancloud-protocol D3), and in-process functions are wrapped the same way.
+    (``{"result": v}``, docs/protocol.md §1.5), and in-process functions are wrapped the same way.
     """
 
     unique_id: str

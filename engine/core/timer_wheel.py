@@ -18,8 +18,9 @@ time is stale and skipped; once stale entries outnumber the buckets by more than
 ``_HEAP_SLACK``, the heap is rebuilt with exactly one entry per non-empty bucket.
 
 Cancelling only sets a flag (O(1)).  A bucket's earliest time is *not* raised on
-cancel, so ``next_expiry_ms()`` may name a cancelled timer's time; advancing to that
-time visits the bucket, which recomputes its earliest time, so the value moves on.
+cancel; the bucket counts its live timers due at that time, and once the last of them is
+cancelled, ``next_expiry_ms()`` re-reads the bucket (dropping its cancelled entries) for
+its true earliest time, so it always names a live timer's time.
 To bound memory when most timers are cancelled before they fire (run timeouts), each
 bucket counts its cancelled entries and is filtered as soon as they are at least
 ``_PURGE_MIN`` and more than half of it: the filter costs O(bucket) and is paid for
@@ -34,9 +35,7 @@ Worked example (``slots=8``, ``tick_ms=1``: times 8 ms apart share a bucket)::
     h = w.add("c", 1002)         # bucket 2
     w.add("d", 1000)             # None: already due, caller acts now
     w.cancel(h)                  # "c" will never fire
-    w.next_expiry_ms()           # 1002 (cancelled "c"'s time: allowed, see above)
-    w.advance(1002)              # [] -- bucket 2 visited, "c" dropped
-    w.next_expiry_ms()           # 1003
+    w.next_expiry_ms()           # 1003 (bucket 2 re-read: "c" dropped)
     w.advance(1005)              # ["a"]; "b" stays in bucket 3 for the next round
     w.advance(1_000_000)         # ["b"]; one heap pop, not 998_995 empty ticks
 """
@@ -82,13 +81,25 @@ _AT_MS = attrgetter("at_ms")
 
 
 class _Bucket:
-    __slots__ = ("entries", "min_at", "cancelled")
+    __slots__ = ("entries", "min_at", "at_min", "cancelled")
 
     def __init__(self, entries: list[TimerHandle], min_at: int) -> None:
         self.entries = entries
-        # Lower bound of the entries' at_ms; exact unless the minimum was cancelled.
+        # The entries' earliest at_ms, and how many live entries are due then: once those are
+        # all cancelled (at_min 0), min_at is only a lower bound until the bucket is re-read.
         self.min_at = min_at
+        self.at_min = sum(1 for handle in entries if handle.at_ms == min_at)
         self.cancelled = 0
+
+    def reread(self) -> int | None:
+        """Drop cancelled entries and make ``min_at`` exact; None if nothing is left."""
+        keep = [handle for handle in self.entries if handle._armed]
+        self.entries, self.cancelled = keep, 0
+        if not keep:
+            return None
+        self.min_at = min(map(_AT_MS, keep))
+        self.at_min = sum(1 for handle in keep if handle.at_ms == self.min_at)
+        return self.min_at
 
 
 class TimerWheel(Generic[K]):
@@ -134,8 +145,10 @@ class TimerWheel(Generic[K]):
         else:
             bucket.entries.append(handle)
             if at_ms < bucket.min_at:
-                bucket.min_at = at_ms
+                bucket.min_at, bucket.at_min = at_ms, 1
                 self._push_heap(at_ms, slot)
+            elif at_ms == bucket.min_at:
+                bucket.at_min += 1
         self._live += 1
         return handle
 
@@ -151,6 +164,8 @@ class TimerWheel(Generic[K]):
         slot = (handle.at_ms // self._tick) & self._mask
         bucket = self._buckets[slot]
         bucket.cancelled += 1
+        if handle.at_ms == bucket.min_at:
+            bucket.at_min -= 1
         if bucket.cancelled >= _PURGE_MIN and bucket.cancelled * 2 > len(bucket.entries):
             self._purge(slot, bucket)
 
@@ -181,7 +196,7 @@ class TimerWheel(Generic[K]):
         return cast("list[K]", [handle.key for handle in fired])
 
     def next_expiry_ms(self) -> int | None:
-        """Earliest live timer's at_ms (or a cancelled one's, earlier); None if no timers."""
+        """Earliest live timer's at_ms; None if no timers."""
         if not self._live:
             # Only cancelled leftovers remain: drop them rather than report their times.
             self._buckets.clear()
@@ -193,7 +208,16 @@ class TimerWheel(Generic[K]):
             at, slot = heap[0]
             bucket = buckets.get(slot)
             if bucket is not None and bucket.min_at == at:
-                return at
+                if bucket.at_min > 0:
+                    return at
+                # every timer due then was cancelled: the bucket's true earliest time
+                heappop(heap)
+                earliest = bucket.reread()
+                if earliest is None:
+                    del buckets[slot]
+                else:
+                    heappush(heap, (earliest, slot))
+                continue
             heappop(heap)
         return None  # unreachable while _live > 0: every live timer's bucket is in the heap
 
@@ -218,6 +242,7 @@ class TimerWheel(Generic[K]):
         bucket.entries = keep
         bucket.cancelled = 0
         bucket.min_at = min(map(_AT_MS, keep))
+        bucket.at_min = sum(1 for handle in keep if handle.at_ms == bucket.min_at)
         return bucket.min_at
 
     def _purge(self, slot: int, bucket: _Bucket) -> None:
@@ -226,7 +251,7 @@ class TimerWheel(Generic[K]):
             # Its heap entry goes stale: buckets.get(slot) no longer finds it.
             del self._buckets[slot]
             return
-        # min_at stays a lower bound; the next visit makes it exact again.
+        # min_at and at_min stay as they are (cancelled entries were already uncounted)
         bucket.entries = keep
         bucket.cancelled = 0
 

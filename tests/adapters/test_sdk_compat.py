@@ -297,7 +297,7 @@ def test_failure_is_retried_with_backoff_then_fails(run: Run) -> None:
     assert final["status"] == "failed", f"task should end failed: {final}"
     assert final["statusCode"] == 500
     assert final["error"] == f"boom-{uid} (attempt 3)", \
-        f"attempts: 2 means 3 runs (D1), the last error kept: {final}"
+        f"attempts: 2 means 3 runs, the last error kept: {final}"
     assert "retryAt" not in final, final
     _date(final["finishedAt"], "finishedAt")
     starts = [c["startedAt"] for c in s["hostCalls"]]

@@ -19,6 +19,7 @@ from cloudqueue.engine.core.events import (
     TaskCancelled,
     TaskPurged,
     TaskSubmitted,
+    TaskWoken,
 )
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import ScheduleSpec
@@ -45,4 +46,5 @@ EVENTS: list[Event] = [
     SchedulePaused(15, T + 10, "s", True),
     ScheduleDeleted(16, T + 11, "s"),
     ScheduleSkipped(17, T + 12, "s", 3, T),
+    TaskWoken(18, T + 13, "b"),
 ]

@@ -6,15 +6,15 @@ only; it shares no logic with the engine. It keeps, per task: its detailed state
 far, the earliest time it may start, ``retryAt``, ``finishedAt``, the keepResult deadline, the
 latest execution's ``statusCode``/``error``/``result``. The contract rules it encodes:
 
-* runs = attempts + 1 at most (D1);
+* runs = attempts + 1 at most (docs/protocol.md §3.2);
 * a failed run with runs left: status stays ``queued``, ``error`` is set, ``retryAt`` = failure time
-  + backoff, and the next run never starts before ``retryAt`` (3.3, D2);
+  + backoff, and the next run never starts before ``retryAt`` (§3.3);
 * an error answer (HTTP 500) is retried under both delivery modes; a timeout is a failed run under
-  atLeastOnce and makes the task ``failed`` at once under atMostOnce (3.4, D8);
-* success is final: ``result`` = what the run returned, no ``error``, no ``retryAt`` (1.5, D3);
+  atLeastOnce and makes the task ``failed`` at once under atMostOnce (§3.4);
+* success is final: ``result`` = what the run returned, no ``error``, no ``retryAt`` (§1.5);
 * the first run never starts before enqueue time + delay (3.5);
 * at most ``concurrency`` runs are in flight; among tasks that may start, the lowest
-  ``(priority, enqueue order)`` starts first, priority defaulting to the enqueue time (3.5, D10);
+  ``(priority, enqueue order)`` starts first, priority defaulting to the enqueue time (§3.5);
 * a uniqueId is held (409 on enqueue) until finishedAt + keepResult; from then on task info is 404
   (``UnknownTaskError``) and the id may be enqueued again as a new task (1.4, 3.1).
 
@@ -257,10 +257,13 @@ class Seen:
 
 class Harness:
     def __init__(self, concurrency: int = 1, *, wheel: tuple[int, int] = (1, 4096),
-                 start_ms: int = 0, check_each_step: bool = False) -> None:
+                 start_ms: int = 0, check_each_step: bool = False,
+                 core_class: type[EngineCore] = EngineCore) -> None:
         tick_ms, slots = wheel
-        self.core = EngineCore(CoreConfig(concurrency=concurrency, wheel_tick_ms=tick_ms,
-                                          wheel_slots=slots), start_ms=start_ms)
+        self.config = CoreConfig(concurrency=concurrency, wheel_tick_ms=tick_ms,
+                                 wheel_slots=slots)
+        self.start_ms = start_ms
+        self.core = core_class(self.config, start_ms=start_ms)
         self.model = Model(concurrency)
         self.now = start_ms
         self.ids: list[str] = []                     # every uniqueId ever used
@@ -429,6 +432,8 @@ WHEELS = [(1, 4096), (1, 8), (5, 16)]
 
 
 class QueueMachine(RuleBasedStateMachine):
+    core_class: type[EngineCore] = EngineCore
+
     def __init__(self) -> None:
         super().__init__()
         self.h: Harness | None = None
@@ -440,7 +445,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @initialize(concurrency=st.integers(1, 3), wheel=st.sampled_from(WHEELS))
     def start(self, concurrency: int, wheel: tuple[int, int]) -> None:
-        self.h = Harness(concurrency, wheel=wheel)
+        self.h = Harness(concurrency, wheel=wheel, core_class=self.core_class)
 
     @rule(options=OPTIONS, reuse=st.one_of(st.none(), st.integers(0, 63)))
     def enqueue(self, options: TaskOptions, reuse: int | None) -> None:

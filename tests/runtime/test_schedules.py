@@ -46,7 +46,8 @@ async def test_every_five_minutes_fires_at_exact_slots_as_tasks(tmp_path: Path,
         assert fired(queue) == [uid]
         task = await queue.wait(uid, timeout=5)
         assert (task.status, task.return_value) == ("success", uid)
-        assert queue.core._tasks[uid].priority == MONDAY + 300_000
+        fired_task = queue.core.task(uid)
+        assert fired_task is not None and fired_task.priority == MONDAY + 300_000
         clock.advance(600_000)
         await queue.settle()
         assert len(fired(queue)) == 3

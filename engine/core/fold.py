@@ -1,0 +1,219 @@
+"""The tasks, and the fold of task events into them.
+
+``TaskTable`` holds every task and what derives from the tasks' fields: the ready queues (by
+``(priority, seq)``), the running set, each task's one timer, the count of unfinished tasks. An
+applier sets a task's fields from an event and fires its state machine; then ``place`` derives
+where the task belongs from its fields alone. A restore from a snapshot sets the fields and calls
+the same ``place``: live, replay and restore cannot disagree on derived state.
+
+    queued      ready (or a START timer, while a first run's delay has not passed)
+    running     the running set, and a TIMEOUT timer at started + timeout
+    retry_wait  a WAKE timer at retryAt
+    final       an EXPIRE timer at finished + keepResult
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cloudqueue.engine.core.events import (
+    FailureKind,
+    ProgressReported,
+    RunContinued,
+    RunFailed,
+    RunRequeued,
+    RunStarted,
+    RunSucceeded,
+    TaskCancelled,
+    TaskPurged,
+    TaskSubmitted,
+    TaskWoken,
+)
+from cloudqueue.engine.core.options import DeliveryMode
+from cloudqueue.engine.core.quotas import QuotaTracker
+from cloudqueue.engine.core.ready_queue import ReadyQueue
+from cloudqueue.engine.core.states import TaskState, Trigger, fire
+from cloudqueue.engine.core.task import Task, pack_params
+from cloudqueue.engine.core.timers import TimerKind, Timers
+
+_QUEUED, _RUNNING, _RETRY_WAIT = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
+
+
+class TaskTable:
+    """Not thread-safe: the core's one caller at a time."""
+
+    def __init__(self, timers: Timers, quota: QuotaTracker,
+                 schedule_concurrency: int | None) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.ready = ReadyQueue()
+        self.ready_scheduled = ReadyQueue()  # used when schedules have their own group
+        self.running: dict[str, int] = {}  # uniqueId -> the current run's seq
+        self.running_scheduled: set[str] = set()
+        self.unfinished = 0
+        self._timers = timers
+        self._quota = quota
+        self._schedule_concurrency = schedule_concurrency
+
+    # ------------------------------------------------------------------ where a task belongs
+
+    def place(self, task: Task) -> None:
+        """Put ``task`` where its fields say it belongs (after ``unplace``, or new)."""
+        state, options, unique_id = task.state, task.options, task.unique_id
+        if state is _QUEUED:
+            if task.started_ms is None and options.delay_ms > 0:
+                self._timer(task, TimerKind.START, task.created_ms + options.delay_ms)
+            else:
+                (self.ready_scheduled if self.own_group(task) else self.ready).push(
+                    unique_id, task.priority, task.seq)
+        elif state is _RUNNING:
+            self.running[unique_id] = task.run_seq
+            if self.own_group(task):
+                self.running_scheduled.add(unique_id)
+            self._timer(task, TimerKind.TIMEOUT, (task.started_ms or 0) + options.timeout_ms)
+        elif state is _RETRY_WAIT:
+            self._timer(task, TimerKind.WAKE, task.retry_at_ms or 0)
+        else:
+            self._timer(task, TimerKind.EXPIRE, (task.finished_ms or 0) + options.keep_result_ms)
+
+    def unplace(self, task: Task) -> None:
+        unique_id = task.unique_id
+        if not self.ready.discard(unique_id):
+            self.ready_scheduled.discard(unique_id)
+        if self.running.pop(unique_id, None) is not None:
+            self.running_scheduled.discard(unique_id)
+        self._timers.clear(task)
+
+    def make_ready(self, task: Task) -> None:
+        """A delayed task's START timer fired: it may start now."""
+        (self.ready_scheduled if self.own_group(task) else self.ready).push(
+            task.unique_id, task.priority, task.seq)
+
+    def own_group(self, task: Task) -> bool:
+        return task.schedule is not None and self._schedule_concurrency is not None
+
+    def _timer(self, task: Task, kind: TimerKind, at_ms: int) -> None:
+        self._timers.set(task, kind, at_ms, task.unique_id, task.seq)
+
+    def restore(self, tasks: Iterable[Task]) -> int:
+        """Insert tasks read from a snapshot (fields set; derived state none) and place them.
+        Returns the highest seq they name."""
+        by_id, place, last_seq = self.tasks, self.place, 0
+        unfinished = 0
+        for task in tasks:
+            by_id[task.unique_id] = task
+            task.timer, task.timer_token = None, 0
+            if not task.state.is_final:
+                unfinished += 1
+            place(task)
+            last_seq = max(last_seq, task.seq, task.run_seq)
+        self.unfinished += unfinished
+        return last_seq
+
+    # ------------------------------------------------------------------ appliers
+
+    def submitted(self, event: TaskSubmitted) -> Task:
+        task = Task(event.unique_id, event.function, pack_params(event.params), event.options,
+                    event.priority, event.seq, event.t_ms)
+        task.changed_seq = event.seq
+        task.schedule = event.schedule
+        self.tasks[event.unique_id] = task
+        self.unfinished += 1
+        if event.schedule is None:  # a schedule's firings are not enqueues against the quota
+            self._quota.counted(event.t_ms)
+        self.place(task)
+        return task
+
+    def started(self, event: RunStarted) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        if task.state is _RETRY_WAIT:
+            # A log written before wakes were logged: the start implies the wake.
+            fire(task, Trigger.WAKE)
+        fire(task, Trigger.START)
+        task.attempt = event.attempt
+        task.run_seq = event.seq
+        task.started_ms = event.t_ms
+        task.retry_at_ms = None
+        self.place(task)
+
+    def woken(self, event: TaskWoken) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        fire(task, Trigger.WAKE)
+        task.retry_at_ms = None
+        self.place(task)
+
+    def succeeded(self, event: RunSucceeded) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        fire(task, Trigger.SUCCEED)
+        task.result = event.result
+        task.status_code = event.status_code
+        task.error = None
+        self._finish(task, event.t_ms)
+
+    def failed(self, event: RunFailed) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        task.error = event.error
+        task.status_code = event.status_code
+        if _gives_up(task, event.kind):
+            fire(task, Trigger.GIVE_UP)
+            self._finish(task, event.t_ms)
+        else:
+            fire(task, Trigger.RETRY_LATER)
+            task.retry_at_ms = event.t_ms + task.options.backoff_ms
+            self.place(task)
+
+    def requeued(self, event: RunRequeued) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        fire(task, Trigger.REQUEUE)
+        task.attempt -= 1
+        self.place(task)
+
+    def continued(self, event: RunContinued) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        fire(task, Trigger.REQUEUE)
+        task.attempt -= 1  # the next slice runs as the same attempt
+        task.checkpoint = event.checkpoint
+        task.slices += 1
+        self.place(task)
+
+    def cancelled(self, event: TaskCancelled) -> None:
+        task = self._changing(event.unique_id, event.seq)
+        fire(task, Trigger.CANCEL)
+        task.error = "the task was cancelled"
+        task.retry_at_ms = None
+        self._finish(task, event.t_ms)
+
+    def purged(self, event: TaskPurged) -> None:
+        self.remove(self.tasks[event.unique_id])
+
+    def progress(self, event: ProgressReported) -> None:
+        task = self.tasks[event.unique_id]
+        task.changed_seq = event.seq
+        task.progress, task.progress_ms = dict(event.progress), event.t_ms
+        task.messages = event.messages
+        task.progress_logged_ms = event.t_ms
+
+    def remove(self, task: Task) -> None:
+        """The task is gone: purged, or withdrawn before the store made it durable."""
+        del self.tasks[task.unique_id]
+        self.unplace(task)
+        if not task.state.is_final:
+            self.unfinished -= 1
+
+    def _changing(self, unique_id: str, seq: int) -> Task:
+        task = self.tasks[unique_id]
+        task.changed_seq = seq
+        self.unplace(task)
+        return task
+
+    def _finish(self, task: Task, t_ms: int) -> None:
+        self.unfinished -= 1
+        task.finished_ms = t_ms
+        self.place(task)
+
+
+def _gives_up(task: Task, kind: FailureKind) -> bool:
+    if kind is FailureKind.LOST or kind is FailureKind.DEADLINE:
+        return True
+    if kind is FailureKind.UNKNOWN and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
+        return True
+    return task.attempt >= task.options.max_runs

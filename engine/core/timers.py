@@ -1,0 +1,88 @@
+"""The core's timers: each task or schedule waits for at most one time.
+
+A timer fires in the order ``(at_ms, order)``, where ``order`` is the owner's submission seq (a
+schedule's is 0, then its name): both are stored, so a core restored from a snapshot, whose
+timers were armed in another order, fires timers due at the same millisecond in the same order
+as the live core did — and so logs the same events with the same seqs.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, Protocol
+
+from cloudqueue.engine.core.timer_wheel import TimerHandle, TimerWheel
+
+
+class TimerKind(IntEnum):
+    START = 1    # a delayed task may start
+    WAKE = 2     # a retry's backoff has passed
+    TIMEOUT = 3  # a run has had its time
+    EXPIRE = 4   # a finished task's keepResult window has passed
+    CRON = 5     # a schedule's next slot (keyed by the schedule's name)
+
+
+# (at_ms, order, kind, uniqueId or schedule name, token): sorting keys is the firing order
+TimerKey = tuple[int, int, TimerKind, str, int]
+
+
+class Timed(Protocol):
+    """What waits for a time: a task or a schedule."""
+
+    timer: TimerHandle | None
+    timer_token: int
+
+
+class Timers:
+    """A ``TimerWheel`` of owners' single timers, plus those already due when armed."""
+
+    def __init__(self, start_ms: int, tick_ms: int, slots: int) -> None:
+        self._wheel: TimerWheel[TimerKey] = TimerWheel(start_ms, tick_ms, slots)
+        self._due: list[TimerKey] = []
+        self._tokens = 0
+
+    @property
+    def current_ms(self) -> int:
+        return self._wheel.current_ms
+
+    def set(self, owner: Timed, kind: TimerKind | None, at_ms: int, key: str,
+            order: int) -> None:
+        """Replace ``owner``'s pending timer with one of ``kind`` at ``at_ms`` (None: none)."""
+        if owner.timer is not None:
+            self._wheel.cancel(owner.timer)
+            owner.timer = None
+        owner.timer_token = 0
+        if kind is not None:
+            self._tokens = token = self._tokens + 1
+            timer_key = (at_ms, order, kind, key, token)
+            owner.timer_token = token
+            handle = self._wheel.add(timer_key, at_ms)
+            if handle is None:  # due already: fires at the next tick
+                self._due.append(timer_key)
+            else:
+                owner.timer = handle
+
+    def clear(self, owner: Timed) -> None:
+        self.set(owner, None, 0, "", 0)
+
+    def due(self, now_ms: int) -> list[TimerKey]:
+        """Every timer due at ``now_ms``, in firing order; each is handed out once (the owner
+        checks ``fired`` before acting: a replaced timer no longer speaks for it)."""
+        self._due.extend(self._wheel.advance(now_ms))
+        due, self._due = self._due, []
+        due.sort()
+        return due
+
+    @staticmethod
+    def fired(owner: Any, token: int) -> bool:
+        """``owner``'s timer ``token`` is the current one: it fires, and is gone."""
+        if owner is None or owner.timer_token != token:
+            return False
+        owner.timer, owner.timer_token = None, 0
+        return True
+
+    def next_ms(self) -> int | None:
+        """When a timer is next due (now, if one is due already)."""
+        if self._due:
+            return self._wheel.current_ms
+        return self._wheel.next_expiry_ms()
