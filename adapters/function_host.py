@@ -48,6 +48,7 @@ from aiohttp import web
 
 from cloudqueue.adapters.auth import AppKeys, Role, authenticate
 from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.runtime.functions import Continue
 
 __all__ = ["Call", "CloudError", "CloudFunction", "FunctionHost", "ProgressError"]
 
@@ -79,7 +80,9 @@ class ProgressError(Exception):
 
 
 class Call:
-    """What a function gets besides its params: who is calling and which run this is.
+    """What a function gets besides its params: who is calling and which run this is. A
+    ``Run``, as an in-process function's ``RunContext`` is: the same ``unique_id``,
+    ``attempt``, ``checkpoint``, ``slice``, ``await progress(...)`` and ``continue_with``.
 
     ``params`` excludes the queue's ``__cloudqueue`` key; ``checkpoint`` is the checkpoint the
     previous slice continued with (``None`` on the first slice; for params that are not a JSON
@@ -271,6 +274,8 @@ class FunctionHost:
     async def _run(self, name: str, fn: CloudFunction, call: Call) -> web.Response:
         try:
             value = await fn(call.params, call)
+            if isinstance(value, Continue):  # as in-process: the same as call.continue_with
+                value = call.continue_with(value.checkpoint)
             return _answer({} if value is None else {"result": value})
         except CloudError as exc:
             return _error(exc.status, exc.code or 1, exc.message)

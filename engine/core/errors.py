@@ -225,6 +225,65 @@ class QuotaExceededError(EngineError):
         return {"quota": self.quota, "retryAfterMs": self.retry_after_ms}
 
 
+
+# ---------------------------------------------------------------------------- a remote queue
+# raised by ``QueueClient`` (``cloudqueue.adapters.client``) for what only a remote queue can say
+
+
+class RemoteQuotaExceededError(QuotaExceededError):
+    """A server refused an enqueue over one of the app's quotas (HTTP 429): nothing was created.
+
+    A ``QuotaExceededError``, so one ``except`` serves the embedded engine and a remote queue.
+    ``retry_after_s``: seconds to wait, from ``Retry-After`` (or the body's ``retryAfterMs``;
+    None when the server gave neither; ``retry_after_ms`` is the same, rounded, or 0);
+    ``server_code`` the body's ``code``; ``quota`` which quota, if the server said.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None,
+                 server_code: int | None = None, quota: str | None = None) -> None:
+        retry_after_ms = round(retry_after_s * 1000) if retry_after_s is not None else 0
+        super().__init__(quota or "unknown", message, retry_after_ms)
+        self.retry_after_s = retry_after_s
+        self.server_code = server_code
+        self.quota: str | None = quota  # type: ignore[assignment]
+
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.server_code or self.code, "error": str(self)}
+        if self.quota is not None:
+            body["quota"] = self.quota
+        return body
+
+
+class QueueUnavailableError(EngineError):
+    """The queue could not be reached: refused, DNS, reset, no answer in time, or a gateway's
+    502/503/504 without the queue's ``{code, error}`` body. ``url``: the URL requested (no
+    credentials). ``outcome_unknown``: the request may have reached the queue (a timeout, a
+    connection broken after sending, a gateway's answer), so an enqueue may have been created:
+    retry it with the same ``unique_id``; False only when no connection was made."""
+
+    http_status: ClassVar[int] = 503
+    code: ClassVar[int] = 503
+
+    def __init__(self, message: str, url: str, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.url = url
+        self.outcome_unknown = outcome_unknown
+
+
+class UnexpectedResponseError(EngineError):
+    """An answer outside the protocol: an unmapped status, a non-JSON body, a malformed
+    TaskInfo. ``status``: the HTTP status (0 when the error is in a 200 answer's contents);
+    ``server_code``: the body's ``code``, if it had one."""
+
+    http_status: ClassVar[int] = 502
+    code: ClassVar[int] = 502
+
+    def __init__(self, message: str, status: int = 0, server_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_code = server_code
+
+
 # ---------------------------------------------------------------------------- the durable log
 
 

@@ -42,7 +42,7 @@ async def show_progress(queue: QueueClient, unique_id: str, out: TextIO = sys.st
     tty = out.isatty() if tty is None else tty
     last = ""
     final: TaskInfo | None = None
-    async with aclosing(queue.events(unique_id)) as updates:
+    async with aclosing(queue.watch(unique_id)) as updates:
         async for _, info in updates:
             line = render(info)
             if tty:
