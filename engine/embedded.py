@@ -75,14 +75,10 @@ class Engine:
             info = await queue.wait(uid, timeout=10_000)   # info.status == "success"
             assert info.result == {"result": 3}
 
-    Args:
-        config: an ``EngineConfig``; or its fields as keywords (``EngineConfig.of``:
-            ``concurrency``, ``adaptive_concurrency``, ``max_timeout_ms``, ``quotas``,
-            ``timezone``, ``schedule_concurrency``, ``data_dir``, and the log's ``fsync``,
-            ``segment_bytes``, ``compact_bytes``, ``file_ops``).
-        store: a custom ``Store`` instead of ``data_dir``.
-        clock: time source (default: the system clock; tests pass a ``FakeClock``).
-        invoker: runs tasks (default: the in-process functions registered with ``define``).
+    ``config`` is an ``EngineConfig``, or its fields come as keywords (``EngineConfig.of``:
+    ``concurrency``, ``data_dir``, ``fsync``, ...). ``store``: a custom ``Store`` instead of
+    ``data_dir``; ``clock``: default the system clock (tests pass a ``FakeClock``); ``invoker``:
+    runs tasks (default: the in-process functions registered with ``define``).
     """
 
     def __init__(self, config: EngineConfig | None = None, *, store: Store | None = None,
@@ -100,20 +96,17 @@ class Engine:
         self.core = build_core(config, self.limits, self.clock.now_ms())
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
-        self.functions.progress_sink = self._report_progress
+        self.functions.progress_sink = self.report_progress
         self.watchers = Watchers(self._info_or_none)
-        self._driver = self._new_driver()
+        self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
+                                    self.watchers)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
         self.compaction = CompactionSchedule(self.compact, lambda: self._state == "running",
                                              self.data_dir)
 
-    def _new_driver(self) -> Driver:
-        return build_driver(self.config, self.core, self.store, self.clock, self._invoker,
-                            self.watchers)
-
     @property
-    def driver(self) -> Driver:
+    def driver(self) -> Driver:  # (``cloudqueue.testing.settle`` watches it)
         return self._driver
 
     @property
@@ -131,7 +124,8 @@ class Engine:
                            self.compaction.soon)
         opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
         self.store, self.recovery = opened.store, opened.report
-        self._driver = self._new_driver()
+        self._driver = build_driver(self.config, self.core, self.store, self.clock,
+                                    self._invoker, self.watchers)
         self._state = "running"
         await self._invoker.start()
         self.store.start()
@@ -193,11 +187,9 @@ class Engine:
         default the enqueue time), ``timeout`` (per run, default 15000), ``unique_id`` (1-32
         chars; default a random UUID).
 
-        Raises:
-            ValidationError: a bad option, function name or params; nothing is created.
-            DuplicateTaskError: the uniqueId is held by a task (queued .. keepResult).
-            EngineClosedError: the engine is not running.
-            LogError: the store cannot make the task durable (nothing was acknowledged).
+        Raises ``ValidationError`` (a bad option, function name or params; nothing is created),
+        ``DuplicateTaskError`` (the uniqueId is held by a task, queued .. keepResult),
+        ``EngineClosedError``, or the store's ``LogError`` (nothing was acknowledged).
         """
         opts = parse_options(options, wire=False, limits=self.limits)
         check_function_name(function)
@@ -215,13 +207,10 @@ class Engine:
         options by their Python names, e.g. ``{"function": "resize", "params": {"w": 64},
         "delay": 1_000, "unique_id": "resize-64"}``.
 
-        Raises (nothing is created, nothing written; ``index`` on the error names the item):
-            ValidationError: an item has a bad function name, params or option.
-            DuplicateTaskError: an item's uniqueId is held by a task, or given to an earlier
-                item of the same batch.
-            QuotaExceededError: the batch as a whole would break a quota.
-            EngineClosedError, LogError: as ``enqueue`` (after a ``DiskFullError`` none of the
-                batch exists).
+        All or nothing (``index`` on the error names the item): ``ValidationError`` (a bad
+        item), ``DuplicateTaskError`` (a uniqueId held, or given to an earlier item too),
+        ``QuotaExceededError`` (the batch as a whole), ``EngineClosedError`` and ``LogError`` as
+        ``enqueue`` (after a ``DiskFullError`` none of the batch exists).
         """
         self._check_open()
         batch = parse_batch(items, self.limits, random_uuid)
@@ -267,12 +256,8 @@ class Engine:
             raise UnknownTaskError(unique_id) from None
 
     async def cancel(self, unique_id: str) -> TaskInfo:
-        """Cancel a queued or retry-waiting task; returns its final info.
-
-        Raises:
-            UnknownTaskError: no such task.
-            InvalidTransitionError: the task is running or already finished.
-        """
+        """Cancel a queued or retry-waiting task; returns its final info. Raises
+        ``UnknownTaskError``, or ``InvalidTransitionError`` (running or already finished)."""
         self._check_open()
         commands = self.core.cancel(unique_id, self.clock.now_ms())
         # the snapshot taken at the moment of cancelling: with keepResult 0 the task is gone now
@@ -298,18 +283,15 @@ class Engine:
         finally:
             self._driver.drop_waiter(unique_id, future)
 
-    def report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
-        """Progress for run ``run_seq`` of a task (from a function host; in-process functions use
-        ``run.progress``). Raises ``StaleRunError`` if that run is not the current one."""
-        self._report_progress(unique_id, run_seq, report)
-
     def run_checkpoint(self, unique_id: str, run_seq: int) -> tuple[Any, int]:
         """``(checkpoint, slice)`` for run ``run_seq`` of a task: what a function host fetches
         when the checkpoint cannot ride in the params. Raises ``StaleRunError`` if that run is
         not the current one."""
         return self.core.run_checkpoint(unique_id, run_seq)
 
-    def _report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
+    def report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
+        """Progress for run ``run_seq`` of a task (from a function host; in-process functions use
+        ``run.progress``). Raises ``StaleRunError`` if that run is not the current one."""
         commands = self.core.report_progress(unique_id, run_seq, report, self.clock.now_ms())
         if not commands:  # held for its window: watchers still see it now
             self.watchers.notify(unique_id, "progress")
@@ -379,8 +361,7 @@ class Engine:
         return found
 
     async def _everything_durable(self) -> None:
-        """Wait until every change made so far is durable (at once when it is): schedules keep
-        no seq of their own, and change rarely."""
+        """Until every change so far is durable: schedules keep no seq of their own."""
         seq = self.core.last_seq
         if self.store.durable_seq < seq:
             with contextlib.suppress(DiskFullError):  # refused and rolled back: not shown
