@@ -26,7 +26,8 @@ from cloudqueue.adapters.client.answers import with_message
 from cloudqueue.adapters.client.schedules import check_upcoming, preview_body, schedule_body
 from cloudqueue.adapters.client.transport import Transport
 from cloudqueue.adapters.client.wire import (
-    check_limit,
+    MAX_LIST_LIMIT,
+    check_count,
     check_state,
     fire_time_ms,
     schedule_info_from_wire,
@@ -132,7 +133,7 @@ class QueueClient(Transport):
             ForbiddenError, UnauthorizedError, QueueUnavailableError,
             UnexpectedResponseError: as ``enqueue``.
         """
-        query = {"limit": str(check_limit(limit))}
+        query = {"limit": str(check_count(limit, "limit", MAX_LIST_LIMIT))}
         if state is not None:
             query["state"] = check_state(state).value
         answer = await self._call("list_tasks", "GET", "/tasks", query=query)

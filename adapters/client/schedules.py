@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cloudqueue.adapters.client.wire import wire_options
+from cloudqueue.adapters.client.wire import check_count, wire_options
 from cloudqueue.engine.core.cron import MAX_PREVIEW, check_interval, check_timezone, parse_cron
 from cloudqueue.engine.core.errors import ValidationError
 from cloudqueue.engine.core.schedules import parse_schedule
@@ -36,11 +36,7 @@ def schedule_body(name: str, function: str, params: Any, cron: str | None,
 
 
 def check_upcoming(upcoming: Any) -> int:
-    if isinstance(upcoming, bool) or not isinstance(upcoming, int) or not (
-            1 <= upcoming <= MAX_UPCOMING):
-        raise ValidationError(f"upcoming must be a whole number from 1 to {MAX_UPCOMING}, "
-                              f"got {upcoming!r}", "count")
-    return upcoming
+    return check_count(upcoming, "upcoming", MAX_UPCOMING, "count")
 
 
 def preview_body(cron: str | None, interval: int | None, timezone: str | None,
@@ -66,8 +62,5 @@ def preview_body(cron: str | None, interval: int | None, timezone: str | None,
         except (ValueError, OverflowError, OSError):
             raise ValidationError(f"from_ms {from_ms} is not a representable time",
                                   "from") from None
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW:
-        raise ValidationError(f"count must be a whole number from 1 to {MAX_PREVIEW}, got "
-                              f"{count!r}", "count")
-    body["count"] = count
+    body["count"] = check_count(count, "count", MAX_PREVIEW)
     return body

@@ -211,12 +211,13 @@ def wire_options(given: Mapping[str, Any], parsed: TaskOptions) -> dict[str, Any
     return wire
 
 
-def check_limit(limit: Any) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not (
-            1 <= limit <= MAX_LIST_LIMIT):
-        raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got "
-                              f"{limit!r}", "limit")
-    return limit
+def check_count(value: Any, name: str, maximum: int, field: str | None = None) -> int:
+    """``value``, a whole number from 1 to ``maximum`` (else ``ValidationError`` on ``field``,
+    default ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValidationError(f"{name} must be a whole number from 1 to {maximum}, got "
+                              f"{value!r}", field or name)
+    return value
 
 
 def check_state(state: TaskState | str) -> TaskState:

@@ -4,7 +4,9 @@ behaviour against every store."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,10 @@ from cloudqueue import (
     DuplicateTaskError,
     Engine,
     EngineClosedError,
+    EngineConfig,
     FakeClock,
     InvalidTransitionError,
+    LogOptions,
     RunContext,
     TaskState,
     UnknownTaskError,
@@ -22,6 +26,7 @@ from cloudqueue import (
 )
 from cloudqueue.engine.core.errors import ConfigError
 from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.engine.runtime.store import MemoryStore
 from cloudqueue.testing import settle
 
 
@@ -259,3 +264,28 @@ async def test_cancel_with_keep_result_zero_returns_the_final_info(queue: Engine
     assert info.state is TaskState.CANCELLED
     with pytest.raises(UnknownTaskError):
         await queue.get_task_info(uid)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def test_keywords_build_the_same_frozen_config_as_an_engine_config(tmp_path: Path) -> None:
+    from_keywords = Engine(concurrency=3, data_dir=tmp_path, fsync="never",
+                           segment_bytes=1 << 20, timezone="Asia/Shanghai")
+    config = EngineConfig(concurrency=3, data_dir=tmp_path, timezone="Asia/Shanghai",
+                          log=LogOptions(fsync="never", segment_bytes=1 << 20))
+    assert from_keywords.config == config == Engine(config).config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.concurrency = 4  # type: ignore[misc]
+    assert (from_keywords.timezone, from_keywords.data_dir) == ("Asia/Shanghai", tmp_path)
+
+
+def test_a_config_refuses_what_the_engine_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
+        EngineConfig(concurrency=0)
+    with pytest.raises(ValueError, match="schedule_concurrency must be >= 1, got 0"):
+        Engine(schedule_concurrency=0)
+    with pytest.raises(ValueError, match="give data_dir or store, not both"):
+        Engine(data_dir=tmp_path, store=MemoryStore())
+    with pytest.raises(TypeError, match="not both"):
+        Engine(EngineConfig(), concurrency=2)
