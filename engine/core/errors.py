@@ -219,7 +219,6 @@ class QuotaExceededError(EngineError):
         return {"quota": self.quota, "retryAfterMs": self.retry_after_ms}
 
 
-
 # ---------------------------------------------------------------------------- a remote queue
 
 
