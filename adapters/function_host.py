@@ -11,7 +11,7 @@ Serves Python functions the way a LeanEngine app serves ``AV.Cloud.define``'d on
         checkpoint = call.checkpoint or {"step": 0}
         await call.progress(percent=40, message="importing")     # shows in the task's info
         if not finished:
-            return call.continue_with({"step": checkpoint["step"] + 1})  # call me again
+            return call.continue_with({"step": checkpoint["step"] + 1})  # or Continue(...)
         return {"installed": True}                               # -> 200 {"result": {...}}
 
     web.run_app(host.app, port=3000)

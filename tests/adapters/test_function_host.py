@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudqueue import Engine
+from cloudqueue import Continue, Engine
 from cloudqueue.adapters.auth import AppKeys, sign
 from cloudqueue.adapters.function_host import Call, CloudError, FunctionHost, ProgressError
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
@@ -207,6 +207,18 @@ def test_define_refuses_a_second_definition_and_bad_names() -> None:
 
 def test_continue_with_is_the_continuation_marker() -> None:
     assert Call.continue_with({"step": 2}) == {"__cloudqueue": {"continue": {"step": 2}}}
+
+
+async def test_returning_continue_answers_the_continuation_marker_too() -> None:
+    host = FunctionHost(K)
+
+    @host.define()
+    async def step(params: Any, call: Call) -> Any:
+        return Continue({"step": 2})  # as an in-process function would
+
+    async with TestClient(TestServer(host.app, host="127.0.0.1")) as c:
+        assert await post(c, f"{FN}/step", MASTER, {}) == (
+            200, {"result": {"__cloudqueue": {"continue": {"step": 2}}}})
 
 
 # ---------------------------------------------------------------------------- progress
