@@ -1,9 +1,7 @@
 """The embedded queue: ``Engine``, the API a Python service uses inside its own event loop.
 
-A facade: it puts its parts together once (``engine.assembly``, from an ``EngineConfig``) and
-answers the ``Queue`` protocol with them; the policies live with the parts they govern
-(compaction in ``runtime.compaction``, a full disk in ``runtime.disk_full``, batches in
-``core.batch_items``).
+A facade over parts put together once (``engine.assembly``, from an ``EngineConfig``); policies
+live with what they govern (``runtime.compaction``, ``runtime.disk_full``, ``core.batch_items``).
 """
 
 from __future__ import annotations
@@ -72,8 +70,7 @@ class Engine:
                 return params["a"] + params["b"]
 
             uid = await queue.enqueue("add", {"a": 1, "b": 2}, attempts=3, backoff=1000)
-            info = await queue.wait(uid, timeout=10_000)   # info.status == "success"
-            assert info.result == {"result": 3}
+            info = await queue.wait(uid, timeout=10_000)   # info.result == {"result": 3}
 
     ``config`` is an ``EngineConfig``, or its fields come as keywords (``EngineConfig.of``:
     ``concurrency``, ``data_dir``, ``fsync``, ...). ``store``: a custom ``Store`` instead of
@@ -228,10 +225,9 @@ class Engine:
         return unique_id
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:
-        """The task's state as durable in the log: when its latest change is not durable yet,
-        waits until it is (at once when it already is), so a crash can never take back what a
-        reader was shown. Raises ``UnknownTaskError`` for an unknown or expired uniqueId, and
-        the store's ``LogError`` when that change will never be durable."""
+        """The task's state as durable in the log (waits for its latest change to be), so a
+        crash never takes back what a reader was shown. Raises ``UnknownTaskError`` (unknown or
+        expired), or the store's ``LogError`` when that change will never be durable."""
         info, seq = self.core.task_info_at(unique_id, self.clock.now_ms())
         if self.store.durable_seq < seq:
             await self._until_durable(unique_id, seq)
@@ -266,11 +262,8 @@ class Engine:
         return info
 
     async def wait(self, unique_id: str, timeout: int | None = None) -> TaskInfo:
-        """Wait until the task is final (success, failed or cancelled) and return its info.
-
-        ``timeout`` is in ms (None: no limit); raises ``TimeoutError`` when it passes. Like
-        ``get_task_info``, it answers only once the final state is durable.
-        """
+        """The task's info once it is final (success, failed or cancelled) and durable;
+        ``TimeoutError`` after ``timeout`` ms (None: no limit)."""
         seconds = None if timeout is None else timeout / 1000
         info, seq = self.core.task_info_at(unique_id, self.clock.now_ms())
         if info.state.is_final:
