@@ -59,7 +59,8 @@ class Queue(Protocol):
 
     def watch(self, unique_id: str) -> AsyncIterator[tuple[str, TaskInfo]]:
         """Live updates as ``(type, info)``: ``state`` first, then ``queued``, ``running``,
-        ``progress``, ``retry``, ``continued``, and a last ``finished``."""
+        ``progress``, ``retry``, ``continued``, and a last ``finished`` (``UnknownTaskError``
+        for an unknown task, at the latest from the first iteration)."""
         ...
 
     async def set_schedule(self, name: str, function: str, params: Any = None, *,
@@ -88,5 +89,6 @@ class Queue(Protocol):
     async def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,
                                timezone: str | None = None, from_ms: int | None = None,
                                count: int = 5) -> list[int]:
-        """The next ``count`` fire times (epoch ms) strictly after ``from_ms`` (default now)."""
+        """The next ``count`` fire times (epoch ms) strictly after ``from_ms`` (default now),
+        in ``timezone`` (None: the queue's default zone; ``QueueClient`` defaults to UTC)."""
         ...
