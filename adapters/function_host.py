@@ -11,7 +11,7 @@ Serves Python functions the way a LeanEngine app serves ``AV.Cloud.define``'d on
         checkpoint = call.checkpoint or {"step": 0}
         await call.progress(percent=40, message="importing")     # shows in the task's info
         if not finished:
-            return call.continue_with({"step": checkpoint["step"] + 1})  # call me again
+            return call.continue_with({"step": checkpoint["step"] + 1})  # or Continue(...)
         return {"installed": True}                               # -> 200 {"result": {...}}
 
     web.run_app(host.app, port=3000)
@@ -48,6 +48,7 @@ from aiohttp import web
 
 from cloudqueue.adapters.auth import AppKeys, Role, authenticate
 from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.runtime.functions import Continue
 
 __all__ = ["Call", "CloudError", "CloudFunction", "FunctionHost", "ProgressError"]
 
@@ -79,7 +80,9 @@ class ProgressError(Exception):
 
 
 class Call:
-    """What a function gets besides its params: who is calling and which run this is.
+    """What a function gets besides its params: who is calling and which run this is. A
+    ``Run``, as an in-process function's ``RunContext`` is: the same ``unique_id``,
+    ``attempt``, ``checkpoint``, ``slice``, ``await progress(...)`` and ``continue_with``.
 
     ``params`` excludes the queue's ``__cloudqueue`` key; ``checkpoint`` is the checkpoint the
     previous slice continued with (``None`` on the first slice; for params that are not a JSON
@@ -271,6 +274,8 @@ class FunctionHost:
     async def _run(self, name: str, fn: CloudFunction, call: Call) -> web.Response:
         try:
             value = await fn(call.params, call)
+            if isinstance(value, Continue):  # as in-process: the same as call.continue_with
+                value = call.continue_with(value.checkpoint)
             return _answer({} if value is None else {"result": value})
         except CloudError as exc:
             return _error(exc.status, exc.code or 1, exc.message)

@@ -37,6 +37,7 @@ from cloudqueue.engine.runtime.store import MemoryStore, Store
 FAR_DELAY_MS = 86_400_000
 # Turns a hang in the engine into an error instead of a stuck benchmark.
 WAIT_TIMEOUT_S = 120.0
+WAIT_TIMEOUT_MS = 120_000
 CORE_START_MS = 1_700_000_000_000
 
 
@@ -160,7 +161,7 @@ async def _end_to_end_trial(store: StoreSpec, options: dict[str, Any], total: in
         uids = await _enqueue_all(queue, total, store.producers)
         enqueued_ns, _ = watch.read()
         # Runs start in (priority, seq) order, so the last one is nearly the last to finish.
-        await queue.wait(uids[-1], timeout=WAIT_TIMEOUT_S)
+        await queue.wait(uids[-1], timeout=WAIT_TIMEOUT_MS)
         last_done = watch.read()
         yielded = await _confirm_all_succeeded(queue, uids)
         swept = watch.read()
@@ -181,7 +182,7 @@ async def _confirm_all_succeeded(queue: Engine, uids: Sequence[str]) -> bool:
     ran: list[bool] = []
     asyncio.get_running_loop().call_soon(ran.append, True)
     for uid in uids:
-        info = await queue.wait(uid, timeout=WAIT_TIMEOUT_S)
+        info = await queue.wait(uid, timeout=WAIT_TIMEOUT_MS)
         if info.status != "success":
             raise RuntimeError(f"task {uid} ended {info.state.value}: {info.error}")
     return bool(ran)

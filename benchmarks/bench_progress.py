@@ -7,7 +7,7 @@ Run from the repository root::
     python -m benchmarks.bench_progress --case progress_absorb --out /tmp/progress.jsonl
 
 Each trial starts a fresh ``Engine`` (concurrency 100) and enqueues 100 tasks of one function.
-Every run waits at a barrier until all 100 are running, then calls ``ctx.progress(percent,
+Every run waits at a barrier until all 100 are running, then calls ``await ctx.progress(percent,
 done=, message=, detail=)`` for ``seconds`` and returns. The measured window runs from the
 barrier's release until every task has succeeded and the log has made every event durable.
 
@@ -72,6 +72,7 @@ FUNCTION = "chatty"
 MESSAGE = "processed row {}"
 # Turns a hang in the engine into an error instead of a stuck benchmark.
 WAIT_TIMEOUT_S = 120.0
+WAIT_TIMEOUT_MS = 120_000
 
 
 class CountingMemoryStore(MemoryStore):
@@ -135,7 +136,7 @@ def _make_function(work: Workload, barrier: _Barrier) -> Any:
             percent = round(min(100.0, 100 * (now - start) / work.seconds), 1)
             for _ in range(1 if work.interval_s else work.yield_every):
                 calls += 1
-                ctx.progress(percent, done=calls, message=MESSAGE.format(calls),
+                await ctx.progress(percent, done=calls, message=MESSAGE.format(calls),
                              detail={"stage": "transform", "row": calls})
             await asyncio.sleep(work.interval_s)
             now = loop.time()
@@ -163,7 +164,7 @@ async def _run_window(queue: Engine, work: Workload, barrier: _Barrier,
     bytes0 = _segment_bytes(data_dir) if data_dir else 0
     watch = Stopwatch()
     barrier.go.set()
-    infos = await asyncio.gather(*(queue.wait(uid, timeout=WAIT_TIMEOUT_S) for uid in uids))
+    infos = await asyncio.gather(*(queue.wait(uid, timeout=WAIT_TIMEOUT_MS) for uid in uids))
     await queue.store.wait_durable(queue.core.last_seq)
     elapsed_ns, cpu_ns = watch.read()
     counters1 = (log.records, log.batches, log.syncs) if log else (0, 0, 0)

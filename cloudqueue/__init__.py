@@ -1,21 +1,22 @@
 """cloudqueue: a durable task queue for cloud functions.
 
 The public API. In-process, the queue is an ``Engine``; against a remote queue (``cloudqueue
-serve``, or LeanCloud), a ``QueueClient``; both take the same options and answer the same
-``TaskInfo`` and typed errors::
+serve``, or LeanCloud), a ``QueueClient``. Both implement the ``Queue`` protocol: the same
+methods, options and units (every duration in milliseconds), the same ``TaskInfo`` and
+``ScheduleInfo``, the same typed errors. A function gets a ``Run`` (in-process a
+``RunContext``; behind the function host a ``Call``)::
 
-    from cloudqueue import Engine, QueueClient, Continue, RunContext
+    from cloudqueue import Engine, QueueClient, Queue, Continue, Run
+
+Tests of code that uses an ``Engine`` use ``cloudqueue.testing.settle``.
 
 The implementation lives in ``cloudqueue.engine`` (the pure core and its runtime) and
 ``cloudqueue.adapters`` (HTTP in and out); the entry points (``cloudqueue`` command, server
 assembly, log tool) in this package's own modules.
 """
 
-from cloudqueue.adapters.client import (
-    QueueClient,
-    QueueUnavailableError,
-    UnexpectedResponseError,
-)
+from cloudqueue.adapters.client import QueueClient
+from cloudqueue.engine.config import EngineConfig
 from cloudqueue.engine.core.errors import (
     ConfigError,
     DiskFullError,
@@ -27,8 +28,11 @@ from cloudqueue.engine.core.errors import (
     LogError,
     LogPoisonedError,
     OutcomeUnknownError,
+    QueueUnavailableError,
     QuotaExceededError,
+    RemoteQuotaExceededError,
     UnauthorizedError,
+    UnexpectedResponseError,
     UnknownScheduleError,
     UnknownTaskError,
     ValidationError,
@@ -38,8 +42,10 @@ from cloudqueue.engine.core.schedules import ScheduleInfo
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
 from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.queue import Queue, TaskPage
 from cloudqueue.engine.runtime.clock import Clock, FakeClock, SystemClock
-from cloudqueue.engine.runtime.functions import Continue, RunContext
+from cloudqueue.engine.runtime.functions import Continue, Run, RunContext
+from cloudqueue.engine.runtime.log_options import LogOptions
 
 __all__ = [
     "Clock",
@@ -50,21 +56,27 @@ __all__ = [
     "DuplicateTaskError",
     "Engine",
     "EngineClosedError",
+    "EngineConfig",
     "EngineError",
     "FakeClock",
     "ForbiddenError",
     "InvalidTransitionError",
     "LogError",
+    "LogOptions",
     "LogPoisonedError",
     "OutcomeUnknownError",
+    "Queue",
     "QueueClient",
     "QueueUnavailableError",
     "QuotaExceededError",
+    "RemoteQuotaExceededError",
+    "Run",
     "RunContext",
     "ScheduleInfo",
     "SystemClock",
     "TaskInfo",
     "TaskOptions",
+    "TaskPage",
     "TaskState",
     "UnauthorizedError",
     "UnexpectedResponseError",

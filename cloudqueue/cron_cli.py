@@ -257,13 +257,13 @@ def _dev_credentials(data_dir: Path) -> tuple[str, str] | None:
 
 
 async def _list(queue: Any, args: argparse.Namespace) -> Any:
-    return {"results": await queue.list_schedules()}
+    return {"results": [info.to_wire() for info in await queue.list_schedules()]}
 
 
 async def _show(queue: Any, args: argparse.Namespace) -> Any:
     if not 1 <= args.count <= MAX_UPCOMING:
         raise UsageError(f"--count must be from 1 to {MAX_UPCOMING}, got {args.count}")
-    return await queue.get_schedule(args.name, args.count)
+    return (await queue.get_schedule(args.name, args.count)).to_wire()
 
 
 async def _set(queue: Any, args: argparse.Namespace) -> Any:
@@ -277,17 +277,18 @@ async def _set(queue: Any, args: argparse.Namespace) -> Any:
                        wire=False, default_timezone="UTC")
     except ValidationError as exc:
         raise UsageError(str(exc)) from None
-    return await queue.set_schedule(args.name, args.function, args.params, cron=args.cron,
+    info = await queue.set_schedule(args.name, args.function, args.params, cron=args.cron,
                                     interval=args.interval, timezone=args.timezone,
                                     paused=args.paused, **options)
+    return info.to_wire()
 
 
 async def _pause(queue: Any, args: argparse.Namespace) -> Any:
-    return await queue.pause_schedule(args.name)
+    return (await queue.pause_schedule(args.name)).to_wire()
 
 
 async def _resume(queue: Any, args: argparse.Namespace) -> Any:
-    return await queue.resume_schedule(args.name)
+    return (await queue.resume_schedule(args.name)).to_wire()
 
 
 async def _delete(queue: Any, args: argparse.Namespace) -> Any:

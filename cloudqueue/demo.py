@@ -39,7 +39,7 @@ async def main() -> None:
                                     priority=1)
 
         for uid in (first, second, later):
-            info = await queue.wait(uid, timeout=10)
+            info = await queue.wait(uid, timeout=10_000)
             print(info.to_wire())
 
 

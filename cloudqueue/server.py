@@ -70,11 +70,13 @@ from cloudqueue.config import (
     check_function_host,
     load_config,
 )
+from cloudqueue.engine.config import EngineConfig
 from cloudqueue.engine.core.errors import EngineError
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.heap import HeapFreezer
 from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
+from cloudqueue.engine.runtime.log_options import LogOptions
 
 __all__ = ["DEFAULT_PORT", "AppConfig", "Running", "ServeConfig", "StartupRefused",
            "apps_from_env", "build_app", "check_app_id", "check_function_host", "load_config",
@@ -95,11 +97,12 @@ def build_app(config: ServeConfig) -> web.Application:
     tenants = {}
     for app in config.apps:
         invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
-        engine = Engine(concurrency=app.concurrency, max_timeout_ms=app.max_timeout_ms,
-                        quotas=app.quotas, timezone=app.timezone,
-                        schedule_concurrency=app.schedule_concurrency,
-                        data_dir=config.data_dir / app.keys.app_id, fsync=app.fsync,
-                        invoker=invoker, adaptive_concurrency=config.adaptive_concurrency)
+        engine = Engine(EngineConfig(
+            concurrency=app.concurrency, adaptive_concurrency=config.adaptive_concurrency,
+            max_timeout_ms=app.max_timeout_ms, quotas=app.quotas, timezone=app.timezone,
+            schedule_concurrency=app.schedule_concurrency,
+            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
+            invoker=invoker)
         tenants[app.keys.app_id] = QueueApp(app.keys, engine)
     return create_app(tenants)
 

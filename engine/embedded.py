@@ -1,19 +1,28 @@
-"""The embedded queue: ``Engine``, the API a Python service uses inside its own event loop."""
+"""The embedded queue: ``Engine``, the API a Python service uses inside its own event loop.
+
+A facade over parts put together once (``engine.assembly``, from an ``EngineConfig``); policies
+live with what they govern (``runtime.compaction``, ``runtime.disk_full``, ``core.batch_items``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import heapq
-import logging
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
-from cloudqueue.engine.core.commands import Append, Command, TaskFinished
+from cloudqueue.engine.assembly import (
+    build_core,
+    build_driver,
+    log_recovery,
+    open_and_replay,
+    store_opener,
+)
+from cloudqueue.engine.config import EngineConfig, EngineOptions
+from cloudqueue.engine.core.batch_items import parse_batch
+from cloudqueue.engine.core.commands import Command, TaskFinished
 from cloudqueue.engine.core.cron import (
     CronExpr,
     check_interval,
@@ -21,7 +30,6 @@ from cloudqueue.engine.core.cron import (
     fire_times,
     parse_cron,
 )
-from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.errors import (
     DiskFullError,
     EngineClosedError,
@@ -29,7 +37,6 @@ from cloudqueue.engine.core.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from cloudqueue.engine.core.events import Event, ScheduleSkipped, TaskSubmitted
 from cloudqueue.engine.core.options import (
     Limits,
     TaskOptions,
@@ -37,109 +44,67 @@ from cloudqueue.engine.core.options import (
     check_params,
     parse_options,
 )
-from cloudqueue.engine.core.quotas import Quotas
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
-from cloudqueue.engine.core.task import TaskInfo, iso_ms
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import TaskInfo
+from cloudqueue.engine.queue import TaskPage
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
+from cloudqueue.engine.runtime.compaction import CompactionSchedule
+from cloudqueue.engine.runtime.disk_full import roll_back_unstored
 from cloudqueue.engine.runtime.driver import Driver
 from cloudqueue.engine.runtime.functions import FunctionRegistry, Invoker
 from cloudqueue.engine.runtime.ids import random_uuid
-from cloudqueue.engine.runtime.log_file import (
-    DEFAULT_SEGMENT_BYTES,
-    FileOps,
-    FsyncPolicy,
-    LogNeedsRepairError,
-    RecoveryReport,
-)
-from cloudqueue.engine.runtime.log_store import LogStore
-from cloudqueue.engine.runtime.rebuild import rebuild
-from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks, StoreOpener
+from cloudqueue.engine.runtime.log_file import RecoveryReport
+from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks
 from cloudqueue.engine.runtime.watchers import Watchers
-
-log = logging.getLogger("cloudqueue")
 
 
 class Engine:
-    """A task queue in this process.
+    """A task queue in this process; it implements the ``Queue`` protocol.
 
     Example::
 
         async with Engine() as queue:
             @queue.define
-            async def add(params, ctx):
+            async def add(params, run):
                 return params["a"] + params["b"]
 
             uid = await queue.enqueue("add", {"a": 1, "b": 2}, attempts=3, backoff=1000)
-            info = await queue.wait(uid)          # info.status == "success"
-            assert info.result == {"result": 3}
+            info = await queue.wait(uid, timeout=10_000)   # info.result == {"result": 3}
 
-    Args:
-        concurrency: runs in flight at once (LeanCloud's default is 1).
-        adaptive_concurrency: while the event loop lags (the process is overloaded), keep fewer
-            runs in flight than ``concurrency`` so that enqueues are still acknowledged quickly;
-            back up to ``concurrency`` as the lag clears (``engine/runtime/pacing.py``). Off by
-            default here; ``cloudqueue serve`` turns it on.
-        max_timeout_ms: the largest ``timeout`` a task may ask for.
-        quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
-        timezone: the default zone of schedules (an IANA name).
-        schedule_concurrency: give schedules' firings a concurrency group of their own, so a
-            backlog of ordinary tasks cannot delay them (default: they share ``concurrency``).
-        data_dir: keep tasks in a durable log in this directory (replayed on start). Without
-            it (and without ``store``) tasks are kept in memory only.
-        fsync: ``always`` (default: fsync before acknowledging), ``interval[:MS]`` or ``never``.
-        segment_bytes: the log rotates to a new segment past this size.
-        compact_bytes: snapshot and drop old segments once this much log was written since the
-            last snapshot (default 4 segments).
-        file_ops: the file layer under the log (tests inject faults through it).
-        store: a custom ``Store`` instead of ``data_dir``.
-        clock: time source (default: the system clock; tests pass a ``FakeClock``).
-        invoker: runs tasks (default: the in-process functions registered with ``define``).
+    ``config`` is an ``EngineConfig``, or its fields come as keywords (``EngineConfig.of``:
+    ``concurrency``, ``data_dir``, ``fsync``, ...). ``store``: a custom ``Store`` instead of
+    ``data_dir``; ``clock``: default the system clock (tests pass a ``FakeClock``); ``invoker``:
+    runs tasks (default: the in-process functions registered with ``define``).
     """
 
-    def __init__(self, *, concurrency: int = 1, max_timeout_ms: int = 600_000,
-                 quotas: Quotas | None = None, timezone: str = "UTC",
-                 schedule_concurrency: int | None = None,
-                 data_dir: str | Path | None = None, fsync: str = "always",
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, compact_bytes: int | None = None,
-                 file_ops: FileOps | None = None,
-                 store: Store | None = None,
+    def __init__(self, config: EngineConfig | None = None, *, store: Store | None = None,
                  clock: Clock | None = None, invoker: Invoker | None = None,
-                 adaptive_concurrency: bool = False) -> None:
-        if data_dir is not None and store is not None:
-            raise ValueError("give data_dir or store, not both")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+                 **options: Unpack[EngineOptions]) -> None:
+        if config is not None and options:
+            raise TypeError("give an EngineConfig or its fields as keywords, not both")
+        self.config = config = config or EngineConfig.of(**options)
+        self._open_store = store_opener(config, store)
         self.clock = clock or SystemClock()
         self.functions = FunctionRegistry()
-        self.limits = Limits(max_timeout_ms=max_timeout_ms)
-        self._no_options = parse_options({}, wire=False, limits=self.limits)
-        self.timezone = check_timezone(timezone)
-        if schedule_concurrency is not None and schedule_concurrency < 1:
-            raise ValueError(f"schedule_concurrency must be >= 1, got {schedule_concurrency}")
-        self.core = EngineCore(CoreConfig(concurrency=concurrency, limits=self.limits,
-                                          quotas=quotas or Quotas(),
-                                          schedule_concurrency=schedule_concurrency),
-                               start_ms=self.clock.now_ms())
-        self.data_dir = Path(data_dir) if data_dir is not None else None
-        self._open_store: StoreOpener = (
-            LogStore.opener(self.data_dir, policy=FsyncPolicy.parse(fsync),
-                            segment_bytes=segment_bytes, ops=file_ops,
-                            compact_bytes=compact_bytes or 4 * segment_bytes)
-            if self.data_dir is not None else MemoryStore.opener(store))
+        self.limits = Limits(max_timeout_ms=config.max_timeout_ms)
+        self.timezone = config.timezone
+        self.data_dir = config.data_dir
+        self.core = build_core(config, self.limits, self.clock.now_ms())
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
-        self.functions.progress_sink = self._report_progress
+        self.functions.progress_sink = self.report_progress
         self.watchers = Watchers(self._info_or_none)
-        self._adaptive = adaptive_concurrency
-        self._driver = self._new_driver(self.store)
+        self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
+                                    self.watchers)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
-        self._compaction: asyncio.Future[None] | None = None
-        self._compact_wanted = False
+        self.compaction = CompactionSchedule(self.compact, lambda: self._state == "running",
+                                             self.data_dir)
 
-    def _new_driver(self, store: Store) -> Driver:
-        return Driver(self.core, store, self.clock, self._invoker, self.watchers,
-                      adaptive=self._adaptive)
+    @property
+    def driver(self) -> Driver:  # (``cloudqueue.testing.settle`` watches it)
+        return self._driver
 
     @property
     def run_cap(self) -> int:
@@ -152,54 +117,20 @@ class Engine:
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"engine already {self._state}")
-        await self._open()
+        hooks = StoreHooks(lambda batch: roll_back_unstored(self.core, batch),
+                           self.compaction.soon)
+        opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
+        self.store, self.recovery = opened.store, opened.report
+        self._driver = build_driver(self.config, self.core, self.store, self.clock,
+                                    self._invoker, self.watchers)
         self._state = "running"
         await self._invoker.start()
         self.store.start()
         recovery = self.core.recover(self.clock.now_ms())
-        for command in recovery:
-            for event in command.events if isinstance(command, Append) else ():
-                if isinstance(event, ScheduleSkipped):
-                    log.warning("schedule %s: %d slot(s) missed while the queue was down were "
-                                "skipped (atMostOnce), the last at %s", event.name,
-                                event.skipped, iso_ms(event.last_slot_ms))
+        log_recovery(recovery)
         self._driver.execute(recovery)
         self._driver.start()
         self._driver.poke()
-
-    async def _open(self) -> None:
-        # Loading builds hundreds of thousands of long-lived objects: cyclic GC passes over them
-        # cost ~40% of replay and find nothing. Off while loading; afterwards freeze() moves them
-        # out of every later collection too.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            await self._load()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        gc.freeze()
-
-    async def _load(self) -> None:
-        """Open the store, and rebuild the core from the state it holds (``rebuild``)."""
-        hooks = StoreHooks(self._roll_back_unstored, self._compact_soon)
-        store, loaded = await asyncio.to_thread(self._open_store, hooks)
-        started = time.perf_counter()
-        try:
-            rebuild(self.core, loaded.events, snapshot_seq=loaded.snapshot_seq,
-                    snapshot_tasks=loaded.snapshot_tasks,
-                    snapshot_schedules=loaded.snapshot_schedules, counters=loaded.counters)
-        except BaseException as exc:
-            await store.close()
-            if isinstance(exc, LogNeedsRepairError) and self.data_dir is not None:
-                exc.in_directory(self.data_dir)  # the repair command names this directory
-            raise
-        self.store = store
-        self._driver = self._new_driver(store)
-        if loaded.report is not None:
-            loaded.report.apply_seconds = time.perf_counter() - started
-            self.recovery = loaded.report
-            log.info("%s: %s", self.data_dir, loaded.report.summary())
 
     @property
     def failure(self) -> LogError | None:
@@ -213,40 +144,6 @@ class Engine:
         # the log folds the state at this seq from its own files, in a process of its own
         return await self.store.compact(self.core.last_seq)
 
-    def _compact_soon(self) -> None:
-        self._compact_wanted = True
-        if self._compaction is None or self._compaction.done():
-            self._compaction = asyncio.ensure_future(self._compact_logging_errors())
-
-    async def _compact_logging_errors(self) -> None:
-        while self._compact_wanted and self._state == "running":
-            self._compact_wanted = False  # a compaction asked for while this one runs: next
-            await self._compact_once()
-
-    async def _compact_once(self) -> None:
-        try:
-            removed = await self.compact()
-            log.info("compacted the log: %d segment(s) removed", removed)
-        except LogError as exc:
-            log.error("compaction failed: %s", exc)
-        except OSError as exc:  # writing the snapshot (e.g. a full disk): the log goes on as is
-            log.error("compaction failed writing the snapshot in %s: %s; the log goes on "
-                      "uncompacted", self.data_dir, exc.strerror or exc)
-        except Exception:  # a bug: said loudly, and the log goes on uncompacted
-            log.exception("compaction of %s failed; the log goes on uncompacted", self.data_dir)
-
-    def _roll_back_unstored(self, batch: list[Event]) -> list[Event]:
-        """The disk filled up before ``batch`` (every event not yet written) was written:
-        forget the tasks submitted in it (their callers get DiskFullError), drop every later
-        event about them, and keep the rest for a retry."""
-        # A schedule's firing has no caller to tell: it stays in the batch and is retried.
-        submitted = {e.unique_id: e.seq for e in batch
-                     if isinstance(e, TaskSubmitted) and e.schedule is None}
-        for unique_id in submitted:
-            self.core.forget(unique_id)
-        return [e for e in batch
-                if e.unique_id not in submitted or e.seq < submitted[e.unique_id]]
-
     async def close(self, grace_ms: int = 5_000) -> None:
         """Stop taking work, give runs in flight ``grace_ms`` to finish, flush and stop."""
         if self._state != "running":
@@ -255,8 +152,7 @@ class Engine:
         self._state = "closing"
         await self._driver.stop(grace_ms)
         await self._invoker.close()
-        if self._compaction is not None:
-            await asyncio.gather(self._compaction, return_exceptions=True)
+        await self.compaction.finish()
         await self.store.close()
         self.watchers.close()
         self._state = "closed"
@@ -272,8 +168,9 @@ class Engine:
     # ------------------------------------------------------------------ functions
 
     def define(self, name: Any = None) -> Any:
-        """Register an ``async def fn(params, ctx)``: ``@queue.define`` or
-        ``@queue.define("name")``. Raising fails the run; returning a JSON value succeeds."""
+        """Register an ``async def fn(params, run)`` (``run`` is a ``RunContext``):
+        ``@queue.define`` or ``@queue.define("name")``. Raising fails the run; returning a JSON
+        value succeeds; returning ``run.continue_with(checkpoint)`` runs it again from there."""
         return self.functions.define(name)
 
     # ------------------------------------------------------------------ tasks
@@ -287,22 +184,16 @@ class Engine:
         default the enqueue time), ``timeout`` (per run, default 15000), ``unique_id`` (1-32
         chars; default a random UUID).
 
-        Raises:
-            ValidationError: a bad option, function name or params; nothing is created.
-            DuplicateTaskError: the uniqueId is held by a task (queued .. keepResult).
-            EngineClosedError: the engine is not running.
-            LogError: the store cannot make the task durable (nothing was acknowledged).
+        Raises ``ValidationError`` (a bad option, function name or params; nothing is created),
+        ``DuplicateTaskError`` (the uniqueId is held by a task, queued .. keepResult),
+        ``EngineClosedError``, or the store's ``LogError`` (nothing was acknowledged).
         """
         opts = parse_options(options, wire=False, limits=self.limits)
         check_function_name(function)
         if params is None:
             params = {}
         check_params(params)
-        unique_id = self._submit_now(function, params, opts)
-        seq = self.core.last_seq
-        if self.store.durable_seq < seq:
-            await self.store.wait_durable(seq)
-        return unique_id
+        return await self.submit(function, params, opts)
 
     async def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
         """Queue many tasks at once, all or none; return their uniqueIds (in order) once every
@@ -313,97 +204,37 @@ class Engine:
         options by their Python names, e.g. ``{"function": "resize", "params": {"w": 64},
         "delay": 1_000, "unique_id": "resize-64"}``.
 
-        Raises (nothing is created, nothing written; ``index`` on the error names the item):
-            ValidationError: an item has a bad function name, params or option.
-            DuplicateTaskError: an item's uniqueId is held by a task, or given to an earlier
-                item of the same batch.
-            QuotaExceededError: the batch as a whole would break a quota.
-            EngineClosedError, LogError: as ``enqueue`` (after a ``DiskFullError`` none of the
-                batch exists).
+        All or nothing (``index`` on the error names the item): ``ValidationError`` (a bad
+        item), ``DuplicateTaskError`` (a uniqueId held, or given to an earlier item too),
+        ``QuotaExceededError`` (the batch as a whole), ``EngineClosedError`` and ``LogError`` as
+        ``enqueue`` (after a ``DiskFullError`` none of the batch exists).
         """
         self._check_open()
-        memo: dict[tuple[Any, ...], TaskOptions] = {}  # items tend to share their options
-        batch = [self._validated_item(index, item, memo) for index, item in enumerate(items)]
+        batch = parse_batch(items, self.limits, random_uuid)
         if not batch:
             return []
-        commands = self.core.submit_many(batch, self.clock.now_ms())
-        self._driver.execute(commands)
-        self._driver.poke_if_needed()
-        seq = self.core.last_seq
-        if self.store.durable_seq < seq:
-            await self.store.wait_durable(seq)
+        await self._apply(self.core.submit_many(batch, self.clock.now_ms()), poke=False)
         return [item[0] for item in batch]
-
-    def _validated_item(self, index: int, item: Mapping[str, Any],
-                        memo: dict[tuple[Any, ...], TaskOptions]
-                        ) -> tuple[str, str, Any, TaskOptions]:
-        """(uniqueId, function, params, options) of one ``enqueue_many`` item."""
-        try:
-            if item.__class__ is not dict and not isinstance(item, Mapping):
-                raise ValidationError(f"must be a mapping with \"function\", got "
-                                      f"{type(item).__name__}", "function")
-            function = check_function_name(item.get("function"))
-            params = item.get("params")
-            if params is None:
-                params = {}
-            check_params(params)
-            options = self._item_options(item, memo)
-        except ValidationError as exc:
-            raise exc.at_item(index) from None
-        return options.unique_id or random_uuid(), function, params, options
-
-    def _item_options(self, item: Mapping[str, Any],
-                      memo: dict[tuple[Any, ...], TaskOptions]) -> TaskOptions:
-        if len(item) == ("function" in item) + ("params" in item):
-            return self._no_options
-        if "unique_id" in item:  # differs per item: nothing to share
-            return parse_options({k: v for k, v in item.items()
-                                  if k != "function" and k != "params"},
-                                 wire=False, limits=self.limits)
-        try:
-            key = tuple([(k, v.__class__, v) for k, v in item.items()
-                         if k != "function" and k != "params"])
-            found = memo.get(key)
-        except TypeError:  # an unhashable option value: parse_options says what is wrong
-            key, found = (), None
-        if found is None:
-            found = parse_options({k: v for k, v in item.items()
-                                   if k != "function" and k != "params"},
-                                  wire=False, limits=self.limits)
-            if key:
-                memo[key] = found
-        return found
 
     async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
         """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""
-        unique_id = self._submit_now(function, params, options)
-        seq = self.core.last_seq
-        if self.store.durable_seq < seq:
-            await self.store.wait_durable(seq)
-        return unique_id
-
-    def _submit_now(self, function: str, params: Any, options: TaskOptions) -> str:
-        """Submit to the core and hand its records to the store; durability is the caller's
-        to await (``core.last_seq``)."""
         self._check_open()
         unique_id = options.unique_id or random_uuid()
         commands = self.core.submit(unique_id, function, params, options, self.clock.now_ms())
-        self._driver.execute(commands)
-        self._driver.poke_if_needed()
+        await self._apply(commands, poke=False)
         return unique_id
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:
-        """The task's state as durable in the log: when its latest change is not durable yet,
-        waits until it is (at once when it already is), so a crash can never take back what a
-        reader was shown. Raises ``UnknownTaskError`` for an unknown or expired uniqueId, and
-        the store's ``LogError`` when that change will never be durable."""
+        """The task's state as durable in the log (waits for its latest change to be), so a
+        crash never takes back what a reader was shown. Raises ``UnknownTaskError`` (unknown or
+        expired), or the store's ``LogError`` when that change will never be durable."""
         info, seq = self.core.task_info_at(unique_id, self.clock.now_ms())
         if self.store.durable_seq < seq:
             await self._until_durable(unique_id, seq)
         return info
 
-    async def list_tasks(self, state: str | None = None,
-                         limit: int = 100) -> tuple[list[TaskInfo], int]:
+    async def list_tasks(self, state: TaskState | str | None = None,
+                         limit: int = 100) -> TaskPage:
         """Up to ``limit`` tasks (in ``state``, when given), newest first, and how many there
         are; durable as ``get_task_info``'s."""
         tasks = [t for t in self.core.tasks() if state is None or t.state.value == state]
@@ -412,7 +243,7 @@ class Engine:
         infos = [self.core.info(t) for t in shown]
         if self.store.durable_seq < seq:
             await self.store.wait_durable(seq)
-        return infos, len(tasks)
+        return TaskPage(infos, len(tasks))
 
     async def _until_durable(self, unique_id: str, seq: int) -> None:
         try:
@@ -421,44 +252,29 @@ class Engine:
             raise UnknownTaskError(unique_id) from None
 
     async def cancel(self, unique_id: str) -> TaskInfo:
-        """Cancel a queued or retry-waiting task; returns its final info.
-
-        Raises:
-            UnknownTaskError: no such task.
-            InvalidTransitionError: the task is running or already finished.
-        """
+        """Cancel a queued or retry-waiting task; returns its final info. Raises
+        ``UnknownTaskError``, or ``InvalidTransitionError`` (running or already finished)."""
         self._check_open()
         commands = self.core.cancel(unique_id, self.clock.now_ms())
         # the snapshot taken at the moment of cancelling: with keepResult 0 the task is gone now
         info = next(c.info for c in commands if isinstance(c, TaskFinished))
-        self._driver.execute(commands)
-        self._driver.poke()
-        seq = self.core.last_seq
-        if self.store.durable_seq < seq:
-            await self.store.wait_durable(seq)
+        await self._apply(commands)
         return info
 
-    async def wait(self, unique_id: str, timeout: float | None = None) -> TaskInfo:
-        """Wait until the task is final (success, failed or cancelled) and return its info.
-
-        ``timeout`` is in seconds (asyncio's convention); raises ``TimeoutError`` when it passes.
-        Like ``get_task_info``, it answers only once the final state is durable.
-        """
+    async def wait(self, unique_id: str, timeout: int | None = None) -> TaskInfo:
+        """The task's info once it is final (success, failed or cancelled) and durable;
+        ``TimeoutError`` after ``timeout`` ms (None: no limit)."""
+        seconds = None if timeout is None else timeout / 1000
         info, seq = self.core.task_info_at(unique_id, self.clock.now_ms())
         if info.state.is_final:
             if self.store.durable_seq < seq:
-                await asyncio.wait_for(self._until_durable(unique_id, seq), timeout)
+                await asyncio.wait_for(self._until_durable(unique_id, seq), seconds)
             return info
         future = self._driver.wait_finished(unique_id)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(asyncio.shield(future), seconds)
         finally:
             self._driver.drop_waiter(unique_id, future)
-
-    def report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
-        """Progress for run ``run_seq`` of a task (from a function host; in-process functions use
-        ``ctx.progress``). Raises ``StaleRunError`` if that run is not the current one."""
-        self._report_progress(unique_id, run_seq, report)
 
     def run_checkpoint(self, unique_id: str, run_seq: int) -> tuple[Any, int]:
         """``(checkpoint, slice)`` for run ``run_seq`` of a task: what a function host fetches
@@ -466,15 +282,17 @@ class Engine:
         not the current one."""
         return self.core.run_checkpoint(unique_id, run_seq)
 
-    def _report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
+    def report_progress(self, unique_id: str, run_seq: int, report: dict[str, Any]) -> None:
+        """Progress for run ``run_seq`` of a task (from a function host; in-process functions use
+        ``run.progress``). Raises ``StaleRunError`` if that run is not the current one."""
         commands = self.core.report_progress(unique_id, run_seq, report, self.clock.now_ms())
         if not commands:  # held for its window: watchers still see it now
             self.watchers.notify(unique_id, "progress")
         self._driver.execute(commands)
         self._driver.poke()  # a report held for its window gives the driver a new deadline
 
-    def watch(self, unique_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Live updates of a task: first ``{"type": "state", "task": ...}``, then ``queued``,
+    def watch(self, unique_id: str) -> AsyncIterator[tuple[str, TaskInfo]]:
+        """Live updates of a task as ``(type, info)``: first ``state``, then ``queued``,
         ``running``, ``progress``, ``retry``, ``continued``, and a last ``finished``. A slow
         reader misses intermediate updates, never the latest; raises ``UnknownTaskError``."""
         self.core.task_info(unique_id, self.clock.now_ms())
@@ -496,12 +314,18 @@ class Engine:
         first) or ``interval`` (ms), in ``timezone`` (default: the engine's). Task options for
         each firing: attempts, backoff, delivery_mode, timeout, keep_result. Each firing is a
         task with uniqueId ``cron:<name>:<slot_ms>`` and priority the slot time."""
-        self._check_open()
         values = {"function": function, "params": params, "cron": cron, "interval": interval,
                   "timezone": timezone, "paused": paused, **options}
+        self._check_open()
         spec = parse_schedule(name, {k: v for k, v in values.items() if v is not None},
                               wire=False, default_timezone=self.timezone, limits=self.limits)
-        return await self._schedule_change(name, self.core.set_schedule(spec, self.clock.now_ms()))
+        return await self.set_schedule_spec(spec)
+
+    async def set_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
+        """``set_schedule`` for callers that validated already (the HTTP API)."""
+        self._check_open()
+        return await self._schedule_change(spec.name,
+                                           self.core.set_schedule(spec, self.clock.now_ms()))
 
     async def pause_schedule(self, name: str) -> ScheduleInfo:
         self._check_open()
@@ -516,7 +340,7 @@ class Engine:
 
     async def delete_schedule(self, name: str) -> None:
         self._check_open()
-        await self._durable(self.core.delete_schedule(name, self.clock.now_ms()))
+        await self._apply(self.core.delete_schedule(name, self.clock.now_ms()))
 
     async def get_schedule(self, name: str, upcoming: int = 5) -> ScheduleInfo:
         """Raises ``UnknownScheduleError``. Durable as ``get_task_info``'s answer."""
@@ -530,22 +354,15 @@ class Engine:
         return found
 
     async def _everything_durable(self) -> None:
-        """Wait until every change made so far is durable (at once when it is): schedules keep
-        no seq of their own, and change rarely."""
+        """Until every change so far is durable: schedules keep no seq of their own."""
         seq = self.core.last_seq
         if self.store.durable_seq < seq:
             with contextlib.suppress(DiskFullError):  # refused and rolled back: not shown
                 await self.store.wait_durable(seq)
 
-    async def set_schedule_spec(self, spec: ScheduleSpec) -> ScheduleInfo:
-        """``set_schedule`` for callers that validated already (the HTTP API)."""
-        self._check_open()
-        return await self._schedule_change(spec.name,
-                                           self.core.set_schedule(spec, self.clock.now_ms()))
-
-    def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,
-                         timezone: str | None = None, from_ms: int | None = None,
-                         count: int = 5) -> list[int]:
+    async def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,
+                               timezone: str | None = None, from_ms: int | None = None,
+                               count: int = 5) -> list[int]:
         """The next ``count`` fire times strictly after ``from_ms`` (default now); an interval
         counts from ``from_ms``. Raises ``ValidationError``."""
         if (cron is None) == (interval is None):
@@ -558,45 +375,26 @@ class Engine:
         return fire_times(spec, zone, start, count, anchor_ms=start)
 
     async def _schedule_change(self, name: str, commands: list[Command]) -> ScheduleInfo:
-        await self._durable(commands)
+        await self._apply(commands)
         return describe(self.core.schedule(name), 5)
 
-    async def _durable(self, commands: list[Command]) -> None:
+    # ------------------------------------------------------------------ plumbing
+
+    async def _apply(self, commands: list[Command], *, poke: bool = True) -> None:
+        """Hand the core's commands to the driver and return once the changes are durable
+        (``poke``: wake the driver now, else only if it needs it)."""
         self._driver.execute(commands)
-        self._driver.poke()
+        if poke:
+            self._driver.poke()
+        else:
+            self._driver.poke_if_needed()
         seq = self.core.last_seq
         if self.store.durable_seq < seq:
             await self.store.wait_durable(seq)
 
-    # ------------------------------------------------------------------ tests and tools
-
     @property
     def idle(self) -> bool:
         return self._driver.idle and self.store.durable_seq >= self.core.last_seq
-
-    async def settle(self, timeout_s: float = 30.0) -> None:
-        """Let the driver, in-flight runs and the log proceed until nothing more happens without
-        the clock moving (for tests with a ``FakeClock``): no poke pending, everything durable,
-        no log IO or compaction in flight, and no event, run or durability change for several
-        loop turns. Waits for real IO (an fsync) rather than spinning; a run blocked on
-        something outside counts as settled. Raises ``TimeoutError`` after ``timeout_s``."""
-        async with asyncio.timeout(timeout_s):
-            quiet, last = 0, None
-            while quiet < 5:
-                if self.store.durable_seq < self.core.last_seq and self.store.failure is None:
-                    await self.store.wait_durable(self.core.last_seq)
-                elif self.store.busy:
-                    await asyncio.sleep(0.001)  # IO in a worker thread: nothing to await here
-                else:
-                    await asyncio.sleep(0)
-                mark = (self.core.last_seq, self.store.durable_seq, self._driver.running_runs)
-                calm = (not self._driver.poked and mark == last
-                        and (self.store.durable_seq >= self.core.last_seq
-                             or self.store.failure is not None)
-                        and not self.store.busy
-                        and (self._compaction is None or self._compaction.done()))
-                quiet = quiet + 1 if calm else 0
-                last = mark
 
     def _check_open(self) -> None:
         if self._state != "running":

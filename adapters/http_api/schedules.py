@@ -101,10 +101,10 @@ async def preview(request: web.Request) -> web.Response:
     if cron is not None and not isinstance(cron, str):
         raise ValidationError("cron must be a string expression", "cron")
     try:
-        times = queue.preview_schedule(cron=cron, interval=interval,
-                                       timezone=body.get("timezone"),
-                                       from_ms=_epoch_ms(body.get("from")),
-                                       count=_count(body.get("count"), 5, MAX_PREVIEW))
+        times = await queue.preview_schedule(cron=cron, interval=interval,
+                                             timezone=body.get("timezone"),
+                                             from_ms=_epoch_ms(body.get("from")),
+                                             count=_count(body.get("count"), 5, MAX_PREVIEW))
     except ValidationError as exc:
         if exc.field != "after_ms":  # the engine's name for ``from``
             raise

@@ -17,13 +17,12 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
 from cloudqueue.adapters.auth import Role, check_read_token, read_token
 from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
-from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.engine.core.task import TaskInfo, iso_ms
 
 READ_TOKEN_TTL_MS = 24 * 3600 * 1000
 HEARTBEAT_S = 15.0
@@ -67,8 +66,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             if update is None:
                 await _send(request, response, HEARTBEAT)
                 continue
-            data = json.dumps(update, separators=(",", ":"))
-            await _send(request, response, f"event: {update['type']}\ndata: {data}\n\n".encode())
+            kind, info = update
+            data = json.dumps({"type": kind, "task": info.to_wire()}, separators=(",", ":"))
+            await _send(request, response, f"event: {kind}\ndata: {data}\n\n".encode())
     finally:
         await beats.aclose()  # stops waiting for an update
         await iterator.aclose()  # type: ignore[attr-defined]
@@ -76,8 +76,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _with_heartbeats(updates: AsyncIterator[dict[str, Any]]
-                           ) -> AsyncGenerator[dict[str, Any] | None, None]:
+async def _with_heartbeats(updates: AsyncIterator[tuple[str, TaskInfo]]
+                           ) -> AsyncGenerator[tuple[str, TaskInfo] | None, None]:
     """The updates, and None after every HEARTBEAT_S without one. The wait for the next update
     is never cancelled: cancelling a subscription's ``__anext__`` ends the subscription."""
     pending = asyncio.ensure_future(anext(updates))

@@ -1,25 +1,19 @@
-"""The error hierarchy shared by the core, the runtime and the adapters: every error the engine
-raises on purpose is defined here.
+"""Every error the queue raises on purpose, for the core, the runtime, the adapters and the
+client alike.
 
-Every error knows the HTTP status and the LeanCloud error ``code`` it maps to, so one piece of
-middleware can turn any of them into a ``{"code": ..., "error": ...}`` body (h11's
-``error_status_hint``). Expected outcomes of a run (a function failed, timed out) are *events*,
-not exceptions; an exception escaping the core is a bug.
+Each knows its HTTP status and LeanCloud error ``code``, so one piece of middleware turns any of
+them into a ``{"code": ..., "error": ...}`` body. Expected outcomes of a run (a function failed,
+timed out) are *events*, not exceptions; an exception escaping the core is a bug.
 
-Errors carry structure, not only prose: each keeps its facts as attributes (``field``,
-``unique_id``, ``state``, a ``CorruptionKind`` ...) and ``body()`` puts them next to the human
-message, with a ``type`` naming the error, so a client rebuilds the typed error without reading
-the message::
+Errors carry structure: their facts are attributes, and ``body()`` puts them beside the message
+with a ``type`` naming the error, so a client rebuilds the typed error without reading prose::
 
     {"code": 409, "error": "Task 'a' is running: cannot cancel it",
      "type": "invalid_transition", "uniqueId": "a", "state": "running", "trigger": "cancel"}
 
-``code`` and ``error`` are LeanCloud's and never change; the other keys are optional
-extensions (a LeanCloud SDK ignores them). Some bodies stay exactly LeanCloud's, without
-extensions, and a client maps them by ``code`` alone: 401 ``{"code": 401, "error":
-"Unauthorized."}``, 404 ``Task '<id>' not found``, and 400 ``ValidationError`` (its ``field``
-and ``index`` stay attributes). An error class defined elsewhere (``error_type`` None) is plain
-too.
+``code`` and ``error`` are LeanCloud's and never change; the rest are extensions a LeanCloud SDK
+ignores. Some bodies stay exactly LeanCloud's (401 ``Unauthorized.``, 404 ``Task '<id>' not
+found``, 400 ``ValidationError``) and a client maps them by ``code`` alone.
 """
 
 from __future__ import annotations
@@ -223,6 +217,60 @@ class QuotaExceededError(EngineError):
 
     def details(self) -> dict[str, Any]:
         return {"quota": self.quota, "retryAfterMs": self.retry_after_ms}
+
+
+# ---------------------------------------------------------------------------- a remote queue
+
+
+class RemoteQuotaExceededError(QuotaExceededError):
+    """``QueueClient``: a server refused an enqueue over a quota (429); nothing was created.
+    ``retry_after_s`` from ``Retry-After`` or ``retryAfterMs`` (None: neither given;
+    ``retry_after_ms`` the same, or 0), ``server_code`` the body's ``code``, ``quota`` if said."""
+
+    error_type = "remote_quota_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float | None = None,
+                 server_code: int | None = None, quota: str | None = None) -> None:
+        retry_after_ms = round(retry_after_s * 1000) if retry_after_s is not None else 0
+        super().__init__(quota or "unknown", message, retry_after_ms)
+        self.retry_after_s = retry_after_s
+        self.server_code = server_code
+        self.quota: str | None = quota  # type: ignore[assignment]
+
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.server_code or self.code, "error": str(self)}
+        if self.quota is not None:
+            body["quota"] = self.quota
+        return body
+
+
+class QueueUnavailableError(EngineError):
+    """``QueueClient``: the queue could not be reached (refused, DNS, reset, no answer in time,
+    a gateway's 502/503/504). ``url``: the URL (no credentials). ``outcome_unknown``: it may
+    have arrived (an enqueue may exist: retry with the same ``unique_id``)."""
+
+    http_status = 503
+    code = 503
+    error_type = "queue_unavailable"
+
+    def __init__(self, message: str, url: str, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.url = url
+        self.outcome_unknown = outcome_unknown
+
+
+class UnexpectedResponseError(EngineError):
+    """``QueueClient``: an answer outside the protocol (an unmapped status, not JSON, a
+    malformed TaskInfo). ``status`` (0: in a 200 answer), ``server_code`` the body's ``code``."""
+
+    http_status = 502
+    code = 502
+    error_type = "unexpected_response"
+
+    def __init__(self, message: str, status: int = 0, server_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_code = server_code
 
 
 # ---------------------------------------------------------------------------- the durable log
@@ -449,6 +497,7 @@ ERROR_TYPES: dict[str, type[EngineError]] = {
         InvalidTransitionError, ForbiddenError, ConfigError, EngineClosedError,
         QuotaExceededError, LogError, LogPoisonedError, DiskFullError, OutcomeUnknownError,
         UnknownRecordKindError, CorruptRecordError, LogNeedsRepairError, LogCorruptError,
-        LogInconsistentError, LogGapError, LogLockedError)
+        LogInconsistentError, LogGapError, LogLockedError, RemoteQuotaExceededError,
+        QueueUnavailableError, UnexpectedResponseError)
     if cls.error_type is not None
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import field
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from cloudqueue.engine.core.commands import Invoke
 from cloudqueue.engine.core.errors import ConfigError, ValidationError
@@ -17,9 +17,43 @@ from cloudqueue.engine.core.value import value
 ProgressSink = Callable[[str, int, dict[str, Any]], None]
 
 
+class Run(Protocol):
+    """What a running function gets besides its params, in-process (``RunContext``) or behind
+    a function host (``Call``): which run this is, how it reports progress, and how it asks to
+    be called again.
+
+    ``unique_id``/``attempt`` are None only for a call that did not come from the queue;
+    ``checkpoint`` is what the previous slice continued with (None on the first), ``slice``
+    how many slices ran before this one.
+    """
+
+    @property
+    def unique_id(self) -> str | None: ...
+
+    @property
+    def attempt(self) -> int | None: ...
+
+    @property
+    def checkpoint(self) -> Any: ...
+
+    @property
+    def slice(self) -> int: ...
+
+    async def progress(self, percent: float | None = None, *, done: int | None = None,
+                       total: int | None = None, message: str | None = None,
+                       detail: Any = None) -> None:
+        """Report how far along the run is (shown in the task's info as ``progress``)."""
+        ...
+
+    def continue_with(self, checkpoint: Any) -> Any:
+        """The value to return to be called again, as the same attempt, with ``checkpoint``
+        (a JSON value up to 256 KiB); returning ``Continue(checkpoint)`` does the same."""
+        ...
+
+
 @value
 class RunContext:
-    """What a running function knows about its run, and how it reports progress."""
+    """What a running function knows about its run, and how it reports progress (a ``Run``)."""
 
     unique_id: str
     function: str
@@ -30,9 +64,9 @@ class RunContext:
     checkpoint: Any = field(default=None, compare=False)  # from the previous slice, if any
     slice: int = field(default=0, compare=False)  # slices that ran before this one
 
-    def progress(self, percent: float | None = None, *, done: int | None = None,
-                 total: int | None = None, message: str | None = None,
-                 detail: Any = None) -> None:
+    async def progress(self, percent: float | None = None, *, done: int | None = None,
+                       total: int | None = None, message: str | None = None,
+                       detail: Any = None) -> None:
         """Report how far along the run is: a percentage or done/total, a short message, a
         small JSON detail. Shown in task info at once, logged at most every 500 ms.
 
@@ -44,6 +78,12 @@ class RunContext:
                                 detail=detail)
         if self.sink is not None:
             self.sink(self.unique_id, self.run_seq, report)
+
+    @staticmethod
+    def continue_with(checkpoint: Any) -> Continue:
+        """``return run.continue_with(checkpoint)``: call me again with ``run.checkpoint ==
+        checkpoint``, as the same attempt (``Continue(checkpoint)``)."""
+        return Continue(checkpoint)
 
 
 Handler: TypeAlias = Callable[[Any, RunContext], Awaitable[Any]]
@@ -72,7 +112,7 @@ class Continued:
 @value
 class Continue:
     """Return ``Continue(checkpoint)`` from a function to be called again with
-    ``ctx.checkpoint == checkpoint`` (a JSON value up to 256 KiB), as the same attempt."""
+    ``run.checkpoint == checkpoint`` (a JSON value up to 256 KiB), as the same attempt."""
 
     checkpoint: Any
 

@@ -77,7 +77,7 @@ class Store(Protocol):
 
     @property
     def busy(self) -> bool:
-        """Writing, syncing or compacting right now (``Engine.settle`` waits for quiet)."""
+        """Writing, syncing or compacting right now (``testing.settle`` waits for quiet)."""
         ...
 
     def start(self) -> None: ...

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TypeAlias
 
 from cloudqueue.engine.core.errors import LogError
 from cloudqueue.engine.core.events import (
@@ -42,17 +42,18 @@ _KINDS: dict[type, str] = {
     RunRequeued: "queued", RunContinued: "continued", ProgressReported: "progress",
 }
 
-Queues = tuple["asyncio.Queue[dict[str, Any]]", ...]
+Update: TypeAlias = tuple[str, TaskInfo]  # (type, the task as of that update)
+Queues = tuple["asyncio.Queue[Update]", ...]
 
 
 class Watchers:
     def __init__(self, lookup: Callable[[str], TaskInfo | None]) -> None:
         self._lookup = lookup
-        self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[Update]]] = {}
         self._store: Store | None = None
         self._last_seq: Callable[[], int] = lambda: 0
         # updates waiting for their seq to be durable, in seq order: (seq, to whom, update)
-        self._held: deque[tuple[int, Queues, dict[str, Any]]] = deque()
+        self._held: deque[tuple[int, Queues, Update]] = deque()
         self._releaser: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:
@@ -84,14 +85,14 @@ class Watchers:
         info = self._lookup(unique_id) if queues else None
         if not queues or info is None or info.state.is_final:
             return  # a final state is sent by finished()
-        self._send(queues, {"type": kind, "task": info.to_wire()})
+        self._send(queues, (kind, info))
 
     def finished(self, info: TaskInfo) -> None:
         queues = self._subscribers.get(info.unique_id)
         if queues:
-            self._send(queues, {"type": "finished", "task": info.to_wire()})
+            self._send(queues, ("finished", info))
 
-    def _send(self, queues: set[asyncio.Queue[dict[str, Any]]], update: dict[str, Any]) -> None:
+    def _send(self, queues: set[asyncio.Queue[Update]], update: Update) -> None:
         """Put ``update`` (the state as of now) into ``queues`` once it is durable: at once if
         it is already and nothing is held before it, else in order after what is held."""
         seq = self._last_seq()
@@ -125,14 +126,14 @@ class Watchers:
         finally:
             self._releaser = None
 
-    async def subscribe(self, unique_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Updates of one task: ``{"type": state|queued|running|progress|retry|continued|
-        finished, "task": TaskInfo wire dict}``, first the current durable state."""
+    async def subscribe(self, unique_id: str) -> AsyncIterator[Update]:
+        """Updates of one task: ``(state|queued|running|progress|retry|continued|finished,
+        TaskInfo)``, first the current durable state."""
         info = self._lookup(unique_id)
         if info is None:
             return
         seq = self._last_seq()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(BUFFER)
+        queue: asyncio.Queue[Update] = asyncio.Queue(BUFFER)
         self._subscribers.setdefault(unique_id, set()).add(queue)
         try:
             if not self._durable(seq):
@@ -141,13 +142,13 @@ class Watchers:
                     await self._store.wait_durable(seq)
                 except LogError:
                     return  # the state in memory will never be durable: nothing to show
-            yield {"type": "state", "task": info.to_wire()}
+            yield "state", info
             if info.state.is_final:
                 return
             while True:
                 update = await queue.get()
                 yield update
-                if update["type"] == "finished":
+                if update[0] == "finished":
                     return
         finally:
             subscribers = self._subscribers.get(unique_id)
@@ -157,7 +158,7 @@ class Watchers:
                     del self._subscribers[unique_id]
 
 
-def _put(queues: Queues | set[asyncio.Queue[dict[str, Any]]], update: dict[str, Any]) -> None:
+def _put(queues: Queues | set[asyncio.Queue[Update]], update: Update) -> None:
     for queue in queues:
         if queue.full():  # a slow subscriber: drop its oldest, never wait
             with contextlib.suppress(asyncio.QueueEmpty):

@@ -42,7 +42,7 @@ async def show_progress(queue: QueueClient, unique_id: str, out: TextIO = sys.st
     tty = out.isatty() if tty is None else tty
     last = ""
     final: TaskInfo | None = None
-    async with aclosing(queue.events(unique_id)) as updates:
+    async with aclosing(queue.watch(unique_id)) as updates:
         async for _, info in updates:
             line = render(info)
             if tty:
@@ -53,7 +53,7 @@ async def show_progress(queue: QueueClient, unique_id: str, out: TextIO = sys.st
             last, final = line, info
     if tty:
         out.write("\n")
-    if final is None or not final.state.is_final:  # events() ends only at a final state
+    if final is None or not final.state.is_final:  # watch() ends only at a final state
         raise RuntimeError(f"the event stream of {unique_id} ended before the task finished")
     return final
 

@@ -147,7 +147,7 @@ async def test_enqueue_without_options_gets_a_uuid_and_the_server_defaults(
     assert len(uid) == 36
     task = next(t for t in server.engine.core.tasks() if t.unique_id == uid)
     assert task.options == parse_options({}, wire=False)
-    info = await queue.wait(uid, timeout_s=5, poll_s=0.01)
+    info = await queue.wait(uid, timeout=5000, poll_ms=10)
     assert info.result == {"result": 4} and info.return_value == 4
 
 
@@ -400,7 +400,7 @@ async def test_no_answer_in_time_is_unavailable_with_an_unknown_outcome(fake: An
 
     url = await fake(hang)
     try:
-        async with QueueClient(url, A.app_id, master_key=A.master_key, timeout_s=0.2) as client:
+        async with QueueClient(url, A.app_id, master_key=A.master_key, timeout_ms=200) as client:
             with pytest.raises(QueueUnavailableError, match="same unique_id") as caught:
                 await client.enqueue("add")
         assert caught.value.outcome_unknown
@@ -427,32 +427,33 @@ async def test_cancel(server: Server, queue: QueueClient) -> None:
         await queue.cancel(running)
     assert caught.value.state == "running"
     server.release.set()
-    assert (await queue.wait(running, timeout_s=5, poll_s=0.01)).return_value == "released"
+    assert (await queue.wait(running, timeout=5000, poll_ms=10)).return_value == "released"
 
 
 async def test_list_tasks(server: Server, queue: QueueClient) -> None:
     uids = [await queue.enqueue("add", delay=60_000, unique_id=f"t{i}") for i in range(3)]
     await queue.cancel("t1")
-    listed = await queue.list_tasks()
-    assert [t.unique_id for t in listed] == uids[::-1]
+    listed, total = await queue.list_tasks()
+    assert [t.unique_id for t in listed] == uids[::-1] and total == 3
     assert listed == [await server.engine.get_task_info(u) for u in uids[::-1]]
-    assert [t.unique_id for t in await queue.list_tasks(state="cancelled")] == ["t1"]
-    assert [t.unique_id for t in await queue.list_tasks(TaskState.QUEUED, limit=1)] == ["t2"]
+    assert [t.unique_id for t in (await queue.list_tasks(state="cancelled")).tasks] == ["t1"]
+    assert [t.unique_id for t in (await queue.list_tasks(TaskState.QUEUED, limit=1)).tasks
+            ] == ["t2"]
 
 
 async def test_wait_returns_the_final_info_or_times_out_in_bounded_time(
         queue: QueueClient) -> None:
     uid = await queue.enqueue("add", {"a": 20, "b": 22})
-    info = await queue.wait(uid, timeout_s=5, poll_s=0.01)
+    info = await queue.wait(uid, timeout=5000, poll_ms=10)
     assert (info.state, info.return_value) == (TaskState.SUCCESS, 42)
 
     delayed = await queue.enqueue("add", delay=60_000)
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="last seen queued"):
-        await queue.wait(delayed, timeout_s=0.3, poll_s=0.05)
+        await queue.wait(delayed, timeout=300, poll_ms=50)
     assert time.monotonic() - started < 1.5
     with pytest.raises(UnknownTaskError):
-        await queue.wait("nope", timeout_s=1)
+        await queue.wait("nope", timeout=1000)
 
 
 # ---------------------------------------------------------------------------- construction

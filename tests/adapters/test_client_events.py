@@ -51,9 +51,9 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     @engine.define
     async def work(params: Any, ctx: RunContext) -> Any:
         await srv.go.wait()
-        ctx.progress(50, message="half way")
+        await ctx.progress(50, message="half way")
         await srv.finish.wait()
-        ctx.progress(100, message="done")
+        await ctx.progress(100, message="done")
         return "done"
 
     async with serving(engine) as url:
@@ -74,7 +74,7 @@ async def test_events_yield_state_first_progress_and_finished_last_with_the_resu
     uid = await queue.enqueue("work", unique_id="ev-1")
     seen: list[tuple[str, TaskInfo]] = []
     async with asyncio.timeout(5):
-        async for kind, info in queue.events(uid):
+        async for kind, info in queue.watch(uid):
             seen.append((kind, info))
             if kind == "state":
                 server.go.set()  # subscribed: now the function may report
@@ -98,8 +98,8 @@ async def test_events_of_a_finished_task_yield_its_state_and_end(
     server.go.set()
     server.finish.set()
     uid = await queue.enqueue("work")
-    await queue.wait(uid, timeout_s=5, poll_s=0.01)
-    seen = [(kind, info) async for kind, info in queue.events(uid)]
+    await queue.wait(uid, timeout=5000, poll_ms=10)
+    seen = [(kind, info) async for kind, info in queue.watch(uid)]
     assert [kind for kind, _ in seen] == ["state"]
     assert seen[0][1].state is TaskState.SUCCESS and seen[0][1].return_value == "done"
 
@@ -107,7 +107,7 @@ async def test_events_of_a_finished_task_yield_its_state_and_end(
 async def test_events_and_read_token_map_errors_before_streaming(
         server: Server, queue: QueueClient) -> None:
     with pytest.raises(UnknownTaskError) as unknown:
-        async for _ in queue.events("no-such-task"):
+        async for _ in queue.watch("no-such-task"):
             pytest.fail("an unknown task yields nothing")
     assert unknown.value.unique_id == "no-such-task"
     with pytest.raises(UnknownTaskError):
@@ -115,7 +115,7 @@ async def test_events_and_read_token_map_errors_before_streaming(
     uid = await queue.enqueue("work")
     async with QueueClient(server.url, A.app_id, app_key="wrong-key") as bad:
         with pytest.raises(UnauthorizedError):
-            await anext(bad.events(uid))
+            await anext(bad.watch(uid))
         with pytest.raises(UnauthorizedError):
             await bad.read_token(uid)
 
@@ -131,7 +131,7 @@ async def test_read_token_opens_the_stream_without_keys_and_app_key_clients_stre
         assert (await r.content.readline()).startswith(b"event: state")
     async with QueueClient(server.url, A.app_id, app_key=A.app_key) as reader:
         assert await reader.read_token(uid)
-        async with contextlib.aclosing(reader.events(uid)) as updates:
+        async with contextlib.aclosing(reader.watch(uid)) as updates:
             kind, info = await anext(updates)
     assert (kind, info.unique_id) == ("state", uid)
 
@@ -140,7 +140,7 @@ async def test_breaking_out_early_releases_the_servers_subscription(
         server: Server, queue: QueueClient) -> None:
     uid = await queue.enqueue("work", unique_id="ev-break")
     async with asyncio.timeout(5):
-        async for kind, _ in queue.events(uid):
+        async for kind, _ in queue.watch(uid):
             assert kind == "state"
             assert server.subscribers(uid) == 1
             break
@@ -150,13 +150,13 @@ async def test_breaking_out_early_releases_the_servers_subscription(
         await server.until_unsubscribed(uid)
 
         # the same with an explicit aclose, and the task still runs to the end
-        updates = queue.events(uid)
+        updates = queue.watch(uid)
         assert (await anext(updates))[0] == "state"
         assert server.subscribers(uid) == 1
         await updates.aclose()
         server.finish.set()
         await server.until_unsubscribed(uid)
-        assert (await queue.wait(uid, timeout_s=5, poll_s=0.01)).return_value == "done"
+        assert (await queue.wait(uid, timeout=5000, poll_ms=10)).return_value == "done"
 
 
 # ---------------------------------------------------------------------------- SSE framing
@@ -201,7 +201,7 @@ async def test_sse_parsing_follows_the_spec(fake_stream: Any) -> None:
             ).encode()
     url = await fake_stream([body[i:i + 7] for i in range(0, len(body), 7)])  # lines split anywhere
     async with QueueClient(url, "app", app_key="k") as client:
-        seen = [(kind, info.state, info.result) async for kind, info in client.events("t")]
+        seen = [(kind, info.state, info.result) async for kind, info in client.watch("t")]
     assert [(k, s) for k, s, _ in seen] == [("state", TaskState.QUEUED),
                                             ("running", TaskState.RUNNING),
                                             ("finished", TaskState.SUCCESS)]
@@ -212,7 +212,7 @@ async def test_a_stream_that_ends_before_finished_is_an_error(fake_stream: Any) 
     state = json.dumps({"type": "state", "task": wire("t", "running")})
     url = await fake_stream([f"event: state\ndata: {state}\n\n".encode()])
     async with QueueClient(url, "app", app_key="k") as client:
-        updates = client.events("t")
+        updates = client.watch("t")
         assert (await anext(updates))[0] == "state"
         with pytest.raises(QueueUnavailableError, match="ended before the task finished"):
             await anext(updates)

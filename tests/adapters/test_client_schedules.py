@@ -23,6 +23,7 @@ from cloudqueue.engine.core.errors import (
     ValidationError,
 )
 from cloudqueue.engine.core.options import DeliveryMode
+from cloudqueue.engine.core.schedules import ScheduleInfo
 from tests.adapters.conftest import Handler
 from tests.adapters.serving import A, serving
 
@@ -72,6 +73,15 @@ async def queue(server: Server) -> AsyncIterator[QueueClient]:
 
 
 
+async def wire(call: Awaitable[ScheduleInfo]) -> dict[str, Any]:
+    """The schedule a call answers, as the server sent it."""
+    return (await call).to_wire()
+
+
+async def wires(call: Awaitable[list[ScheduleInfo]]) -> list[dict[str, Any]]:
+    return [info.to_wire() for info in await call]
+
+
 def answering(status: int, body: Any) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(body, status=status)
@@ -83,9 +93,9 @@ def answering(status: int, body: Any) -> Handler:
 
 async def test_set_sends_every_option_in_the_wire_spelling(server: Server,
                                                            queue: QueueClient) -> None:
-    answer = await queue.set_schedule(
+    answer = await wire(queue.set_schedule(
         "nightly", "report", {"day": 1}, cron=EXPR, timezone="Europe/Berlin", attempts=3,
-        backoff=2_000, delivery_mode="atMostOnce", timeout=30_000, keep_result=0)
+        backoff=2_000, delivery_mode="atMostOnce", timeout=30_000, keep_result=0))
     assert server.requests == [f"PUT {SCHEDULES}/nightly"]
     assert {k: v for k, v in answer.items() if k != "nextFireTimes"} == {
         "name": "nightly", "function": "report", "params": {"day": 1},
@@ -102,14 +112,14 @@ async def test_set_sends_every_option_in_the_wire_spelling(server: Server,
 
 async def test_the_answer_is_the_servers_own_schedule_object(server: Server,
                                                              queue: QueueClient) -> None:
-    answer = await queue.set_schedule("tick", "report", interval=60_000)
+    answer = await wire(queue.set_schedule("tick", "report", interval=60_000))
     info = await server.engine.get_schedule("tick")
     assert answer == info.to_wire()
-    assert await queue.get_schedule("tick") == info.to_wire()
+    assert await wire(queue.get_schedule("tick")) == info.to_wire()
 
 
 async def test_without_a_timezone_the_servers_default_zone_applies(queue: QueueClient) -> None:
-    answer = await queue.set_schedule("nightly", "report", cron=EXPR)
+    answer = await wire(queue.set_schedule("nightly", "report", cron=EXPR))
     assert answer["timezone"] == "Asia/Shanghai"
     assert answer["params"] == {} and answer["paused"] is False
     # 10:30 in Shanghai is 02:30Z
@@ -118,26 +128,26 @@ async def test_without_a_timezone_the_servers_default_zone_applies(queue: QueueC
 
 
 async def test_an_interval_given_as_a_whole_float_is_sent_as_an_int(queue: QueueClient) -> None:
-    answer = await queue.set_schedule("tick", "report", interval=1_000.0)  # type: ignore[arg-type]
+    answer = await wire(queue.set_schedule("tick", "report", interval=1_000.0))  # type: ignore[arg-type]
     assert answer["interval"] == 1_000 and isinstance(answer["interval"], int)
 
 
 async def test_set_replaces_the_whole_schedule(queue: QueueClient) -> None:
     await queue.set_schedule("job", "report", cron=EXPR, attempts=5, paused=True)
-    answer = await queue.set_schedule("job", "other", interval=5_000)
+    answer = await wire(queue.set_schedule("job", "other", interval=5_000))
     assert answer["function"] == "other" and answer["interval"] == 5_000
     assert "cron" not in answer and answer["attempts"] == 1 and answer["paused"] is False
-    assert [s["name"] for s in await queue.list_schedules()] == ["job"]
+    assert [s["name"] for s in await wires(queue.list_schedules())] == ["job"]
 
 
 async def test_get_schedule_returns_the_asked_number_of_upcoming_times(
         queue: QueueClient) -> None:
     await queue.set_schedule("nightly", "report", cron=EXPR, timezone="UTC")
     for upcoming in (1, 7, 100):
-        answer = await queue.get_schedule("nightly", upcoming)
+        answer = await wire(queue.get_schedule("nightly", upcoming))
         times = [ms(t.rstrip("Z")) for t in answer["nextFireTimes"]]
         assert len(times) == upcoming and times == sorted(set(times))
-    default = await queue.get_schedule("nightly")
+    default = await wire(queue.get_schedule("nightly"))
     assert len(default["nextFireTimes"]) == 5
 
 
@@ -146,7 +156,7 @@ async def test_list_is_sorted_by_name_with_one_upcoming_time_each(
     assert await queue.list_schedules() == []
     for name in ("zeta", "alpha", "mid"):
         await queue.set_schedule(name, "report", interval=3_600_000)
-    listed = await queue.list_schedules()
+    listed = await wires(queue.list_schedules())
     assert [s["name"] for s in listed] == ["alpha", "mid", "zeta"]
     assert all(len(s["nextFireTimes"]) == 1 for s in listed)
     assert listed == [i.to_wire() for i in await server.engine.list_schedules()]
@@ -154,11 +164,11 @@ async def test_list_is_sorted_by_name_with_one_upcoming_time_each(
 
 async def test_pause_and_resume(server: Server, queue: QueueClient) -> None:
     await queue.set_schedule("nightly", "report", cron=EXPR)
-    paused = await queue.pause_schedule("nightly")
+    paused = await wire(queue.pause_schedule("nightly"))
     assert paused["paused"] is True and paused["nextFireTimes"] == []
     assert (await server.engine.get_schedule("nightly")).spec.paused
-    assert (await queue.get_schedule("nightly"))["paused"] is True
-    resumed = await queue.resume_schedule("nightly")
+    assert (await wire(queue.get_schedule("nightly")))["paused"] is True
+    resumed = await wire(queue.resume_schedule("nightly"))
     assert resumed["paused"] is False and len(resumed["nextFireTimes"]) == 5
     assert server.requests[-3:] == [f"POST {SCHEDULES}/nightly/pause",
                                     f"GET {SCHEDULES}/nightly",
@@ -166,7 +176,7 @@ async def test_pause_and_resume(server: Server, queue: QueueClient) -> None:
 
 
 async def test_created_paused(queue: QueueClient) -> None:
-    answer = await queue.set_schedule("later", "report", cron=EXPR, paused=True)
+    answer = await wire(queue.set_schedule("later", "report", cron=EXPR, paused=True))
     assert answer["paused"] is True and answer["nextFireTimes"] == []
 
 
@@ -182,8 +192,8 @@ async def test_delete(server: Server, queue: QueueClient) -> None:
 async def test_every_allowed_name_character_round_trips(queue: QueueClient) -> None:
     for name in ("a.b~c_d-E9", "x" * 64, "preview", "..."):
         await queue.set_schedule(name, "report", interval=3_600_000, paused=True)
-        assert (await queue.get_schedule(name))["name"] == name
-        assert (await queue.pause_schedule(name))["name"] == name
+        assert (await wire(queue.get_schedule(name)))["name"] == name
+        assert (await wire(queue.pause_schedule(name)))["name"] == name
         await queue.delete_schedule(name)
     assert await queue.list_schedules() == []
     with pytest.raises(ValidationError, match="schedule name"):  # rewritten by proxies
@@ -198,11 +208,11 @@ async def test_an_interval_schedule_fires_tasks(server: Server, queue: QueueClie
         await asyncio.sleep(0.02)
     await queue.delete_schedule("fast")
     assert server.ran[0] == {"n": 1}
-    fired = [t for t in await queue.list_tasks() if t.unique_id.startswith("cron:fast:")]
+    fired = [t for t in (await queue.list_tasks()).tasks if t.unique_id.startswith("cron:fast:")]
     assert fired and all(t.function == "report" and t.schedule == "fast" for t in fired)
     # a firing's info through the client is the server's own, schedule name included
     for info in fired[:3]:
-        final = await queue.wait(info.unique_id, timeout_s=10, poll_s=0.01)
+        final = await queue.wait(info.unique_id, timeout=10_000, poll_ms=10)
         assert final == await server.engine.get_task_info(info.unique_id)
         assert final.schedule == "fast" and final.status == "success"
     assert await server.engine.list_schedules() == []

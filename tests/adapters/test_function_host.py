@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudqueue import Engine
+from cloudqueue import Continue, Engine
 from cloudqueue.adapters.auth import AppKeys, sign
 from cloudqueue.adapters.function_host import Call, CloudError, FunctionHost, ProgressError
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
@@ -209,6 +209,18 @@ def test_continue_with_is_the_continuation_marker() -> None:
     assert Call.continue_with({"step": 2}) == {"__cloudqueue": {"continue": {"step": 2}}}
 
 
+async def test_returning_continue_answers_the_continuation_marker_too() -> None:
+    host = FunctionHost(K)
+
+    @host.define()
+    async def step(params: Any, call: Call) -> Any:
+        return Continue({"step": 2})  # as an in-process function would
+
+    async with TestClient(TestServer(host.app, host="127.0.0.1")) as c:
+        assert await post(c, f"{FN}/step", MASTER, {}) == (
+            200, {"result": {"__cloudqueue": {"continue": {"step": 2}}}})
+
+
 # ---------------------------------------------------------------------------- progress
 
 
@@ -329,7 +341,7 @@ async def test_a_real_queue_runs_a_python_function_with_progress_and_continuatio
             assert running["progress"]["message"] == "step 2"
             resume.set()
 
-            await engine.wait(uid, timeout=10)
+            await engine.wait(uid, timeout=10_000)
             response = await queue.get(f"/1.1/engine/cloud-queue/tasks/{uid}", headers=master)
             info = await response.json()
         finally:
@@ -367,7 +379,7 @@ async def test_array_params_get_their_checkpoint_from_the_queue(
 
     async with queue_calling(host, tmp_path / "queue", unused_tcp_port) as (engine, _):
         uid = await engine.enqueue("sum_files", [3, 5, 7], attempts=0, timeout=10_000)
-        info = await engine.wait(uid, timeout=10)
+        info = await engine.wait(uid, timeout=10_000)
     assert info.to_wire()["status"] == "success", info
     assert info.to_wire()["result"] == {"result": 15}
     assert [s for s, _, _ in calls] == [0, 1, 2, 3]
@@ -410,7 +422,7 @@ async def test_the_checkpoint_endpoint_answers_only_the_current_run(tmp_path: Pa
         assert (await get(current, "otherApp"))[0] == 401
         assert (await get(""))[0] == 401
         release.set()
-        assert (await engine.wait(uid, timeout=10)).to_wire()["status"] == "success"
+        assert (await engine.wait(uid, timeout=10_000)).to_wire()["status"] == "success"
 
 
 async def test_array_params_past_the_first_slice_need_a_queue_url() -> None:

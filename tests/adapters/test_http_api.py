@@ -52,7 +52,7 @@ class Queue:
         return result
 
     async def wait(self, uid: str, keys: AppKeys = A) -> TaskInfo:
-        return await self.tenants[keys.app_id].engine.wait(uid, timeout=10)
+        return await self.tenants[keys.app_id].engine.wait(uid, timeout=10_000)
 
 
 @pytest.fixture
@@ -357,7 +357,7 @@ async def test_host_down_charges_no_attempt_and_all_tasks_run_when_it_returns(
         server = TestServer(host.app, host="127.0.0.1", port=unused_tcp_port)
         await server.start_server()
         try:
-            infos = [await engine.wait(u, timeout=10) for u in ids]
+            infos = [await engine.wait(u, timeout=10_000) for u in ids]
         finally:
             await server.close()
     assert [(i.status, i.attempt, i.return_value) for i in infos] == [

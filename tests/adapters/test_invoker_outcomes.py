@@ -22,6 +22,7 @@ from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 from cloudqueue.adapters.http_invoker.outcome import classify_response
 from cloudqueue.engine.core.events import FailureKind
 from cloudqueue.engine.runtime.functions import Failed
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 KEYS = AppKeys("app", "app-key-0123456789", "master-key-0123456789", "hook-key-0123456789")
@@ -89,9 +90,9 @@ async def gateway() -> AsyncIterator[Callable[[list[int]], Awaitable[tuple[Gatew
 async def _update(queue: Engine, uid: str, kind: str) -> dict[str, Any]:
     """The task's next ``kind`` update (watched: no polling)."""
     async with asyncio.timeout(5):
-        async for update in queue.watch(uid):
-            if update["type"] == kind:
-                return update["task"]  # type: ignore[no-any-return]
+        async for update, task in queue.watch(uid):
+            if update == kind:
+                return task.to_wire()
     raise AssertionError(f"no {kind!r} update")
 
 
@@ -110,9 +111,9 @@ async def test_a_gateway_answer_after_the_request_fails_an_at_most_once_task_unr
     async with Engine(clock=FakeClock(T0), invoker=invoker) as queue:
         uid = await queue.enqueue("charge_card", {"cents": 500}, attempts=3, backoff=1_000,
                                   delivery_mode="atMostOnce")
-        info = await queue.wait(uid, timeout=5)
+        info = await queue.wait(uid, timeout=5000)
         await _probed(invoker)
-        await queue.settle()
+        await settle(queue)
     assert len(scripted.calls) == 1  # the function was called once and never again
     assert (info.state, info.attempt, info.status_code) == (TaskState.FAILED, 1, status)
     assert info.error is not None
@@ -131,7 +132,7 @@ async def test_a_gateway_answer_retries_an_at_least_once_task_charged(
         await _probed(invoker)
         waiting = await queue.get_task_info(uid)
         clock.advance(1_000)
-        done = await queue.wait(uid, timeout=5)
+        done = await queue.wait(uid, timeout=5000)
     assert (waiting.state, waiting.attempt, waiting.status_code) == (
         TaskState.RETRY_WAIT, 1, status)  # charged: the first of its two runs
     assert waiting.retry_at_ms == T0 + 1_000
@@ -145,7 +146,7 @@ async def test_refused_is_the_one_uncharged_outcome_even_at_most_once(
     invoker = HttpInvoker(f"http://127.0.0.1:{unused_tcp_port}", KEYS, probe_min_ms=60_000)
     async with Engine(clock=FakeClock(T0), invoker=invoker) as queue:
         uid = await queue.enqueue("f", attempts=0, delivery_mode="atMostOnce")
-        await queue.settle()
+        await settle(queue)
         info = await queue.get_task_info(uid)
         assert not invoker.available
     assert (info.state, info.attempt) == (TaskState.QUEUED, 0)
@@ -204,7 +205,7 @@ async def test_the_host_password_never_shows_in_logs_or_stored_errors(
                                  probe_min_ms=1)
     async with Engine(clock=FakeClock(T0), invoker=behind_gateway) as queue:
         uid = await queue.enqueue("f", attempts=0)
-        error = (await queue.wait(uid, timeout=5)).to_wire()["error"]
+        error = (await queue.wait(uid, timeout=5000)).to_wire()["error"]
         await _probed(behind_gateway)
     assert caplog.text.count("queue:***@127.0.0.1") >= 3  # down twice, up once
     assert PASSWORD not in caplog.text and PASSWORD not in error
@@ -222,7 +223,7 @@ async def test_an_invoker_failure_quoting_a_secret_is_scrubbed(
         assert invoker._client is not None
         invoker._client.request = broken  # type: ignore[method-assign]
         uid = await queue.enqueue("f", attempts=0)
-        await queue.settle()
+        await settle(queue)
         error = (await queue.get_task_info(uid)).error or ""
     assert "bug while calling" in error and "bug while calling" in caplog.text
     for secret in (PASSWORD, KEYS.master_key):

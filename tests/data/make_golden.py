@@ -23,6 +23,7 @@ from cloudqueue.engine.core.codec import batch_marker, encode_event
 from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.core.framing import encode_frame
 from cloudqueue.engine.runtime.log_file import segment_name
+from cloudqueue.testing import settle
 from tests.core.sample_events import EVENTS
 
 HERE = Path(__file__).parent / "logs"
@@ -73,7 +74,7 @@ async def queue_directory(directory: Path) -> None:
                                 delay=3_600_000)
         await queue.cancel("later-0")
         await queue.set_schedule("nightly", "ok", cron="0 0 3 * * ?", timezone="UTC")
-        await queue.settle()
+        await settle(queue)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ async def main(data_dir: str, log_file: str, enqueue: bool) -> None:
         if enqueue:
             await queue.enqueue("count", unique_id="job", attempts=0, keep_result=3_600_000)
         print("READY", flush=True)
-        info = await queue.wait("job", timeout=60)
+        info = await queue.wait("job", timeout=60_000)
         print("DONE", json.dumps(info.return_value), flush=True)
 
 

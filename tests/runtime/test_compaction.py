@@ -13,6 +13,7 @@ from cloudqueue.engine.core.engine import EngineCore
 from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 from cloudqueue.engine.runtime.log_store import LogStore
 from cloudqueue.engine.runtime.snapshot import encode_snapshot, list_snapshots
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 
@@ -42,7 +43,7 @@ async def populate(directory: Path, clock: FakeClock) -> list[str]:
     await queue.cancel("cancel-me")
     for i in range(30):
         ids.append(await queue.enqueue("ok", {"filler": "x" * 40, "i": i}, delay=95_000))
-    await queue.settle()
+    await settle(queue)
     await queue.close()
     return ids
 
@@ -90,8 +91,8 @@ async def test_automatic_compaction_keeps_the_log_bounded(tmp_path: Path) -> Non
         queue.define("ok")(ok)
         for i in range(150):
             uid = await queue.enqueue("ok", {"i": i}, keep_result=0)
-            await queue.wait(uid, timeout=5)
-        await queue.settle()
+            await queue.wait(uid, timeout=5000)
+        await settle(queue)
         segments = len(list_segments(tmp_path))
     assert segments <= 6
     assert list_snapshots(tmp_path)
@@ -208,7 +209,7 @@ async def test_a_queue_restarted_often_still_compacts(tmp_path: Path) -> None:
         async with Engine(data_dir=tmp_path, clock=clock, compact_bytes=4_000) as queue:
             for _ in range(8):
                 await queue.enqueue("f", {"pad": "x" * 40}, delay=60_000)
-            await queue.settle()
+            await settle(queue)
     assert list_snapshots(tmp_path)
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         assert len(queue.core) == 48
@@ -226,7 +227,7 @@ async def test_tasks_with_results_near_the_cap_still_compact(tmp_path: Path) -> 
 
         ids = [await queue.enqueue("big", keep_result=3_600_000) for _ in range(5)]
         for unique_id in ids:
-            await queue.wait(unique_id, timeout=10)
+            await queue.wait(unique_id, timeout=10_000)
         assert await queue.compact() >= 1
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
         for unique_id in ids:
@@ -248,7 +249,7 @@ async def test_compaction_walks_no_live_task_in_the_queues_process(
         queue.define("ok")(ok)
         done = [await queue.enqueue("ok", {"i": i}) for i in range(20)]
         for unique_id in done:
-            await queue.wait(unique_id, timeout=5)
+            await queue.wait(unique_id, timeout=5000)
         held = [await queue.enqueue("f", {"i": i}, delay=60_000) for i in range(200)]
         await queue.set_schedule("nightly", "f", cron="0 0 3 * * ?")
         before = {t.unique_id: t.info() for t in queue.core.tasks()}

@@ -9,13 +9,14 @@ from typing import Any
 from cloudqueue import Continue, Engine, FakeClock, RunContext
 from cloudqueue.engine.core.events import RunContinued
 from cloudqueue.engine.runtime.log_file import read_log
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 
 
 async def count_to_60(params: Any, ctx: RunContext) -> Any:
     done = (ctx.checkpoint or {"n": 0})["n"] + 1
-    ctx.progress(done=done, total=60)
+    await ctx.progress(done=done, total=60)
     if done < 60:
         return Continue({"n": done})
     return {"slices_seen": ctx.slice + 1}
@@ -25,7 +26,7 @@ async def test_sixty_slices_spend_no_attempt(tmp_path: Path) -> None:
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
         queue.define("count")(count_to_60)
         uid = await queue.enqueue("count", attempts=0, timeout=2_000)
-        info = await queue.wait(uid, timeout=10)
+        info = await queue.wait(uid, timeout=10_000)
     assert (info.status, info.attempt, info.slices) == ("success", 1, 59)
     assert info.return_value == {"slices_seen": 60}
     assert info.progress is not None and info.progress["done"] == 60
@@ -48,12 +49,12 @@ async def test_a_restart_between_slices_resumes_from_the_last_checkpoint(
     queue.define("count")(stop_after_three)
     await queue.start()
     uid = await queue.enqueue("count", attempts=0)
-    await queue.settle()
+    await settle(queue)
     await queue.close(grace_ms=0)  # the slice in flight is handed back
     assert seen == [None, {"n": 1}, {"n": 2}, {"n": 3}]
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         queue.define("count")(count_to_60)
-        info = await queue.wait(uid, timeout=10)
+        info = await queue.wait(uid, timeout=10_000)
     assert (info.status, info.attempt) == ("success", 1)  # atLeastOnce: not charged
     assert info.return_value == {"slices_seen": 60}  # the same as an uninterrupted run
 
@@ -68,7 +69,7 @@ async def test_the_overall_deadline_ends_the_task_failed() -> None:
     async with Engine(clock=clock) as queue:
         queue.define("forever")(forever)
         uid = await queue.enqueue("forever", deadline=1_000, attempts=5)
-        info = await queue.wait(uid, timeout=10)
+        info = await queue.wait(uid, timeout=10_000)
     assert info.status == "failed" and info.slices == 2
     assert info.error == "the task's overall deadline of 1000 ms passed after 3 slice(s)"
 
@@ -79,6 +80,6 @@ async def test_a_checkpoint_over_the_cap_fails_the_run_clearly() -> None:
 
     async with Engine(clock=FakeClock(T0)) as queue:
         queue.define("huge")(huge)
-        info = await queue.wait(await queue.enqueue("huge", attempts=0), timeout=10)
+        info = await queue.wait(await queue.enqueue("huge", attempts=0), timeout=10_000)
     assert info.status == "failed"
     assert info.error is not None and "over the 262144-byte cap" in info.error

@@ -57,11 +57,11 @@ async def test_watchers_task_info_and_wait_see_nothing_before_it_is_fsynced(
             seen: list[tuple[str, str]] = []
             stream = queue.watch(uid)
             first = await stream.__anext__()
-            seen.append((first["type"], first["task"]["state"]))
+            seen.append((first[0], first[1].to_wire()["state"]))
 
             async def read() -> None:
-                async for update in stream:
-                    seen.append((update["type"], update["task"]["state"]))
+                async for kind, task in stream:
+                    seen.append((kind, task.to_wire()["state"]))
 
             reader = asyncio.ensure_future(read())
             ops.hold.set()  # from here on nothing becomes durable
@@ -81,7 +81,7 @@ async def test_watchers_task_info_and_wait_see_nothing_before_it_is_fsynced(
             ops.release()
             assert (await info).state is TaskState.SUCCESS
             assert (await waited).state is TaskState.SUCCESS
-            assert (await late_first)["task"]["state"] == "success"
+            assert (await late_first)[1].to_wire()["state"] == "success"
             await asyncio.wait_for(reader, 5)
             await late.aclose()  # type: ignore[attr-defined]
         finally:

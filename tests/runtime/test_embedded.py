@@ -4,7 +4,9 @@ behaviour against every store."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,10 @@ from cloudqueue import (
     DuplicateTaskError,
     Engine,
     EngineClosedError,
+    EngineConfig,
     FakeClock,
     InvalidTransitionError,
+    LogOptions,
     RunContext,
     TaskState,
     UnknownTaskError,
@@ -22,6 +26,8 @@ from cloudqueue import (
 )
 from cloudqueue.engine.core.errors import ConfigError
 from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.engine.runtime.store import MemoryStore
+from cloudqueue.testing import settle
 
 
 @pytest.fixture
@@ -46,7 +52,7 @@ async def test_enqueued_task_runs_with_params_and_context(queue: Engine, clock: 
         return params["a"] + params["b"]
 
     uid = await queue.enqueue("add", {"a": 2, "b": 3}, timeout=5_000)
-    await queue.settle()
+    await settle(queue)
     info = await queue.get_task_info(uid)
     assert info.status == "success" and info.result == {"result": 5} and info.return_value == 5
     ((params, ctx),) = seen
@@ -69,18 +75,18 @@ async def test_exception_fails_the_run_and_retries_after_backoff(queue: Engine,
 
     uid = await queue.enqueue("flaky", attempts=2, backoff=1_000)
     t0 = clock.now_ms()
-    await queue.settle()
+    await settle(queue)
     wire = (await queue.get_task_info(uid)).to_wire()
     assert (wire["status"], wire["error"], wire["retryAt"]) == (
         "queued", "boom (attempt 1)", iso_ms(t0 + 1_000))
     clock.advance(999)
-    await queue.settle()
+    await settle(queue)
     assert calls == 1
     clock.advance(1)
-    await queue.settle()
+    await settle(queue)
     assert calls == 2
     clock.advance(1_000)
-    await queue.settle()
+    await settle(queue)
     info = await queue.get_task_info(uid)
     assert (calls, info.status, info.return_value, info.error) == (3, "success", "ok", None)
 
@@ -98,12 +104,12 @@ async def test_run_past_its_timeout_is_cancelled_and_fails_under_at_most_once(
             raise
 
     uid = await queue.enqueue("hang", timeout=500, attempts=3, delivery_mode="atMostOnce")
-    await queue.settle()
+    await settle(queue)
     clock.advance(499)
-    await queue.settle()
+    await settle(queue)
     assert (await queue.get_task_info(uid)).state is TaskState.RUNNING
     clock.advance(1)
-    await queue.settle()
+    await settle(queue)
     info = await queue.get_task_info(uid)
     assert (info.status, info.error, info.attempt) == (
         "failed", "cloud function timed out after 500 ms", 1)
@@ -122,9 +128,9 @@ async def test_timeout_under_at_least_once_runs_again(queue: Engine, clock: Fake
         return ctx.attempt
 
     uid = await queue.enqueue("slow_once", timeout=100, attempts=1, backoff=50)
-    await queue.settle()
+    await settle(queue)
     clock.advance(150)
-    await queue.settle()
+    await settle(queue)
     info = await queue.get_task_info(uid)
     assert (runs, info.status, info.return_value) == (2, "success", 2)
 
@@ -136,7 +142,7 @@ async def test_wait_returns_the_final_info(queue: Engine, clock: FakeClock) -> N
 
     uid = await queue.enqueue("noop", delay=1_000)
     waiter = asyncio.ensure_future(queue.wait(uid))
-    await queue.settle()
+    await settle(queue)
     assert not waiter.done()
     clock.advance(1_000)
     info = await asyncio.wait_for(waiter, 5)
@@ -155,7 +161,7 @@ async def test_cancel_a_queued_task(queue: Engine, clock: FakeClock) -> None:
     info = await queue.cancel(uid)
     assert (info.status, info.state) == ("failed", TaskState.CANCELLED)
     clock.advance(20_000)
-    await queue.settle()
+    await settle(queue)
     assert not ran
     with pytest.raises(InvalidTransitionError):
         await queue.cancel(uid)
@@ -163,7 +169,7 @@ async def test_cancel_a_queued_task(queue: Engine, clock: FakeClock) -> None:
 
 async def test_unknown_function_fails_the_run_with_a_clear_error(queue: Engine) -> None:
     uid = await queue.enqueue("missing", attempts=0)
-    await queue.settle()
+    await settle(queue)
     info = await queue.get_task_info(uid)
     assert (info.status, info.error) == ("failed", "No such cloud function 'missing'")
 
@@ -174,7 +180,7 @@ async def test_a_return_value_that_is_not_json_fails_the_run(queue: Engine) -> N
         return {1, 2}
 
     uid = await queue.enqueue("returns_set", attempts=0)
-    await queue.settle()
+    await settle(queue)
     assert "a set cannot be stored" in ((await queue.get_task_info(uid)).error or "")
 
 
@@ -198,9 +204,9 @@ async def test_duplicate_unique_id_is_refused_while_held(queue: Engine, clock: F
     await queue.enqueue("noop", unique_id="once", keep_result=1_000)
     with pytest.raises(DuplicateTaskError, match="uniqueId 'once' already exists"):
         await queue.enqueue("noop", unique_id="once")
-    await queue.settle()
+    await settle(queue)
     clock.advance(1_000)
-    await queue.settle()
+    await settle(queue)
     with pytest.raises(UnknownTaskError):
         await queue.get_task_info("once")
     assert await queue.enqueue("noop", unique_id="once") == "once"
@@ -225,7 +231,7 @@ async def test_close_lets_a_run_in_flight_finish_within_the_grace(clock: FakeClo
         return "done"
 
     uid = await engine.enqueue("gated")
-    await engine.settle()
+    await settle(engine)
     closing = asyncio.ensure_future(engine.close(grace_ms=5_000))
     await asyncio.sleep(0)
     release.set()
@@ -248,7 +254,7 @@ async def test_real_clock_runs_a_delayed_retry_end_to_end() -> None:
             return ctx.attempt
 
         uids = [await engine.enqueue("twice", {"i": i}, delay=20, backoff=30) for i in range(8)]
-        infos = [await engine.wait(uid, timeout=5) for uid in uids]
+        infos = [await engine.wait(uid, timeout=5000) for uid in uids]
     assert {(i.status, i.return_value, i.attempt) for i in infos} == {("success", 2, 2)}
 
 
@@ -258,3 +264,28 @@ async def test_cancel_with_keep_result_zero_returns_the_final_info(queue: Engine
     assert info.state is TaskState.CANCELLED
     with pytest.raises(UnknownTaskError):
         await queue.get_task_info(uid)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def test_keywords_build_the_same_frozen_config_as_an_engine_config(tmp_path: Path) -> None:
+    from_keywords = Engine(concurrency=3, data_dir=tmp_path, fsync="never",
+                           segment_bytes=1 << 20, timezone="Asia/Shanghai")
+    config = EngineConfig(concurrency=3, data_dir=tmp_path, timezone="Asia/Shanghai",
+                          log=LogOptions(fsync="never", segment_bytes=1 << 20))
+    assert from_keywords.config == config == Engine(config).config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.concurrency = 4  # type: ignore[misc]
+    assert (from_keywords.timezone, from_keywords.data_dir) == ("Asia/Shanghai", tmp_path)
+
+
+def test_a_config_refuses_what_the_engine_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
+        EngineConfig(concurrency=0)
+    with pytest.raises(ValueError, match="schedule_concurrency must be >= 1, got 0"):
+        Engine(schedule_concurrency=0)
+    with pytest.raises(ValueError, match="give data_dir or store, not both"):
+        Engine(data_dir=tmp_path, store=MemoryStore())
+    with pytest.raises(TypeError, match="not both"):
+        Engine(EngineConfig(), concurrency=2)

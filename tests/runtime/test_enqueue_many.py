@@ -173,5 +173,5 @@ async def test_batched_tasks_run_like_any_other(tmp_path: Path) -> None:
         queue.define(noop)
         ids = await queue.enqueue_many([{"function": "noop", "params": {"i": i}}
                                         for i in range(50)])
-        infos = [await queue.wait(uid, timeout=10) for uid in ids]
+        infos = [await queue.wait(uid, timeout=10_000) for uid in ids]
     assert [info.return_value for info in infos] == list(range(50))

@@ -35,6 +35,7 @@ from cloudqueue.engine.runtime.log_file import (
     read_log,
     segment_name,
 )
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 
@@ -119,19 +120,19 @@ async def test_results_and_timers_survive_a_restart(tmp_path: Path) -> None:
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         queue.define("noop")(noop)
         done = await queue.enqueue("noop", keep_result=60_000)
-        await queue.wait(done, timeout=5)
+        await queue.wait(done, timeout=5000)
         delayed = await queue.enqueue("noop", delay=5_000)
     clock.advance(4_999)
     queue = Engine(data_dir=tmp_path, clock=clock)
     queue.define("noop")(noop)
     await queue.start()
     assert (await queue.get_task_info(done)).return_value == "done"
-    await queue.settle()
+    await settle(queue)
     assert (await queue.get_task_info(delayed)).state is TaskState.QUEUED
     clock.advance(1)
-    assert (await queue.wait(delayed, timeout=5)).status == "success"
+    assert (await queue.wait(delayed, timeout=5000)).status == "success"
     clock.advance(60_000)
-    await queue.settle()
+    await settle(queue)
     with pytest.raises(UnknownTaskError):
         await queue.get_task_info(done)
     await queue.close()
@@ -153,7 +154,7 @@ async def test_at_least_once_run_lost_in_a_crash_runs_again_uncharged(tmp_path: 
     clock = FakeClock(T0 + 100)
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         queue.define("noop")(noop)
-        info = await queue.wait("t", timeout=5)
+        info = await queue.wait("t", timeout=5000)
     assert (info.status, info.attempt, info.return_value) == ("success", 1, "done")
 
 
@@ -168,7 +169,7 @@ async def test_at_most_once_run_lost_in_a_crash_fails_and_never_runs(tmp_path: P
     clock = FakeClock(T0 + 100)
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         queue.define("noop")(spy)
-        await queue.settle()
+        await settle(queue)
         info = await queue.get_task_info("t")
     assert not ran
     assert info.status == "failed" and "lost when the queue restarted" in (info.error or "")
@@ -350,7 +351,7 @@ async def test_run_outcome_during_a_full_disk_is_written_once_space_returns(
         await asyncio.sleep(0.1)  # the success is kept in memory, retried with backoff
         assert not queue.store.accepting
         ops.fail_write = None
-        info = await queue.wait(uid, timeout=5)
+        info = await queue.wait(uid, timeout=5000)
     assert info.return_value == "ok"
     events, _ = read_log(tmp_path)
     assert [type(e).__name__ for e in events] == ["TaskSubmitted", "RunStarted", "RunSucceeded"]
@@ -365,7 +366,7 @@ async def test_daily_quota_count_survives_restart_and_compaction(tmp_path: Path)
         await queue.enqueue("f", delay=60_000)
         gone = await queue.enqueue("f", delay=60_000, keep_result=0)
         await queue.cancel(gone)  # finished and purged: the day's count must not forget it
-        await queue.settle()
+        await settle(queue)
         assert len(queue.core) == 1
     for compact in (False, True):
         async with Engine(data_dir=tmp_path, clock=clock, quotas=quotas) as queue:
@@ -431,7 +432,7 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
                 break
             await asyncio.sleep(0.02)
         kept = await queue.enqueue("f", unique_id="kept", delay=60_000)
-        await queue.settle()
+        await settle(queue)
     out = io.StringIO()
     assert describe(tmp_path, out, verbose=False) == CLEAN, out.getvalue()
     async with Engine(data_dir=tmp_path) as queue:
@@ -521,7 +522,7 @@ async def test_a_snapshot_the_disk_has_no_room_for_leaves_the_log_as_it_was(
     async with Engine(data_dir=tmp_path, file_ops=ops, segment_bytes=500,
                       compact_bytes=1_000) as queue:
         ids = [await queue.enqueue("f", {"pad": "x" * 100}, delay=60_000) for _ in range(20)]
-        await queue.settle()
+        await settle(queue)
         assert queue.store.accepting
         ids.append(await queue.enqueue("f", delay=60_000))
     assert "compaction failed writing the snapshot" in caplog.text

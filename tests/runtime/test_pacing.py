@@ -11,6 +11,7 @@ import pytest
 
 from cloudqueue import Engine, FakeClock, RunContext
 from cloudqueue.engine.runtime.pacing import LagMonitor, RunCap, SharedLagMonitor
+from cloudqueue.testing import settle
 
 
 def test_lag_above_the_mark_shrinks_the_cap_and_calm_grows_it_back_by_one() -> None:
@@ -78,15 +79,15 @@ async def test_an_overloaded_engine_keeps_fewer_runs_in_flight_and_loses_nothing
             driver._on_lag(50.0)  # the loop was 50 ms late three times: 8 -> 5 -> 3 -> 2
         assert engine.run_cap == 2
         ids = [await engine.enqueue("work", {"i": i}) for i in range(20)]
-        await engine.settle()
+        await settle(engine)
         assert (in_flight, most) == (2, 2)
         for _ in range(6):
             driver._on_lag(0.0)  # calm again: one more slot per measurement, up to 8
         assert engine.run_cap == 8
-        await engine.settle()
+        await settle(engine)
         assert in_flight == 8  # the driver was woken to fill the new slots
         release.set()
-        infos = [await engine.wait(uid, timeout=10) for uid in ids]
+        infos = [await engine.wait(uid, timeout=10_000) for uid in ids]
         assert [info.status for info in infos] == ["success"] * 20
     finally:
         release.set()
@@ -134,12 +135,12 @@ async def test_an_enqueue_behind_full_slots_does_not_wake_the_driver() -> None:
     await engine.start()
     try:
         first = await engine.enqueue("hold", {})
-        await engine.settle()
+        await settle(engine)
         assert not engine._driver.poked
         await engine.enqueue("hold", {})  # ready, but the one slot is taken
         assert not engine._driver.poked
         release.set()
-        await engine.wait(first, timeout=10)
+        await engine.wait(first, timeout=10_000)
     finally:
         release.set()
         await engine.close(grace_ms=0)

@@ -66,8 +66,8 @@ async def test_large_params_reach_the_run_intact_after_replay_and_a_snapshot(
         assert queue.recovery is not None and queue.recovery.snapshot_tasks == 2
         queue.define("take")(take)
         clock.advance(1_000)
-        assert (await queue.wait(big_id, timeout=10)).state is TaskState.SUCCESS
-        await queue.wait(small_id, timeout=10)
+        assert (await queue.wait(big_id, timeout=10_000)).state is TaskState.SUCCESS
+        await queue.wait(small_id, timeout=10_000)
     assert sorted(seen, key=lambda value: "rows" in value) == [small, params]
 
 

@@ -114,6 +114,7 @@ from cloudqueue.engine.runtime.log_file import (
     read_log,
 )
 from cloudqueue.engine.runtime.snapshot import list_snapshots, read_snapshot
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 SECTOR = 512
@@ -426,7 +427,7 @@ async def produce(queue: Engine, ops: PowerLossOps, rng: random.Random, name: st
                 await enqueue(queue, ledger, uid, kind, params, attempts=0,
                               delivery_mode=delivery)
                 if rng.random() < 0.3 and not ops.frozen:
-                    info = await queue.wait(uid, timeout=2)
+                    info = await queue.wait(uid, timeout=2000)
                     ledger.acked_finals[uid] = info.state
         except (EngineError, OSError, TimeoutError):
             return  # the store failed closed (or the engine is gone): nothing more is acked
@@ -563,7 +564,7 @@ async def check_recovery(directory: Path, ops: PowerLossOps, ledger: Ledger, dur
             assert not lost, f"acknowledged tasks lost: {sorted(lost)}"
         resurrected = ledger.refused & present  # under every policy
         assert not resurrected, f"told 'not stored', yet back: {sorted(resurrected)}"
-        await queue.settle()
+        await settle(queue)
         infos = {uid: await queue.get_task_info(uid) for uid in present}
     finally:
         await queue.close(grace_ms=1_000)

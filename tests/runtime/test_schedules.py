@@ -13,6 +13,7 @@ from cloudqueue.engine.core.errors import UnknownScheduleError
 from cloudqueue.engine.core.events import ScheduleSkipped, TaskSubmitted
 from cloudqueue.engine.core.task import iso_ms
 from cloudqueue.engine.runtime.log_file import read_log
+from cloudqueue.testing import settle
 
 MONDAY = 1_704_067_200_000 + 7 * 86_400_000  # 2024-01-08T00:00:00Z, a Monday
 
@@ -38,18 +39,18 @@ async def test_every_five_minutes_fires_at_exact_slots_as_tasks(tmp_path: Path,
                                         keep_result=3_600_000)
         assert info.upcoming_ms[:2] == (MONDAY + 300_000, MONDAY + 600_000)
         clock.advance(299_999)
-        await queue.settle()
+        await settle(queue)
         assert fired(queue) == []
         clock.advance(1)
-        await queue.settle()
+        await settle(queue)
         uid = f"cron:five:{MONDAY + 300_000}"
         assert fired(queue) == [uid]
-        task = await queue.wait(uid, timeout=5)
+        task = await queue.wait(uid, timeout=5000)
         assert (task.status, task.return_value) == ("success", uid)
         fired_task = queue.core.task(uid)
         assert fired_task is not None and fired_task.priority == MONDAY + 300_000
         clock.advance(600_000)
-        await queue.settle()
+        await settle(queue)
         assert len(fired(queue)) == 3
 
 
@@ -89,7 +90,7 @@ async def test_pause_resume_and_delete(clock: FakeClock) -> None:
         paused = await queue.pause_schedule("p")
         assert paused.spec.paused and paused.upcoming_ms == ()
         clock.advance(5_000)
-        await queue.settle()
+        await settle(queue)
         assert fired(queue) == []
         resumed = await queue.resume_schedule("p")  # no catch-up of the paused time
         assert resumed.upcoming_ms[0] == MONDAY + 6_000
@@ -97,7 +98,7 @@ async def test_pause_resume_and_delete(clock: FakeClock) -> None:
         with pytest.raises(UnknownScheduleError):
             await queue.get_schedule("p")
         clock.advance(5_000)
-        await queue.settle()
+        await settle(queue)
         assert fired(queue) == []
 
 
@@ -108,7 +109,7 @@ async def test_slots_missed_while_down(tmp_path: Path, clock: FakeClock, mode: s
         await queue.set_schedule("m", "f", cron="0 * * * * ?", delivery_mode=mode)
     clock.advance(10 * 60_000 + 30_000)  # down for 10.5 minutes: 10 slots missed
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
-        await queue.settle()
+        await settle(queue)
         assert fired(queue) == ([f"cron:m:{MONDAY + 600_000}"] if catch_up else [])
         info = await queue.get_schedule("m")
         assert info.last_slot_ms == MONDAY + 600_000
@@ -125,10 +126,10 @@ async def test_a_slot_is_never_fired_twice_across_restarts(tmp_path: Path,
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         await queue.set_schedule("once", "f", interval=1_000, keep_result=3_600_000)
         clock.advance(3_000)
-        await queue.settle()
+        await settle(queue)
     for _ in range(2):
         async with Engine(data_dir=tmp_path, clock=clock) as queue:
-            await queue.settle()
+            await settle(queue)
     submitted = [e.unique_id for e in read_log(tmp_path)[0] if isinstance(e, TaskSubmitted)]
     assert submitted == [f"cron:once:{MONDAY + k * 1_000}" for k in (1, 2, 3)]
 
@@ -138,7 +139,7 @@ async def test_compaction_keeps_schedules_and_their_last_slot(tmp_path: Path,
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         await queue.set_schedule("kept", "f", interval=1_000, attempts=3)
         clock.advance(2_000)
-        await queue.settle()
+        await settle(queue)
         await queue.compact()
     async with Engine(data_dir=tmp_path, clock=clock) as queue:
         info = await queue.get_schedule("kept")
@@ -162,14 +163,14 @@ async def test_a_group_of_their_own_keeps_firings_ahead_of_a_backlog(clock: Fake
                 await queue.enqueue("slow")  # the one ordinary slot is taken, two wait
             await queue.set_schedule("beat", "beat", interval=1_000)
             own_clock.advance(1_000)
-            await queue.settle()
+            await settle(queue)
             started = [t.unique_id for t in queue.core.tasks()
                        if t.schedule == "beat" and t.state is not TaskState.QUEUED]
             assert started == expected
             info = (await queue.get_task_info(f"cron:beat:{MONDAY + 1_000}")).to_wire()
             assert info["schedule"] == "beat"
             release.set()
-            await queue.settle()
+            await settle(queue)
             release.clear()
 
 
@@ -189,7 +190,7 @@ async def test_a_crash_anywhere_in_a_firing_loses_no_slot_and_doubles_none(
         await queue.set_schedule("s", "f", interval=1_000, keep_result=3_600_000)
         for _ in range(3):
             clock.advance(1_000)
-            await queue.settle()
+            await settle(queue)
     data = (original / segment_name(1)).read_bytes()
     frames = scan(data)
     last_fire = max(i for i, p in enumerate(frames.payloads)
@@ -203,6 +204,6 @@ async def test_a_crash_anywhere_in_a_firing_loses_no_slot_and_doubles_none(
         shutil.copytree(original, directory, ignore=shutil.ignore_patterns("LOCK"))
         (directory / segment_name(1)).write_bytes(data[:cut])
         async with Engine(data_dir=directory, clock=clock) as queue:
-            await queue.settle()
+            await settle(queue)
             slots = sorted(int(u.rsplit(":", 1)[1]) for u in fired(queue))
         assert slots == [MONDAY + 1_000, MONDAY + 2_000, MONDAY + 3_000], cut

@@ -74,14 +74,14 @@ async def test_in_process_progress_beyond_64_bits_fails_the_call_not_the_log(
     async with Engine(data_dir=tmp_path) as queue:
         async def report(params: Any, ctx: RunContext) -> str:
             try:
-                ctx.progress(done=HUGE, total=HUGE)  # not a coroutine: it raises here
+                await ctx.progress(done=HUGE, total=HUGE)  # refused before anything is reported
             except ValidationError as exc:
                 return f"refused: {exc.field}"
             return "accepted"
 
         queue.define("report")(report)
 
-        info = await queue.wait(await queue.enqueue("report"), timeout=10)
+        info = await queue.wait(await queue.enqueue("report"), timeout=10_000)
         assert info.return_value == "refused: done"
         await _still_writes(queue, tmp_path)
 

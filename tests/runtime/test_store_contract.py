@@ -87,7 +87,7 @@ async def test_an_engine_answers_enqueue_reads_and_lists_through_its_store(
         queue.define("ok")(_ok)
         done = await queue.enqueue("ok", {"x": 1})
         held = await queue.enqueue("ok", {"x": 2}, delay=60_000)
-        info = await queue.wait(done, timeout=5)
+        info = await queue.wait(done, timeout=5000)
         assert info.state is TaskState.SUCCESS and info.return_value == {"x": 1}
         assert queue.store.durable_seq >= queue.core.last_seq
         assert (await queue.get_task_info(held)).state is TaskState.QUEUED

@@ -26,6 +26,7 @@ from cloudqueue.engine.core.framing import encode_frame
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.core.task import MAX_ERROR_CHARS, json_safe
 from cloudqueue.engine.runtime.log_file import read_log, segment_name
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 KEYS = AppKeys("app", "app-key-0123456789", "master-key-0123456789")
@@ -61,14 +62,14 @@ async def test_an_unstorable_return_value_fails_the_task_and_the_log_lives_on(
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
         queue.define("give")(give)
         uid = await queue.enqueue("give", delivery_mode="atMostOnce", attempts=5)
-        info = await queue.wait(uid, timeout=10)
+        info = await queue.wait(uid, timeout=10_000)
         await _writer_lives(queue, tmp_path)
     assert (info.state, calls) == (TaskState.FAILED, 1)
     assert info.error is not None
     assert info.error.startswith("the function's result cannot be stored: ") and says in info.error
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:  # a restart
         queue.define("give")(give)
-        await queue.settle()
+        await settle(queue)
         assert (await queue.get_task_info(uid)).state is TaskState.FAILED
     assert calls == 1  # never run again
 
@@ -87,9 +88,9 @@ async def test_at_least_once_retries_an_unstorable_result_only_while_its_runs_la
         queue.define("give")(give)
         uid = await queue.enqueue("give", attempts=2, backoff=1_000)
         for _ in range(2):
-            await queue.settle()
+            await settle(queue)
             clock.advance(1_000)
-        info = await queue.wait(uid, timeout=10)
+        info = await queue.wait(uid, timeout=10_000)
         await _writer_lives(queue, tmp_path)
     assert (info.state, info.attempt, calls) == (TaskState.FAILED, 3, 3)
 
@@ -108,8 +109,8 @@ async def test_an_unstorable_checkpoint_or_error_text_does_not_reach_the_writer(
         queue.define("checkpoint")(checkpoint)
         queue.define("raises")(raises)
         cp = await queue.wait(await queue.enqueue("checkpoint", delivery_mode="atMostOnce",
-                                                  attempts=3), timeout=10)
-        err = await queue.wait(await queue.enqueue("raises", attempts=0), timeout=10)
+                                                  attempts=3), timeout=10_000)
+        err = await queue.wait(await queue.enqueue("raises", attempts=0), timeout=10_000)
         await _writer_lives(queue, tmp_path)
     assert cp.state is TaskState.FAILED and cp.attempt == 1 and cp.slices == 0
     assert cp.error is not None and "checkpoint cannot be stored" in cp.error
@@ -122,14 +123,14 @@ async def test_a_progress_report_the_log_cannot_store_is_refused_to_the_function
         tmp_path: Path) -> None:
     async def report(params: Any, ctx: RunContext) -> str:
         try:
-            ctx.progress(message="half \udc00 way")
+            await ctx.progress(message="half \udc00 way")
         except ValidationError as exc:
             return f"refused: {exc}"
         return "accepted"
 
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
         queue.define("report")(report)
-        info = await queue.wait(await queue.enqueue("report"), timeout=10)
+        info = await queue.wait(await queue.enqueue("report"), timeout=10_000)
         await _writer_lives(queue, tmp_path)
     assert "not valid Unicode" in str(info.return_value)
 
@@ -184,7 +185,7 @@ async def test_an_unstorable_host_answer_fails_the_task_once(
     invoker = HttpInvoker(f"http://127.0.0.1:{port}", KEYS, max_answer_bytes=64 * 1024)
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0), invoker=invoker) as queue:
         uid = await queue.enqueue("f", delivery_mode="atMostOnce", attempts=3)
-        info = await queue.wait(uid, timeout=10)
+        info = await queue.wait(uid, timeout=10_000)
         await _writer_lives(queue, tmp_path)
         wire = json.dumps(info.to_wire(), allow_nan=False)
     assert (info.state, invoker.calls) == (TaskState.FAILED, 1)

@@ -6,20 +6,21 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
-from cloudqueue import Continue, Engine, FakeClock, RunContext
+from cloudqueue import Continue, Engine, FakeClock, RunContext, TaskInfo
 from cloudqueue.engine.runtime.watchers import BUFFER
+from cloudqueue.testing import settle
 
 T0 = 1_700_000_000_000
 
 
-def watching(queue: Engine, uid: str) -> AsyncGenerator[dict[str, Any], None]:
+def watching(queue: Engine, uid: str) -> AsyncGenerator[tuple[str, TaskInfo], None]:
     """``queue.watch(uid)``, which is an async generator (closed with ``aclose``); its declared
     type is only ``AsyncIterator``."""
-    return cast(AsyncGenerator[dict[str, Any], None], queue.watch(uid))
+    return cast(AsyncGenerator[tuple[str, TaskInfo], None], queue.watch(uid))
 
 
 async def collect(stream: Any) -> list[tuple[str, str]]:
-    return [(u["type"], u["task"]["state"]) async for u in stream]
+    return [(kind, info.to_wire()["state"]) async for kind, info in stream]
 
 
 async def test_two_subscribers_see_the_same_ordered_updates_and_a_late_one_the_state() -> None:
@@ -31,7 +32,7 @@ async def test_two_subscribers_see_the_same_ordered_updates_and_a_late_one_the_s
             raise RuntimeError("first try fails")
         if ctx.slice == 0:
             return Continue({"half": True})
-        ctx.progress(50, message="halfway")
+        await ctx.progress(50, message="halfway")
         await gate.wait()
         return "done"
 
@@ -40,16 +41,16 @@ async def test_two_subscribers_see_the_same_ordered_updates_and_a_late_one_the_s
         uid = await queue.enqueue("work", delay=1_000, attempts=1, backoff=500)
         first = asyncio.ensure_future(collect(queue.watch(uid)))
         second = asyncio.ensure_future(collect(queue.watch(uid)))
-        await queue.settle()
+        await settle(queue)
         clock.advance(1_000)  # the first run fails
-        await queue.settle()
+        await settle(queue)
         clock.advance(500)  # the retry continues once, then reports progress and waits
-        await queue.settle()
+        await settle(queue)
         late = watching(queue, uid)
-        assert (await late.__anext__())["type"] == "state"
+        assert (await late.__anext__())[0] == "state"
         await late.aclose()
         gate.set()
-        await queue.settle()
+        await settle(queue)
         updates = await asyncio.wait_for(first, 5)
     assert updates == await asyncio.wait_for(second, 5)
     assert updates == [("state", "queued"), ("running", "running"), ("retry", "retry_wait"),
@@ -71,15 +72,15 @@ async def test_a_reader_that_never_reads_does_not_hold_up_the_queue() -> None:
         queue.define("chatty")(chatty)
         uid = await queue.enqueue("chatty")
         stalled = watching(queue, uid)
-        assert (await stalled.__anext__())["type"] == "state"  # then never reads again
-        await queue.settle()
+        assert (await stalled.__anext__())[0] == "state"  # then never reads again
+        await settle(queue)
         for i in range(1, 1_001):
-            contexts[0].progress(i / 10)
+            await contexts[0].progress(i / 10)
         release.set()
-        info = await queue.wait(uid, timeout=5)
+        info = await queue.wait(uid, timeout=5000)
         assert info.status == "success"
         (queue_,) = queue.watchers._subscribers[uid]
         assert queue_.qsize() == BUFFER  # bounded; the newest kept
         newest = [queue_.get_nowait() for _ in range(BUFFER)][-1]
-        assert newest["type"] == "finished"
+        assert newest[0] == "finished"
         await stalled.aclose()

@@ -1,0 +1,90 @@
+"""The embedded engine's configuration, typed and frozen: ``EngineConfig`` (the queue's own
+settings, and where it keeps its tasks) and the log's ``LogOptions``.
+
+``Engine(config)`` takes one; ``Engine(concurrency=4, data_dir=...)`` builds one from the same
+names as keywords (``EngineOptions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+from cloudqueue.engine.core.cron import check_timezone
+from cloudqueue.engine.core.quotas import Quotas
+from cloudqueue.engine.runtime.log_file import FileOps
+from cloudqueue.engine.runtime.log_options import LogOptions
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Attributes:
+        concurrency: runs in flight at once (LeanCloud's default is 1).
+        adaptive_concurrency: while the event loop lags (the process is overloaded), keep fewer
+            runs in flight than ``concurrency`` so that enqueues are still acknowledged quickly;
+            back up to ``concurrency`` as the lag clears (``engine/runtime/pacing.py``). Off by
+            default here; ``cloudqueue serve`` turns it on.
+        max_timeout_ms: the largest ``timeout`` a task may ask for.
+        quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
+        timezone: the default zone of schedules (an IANA name).
+        schedule_concurrency: give schedules' firings a concurrency group of their own, so a
+            backlog of ordinary tasks cannot delay them (default: they share ``concurrency``).
+        data_dir: keep tasks in a durable log in this directory (replayed on start). Without
+            it (and without a ``store``) tasks are kept in memory only.
+        log: how that log is written.
+
+    Raises:
+        ValueError: a concurrency below 1; ``ValidationError`` for an unknown zone.
+    """
+
+    concurrency: int = 1
+    adaptive_concurrency: bool = False
+    max_timeout_ms: int = 600_000
+    quotas: Quotas = field(default_factory=Quotas)
+    timezone: str = "UTC"
+    schedule_concurrency: int | None = None
+    data_dir: Path | None = None
+    log: LogOptions = field(default_factory=LogOptions)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        object.__setattr__(self, "timezone", check_timezone(self.timezone))
+        if self.schedule_concurrency is not None and self.schedule_concurrency < 1:
+            raise ValueError(f"schedule_concurrency must be >= 1, got "
+                             f"{self.schedule_concurrency}")
+        if self.data_dir is not None and not isinstance(self.data_dir, Path):
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    @classmethod
+    def of(cls, *, data_dir: str | Path | None = None, fsync: str = "always",
+           segment_bytes: int | None = None, compact_bytes: int | None = None,
+           file_ops: FileOps | None = None, concurrency: int = 1,
+           adaptive_concurrency: bool = False, max_timeout_ms: int = 600_000,
+           quotas: Quotas | None = None, timezone: str = "UTC",
+           schedule_concurrency: int | None = None) -> EngineConfig:
+        """A config from ``Engine``'s keywords (the log's options flat beside the rest)."""
+        log = LogOptions(fsync=fsync, compact_bytes=compact_bytes, file_ops=file_ops)
+        if segment_bytes is not None:
+            log = LogOptions(fsync, segment_bytes, compact_bytes, file_ops)
+        return cls(concurrency=concurrency, adaptive_concurrency=adaptive_concurrency,
+                   max_timeout_ms=max_timeout_ms, quotas=quotas or Quotas(), timezone=timezone,
+                   schedule_concurrency=schedule_concurrency,
+                   data_dir=Path(data_dir) if data_dir is not None else None, log=log)
+
+
+class EngineOptions(TypedDict, total=False):
+    """``Engine``'s keywords: ``EngineConfig.of``'s arguments."""
+
+    data_dir: str | Path | None
+    fsync: str
+    segment_bytes: int
+    compact_bytes: int | None
+    file_ops: FileOps | None
+    concurrency: int
+    adaptive_concurrency: bool
+    max_timeout_ms: int
+    quotas: Quotas | None
+    timezone: str
+    schedule_concurrency: int | None

@@ -1,0 +1,94 @@
+"""The ``Queue`` protocol: one API for a queue in this process (``Engine``) and a remote one
+(``QueueClient``).
+
+Both implement every method here with the same names, arguments, units and answers: every
+duration is in milliseconds (as the task options ``delay``, ``backoff``, ``timeout`` and
+``keep_result`` are), a task's state is a ``TaskInfo``, a schedule's a ``ScheduleInfo``, and a
+refusal is one of the typed errors of ``engine.core.errors``. Code written against ``Queue``
+runs unchanged on either::
+
+    async def resize_all(queue: Queue, images: list[str]) -> list[TaskInfo]:
+        uids = [await queue.enqueue("resize", {"image": i}, timeout=30_000) for i in images]
+        return [await queue.wait(uid, timeout=60_000) for uid in uids]
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple, Protocol
+
+from cloudqueue.engine.core.schedules import ScheduleInfo
+from cloudqueue.engine.core.states import TaskState
+from cloudqueue.engine.core.task import TaskInfo
+
+
+class TaskPage(NamedTuple):
+    """What ``list_tasks`` answers: the tasks shown (newest first) and how many match
+    (``total``); unpacks as ``tasks, total = await queue.list_tasks()``."""
+
+    tasks: list[TaskInfo]
+    total: int
+
+
+class Queue(Protocol):
+    """A task queue: tasks (enqueue, read, cancel, list, wait, watch) and named schedules."""
+
+    async def enqueue(self, function: str, params: Any = None, **options: Any) -> str:
+        """Queue a task; its uniqueId once it is durable. Options as LeanCloud's, snake_case,
+        durations in ms: attempts, backoff, delay, delivery_mode, keep_result, priority,
+        timeout, unique_id."""
+        ...
+
+    async def get_task_info(self, unique_id: str) -> TaskInfo:
+        """The task's state (``UnknownTaskError`` for an unknown or expired uniqueId)."""
+        ...
+
+    async def cancel(self, unique_id: str) -> TaskInfo:
+        """Cancel a queued or retry-waiting task; its final info."""
+        ...
+
+    async def list_tasks(self, state: TaskState | str | None = None,
+                         limit: int = 100) -> TaskPage:
+        """Up to ``limit`` tasks (in ``state``, when given), newest first, and their count."""
+        ...
+
+    async def wait(self, unique_id: str, timeout: int | None = None) -> TaskInfo:
+        """The task's info once it is final; ``TimeoutError`` after ``timeout`` ms (None: no
+        limit)."""
+        ...
+
+    def watch(self, unique_id: str) -> AsyncIterator[tuple[str, TaskInfo]]:
+        """Live updates as ``(type, info)``: ``state`` first, then ``queued``, ``running``,
+        ``progress``, ``retry``, ``continued``, and a last ``finished`` (``UnknownTaskError``
+        for an unknown task, at the latest from the first iteration)."""
+        ...
+
+    async def set_schedule(self, name: str, function: str, params: Any = None, *,
+                           cron: str | None = None, interval: int | None = None,
+                           timezone: str | None = None, paused: bool = False,
+                           **options: Any) -> ScheduleInfo:
+        """Create or replace a schedule: ``cron`` or ``interval`` (ms), in ``timezone``."""
+        ...
+
+    async def get_schedule(self, name: str, upcoming: int = 5) -> ScheduleInfo:
+        """One schedule with its next ``upcoming`` fire times (``UnknownScheduleError``)."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name, each with its next fire time."""
+        ...
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo: ...
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Fire again from now (slots missed while paused are not caught up)."""
+        ...
+
+    async def delete_schedule(self, name: str) -> None: ...
+
+    async def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,
+                               timezone: str | None = None, from_ms: int | None = None,
+                               count: int = 5) -> list[int]:
+        """The next ``count`` fire times (epoch ms) strictly after ``from_ms`` (default now),
+        in ``timezone`` (None: the queue's default zone; ``QueueClient`` defaults to UTC)."""
+        ...

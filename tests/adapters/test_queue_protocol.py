@@ -1,0 +1,148 @@
+"""One scenario through the ``Queue`` protocol, against both implementations: the embedded
+``Engine``, and ``QueueClient`` talking to a real server on 127.0.0.1. Same calls, same units
+(milliseconds), same answers (``TaskInfo``, ``TaskPage``, ``ScheduleInfo``, typed errors).
+
+And one function body, written against ``Run``, run in-process (``RunContext``) and behind the
+function host (``Call``) with the same outcome."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudqueue import (
+    Engine,
+    FakeClock,
+    Queue,
+    QueueClient,
+    Run,
+    RunContext,
+    ScheduleInfo,
+    TaskInfo,
+    TaskPage,
+    TaskState,
+    UnknownScheduleError,
+    UnknownTaskError,
+)
+from cloudqueue.adapters.function_host import Call, FunctionHost
+from tests.adapters.serving import A, serving
+from tests.adapters.test_function_host import K, queue_calling
+
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+
+def _typed_proof(engine: Engine, client: QueueClient, ctx: RunContext, call: Call) -> None:
+    """Never called: mypy checks that both queues are a ``Queue`` and both contexts a ``Run``."""
+    queues: list[Queue] = [engine, client]
+    runs: list[Run] = [ctx, call]
+    del queues, runs
+
+
+async def install(params: Any, run: Run) -> Any:
+    """Three slices, reporting progress, the way either kind of function does it."""
+    step = (run.checkpoint or {"step": 0})["step"]
+    await run.progress(done=step + 1, total=3, message=f"step {step}")
+    if step < 2:
+        return run.continue_with({"step": step + 1})
+    return {"installed": params["template"], "slices": run.slice + 1, "attempt": run.attempt}
+
+
+def new_engine(tmp_path: Path) -> Engine:
+    engine = Engine(data_dir=tmp_path / "queue", clock=FakeClock(T0), timezone="UTC")
+
+    @engine.define
+    async def add(params: Any, run: RunContext) -> Any:
+        return params["a"] + params["b"]
+
+    engine.define("install")(install)
+    return engine
+
+
+@pytest.fixture(params=["embedded", "client"])
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    engine = new_engine(tmp_path)
+    if request.param == "embedded":
+        async with engine:
+            yield engine
+        return
+    async with serving(engine) as url:
+        async with QueueClient(url, A.app_id, master_key=A.master_key) as client:
+            yield client
+
+
+async def test_tasks_through_the_protocol(queue: Queue) -> None:
+    uid = await queue.enqueue("add", {"a": 20, "b": 22}, unique_id="sum", timeout=5_000)
+    assert uid == "sum"
+    done = await queue.wait(uid, timeout=10_000)
+    assert isinstance(done, TaskInfo)
+    assert (done.state, done.return_value, done.attempt) == (TaskState.SUCCESS, 42, 1)
+    assert await queue.get_task_info(uid) == done
+
+    later = await queue.enqueue("add", {"a": 1, "b": 1}, delay=3_600_000, unique_id="later")
+    with pytest.raises(TimeoutError):
+        await queue.wait(later, timeout=50)
+    cancelled = await queue.cancel(later)
+    assert (cancelled.state, cancelled.status) == (TaskState.CANCELLED, "failed")
+
+    page = await queue.list_tasks()
+    assert isinstance(page, TaskPage)
+    assert ([t.unique_id for t in page.tasks], page.total) == (["later", "sum"], 2)
+    tasks, total = await queue.list_tasks(state="cancelled", limit=1)
+    assert ([t.unique_id for t in tasks], total) == (["later"], 1)
+
+    with pytest.raises(UnknownTaskError):
+        await queue.get_task_info("nope")
+
+
+async def test_watch_and_run_through_the_protocol(queue: Queue) -> None:
+    uid = await queue.enqueue("install", {"template": "blog"}, unique_id="blog")
+    final = await queue.wait(uid, timeout=10_000)
+    assert (final.state, final.return_value, final.slices) == (
+        TaskState.SUCCESS, {"installed": "blog", "slices": 3, "attempt": 1}, 2)
+    assert final.progress is not None and final.progress["done"] == 3
+    # a final task's stream is its state alone
+    assert [(kind, info.state) async for kind, info in queue.watch(uid)] == [
+        ("state", TaskState.SUCCESS)]
+
+
+async def test_schedules_through_the_protocol(queue: Queue) -> None:
+    made = await queue.set_schedule("tick", "add", {"a": 1, "b": 2}, interval=60_000,
+                                    timezone="UTC", paused=True, attempts=2, timeout=5_000)
+    assert isinstance(made, ScheduleInfo)
+    assert (made.spec.name, made.spec.interval_ms, made.spec.paused, made.upcoming_ms) == (
+        "tick", 60_000, True, ())
+    assert (made.spec.options.attempts, made.spec.options.timeout_ms) == (2, 5_000)
+    resumed = await queue.resume_schedule("tick")
+    assert not resumed.spec.paused
+    shown = await queue.get_schedule("tick", 3)
+    assert shown.spec == resumed.spec
+    assert shown.upcoming_ms == (T0 + 60_000, T0 + 120_000, T0 + 180_000)
+    assert (await queue.pause_schedule("tick")).upcoming_ms == ()
+    assert [s.spec.name for s in await queue.list_schedules()] == ["tick"]
+    assert await queue.preview_schedule(interval=60_000, timezone="UTC", from_ms=T0,
+                                        count=2) == [T0 + 60_000, T0 + 120_000]
+    await queue.delete_schedule("tick")
+    assert await queue.list_schedules() == []
+    with pytest.raises(UnknownScheduleError):
+        await queue.get_schedule("tick")
+
+
+async def test_one_function_body_runs_in_process_and_behind_the_function_host(
+        tmp_path: Path) -> None:
+    async with Engine(clock=FakeClock(T0)) as engine:
+        engine.define("install")(install)
+        in_process = await engine.wait(await engine.enqueue("install", {"template": "blog"}),
+                                       timeout=10_000)
+
+    host = FunctionHost(K)
+    host.define("install")(install)
+    async with queue_calling(host, tmp_path / "hosted") as (hosted, _):
+        behind_host = await hosted.wait(await hosted.enqueue("install", {"template": "blog"}),
+                                        timeout=10_000)
+
+    for info in (in_process, behind_host):
+        assert (info.state, info.return_value, info.slices) == (
+            TaskState.SUCCESS, {"installed": "blog", "slices": 3, "attempt": 1}, 2)
