@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
+from cloudqueue.engine.core.commands import Append, Command, TaskFinished
+from cloudqueue.engine.core.dispatch import Dispatch
 from cloudqueue.engine.core.errors import (
     DuplicateTaskError,
     InvalidTransitionError,
@@ -64,19 +65,18 @@ from cloudqueue.engine.core.events import (
     TaskWoken,
 )
 from cloudqueue.engine.core.fold import TaskTable
-from cloudqueue.engine.core.options import DeliveryMode, Limits, TaskOptions
+from cloudqueue.engine.core.options import Limits, TaskOptions
 from cloudqueue.engine.core.progress import PendingProgress
 from cloudqueue.engine.core.quotas import Quotas, QuotaTracker
 from cloudqueue.engine.core.runs import Runs
 from cloudqueue.engine.core.schedule_ops import ScheduleBook
 from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
-from cloudqueue.engine.core.states import TaskState, Trigger, can_fire
+from cloudqueue.engine.core.states import Trigger, can_fire
 from cloudqueue.engine.core.task import (
     MAX_RESULT_BYTES,
     Task,
     TaskInfo,
     expired,
-    unpacked,
 )
 from cloudqueue.engine.core.timers import TimerKind, Timers
 
@@ -113,6 +113,8 @@ class EngineCore:
         self._runs = Runs(self._table, self.progress, self._emit_new,
                           lambda now_ms: self.tick(now_ms, dispatch=False),
                           self.config.max_result_bytes)
+        self._dispatch = Dispatch(self._table, self._runs, self._emit_new,
+                                  self.config.schedule_concurrency)
         self.last_seq = 0
         self._appliers = self._make_appliers()
 
@@ -317,19 +319,7 @@ class EngineCore:
         events: list[Event] = []
         finished: list[Command] = []
         self._book.recover(now_ms, events)
-        tasks = self._table.tasks
-        for unique_id, run_seq in sorted(self._table.running.items(), key=lambda item: item[1]):
-            task = tasks[unique_id]
-            if task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
-                events.append(self._emit(RunFailed(
-                    self._seq(), now_ms, unique_id, run_seq,
-                    "the run was lost when the queue restarted; atMostOnce tasks are not run again",
-                    FailureKind.LOST)))
-                finished.append(TaskFinished(task))
-            else:
-                events.append(self._emit(RunRequeued(
-                    self._seq(), now_ms, unique_id, run_seq,
-                    "the queue restarted during the run")))
+        self._runs.interrupted(now_ms, events, finished)
         return [Append(tuple(events)), *finished] if events else []
 
     def counters(self) -> dict[str, int]:
@@ -369,64 +359,12 @@ class EngineCore:
                 # A timer replaced or cancelled after it became due no longer speaks for the task.
                 if fired(task, token):
                     assert task is not None
-                    self._on_timer(kind, task, now_ms, events, commands)
+                    self._dispatch.timer_fired(kind, task, now_ms, events, commands)
         for unique_id in self.progress.due(now_ms):
             self._runs.log_progress(tasks[unique_id], events)
         if dispatch:
-            self._dispatch(now_ms, events, commands)
+            self._dispatch.fill(now_ms, self.run_limit, events, commands)
         return [Append(tuple(events)), *commands] if events else commands
-
-    def _on_timer(self, kind: TimerKind, task: Task, now_ms: int, events: list[Event],
-                  commands: list[Command]) -> None:
-        unique_id, state = task.unique_id, task.state
-        if kind is TimerKind.START and state is TaskState.QUEUED:
-            self._table.make_ready(task)
-        elif kind is TimerKind.WAKE and state is TaskState.RETRY_WAIT:
-            events.append(self._emit(TaskWoken(self._seq(), now_ms, unique_id)))
-        elif kind is TimerKind.TIMEOUT and state is TaskState.RUNNING:
-            run_seq = task.run_seq
-            self._runs.flush_progress(unique_id, events)
-            # The run failed at its deadline, however late the driver noticed: retryAt counts
-            # from there.
-            started_ms = now_ms if task.started_ms is None else task.started_ms
-            deadline_ms = started_ms + task.options.timeout_ms
-            events.append(self._emit(RunFailed(
-                self._seq(), min(now_ms, deadline_ms), unique_id, run_seq,
-                f"cloud function timed out after {task.options.timeout_ms} ms",
-                FailureKind.UNKNOWN)))
-            commands.append(CancelRun(unique_id, run_seq))
-            if task.state.is_final:
-                commands.append(TaskFinished(task))
-        elif kind is TimerKind.EXPIRE and task.state.is_final:
-            events.append(self._emit(TaskPurged(self._seq(), now_ms, unique_id)))
-
-    def _dispatch(self, now_ms: int, events: list[Event], commands: list[Command]) -> None:
-        table, own_group = self._table, self.config.schedule_concurrency
-        if own_group is not None:
-            while len(table.running_scheduled) < own_group:
-                unique_id = table.ready_scheduled.pop()
-                if unique_id is None:
-                    break
-                self._start(table.tasks[unique_id], now_ms, events, commands)
-        limit = self.run_limit
-        while len(table.running) - len(table.running_scheduled) < limit:
-            unique_id = table.ready.pop()
-            if unique_id is None:
-                return
-            self._start(table.tasks[unique_id], now_ms, events, commands)
-
-    def _start(self, task: Task, now_ms: int, events: list[Event],
-               commands: list[Command]) -> None:
-        started = RunStarted(self._seq(), now_ms, task.unique_id, task.attempt + 1)
-        events.append(self._emit(started))
-        options = task.options
-        at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE
-        commands.append(Invoke(
-            unique_id=task.unique_id, run_seq=started.seq, attempt=started.attempt,
-            function=task.function, params=unpacked(task.params), timeout_ms=options.timeout_ms,
-            deadline_ms=now_ms + options.timeout_ms,
-            durable_seq=started.seq if at_most_once else task.seq,
-            checkpoint=task.checkpoint, slice=task.slices))
 
     # ------------------------------------------------------------------ the fold
 

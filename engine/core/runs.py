@@ -13,6 +13,7 @@ Unicode rather than refused.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from cloudqueue.engine.core.commands import Append, Command, TaskFinished
@@ -27,6 +28,7 @@ from cloudqueue.engine.core.events import (
     RunSucceeded,
 )
 from cloudqueue.engine.core.fold import TaskTable
+from cloudqueue.engine.core.options import DeliveryMode
 from cloudqueue.engine.core.progress import PendingProgress, checkpoint_problem
 from cloudqueue.engine.core.task import Task, storable_text, unstorable
 
@@ -143,6 +145,23 @@ class Runs:
         if task is not None and task.state.is_final:
             commands.append(TaskFinished(task))
         return commands
+
+    def interrupted(self, now_ms: int, events: list[Event], finished: list[Command]) -> None:
+        """After a restart, the runs it interrupted (in the order they started): atLeastOnce
+        runs again (not charged); atMostOnce fails, its run lost."""
+        tasks = self._table.tasks
+        for unique_id, run_seq in sorted(self._table.running.items(), key=lambda item: item[1]):
+            task = tasks[unique_id]
+            if task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
+                events.append(self._emit(partial(
+                    RunFailed, t_ms=now_ms, unique_id=unique_id, run_seq=run_seq,
+                    error="the run was lost when the queue restarted; atMostOnce tasks are not "
+                          "run again", kind=FailureKind.LOST)))
+                finished.append(TaskFinished(task))
+            else:
+                events.append(self._emit(partial(
+                    RunRequeued, t_ms=now_ms, unique_id=unique_id, run_seq=run_seq,
+                    reason="the queue restarted during the run")))
 
     # ------------------------------------------------------------------ progress
 
