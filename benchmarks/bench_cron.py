@@ -70,7 +70,8 @@ from benchmarks._harness import (
     percentile,
     run_cases,
 )
-from cloudqueue.engine.core.cron import next_fire_ms, parse_cron
+from cloudqueue.engine.core.cron import parse_cron
+from cloudqueue.engine.core.cron_next import next_fire_ms
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.functions import RunContext
 from cloudqueue.engine.runtime.log_store import LogStore

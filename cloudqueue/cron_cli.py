@@ -45,9 +45,9 @@ from cloudqueue.engine.core.cron import (
     CronExpr,
     check_interval,
     check_timezone,
-    fire_times,
     parse_cron,
 )
+from cloudqueue.engine.core.cron_next import fire_times
 from cloudqueue.engine.core.errors import ConfigError, EngineError, ValidationError
 from cloudqueue.engine.core.schedules import check_schedule_name, parse_schedule
 from cloudqueue.engine.core.task import iso_ms

@@ -23,13 +23,8 @@ from cloudqueue.engine.assembly import (
 from cloudqueue.engine.config import EngineConfig, EngineOptions
 from cloudqueue.engine.core.batch_items import parse_batch
 from cloudqueue.engine.core.commands import Command, TaskFinished
-from cloudqueue.engine.core.cron import (
-    CronExpr,
-    check_interval,
-    check_timezone,
-    fire_times,
-    parse_cron,
-)
+from cloudqueue.engine.core.cron import CronExpr, check_interval, check_timezone, parse_cron
+from cloudqueue.engine.core.cron_next import fire_times
 from cloudqueue.engine.core.errors import (
     DiskFullError,
     EngineClosedError,

@@ -19,13 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudqueue.engine.core.cron import (
-    CronExpr,
-    check_interval,
-    check_timezone,
-    next_fire_ms,
-    parse_cron,
-)
+from cloudqueue.engine.core.cron import CronExpr, check_interval, check_timezone, parse_cron
+from cloudqueue.engine.core.cron_next import next_fire_ms
 from cloudqueue.engine.core.errors import ValidationError
 from cloudqueue.engine.core.options import (
     Limits,

@@ -16,14 +16,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cloudqueue.engine.core import cron
-from cloudqueue.engine.core.cron import (
-    MAX_PREVIEW,
-    check_interval,
-    check_timezone,
-    fire_times,
-    next_fire_ms,
-    parse_cron,
-)
+from cloudqueue.engine.core.cron import MAX_PREVIEW, check_interval, check_timezone, parse_cron
+from cloudqueue.engine.core.cron_next import fire_times, next_fire_ms
 from cloudqueue.engine.core.errors import ValidationError
 
 
