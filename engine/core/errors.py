@@ -13,7 +13,8 @@ with a ``type`` naming the error, so a client rebuilds the typed error without r
 
 ``code`` and ``error`` are LeanCloud's and never change; the rest are extensions a LeanCloud SDK
 ignores. Some bodies stay exactly LeanCloud's (401 ``Unauthorized.``, 404 ``Task '<id>' not
-found``, 400 ``ValidationError``) and a client maps them by ``code`` alone.
+found``) and a client maps them by ``code`` alone; a 400 keeps LeanCloud's ``code`` and message
+and adds ``"type": "validation"`` and the ``field`` (and ``index``) it refuses.
 """
 
 from __future__ import annotations
