@@ -17,6 +17,7 @@ from cloudqueue.engine.core.events import Event, FailureKind, RunFailed, RunRequ
 from cloudqueue.engine.core.options import DeliveryMode, parse_options
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.engine.runtime.rebuild import rebuild
 
 C = TypeVar("C")
 T0 = 1_000_000
@@ -470,10 +471,7 @@ def test_requeued_run_charges_no_attempt_and_runs_again() -> None:
 
 
 def replayed(h: Harness, now: int) -> EngineCore:
-    core = EngineCore(CoreConfig(concurrency=h.core.concurrency), start_ms=now)
-    for event in h.events:
-        core.apply(event)
-    return core
+    return rebuild(EngineCore(CoreConfig(concurrency=h.core.concurrency), start_ms=now), h.events)
 
 
 def test_replay_rebuilds_the_same_task_info() -> None:

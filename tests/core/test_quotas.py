@@ -11,6 +11,7 @@ from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.core.quotas import DAY_MS, QuotaExceededError, Quotas
+from cloudqueue.engine.runtime.rebuild import rebuild
 
 DAY0 = 20_000 * DAY_MS  # a UTC midnight
 
@@ -83,9 +84,7 @@ def test_day_count_is_rebuilt_by_replay_and_kept_by_counters() -> None:
         for command in core.submit(uid, "f", {}, TaskOptions(), DAY0 + 5):
             assert isinstance(command, Append)
             events.extend(command.events)
-    replayed = core_with(per_day=3)
-    for event in events:
-        replayed.apply(event)
+    replayed = rebuild(core_with(per_day=3), events)
     submit(replayed, "c", DAY0 + 6)
     assert refused(replayed, "d", DAY0 + 7).quota == "daily"
     restored = core_with(per_day=3)

@@ -12,6 +12,7 @@ from cloudqueue import Engine, FakeClock, LogError, LogPoisonedError, RunContext
 from cloudqueue.engine.core.engine import EngineCore
 from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 from cloudqueue.engine.runtime.log_store import LogStore
+from cloudqueue.engine.runtime.rebuild import rebuild
 from cloudqueue.engine.runtime.snapshot import encode_snapshot, list_snapshots
 from cloudqueue.testing import settle
 
@@ -144,17 +145,13 @@ class CrashOps(FileOps):
 async def compact_offline(directory: Path, ops: FileOps) -> None:
     """What `cloudqueue log compact` does: replay, snapshot, compact; no runs, no recovery."""
     store, loaded = LogStore.open(directory, ops=ops, compact_bytes=None)
-    core = EngineCore(start_ms=T0)
-    for task in loaded.snapshot_tasks:
-        core.restore(task)
-    core.restore_counters(loaded.counters)
-    for event in loaded.events:
-        core.apply(event)
-    core.last_seq = max(core.last_seq, loaded.snapshot_seq)
+    core = rebuild(EngineCore(start_ms=T0), loaded.events, snapshot_seq=loaded.snapshot_seq,
+                   snapshot_tasks=loaded.snapshot_tasks,
+                   snapshot_schedules=loaded.snapshot_schedules, counters=loaded.counters)
     store.start()
     try:
-        await store.compact(core.last_seq,
-                            encode_snapshot(core.last_seq, core.tasks(), core.counters()))
+        await store.compact(core.last_seq, encode_snapshot(
+            core.last_seq, core.tasks(), core.counters(), core.schedules()))
     finally:
         await store.close()
 
