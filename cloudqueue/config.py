@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.engine.core.cron import check_timezone
 from cloudqueue.engine.core.errors import ConfigError, ValidationError
+from cloudqueue.engine.core.options import near_miss
 from cloudqueue.engine.core.quotas import Quotas
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.runtime.log_file import FsyncPolicy
@@ -45,6 +46,7 @@ class AppConfig:
     quotas: Quotas = field(default_factory=Quotas)
     timezone: str = "UTC"  # the default zone of the app's cron schedules
     schedule_concurrency: int | None = None  # a group of their own for schedules' firings
+    strict_options: bool = False  # refuse enqueues naming a field the queue does not know
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ _FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
-                       "schedule_concurrency"})
+                       "schedule_concurrency", "strict_options"})
 
 
 def check_app_id(app_id: Any, where: str) -> str:
@@ -196,7 +198,9 @@ def _settings(data: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _refuse_unknown(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}; the settings are "
+        meant = near_miss(unknown[0], known)
+        hint = f"did you mean {meant!r}? " if meant else ""
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}; {hint}the settings are "
                           f"{', '.join(sorted(known))}")
 
 
@@ -233,7 +237,14 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                      _quotas(where, raw.get("quotas", {})),
                      _timezone(where, raw.get("timezone", "UTC")),
                      _positive_or_none(where, "schedule_concurrency",
-                                       raw.get("schedule_concurrency")))
+                                       raw.get("schedule_concurrency")),
+                     _flag(where, "strict_options", raw.get("strict_options", False)))
+
+
+def _flag(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+    return value
 
 
 def _fsync(where: str, value: Any) -> str:
@@ -262,9 +273,10 @@ def _timezone(where: str, name: Any) -> str:
 
 
 def _quotas(where: str, raw: Any) -> Quotas:
-    known = {"rate_per_s", "burst", "per_day", "held"}
-    if not isinstance(raw, dict) or set(raw) - known:
+    known = frozenset({"rate_per_s", "burst", "per_day", "held"})
+    if not isinstance(raw, dict):
         raise ConfigError(f"{where}.quotas takes {', '.join(sorted(known))}")
+    _refuse_unknown(raw, known, f"{where}.quotas")
     try:
         return Quotas(**raw)
     except (TypeError, ValueError) as exc:

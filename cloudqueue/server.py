@@ -103,7 +103,7 @@ def build_app(config: ServeConfig) -> web.Application:
             schedule_concurrency=app.schedule_concurrency,
             data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
             invoker=invoker)
-        tenants[app.keys.app_id] = QueueApp(app.keys, engine)
+        tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options)
     return create_app(tenants)
 
 

@@ -40,6 +40,8 @@ from cloudqueue.engine.embedded import Engine
 __all__ = ["APPS", "OPENAPI_PATH", "AppStartError", "QueueApp", "create_app"]
 
 log = logging.getLogger("cloudqueue.http")
+# names the unknown fields of an enqueue body that were ignored (an extension)
+IGNORED_HEADER = "X-CloudQueue-Ignored-Fields"
 
 BASE = "/1.1/engine/cloud-queue"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -93,9 +95,25 @@ def _abandon_body(request: web.Request, response: web.Response) -> web.Response:
 async def enqueue(request: web.Request) -> web.Response:
     queue_app = tenant(request, Role.MASTER)
     body = parse_json_object(await request.read())
-    spec = parse_enqueue(body, queue_app.engine.limits)
+    spec = parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
-    return web.Response(text=_unique_id_body(unique_id), content_type="application/json")
+    response = web.Response(text=_unique_id_body(unique_id), content_type="application/json")
+    if spec.ignored:
+        queue_app.ignoring(spec.ignored)
+        response.headers[IGNORED_HEADER] = ignored_header(spec.ignored)
+    return response
+
+
+def ignored_header(names: tuple[str, ...], limit: int = 1_024) -> str:
+    """The names as JSON strings, comma-separated (ASCII, whatever the names hold), cut after
+    ``limit`` characters with a last ``...``."""
+    shown = ""
+    for name in names:
+        item = json.dumps(name)
+        if len(shown) + len(item) + 2 > limit:
+            return f"{shown}, ..."
+        shown = f"{shown}, {item}" if shown else item
+    return shown
 
 
 def _unique_id_body(unique_id: str) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -10,13 +11,37 @@ from cloudqueue.adapters.auth import AppKeys, Role, authenticate, malformed_cred
 from cloudqueue.engine.core.errors import ForbiddenError, UnauthorizedError, ValidationError
 from cloudqueue.engine.embedded import Engine
 
+log = logging.getLogger("cloudqueue.http")
+MAX_IGNORED_NAMES = 256  # names of ignored fields remembered per app (each logged once)
+
 
 @dataclass
 class QueueApp:
-    """One tenant: its keys and its engine (its own log, function host and concurrency)."""
+    """One tenant: its keys and its engine (its own log, function host and concurrency).
+
+    ``strict_options``: refuse an enqueue naming any field the queue does not know (else it is
+    ignored, as LeanCloud ignores it, named in the answer's ``X-CloudQueue-Ignored-Fields``
+    header, and logged once per name).
+    """
 
     keys: AppKeys
     engine: Engine
+    strict_options: bool = False
+    _ignored: set[str] = field(default_factory=set, repr=False)
+
+    def ignoring(self, names: tuple[str, ...]) -> None:
+        """Log each ignored field name the first time this app sends it."""
+        for name in names:
+            if name in self._ignored or len(self._ignored) > MAX_IGNORED_NAMES:
+                continue
+            self._ignored.add(name)
+            if len(self._ignored) > MAX_IGNORED_NAMES:
+                log.warning("app %s: more unknown enqueue fields ignored; no more are logged",
+                            self.keys.app_id)
+            else:
+                log.warning("app %s: enqueue field %r is not an option of this queue and is "
+                            "ignored (strict_options = true refuses such requests)",
+                            self.keys.app_id, name)
 
 
 APPS = web.AppKey("apps", dict[str, QueueApp])

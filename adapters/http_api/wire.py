@@ -10,10 +10,13 @@ from typing import Any
 
 from cloudqueue.engine.core.errors import EngineError, ValidationError
 from cloudqueue.engine.core.options import (
+    SDK_FIELDS,
+    WIRE_OPTION_NAMES,
     Limits,
     TaskOptions,
     check_function_name,
     check_params,
+    near_miss,
     parse_options,
 )
 
@@ -31,6 +34,11 @@ class EnqueueRequest:
     function: str
     params: Any
     options: TaskOptions
+    ignored: tuple[str, ...] = ()  # unknown body fields, ignored as LeanCloud ignores them
+
+
+# the fields of an enqueue body
+ENQUEUE_FIELDS = frozenset({"function", "params"}) | WIRE_OPTION_NAMES
 
 
 # an escape that may decode to half of a UTF-16 surrogate pair (\ud800-\udfff)
@@ -88,10 +96,18 @@ def whole_number(text: str | None, name: str, default: int, low: int, high: int)
     raise ValidationError(f"{name} must be a whole number from {low} to {high}", name)
 
 
-def parse_enqueue(body: dict[str, Any], limits: Limits) -> EnqueueRequest:
-    """Raises ``ValidationError`` naming the field. Unknown fields (``prod``, ``notify``…) are
-    ignored; absent or null ``params`` become ``{}`` (other values, ``0`` and ``""`` too,
-    are kept as sent)."""
+def parse_enqueue(body: dict[str, Any], limits: Limits, *, strict: bool = False
+                  ) -> EnqueueRequest:
+    """Raises ``ValidationError`` naming the field. Absent or null ``params`` become ``{}``
+    (other values, ``0`` and ``""`` too, are kept as sent).
+
+    An unknown field is ignored, as LeanCloud's protocol says (the SDK sends ``prod``, older ones
+    ``notify`` and ``retryTimeout``), and named in ``ignored`` — unless it is a near miss of a
+    real one (``unique_id``, ``uniqueid``, ``keepresult``, ``atempts``): that is refused, naming
+    the right name, since ignoring it would silently lose the option. With ``strict`` (an app's
+    ``strict_options``) every unknown field but the SDK's own is refused.
+    """
+    ignored = _unknown_fields(body, strict)
     function = check_function_name(body.get("function"))
     params = body.get("params")
     if params is None:
@@ -101,4 +117,20 @@ def parse_enqueue(body: dict[str, Any], limits: Limits) -> EnqueueRequest:
     if "uniqueId" in body and body["uniqueId"] is None:
         raise ValidationError("uniqueId must be a string of 1 to 32 characters, got null",
                               "uniqueId")
-    return EnqueueRequest(function, params, options)
+    return EnqueueRequest(function, params, options, ignored)
+
+
+def _unknown_fields(body: dict[str, Any], strict: bool) -> tuple[str, ...]:
+    ignored: list[str] = []
+    for name in body:
+        if name in ENQUEUE_FIELDS or name in SDK_FIELDS:
+            continue
+        meant = near_miss(name, ENQUEUE_FIELDS)
+        if meant is not None:
+            raise ValidationError(f"unknown field {name!r}: did you mean {meant!r}? (the body "
+                                  "uses LeanCloud's camelCase names)", name)
+        if strict:
+            raise ValidationError(f"unknown field {name!r} (this app has strict_options on); "
+                                  f"the fields are: {', '.join(sorted(ENQUEUE_FIELDS))}", name)
+        ignored.append(name)
+    return tuple(ignored)

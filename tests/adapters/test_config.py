@@ -59,7 +59,7 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
         (GOOD.replace('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
          "unknown time zone 'Mars/Olympus'"),
         (GOOD.replace("held = 1000", "held = 0"), "quota held must be > 0"),
-        (GOOD.replace("held = 1000", "burstiness = 3"), "quotas takes"),
+        (GOOD.replace("held = 1000", "burstiness = 3"), "quotas: unknown setting 'burstiness'"),
         (GOOD.replace("concurrency = 4", "concurrency = 0"), "concurrency must be"),
         (GOOD.replace('app_id = "a2"', 'app_id = "a1"'), "app ids must be unique"),
         ("[[apps]\n", "cannot read"),
@@ -78,9 +78,13 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
         (GOOD.replace("port = 3200", "port = 70000"), "port must be from 0 to 65535, got 70000"),
         (GOOD.replace("port = 3200", "port = '3200'"),
          "port must be a whole number >= 0, got '3200'"),
-        ("max_conections = 5\n" + GOOD, "unknown setting 'max_conections'; the settings are "),
+        ("max_conections = 5\n" + GOOD, "unknown setting 'max_conections'; did you mean "
+                                        "'max_connections'? the settings are "),
         (GOOD.replace("concurrency = 4", "concurency = 4"), "apps[0]: unknown setting "
-                                                           "'concurency'"),
+                                                           "'concurency'; did you mean "
+                                                           "'concurrency'?"),
+        (GOOD.replace("concurrency = 4", "strict_options = 'yes'"),
+         "apps[0].strict_options must be true or false"),
         (GOOD.replace('app_id = "a2"', 'app_id = "../a2"'), "apps[1].app_id: app id '../a2' is "
                                                              "not allowed; an app id is 1 to 64"),
         (GOOD.replace("concurrency = 4", "concurrency = true"), "concurrency must be"),
