@@ -124,7 +124,8 @@ class Engine:
         self._open_store: StoreOpener = (
             LogStore.opener(self.data_dir, policy=FsyncPolicy.parse(fsync),
                             segment_bytes=segment_bytes, ops=file_ops,
-                            compact_bytes=compact_bytes or 4 * segment_bytes)
+                            compact_bytes=compact_bytes or 4 * segment_bytes,
+                            clock=self.clock)
             if self.data_dir is not None else MemoryStore.opener(store))
         self.store: Store = store or MemoryStore()
         self._invoker = invoker or self.functions
