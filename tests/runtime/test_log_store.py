@@ -35,6 +35,7 @@ from cloudqueue.engine.runtime.log_file import (
     read_log,
     segment_name,
 )
+from tests.waiting import turns, until
 
 T0 = 1_700_000_000_000
 
@@ -42,22 +43,33 @@ T0 = 1_700_000_000_000
 class CountingOps(FileOps):
     """The real file layer, counting syncs, with switchable faults."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.syncs = 0
         self.writes = 0
         self.fail_fsync: int | None = None   # errno to raise from the next fsync
         self.fail_write: int | None = None   # errno to raise from every write while set
+        self.full_writes = 0  # how many of the next writes find the disk full
+        self.full_at: list[int] = []  # when (on ``clock``) a write found the disk full
+        self.clock = clock
         self.gate: threading.Event | None = None  # fsync waits for it when set
+        self.at_gate = False  # an fsync has reached the gate
 
     def write(self, fd: int, data: bytes) -> None:
-        if self.fail_write is not None:
+        fail = self.fail_write
+        if self.full_writes:
+            self.full_writes -= 1
+            fail = errno.ENOSPC
+        if fail is not None:
+            if fail == errno.ENOSPC and self.clock is not None:
+                self.full_at.append(self.clock.now_ms())
             super().write(fd, data[: len(data) // 2])  # a partial write, as a full disk leaves
-            raise OSError(self.fail_write, "injected")
+            raise OSError(fail, "injected")
         self.writes += 1
         super().write(fd, data)
 
     def fsync(self, fd: int) -> None:
         if self.gate is not None:
+            self.at_gate = True
             self.gate.wait(5)
         if self.fail_fsync is not None:
             code, self.fail_fsync = self.fail_fsync, None
@@ -84,7 +96,8 @@ async def test_enqueue_returns_only_after_fsync(tmp_path: Path) -> None:
     async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
         ops.gate = threading.Event()
         pending = asyncio.ensure_future(queue.enqueue("f", delay=10_000, unique_id="u1"))
-        await asyncio.sleep(0.05)
+        await until(lambda: ops.at_gate, "the enqueue's fsync")
+        await turns()
         assert not pending.done()
         ops.gate.set()
         assert await asyncio.wait_for(pending, 5) == "u1"
@@ -289,8 +302,9 @@ async def test_any_exception_in_the_write_path_fails_closed(tmp_path: Path) -> N
 
 
 async def test_full_disk_refuses_new_tasks_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         kept = await queue.enqueue("f", delay=60_000)
         ops.fail_write = errno.ENOSPC
         with pytest.raises(DiskFullError, match="not stored"):
@@ -299,11 +313,12 @@ async def test_full_disk_refuses_new_tasks_loses_nothing_and_resumes(tmp_path: P
             await queue.get_task_info("lost")  # rolled back, not half-created
         with pytest.raises(DiskFullError):
             await queue.enqueue("f", delay=60_000, unique_id="refused")
-        ops.fail_write = None  # space freed
-        for _ in range(100):
-            if queue.store.accepting:
-                break
-            await asyncio.sleep(0.02)
+        ops.fail_write = None  # space freed; the log tries again 50 ms after the failure
+        clock.advance(49)
+        await queue.settle()
+        assert not queue.store.accepting
+        clock.advance(1)
+        await until(lambda: queue.store.accepting, "the retry")
         after = await queue.enqueue("f", delay=60_000, unique_id="lost")
     events, _ = read_log(tmp_path)
     assert [e.unique_id for e in events] == [kept, after]
@@ -318,39 +333,51 @@ def test_fsync_policy_parses_its_three_modes() -> None:
 
 
 async def test_interval_policy_acknowledges_before_syncing_and_syncs_soon(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="interval:50") as queue:
-        await asyncio.sleep(0.06)
-        syncs = ops.syncs
+    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="interval:50", clock=clock) as queue:
+        syncs = ops.syncs  # the one sync of what recovery read
         await queue.enqueue("f", delay=60_000)
         await queue.enqueue("f", delay=60_000)
-        await asyncio.sleep(0.2)
-        assert ops.syncs <= syncs + 2
-        assert ops.syncs >= syncs + 1
+        assert ops.syncs == syncs  # acknowledged, not synced
+        clock.advance(49)
+        await queue.settle()
+        assert ops.syncs == syncs
+        clock.advance(1)  # 50 ms after the last sync: both writes synced at once
+        await queue.settle()
+        assert ops.syncs == syncs + 1
+        clock.advance(1_000)
+        await queue.settle()
+        assert ops.syncs == syncs + 1  # nothing more to sync
+        await queue.enqueue("f", delay=60_000)  # the interval has passed: synced at once
+        assert ops.syncs == syncs + 2
 
 
 async def test_run_outcome_during_a_full_disk_is_written_once_space_returns(
         tmp_path: Path) -> None:
-    ops = CountingOps()
-    release = asyncio.Event()
+    clock = FakeClock(T0)
+    ops = CountingOps(clock)
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def gated(params: Any, ctx: RunContext) -> str:
+        started.set()
         await release.wait()
         return "ok"
 
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         queue.define("gated")(gated)
         uid = await queue.enqueue("gated")
-        for _ in range(200):
-            if (await queue.get_task_info(uid)).state is TaskState.RUNNING:
-                break
-            await asyncio.sleep(0.01)
-        ops.fail_write = errno.ENOSPC
+        await started.wait()
+        ops.full_writes = 4  # the success is kept in memory, retried with backoff
         release.set()
-        await asyncio.sleep(0.1)  # the success is kept in memory, retried with backoff
-        assert not queue.store.accepting
-        ops.fail_write = None
+        for retry_at in (50, 150, 350, 750):  # 50 ms after the failure, doubling
+            await until(lambda at=retry_at: clock.next_deadline_ms() == T0 + at,  # type: ignore[misc]
+                        f"a retry planned at +{retry_at} ms")
+            assert not queue.store.accepting
+            clock.set(T0 + retry_at)
         info = await queue.wait(uid, timeout=5)
+        assert queue.store.accepting
+    assert ops.full_at == [T0, T0 + 50, T0 + 150, T0 + 350]
     assert info.return_value == "ok"
     events, _ = read_log(tmp_path)
     assert [type(e).__name__ for e in events] == ["TaskSubmitted", "RunStarted", "RunSucceeded"]
@@ -379,12 +406,14 @@ async def test_daily_quota_count_survives_restart_and_compaction(tmp_path: Path)
 
 
 async def test_never_policy_leaves_syncing_to_the_os(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="never") as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="never", clock=clock) as queue:
         after_open = ops.syncs
         for _ in range(3):
             await queue.enqueue("f", delay=60_000)
-        await asyncio.sleep(0.25)  # longer than the interval policy's default
+        clock.advance(1_000)  # ten times the interval policy's default
+        await queue.settle()
         assert ops.syncs == after_open
 
 
@@ -407,8 +436,9 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
     start then failed on a KeyError while `log verify` said clean)."""
     from cloudqueue.log_tool import CLEAN, describe
 
+    clock = FakeClock(T0)
     ops = WriteGateOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         queue.define("f")(noop)
         ops.write_gate = threading.Event()
         pending = asyncio.ensure_future(queue.enqueue("f", unique_id="refused",
@@ -416,20 +446,15 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
         def state() -> TaskState | None:
             return next((t.state for t in queue.core.tasks() if t.unique_id == "refused"), None)
 
-        for _ in range(500):  # the run starts in memory while its submission is being written
-            if state() is TaskState.RUNNING:
-                break
-            await asyncio.sleep(0.002)
-        assert state() is TaskState.RUNNING
+        # the run starts in memory while its submission is being written
+        await until(lambda: state() is TaskState.RUNNING, "the run's start")
         ops.fail_write = errno.ENOSPC
         ops.write_gate.set()
         with pytest.raises(DiskFullError, match="not stored"):
             await pending
         ops.fail_write = None
-        for _ in range(250):
-            if queue.store.accepting:
-                break
-            await asyncio.sleep(0.02)
+        clock.advance(50)  # the log tries the disk again 50 ms after it was full
+        await until(lambda: queue.store.accepting, "the retry")
         kept = await queue.enqueue("f", unique_id="kept", delay=60_000)
         await queue.settle()
     out = io.StringIO()
