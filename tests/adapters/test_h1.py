@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trustme
 
-from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient, _Parser
+from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient
+from cloudqueue.adapters.http_invoker.h1_answer import ResponseParser
 
 # one connection's side of the conversation; reads requests through Scripted.read_request
 Script = Callable[["Scripted", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -250,7 +251,7 @@ async def test_compressed_bodies_are_decoded(serve, coding, encode) -> None:  # 
 
 
 def test_repeated_and_any_case_headers() -> None:
-    parser = _Parser(head_only=False)
+    parser = ResponseParser(head_only=False)
     assert parser.feed(b"HTTP/1.1 200 OK\r\nset-cookie: a\r\nSET-COOKIE: b\r\n"
                        b"content-TYPE:  text/plain \r\ncontent-length: 0\r\n\r\n")
     response = parser.response
@@ -485,7 +486,7 @@ async def test_connections_idle_past_their_keepalive_are_closed_oldest_first(ser
     ("3", True), ("3, 3", True), ("+3", False), ("0x3", False), ("1_0", False), ("3, 4", False),
 ])
 def test_content_length_must_be_plain_digits(length: str, ok: bool) -> None:
-    parser = _Parser(head_only=False)
+    parser = ResponseParser(head_only=False)
     wire = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nabc".encode()
     if ok:
         assert parser.feed(wire) and parser.response is not None
@@ -497,7 +498,7 @@ def test_content_length_must_be_plain_digits(length: str, ok: bool) -> None:
 
 def test_a_body_that_inflates_past_the_cap_is_refused() -> None:
     bomb = gzip.compress(bytes(65 * 1024 * 1024), compresslevel=1)
-    parser = _Parser(head_only=False)
+    parser = ResponseParser(head_only=False)
     wire = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
             % len(bomb)) + bomb
     with pytest.raises(ConnectionBroken, match="decompresses to over"):
