@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -34,7 +33,7 @@ WRITE_TIMEOUT_S = 60.0
 
 
 def new_read_token(queue_app: QueueApp, unique_id: str) -> tuple[str, int]:
-    expires_ms = int(time.time() * 1000) + READ_TOKEN_TTL_MS
+    expires_ms = queue_app.engine.clock.now_ms() + READ_TOKEN_TTL_MS
     return read_token(queue_app.keys, unique_id, expires_ms), expires_ms
 
 
@@ -44,8 +43,8 @@ def _reader(request: web.Request, unique_id: str) -> QueueApp:
         return tenant(request, Role.APP)
     app_id = request.query.get("app") or request.headers.get("X-LC-Id") or ""
     queue_app = request.app[APPS].get(app_id)
-    now_ms = int(time.time() * 1000)
-    if queue_app is None or not check_read_token(queue_app.keys, unique_id, token, now_ms):
+    if queue_app is None or not check_read_token(queue_app.keys, unique_id, token,
+                                                 queue_app.engine.clock.now_ms()):
         raise refusal(request)
     return queue_app
 
