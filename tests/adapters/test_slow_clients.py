@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 
-from cloudqueue.adapters.http_api import listener as listener_module
 from cloudqueue.adapters.http_api import stream
 from cloudqueue.adapters.http_api.listener import Listener, bind
 from cloudqueue.adapters.http_api.logs import RepeatFilter, rate_limit_logs
 from cloudqueue.adapters.http_api.protocol import ConnectionCount
+from cloudqueue.engine.runtime.clock import FakeClock
 from tests.adapters.hostile import MASTER, TASKS, exchange, parse, request, serving
+
+T0 = 1_700_000_000_000
 
 SHORT_MS = 300  # every timeout under test
 LIMITS = {"header_timeout_ms": SHORT_MS, "body_timeout_ms": SHORT_MS, "idle_timeout_ms": SHORT_MS}
@@ -142,11 +144,11 @@ def record(message: str, level: int = logging.ERROR) -> logging.LogRecord:
 
 
 def test_a_repeated_error_passes_once_an_interval_then_says_how_many_were_held() -> None:
-    now = [100.0]
-    repeat = RepeatFilter(10.0, clock=lambda: now[0])
+    clock = FakeClock(100_000)
+    repeat = RepeatFilter(10.0, clock)
     passed = []
     for step in range(25):  # one every second
-        now[0] = 100.0 + step
+        clock.set(100_000 + step * 1000)
         line = record("cannot accept connections: Too many open files")
         if repeat.filter(line):
             passed.append((step, line.getMessage()))
@@ -164,7 +166,6 @@ def test_a_repeated_error_passes_once_an_interval_then_says_how_many_were_held()
 
 async def test_out_of_descriptors_pauses_accepting_and_logs_once(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(listener_module, "RETRY_S", 0.01)
     loop = asyncio.get_running_loop()
     real_accept = loop.sock_accept
     failures = [OSError(errno.EMFILE, "Too many open files")] * 5
@@ -182,13 +183,15 @@ async def test_out_of_descriptors_pauses_accepting_and_logs_once(
             accepted.set()
             transport.close()
 
+    clock = FakeClock(T0, autojump_threshold_s=0)  # each pause passes as soon as nothing else runs
     with rate_limit_logs(10):
-        listening = Listener(bind("127.0.0.1", 0), Accepted, ConnectionCount(10))
+        listening = Listener(bind("127.0.0.1", 0), Accepted, ConnectionCount(10), clock)
         listening.start()
         _reader, writer = await asyncio.open_connection("127.0.0.1", listening.port)
         await asyncio.wait_for(accepted.wait(), 5)
         writer.close()
         await listening.close()
+    assert clock.now_ms() == T0 + 5 * 500  # accepted after five pauses of RETRY_S
     lines = [r.getMessage() for r in caplog.records if r.name == "cloudqueue.serve"]
     assert lines == ["cannot accept connections: Too many open files (0 open); retrying in "
-                     "0.01 s"]
+                     "0.5 s"]
