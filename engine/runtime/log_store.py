@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cloudqueue.engine.core.batch_codec import encode_batch
 from cloudqueue.engine.core.errors import (
@@ -19,7 +19,7 @@ from cloudqueue.engine.core.errors import (
 )
 from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
-from cloudqueue.engine.runtime.io_thread import IoThread
+from cloudqueue.engine.runtime.io_thread import TrackedIo
 from cloudqueue.engine.runtime.log_dir import (
     LoadedLog,
     fold_elsewhere,
@@ -40,7 +40,6 @@ from cloudqueue.engine.runtime.snapshot import remove_covered, write_snapshot
 from cloudqueue.engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
 
 log = logging.getLogger("cloudqueue.log")
-T = TypeVar("T")
 
 
 class LogStore:
@@ -77,8 +76,7 @@ class LogStore:
         self._failure: LogError | None = None
         self._full = False
         self._flusher: asyncio.Task[None] | None = None
-        self._ios: set[asyncio.Future[Any]] = set()  # IO in flight: close waits for it
-        self._writer: IoThread | None = None
+        self._io = TrackedIo()  # the segment's IO in order, a snapshot's beside it
         self._rotation: tuple[int, asyncio.Future[int]] | None = None
         self._compacting = False
         self.compact_bytes = compact_bytes
@@ -150,10 +148,10 @@ class LogStore:
     def busy(self) -> bool:
         """Writing, syncing or compacting right now (for tests that wait for quiet)."""
         return (bool(self._pending) or self._rotation is not None or self._compacting
-                or any(not io.done() for io in self._ios))
+                or self._io.busy)
 
     def start(self) -> None:
-        self._writer = IoThread(f"cloudqueue-log:{self.directory.name}")
+        self._io.start(f"cloudqueue-log:{self.directory.name}")
         self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")
         self._flusher.add_done_callback(self._flusher_ended)
 
@@ -197,14 +195,11 @@ class LogStore:
             self._flusher.cancel()  # fails whatever still waits: it was never written
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        if self._ios:
-            await asyncio.gather(*self._ios, return_exceptions=True)
+        await self._io.drain()
         if healthy and self._file.unsynced:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self._ops.fsync, self._file.fd)
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
+        self._io.stop()
         self._file.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -247,7 +242,7 @@ class LogStore:
         """
         try:
             data = encode_batch(batch, self._file.synced_size, self._file.size)
-            await self._in_writer(self._file.write, data, batch[-1].seq)
+            await self._io.in_order(self._file.write, data, batch[-1].seq)
         except SyncFailed as exc:
             self._sync_failed(batch, exc)
             return False
@@ -281,7 +276,7 @@ class LogStore:
             return
         before = self._file.segment_no
         try:
-            error = await self._in_writer(self._file.try_rotate)
+            error = await self._io.in_order(self._file.try_rotate)
         except Exception as exc:
             error = exc
         if error is not None:
@@ -307,26 +302,9 @@ class LogStore:
 
     async def _sync_now(self) -> None:
         try:
-            await self._in_writer(self._file.sync)
+            await self._io.in_order(self._file.sync)
         except Exception as exc:  # acknowledged already (interval policy): nobody is waiting
             self._poison(exc)
-
-    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run the segment's IO (write, fsync, rotation) on the log's own thread, in order."""
-        if self._writer is None:
-            return await self._in_thread(fn, *args)
-        return await self._track(self._writer.submit(fn, *args))
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run other file IO (a snapshot) in a worker thread, beside the log's writes."""
-        return await self._track(asyncio.ensure_future(asyncio.to_thread(fn, *args)))
-
-    async def _track(self, io: asyncio.Future[T]) -> T:
-        """``close`` waits for ``io`` even if its caller is cancelled, so the file is never
-        closed under a write."""
-        self._ios.add(io)
-        io.add_done_callback(self._ios.discard)
-        return await asyncio.shield(io)
 
     # ------------------------------------------------------------------ compaction
 
@@ -357,10 +335,10 @@ class LogStore:
             if snapshot is None:
                 snapshot = await fold_elsewhere(self.directory, seq, last_segment)
             elif callable(snapshot):
-                snapshot = await self._in_thread(snapshot)
-            await self._in_thread(write_snapshot, self.directory, seq, snapshot, self._ops)
+                snapshot = await self._io.beside(snapshot)
+            await self._io.beside(write_snapshot, self.directory, seq, snapshot, self._ops)
             self.snapshot_seq = seq
-            removed = await self._in_thread(remove_covered, self.directory, last_segment, seq,
+            removed = await self._io.beside(remove_covered, self.directory, last_segment, seq,
                                             self._ops)
         finally:
             self._compacting = False
