@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cloudqueue import Engine, FakeClock, TaskInfo
 from cloudqueue.adapters.auth import AppKeys, sign
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.adapters.http_api.stream import READ_TOKEN_TTL_MS
 from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 from cloudqueue.engine.core.task import iso_ms
 from tests.adapters.function_host import FunctionHost, error, hang, ok
@@ -571,3 +572,17 @@ async def test_task_events_stream_over_sse_with_headers_or_a_read_token(queue: Q
     wrong_task = await queue.client.get(f"{URL}/x/events",
                                         params={"app": A.app_id, "token": minted["readToken"]})
     assert wrong_task.status == 401
+
+
+async def test_a_read_token_expires_a_day_after_it_was_minted_on_the_queues_clock(
+        queue: Queue) -> None:
+    uid = await queue.enqueue({"function": "f", "delay": 2 * READ_TOKEN_TTL_MS})
+    minted = await (await queue.client.get(f"{URL}/{uid}/read-token", headers=app_role())).json()
+    assert minted["expiresAt"] == iso_ms(T0 + READ_TOKEN_TTL_MS)
+    by_token = {"app": A.app_id, "token": minted["readToken"]}
+    queue.clock.advance(READ_TOKEN_TTL_MS)
+    last_moment = await queue.client.get(f"{URL}/{uid}/events", params=by_token)
+    assert last_moment.status == 200
+    last_moment.close()
+    queue.clock.advance(1)
+    assert (await queue.client.get(f"{URL}/{uid}/events", params=by_token)).status == 401

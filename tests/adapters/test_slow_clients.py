@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
+from cloudqueue import Engine
 from cloudqueue.adapters.http_api import stream
+from cloudqueue.adapters.http_api.app import QueueApp, create_app
 from cloudqueue.adapters.http_api.listener import Listener, bind
 from cloudqueue.adapters.http_api.logs import RepeatFilter, rate_limit_logs
 from cloudqueue.adapters.http_api.protocol import ConnectionCount
 from cloudqueue.engine.runtime.clock import FakeClock
-from tests.adapters.hostile import MASTER, TASKS, exchange, parse, request, serving
+from tests.adapters.hostile import KEYS, MASTER, TASKS, exchange, parse, request, serving
+from tests.waiting import until
 
 T0 = 1_700_000_000_000
 
@@ -88,25 +92,36 @@ async def test_over_the_cap_a_client_waits_and_is_served_once_slow_ones_are_cut(
     assert 0.2 < took < 2.0  # it waited in the backlog for a slot
 
 
-async def test_an_idle_event_stream_gets_heartbeats_and_then_the_update(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stream, "HEARTBEAT_S", 0.05)
+async def test_an_idle_event_stream_gets_heartbeats_and_then_the_update(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    engine = Engine(data_dir=tmp_path / "q", clock=clock)
     enqueue = request("POST", TASKS, headers=MASTER,
                       body=b'{"function": "f", "delay": 3600000, "uniqueId": "watched"}')
-    async with serving(tmp_path) as port:
+    # the app starts and closes the engine
+    server = TestServer(create_app({KEYS.app_id: QueueApp(KEYS, engine)}), host="127.0.0.1")
+    await server.start_server()
+    try:
+        port = server.port
+        assert port is not None
         assert (await exchange(port, enqueue)).status == 200
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request("GET", f"{TASKS}/watched/events", headers=MASTER))
-        seen = b""
-        while seen.count(b": keep-alive") < 2:  # idle past two heartbeats
-            chunk = await asyncio.wait_for(reader.read(4096), 5)
-            assert chunk, f"the stream ended after {seen!r}"
-            seen += chunk
+        seen = await reader.readuntil(b"event: state\n")
+        seen += await reader.readuntil(b"\n\n")
+        every_ms = int(stream.HEARTBEAT_S * 1000)
+        for beats in (1, 2):  # idle past two heartbeats, one every HEARTBEAT_S
+            await until(lambda n=beats: clock.next_deadline_ms() == T0 + n * every_ms,  # type: ignore[misc]
+                        f"heartbeat {beats} planned")
+            clock.set(T0 + beats * every_ms)
+            seen += await asyncio.wait_for(reader.readuntil(b": keep-alive\n\n"), 5)
+            assert seen.count(b": keep-alive") == beats
         cancel = await exchange(port, request("POST", f"{TASKS}/watched/cancel", headers=MASTER))
         rest = await asyncio.wait_for(reader.read(), 5)
         writer.close()
+    finally:
+        await server.close()
     assert cancel.status == 200
-    assert b"event: state\n" in seen and b"event: finished\n" in rest
+    assert b"event: finished\n" in rest and b"keep-alive" not in rest
 
 
 async def test_an_event_subscriber_that_never_reads_does_not_keep_others_out(
