@@ -10,13 +10,16 @@ A ``Clock`` has two readings and three ways to wait:
 * ``await sleep_until(at_ms)``: the same, as a coroutine;
 * ``await sleep(ms)``: wait ``ms`` milliseconds (on the monotonic reading).
 
+``wait_for(clock, awaitable, timeout_ms)`` is ``asyncio.wait_for`` on a clock.
+
 ``SystemClock`` is the real one. ``FakeClock`` moves only when told: ``advance(ms)`` moves both
 readings together and wakes every sleeper and callback whose time has come, in deadline order
 (ties in the order they were registered). With ``autojump_threshold_s`` set it also moves by
 itself: when the event loop has had nothing to run for that long (real time), every task is
 waiting, on the clock or on something outside it, and the clock jumps to its next deadline. A
 test then runs a retry loop with a 15-second backoff in microseconds, and every time it sees is
-exact.
+exact. A task waiting on a thread or a socket looks idle too: where such IO is in flight, a test
+steps the clock itself rather than let it jump past the IO.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class TimerCancel(Protocol):
@@ -53,6 +58,23 @@ class Clock(Protocol):
     async def sleep(self, ms: float) -> None:
         """Return after ``ms`` milliseconds (at once for ``ms <= 0``, after one loop turn)."""
         ...
+
+
+async def wait_for(clock: Clock, awaitable: Awaitable[T], timeout_ms: float) -> T:
+    """``awaitable``'s result, or ``TimeoutError`` (and ``awaitable`` cancelled) once
+    ``timeout_ms`` have passed on ``clock``."""
+    work = asyncio.ensure_future(awaitable)
+    limit = asyncio.ensure_future(clock.sleep(timeout_ms))
+    try:
+        await asyncio.wait({work, limit}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        limit.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    if work.cancelled() and limit.done() and not limit.cancelled():
+        raise TimeoutError(f"not done within {timeout_ms:g} ms")
+    return work.result()
 
 
 class SystemClock:

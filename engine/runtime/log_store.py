@@ -18,7 +18,7 @@ from cloudqueue.engine.core.errors import (
     LogPoisonedError,
 )
 from cloudqueue.engine.core.events import Event
-from cloudqueue.engine.runtime.clock import Clock, SystemClock
+from cloudqueue.engine.runtime.clock import Clock, SystemClock, wait_for
 from cloudqueue.engine.runtime.io_thread import TrackedIo
 from cloudqueue.engine.runtime.log_dir import (
     LoadedLog,
@@ -189,7 +189,8 @@ class LogStore:
         """Write what is pending (unless the store has failed), sync, and release the lock."""
         if self._appended_seq > self._durable_seq and self._failure is None:
             with contextlib.suppress(LogError, TimeoutError):
-                await asyncio.wait_for(self.wait_durable(self._appended_seq), self.CLOSE_WAIT_S)
+                await wait_for(self.clock, self.wait_durable(self._appended_seq),
+                               self.CLOSE_WAIT_S * 1000)
         healthy = self._failure is None
         if self._flusher is not None:
             self._flusher.cancel()  # fails whatever still waits: it was never written

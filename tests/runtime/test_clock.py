@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cloudqueue.engine.runtime.clock import FakeClock, SystemClock
+from cloudqueue.engine.runtime.clock import FakeClock, SystemClock, wait_for
 
 T0 = 1_700_000_000_000
 
@@ -118,3 +118,18 @@ async def test_system_clock_sleeps_real_time() -> None:
     await clock.sleep(5)  # the real clock: a real, short wait
     assert clock.monotonic_ms() - before >= 5
     await clock.sleep_until(clock.now_ms() - 1000)  # past: returns at once
+
+
+async def test_wait_for_on_a_clock_gives_the_result_or_times_out_at_its_limit() -> None:
+    clock = FakeClock(T0)
+    loop = asyncio.get_running_loop()
+    soon: asyncio.Future[str] = loop.create_future()
+    loop.call_soon(soon.set_result, "done")
+    assert await wait_for(clock, soon, 1) == "done"  # no time had to pass
+    clock.autojump_threshold_s = 0
+    never: asyncio.Future[None] = loop.create_future()
+    with pytest.raises(TimeoutError):
+        await wait_for(clock, never, 250)
+    assert clock.now_ms() == T0 + 250 and never.cancelled()
+    await wait_for(clock, clock.sleep(100), 100)  # a tie: the work was first, no TimeoutError
+    assert clock.now_ms() == T0 + 350

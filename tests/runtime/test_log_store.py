@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from cloudqueue.engine.runtime.log_file import (
     read_log,
     segment_name,
 )
+from cloudqueue.engine.runtime.log_store import LogStore
 from tests.waiting import turns, until
 
 T0 = 1_700_000_000_000
@@ -553,3 +555,28 @@ async def test_a_snapshot_the_disk_has_no_room_for_leaves_the_log_as_it_was(
     async with Engine(data_dir=tmp_path) as queue:
         assert {t.unique_id for t in queue.core.tasks()} == set(ids)
     assert not list(tmp_path.glob("snapshot-*"))  # the partial one was cleared away on open
+
+
+async def test_close_gives_up_on_a_disk_that_stays_full_after_close_wait_s(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    ops = CountingOps(clock)
+    store, _ = LogStore.open(tmp_path, ops=ops, clock=clock)
+    store.start()
+    ops.fail_write = errno.ENOSPC
+    store.append([TaskSubmitted(1, T0, "t", "f", {}, TaskOptions(), T0)])
+    closing = asyncio.ensure_future(store.close())
+    limit = T0 + int(LogStore.CLOSE_WAIT_S * 1000)
+    # tried at once, then 50, 100, 200, 400, 800, 1600 ms after each failure, then every 2 s
+    tried_at = [T0]
+    for wait in itertools.chain([50, 100, 200, 400, 800, 1600], itertools.repeat(2000)):
+        tried = len(tried_at)
+        await until(lambda n=tried: len(ops.full_at) == n, "a write to the full disk")  # type: ignore[misc]
+        due = min(tried_at[-1] + wait, limit)
+        await until(lambda at=due: clock.next_deadline_ms() == at, "the next wait")  # type: ignore[misc]
+        clock.set(due)
+        if due == limit:
+            break
+        tried_at.append(due)
+    await closing
+    assert ops.full_at == tried_at and tried_at[-1] == T0 + 29_150
+    assert store.failure is not None and "closed before this was written" in str(store.failure)
