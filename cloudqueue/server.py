@@ -74,6 +74,7 @@ from cloudqueue.engine.config import EngineConfig
 from cloudqueue.engine.core.errors import EngineError
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.clock import Clock
 from cloudqueue.engine.runtime.heap import HeapFreezer
 from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
 from cloudqueue.engine.runtime.log_options import LogOptions
@@ -93,16 +94,17 @@ class StartupRefused(Exception):
     """The server cannot start; the message says why and what command to run."""
 
 
-def build_app(config: ServeConfig) -> web.Application:
+def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Application:
     tenants = {}
     for app in config.apps:
-        invoker = (HttpInvoker(app.function_host, app.keys) if app.function_host else None)
+        invoker = (HttpInvoker(app.function_host, app.keys, clock=clock)
+                   if app.function_host else None)
         engine = Engine(EngineConfig(
             concurrency=app.concurrency, adaptive_concurrency=config.adaptive_concurrency,
             max_timeout_ms=app.max_timeout_ms, quotas=app.quotas, timezone=app.timezone,
             schedule_concurrency=app.schedule_concurrency,
             data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
-            invoker=invoker)
+            invoker=invoker, clock=clock)
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options)
     return create_app(tenants)
 
@@ -114,8 +116,10 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(config: ServeConfig) -> AsyncIterator[Running]:
+async def running(config: ServeConfig, clock: Clock | None = None) -> AsyncIterator[Running]:
     """The server, listening and serving, until the block exits (then drained and stopped).
+    Its engines, invokers, connection timers and listener read and wait on ``clock`` (default:
+    the system's).
 
     Binds first, so a port in use refuses at once, then opens every app's log (connections wait
     in the backlog meanwhile), then accepts.
@@ -128,14 +132,15 @@ async def running(config: ServeConfig) -> AsyncIterator[Running]:
     with rate_limit_logs(config.log_repeat_interval_s):
         sockets = _bind(config)
         extra: dict[str, Any] = {} if config.access_log else {"access_log": None}
-        runner = GuardedAppRunner(build_app(config), limits, count, handle_signals=False,
+        runner = GuardedAppRunner(build_app(config, clock), limits, count, clock,
+                                  handle_signals=False,
                                   shutdown_timeout=config.shutdown_grace_ms / 1000,
                                   access_log_class=AccessLog, **extra)
         listener = None
         try:
             await _set_up(runner)
             assert runner.server is not None
-            listener = Listener(sockets, runner.server, count)
+            listener = Listener(sockets, runner.server, count, clock)
             listener.start()
             _log_start(config, listener.port, limits)
             yield Running(listener.port, count)

@@ -33,12 +33,12 @@ def build_core(config: EngineConfig, limits: Limits, start_ms: int) -> EngineCor
                       start_ms=start_ms)
 
 
-def store_opener(config: EngineConfig, store: Store | None) -> StoreOpener:
+def store_opener(config: EngineConfig, store: Store | None, clock: Clock) -> StoreOpener:
     """The log in ``config.data_dir``, else ``store`` (default: a new ``MemoryStore``)."""
     if config.data_dir is not None:
         if store is not None:
             raise ValueError("give data_dir or store, not both")
-        return config.log.opener(config.data_dir)
+        return config.log.opener(config.data_dir, clock)
     return MemoryStore.opener(store)
 
 

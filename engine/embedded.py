@@ -79,8 +79,8 @@ class Engine:
         if config is not None and options:
             raise TypeError("give an EngineConfig or its fields as keywords, not both")
         self.config = config = config or EngineConfig.of(**options)
-        self._open_store = store_opener(config, store)
         self.clock = clock or SystemClock()
+        self._open_store = store_opener(config, store, self.clock)
         self.functions = FunctionRegistry()
         self.limits = Limits(max_timeout_ms=config.max_timeout_ms)
         self.timezone = config.timezone

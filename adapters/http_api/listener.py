@@ -5,8 +5,9 @@ wait in the kernel's backlog (``BACKLOG``, then the kernel drops their SYNs and 
 are accepted, in order, as connections close — a slow or idle client is cut off by the protocol's
 timeouts (``protocol.py``), so a well-behaved one is served after at most the header timeout.
 The server's descriptors never run out on account of clients, and when they run out anyway
-(``EMFILE``: other files, a lower ``ulimit -n``) accepting pauses ``RETRY_S`` and says so once
-per interval, instead of the line a millisecond asyncio's own accept loop writes.
+(``EMFILE``: other files, a lower ``ulimit -n``) accepting pauses ``RETRY_S`` (on the listener's
+``Clock``) and says so once per interval, instead of the line a millisecond asyncio's own accept
+loop writes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 from collections.abc import Callable
 
 from cloudqueue.adapters.http_api.protocol import ConnectionCount
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger("cloudqueue.serve")
 
@@ -58,8 +60,9 @@ class Listener:
     """Accepts on ``sockets`` while ``count`` has room; hands each connection to ``factory``."""
 
     def __init__(self, sockets: list[socket.socket], factory: Callable[[], asyncio.Protocol],
-                 count: ConnectionCount) -> None:
+                 count: ConnectionCount, clock: Clock | None = None) -> None:
         self.sockets = sockets
+        self.clock = clock or SystemClock()
         self._factory = factory
         self._count = count
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,4 +104,4 @@ class Listener:
             return
         log.error("cannot accept connections: %s (%d open); retrying in %g s",
                   exc.strerror or exc, self._count.open, RETRY_S)
-        await asyncio.sleep(RETRY_S)
+        await self.clock.sleep(RETRY_S * 1000)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
 
 RATE_LIMITED = {"rate_limited": True}
 # the loggers of a running server (a filter on a logger does not see its children's records)
@@ -32,12 +33,13 @@ _SECRET_QUERY_KEYS = frozenset({"token"})
 
 
 class RepeatFilter(logging.Filter):
-    """One line per kind per ``interval_s``; the next one that passes says how many were held."""
+    """One line per kind per ``interval_s`` (on ``clock``); the next one that passes says how many
+    were held."""
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval_s: float, clock: Clock | None = None) -> None:
         super().__init__()
         self.interval_s = interval_s
-        self._clock = clock
+        self._clock = clock or SystemClock()
         # kind -> (when the last line of it passed, how many have been held back since)
         self._kinds: collections.OrderedDict[tuple[Any, ...], tuple[float, int]] = (
             collections.OrderedDict())
@@ -47,7 +49,7 @@ class RepeatFilter(logging.Filter):
             return True
         kind = (record.name, record.levelno, str(record.msg),
                 type(record.exc_info[1]).__name__ if record.exc_info else None)
-        now = self._clock()
+        now = self._clock.monotonic_ms() / 1000
         last = self._kinds.get(kind)
         if last is not None and now - last[0] < self.interval_s:
             self._kinds[kind] = (last[0], last[1] + 1)

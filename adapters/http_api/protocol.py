@@ -7,9 +7,10 @@ line and stalls holds its connection (and a file descriptor) for as long as it l
 * **headers**: a request's headers must be complete ``header_timeout_s`` after its first byte (on
   a new connection, after the connection opened); else the client gets a 408 and is cut off;
 * **body**: the body must be complete ``body_timeout_s`` after the headers; else reading it raises
-  :class:`BodyTimeoutError` (the API answers 408) and the connection closes;
+  :class:`BodyTimeoutError` (the API answers 408) and the connection closes (both timers run on
+  the server's ``Clock``);
 * **idle**: a keep-alive connection with no request in ``idle_timeout_s`` is closed (aiohttp's own
-  ``keepalive_timeout``, set by the runner);
+  ``keepalive_timeout``, set by the runner, on the event loop's time);
 * **count**: :class:`ConnectionCount` counts open connections; the listener (``listener.py``)
   accepts no more while ``max_connections`` are open, so more clients wait in the backlog.
 
@@ -27,7 +28,9 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -40,6 +43,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from cloudqueue.adapters.http_api.logs import RATE_LIMITED
+from cloudqueue.engine.runtime.clock import Clock, SystemClock, TimerCancel
 
 log = logging.getLogger("cloudqueue.http")
 
@@ -107,13 +111,14 @@ class GuardedRequestHandler(RequestHandler):
     """One connection: aiohttp's handler plus the header and body timers and the count."""
 
     def __init__(self, manager: web.Server, *, limits: ConnectionLimits, count: ConnectionCount,
-                 **kwargs: Any) -> None:
+                 clock: Clock, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
         self._count = count
+        self._clock = clock
         self._counted = False
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        self._header_timer: TimerCancel | None = None
+        self._body_timer: TimerCancel | None = None
         self._body: StreamReader | None = None  # the request body still arriving
 
     # ----------------------------------------------------------------- connection events
@@ -158,8 +163,8 @@ class GuardedRequestHandler(RequestHandler):
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None and self._limits.header_timeout_s > 0:
-            self._header_timer = self._loop.call_later(self._limits.header_timeout_s,
-                                                       self._headers_timed_out)
+            self._header_timer = self._after(self._limits.header_timeout_s,
+                                             self._headers_timed_out)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -193,8 +198,7 @@ class GuardedRequestHandler(RequestHandler):
         self._end_body()
         self._body = payload
         if self._limits.body_timeout_s > 0:
-            self._body_timer = self._loop.call_later(self._limits.body_timeout_s,
-                                                     self._body_timed_out)
+            self._body_timer = self._after(self._limits.body_timeout_s, self._body_timed_out)
         payload.on_eof(self._end_body)
 
     def _receiving_body(self) -> bool:
@@ -223,6 +227,9 @@ class GuardedRequestHandler(RequestHandler):
         self._body.set_exception(BodyTimeoutError(
             f"the request body was not complete within {limit:g} s"))
         self._body = None
+
+    def _after(self, seconds: float, callback: Callable[[], None]) -> TimerCancel:
+        return self._clock.call_at(self._clock.now_ms() + math.ceil(seconds * 1000), callback)
 
     # ----------------------------------------------------------------- answers of its own
 
@@ -255,16 +262,17 @@ class GuardedServer(web.Server):
     """aiohttp's low-level server, making :class:`GuardedRequestHandler` connections."""
 
     def __init__(self, plain: web.Server, limits: ConnectionLimits,
-                 count: ConnectionCount) -> None:
+                 count: ConnectionCount, clock: Clock) -> None:
         super().__init__(plain.request_handler, request_factory=plain.request_factory,
                          handler_cancellation=plain.handler_cancellation,
                          loop=asyncio.get_running_loop(), **plain._kwargs)
         self.limits = limits
         self.count = count
+        self.clock = clock
 
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(self, limits=self.limits, count=self.count,
-                                     loop=self._loop, **self._kwargs)
+                                     clock=self.clock, loop=self._loop, **self._kwargs)
 
 
 class GuardedAppRunner(web.AppRunner):
@@ -272,12 +280,14 @@ class GuardedAppRunner(web.AppRunner):
     listener (``listener.py``) accepts connections and hands them to ``runner.server``."""
 
     def __init__(self, app: web.Application, limits: ConnectionLimits, count: ConnectionCount,
-                 **kwargs: Any) -> None:
+                 clock: Clock | None = None, **kwargs: Any) -> None:
         lingering_s = min(10.0, limits.body_timeout_s or 10.0)
         super().__init__(app, keepalive_timeout=limits.idle_timeout_s,
                          lingering_time=lingering_s, **kwargs)
         self._limits = limits
         self._count = count
+        self._clock = clock or SystemClock()
 
     async def _make_server(self) -> web.Server:
-        return GuardedServer(await super()._make_server(), self._limits, self._count)
+        return GuardedServer(await super()._make_server(), self._limits, self._count,
+                             self._clock)

@@ -7,15 +7,16 @@
 Each SSE message is ``event: <type>`` and ``data: {"type", "task": TaskInfo}``: first ``state``
 (the current state, also for a late subscriber), then ``queued``, ``running``, ``progress``,
 ``retry``, ``continued``, and a last ``finished``, after which the stream ends. A comment line
-keeps idle connections open. A slow reader misses intermediate updates, never the latest; one that
-reads nothing for ``WRITE_TIMEOUT_S`` is cut off.
+keeps idle connections open (every ``HEARTBEAT_S`` without an update, on the app engine's
+``Clock``). A slow reader misses intermediate updates, never the latest; one that reads nothing
+for ``WRITE_TIMEOUT_S`` is cut off. A read token expires ``READ_TOKEN_TTL_MS`` after it was minted,
+on the engine's clock too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from aiohttp import web
 from cloudqueue.adapters.auth import Role, check_read_token, read_token
 from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
 from cloudqueue.engine.core.task import TaskInfo, iso_ms
+from cloudqueue.engine.runtime.clock import Clock
 
 READ_TOKEN_TTL_MS = 24 * 3600 * 1000
 HEARTBEAT_S = 15.0
@@ -33,7 +35,7 @@ WRITE_TIMEOUT_S = 60.0
 
 
 def new_read_token(queue_app: QueueApp, unique_id: str) -> tuple[str, int]:
-    expires_ms = int(time.time() * 1000) + READ_TOKEN_TTL_MS
+    expires_ms = queue_app.engine.clock.now_ms() + READ_TOKEN_TTL_MS
     return read_token(queue_app.keys, unique_id, expires_ms), expires_ms
 
 
@@ -43,15 +45,16 @@ def _reader(request: web.Request, unique_id: str) -> QueueApp:
         return tenant(request, Role.APP)
     app_id = request.query.get("app") or request.headers.get("X-LC-Id") or ""
     queue_app = request.app[APPS].get(app_id)
-    now_ms = int(time.time() * 1000)
-    if queue_app is None or not check_read_token(queue_app.keys, unique_id, token, now_ms):
+    if queue_app is None or not check_read_token(queue_app.keys, unique_id, token,
+                                                 queue_app.engine.clock.now_ms()):
         raise refusal(request)
     return queue_app
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     unique_id = request.match_info["unique_id"]
-    updates = _reader(request, unique_id).engine.watch(unique_id)  # 404 for an unknown task
+    engine = _reader(request, unique_id).engine
+    updates = engine.watch(unique_id)  # 404 for an unknown task
     # Readable from a page on another origin: the credential is the token in the URL (or the
     # headers a script chose to send), never a cookie, so any origin may read the stream.
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -60,7 +63,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                                            "Access-Control-Allow-Origin": "*"})
     await response.prepare(request)
     iterator = updates.__aiter__()
-    beats = _with_heartbeats(iterator)
+    beats = _with_heartbeats(iterator, engine.clock)
     try:
         async for update in beats:
             if update is None:
@@ -76,15 +79,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _with_heartbeats(updates: AsyncIterator[tuple[str, TaskInfo]]
+async def _with_heartbeats(updates: AsyncIterator[tuple[str, TaskInfo]], clock: Clock
                            ) -> AsyncGenerator[tuple[str, TaskInfo] | None, None]:
     """The updates, and None after every HEARTBEAT_S without one. The wait for the next update
     is never cancelled: cancelling a subscription's ``__anext__`` ends the subscription."""
     pending = asyncio.ensure_future(anext(updates))
     try:
         while True:
-            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
-            if not done:
+            beat = asyncio.ensure_future(clock.sleep(HEARTBEAT_S * 1000))
+            try:
+                done, _ = await asyncio.wait({pending, beat},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                beat.cancel()
+            if pending not in done:
                 yield None
                 continue
             try:

@@ -13,8 +13,8 @@ only such case. Anything after the request was sent (a broken connection, no ans
 gateway's 502/503/504) is an unknown outcome, charged, which the task's deliveryMode decides. In
 both cases, and whenever a gateway says the host is down, the invoker reports itself
 unavailable: the driver starts no runs while a probe (``GET /__engine/1/ping``; any answer but a
-gateway's 502/503/504 counts) retries with capped exponential backoff, and dispatch resumes
-when it answers.
+gateway's 502/503/504 counts) retries with capped exponential backoff, waiting on the invoker's
+``Clock``, and dispatch resumes when it answers.
 
 The host URL may carry credentials (``https://user:password@host``): log lines show it
 redacted, and ``scrub`` takes the password and the app's keys out of any text the invoker hands
@@ -38,12 +38,12 @@ import logging
 from urllib.parse import unquote, urlsplit
 
 from cloudqueue.adapters.auth import AppKeys, run_token
-from cloudqueue.adapters.http_invoker.h1 import (
+from cloudqueue.adapters.http_invoker.h1 import HostClient
+from cloudqueue.adapters.http_invoker.h1_answer import (
     DEFAULT_MAX_BODY,
     AnswerTooLarge,
     ConnectFailed,
     ConnectionBroken,
-    HostClient,
     Response,
 )
 from cloudqueue.adapters.http_invoker.outcome import (
@@ -57,6 +57,7 @@ from cloudqueue.adapters.http_invoker.outcome import (
 )
 from cloudqueue.engine.core.commands import Invoke
 from cloudqueue.engine.core.redact import redact_url
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.functions import Invoker, Outcome
 
 log = logging.getLogger("cloudqueue.invoker")
@@ -70,7 +71,7 @@ class HttpInvoker(Invoker):
     def __init__(self, base_url: str, keys: AppKeys, *, prod: int | None = None,
                  probe_min_ms: int = 250, probe_max_ms: int = 15_000,
                  connections: int | None = None,
-                 max_answer_bytes: int = DEFAULT_MAX_BODY) -> None:
+                 max_answer_bytes: int = DEFAULT_MAX_BODY, clock: Clock | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.shown_url = redact_url(self.base_url)  # for log lines and messages
         self._secrets = _secrets(self.base_url, keys)
@@ -79,6 +80,7 @@ class HttpInvoker(Invoker):
         self.prod = prod
         self.probe_min_ms = probe_min_ms
         self.probe_max_ms = probe_max_ms
+        self.clock = clock or SystemClock()
         self._connections = connections
         self._client: HostClient | None = None
         self._down_since_success = 0
@@ -92,7 +94,8 @@ class HttpInvoker(Invoker):
 
     async def start(self) -> None:
         self._client = HostClient(self.base_url, limit=self._connections,
-                                  keepalive_s=_KEEPALIVE_S, max_body=self.max_answer_bytes)
+                                  keepalive_s=_KEEPALIVE_S, max_body=self.max_answer_bytes,
+                                  clock=self.clock)
 
     async def close(self) -> None:
         if self._probe is not None:
@@ -177,7 +180,7 @@ class HttpInvoker(Invoker):
         delay_ms = min(self.probe_max_ms, self.probe_min_ms * 2 ** self._down_since_success)
         self._down_since_success += 1
         while True:
-            await asyncio.sleep(delay_ms / 1000)
+            await self.clock.sleep(delay_ms)
             if await self._answers():
                 break
             delay_ms = min(self.probe_max_ms, delay_ms * 2)

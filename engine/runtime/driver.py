@@ -66,7 +66,7 @@ class Driver:
         self._loop_task = asyncio.create_task(self._loop(), name="cloudqueue-driver")
         if self.run_cap is not None:
             self._stop_lag = SharedLagMonitor.subscribe(
-                self._on_lag, lambda: bool(self._runs) or self.core.has_ready)
+                self._on_lag, lambda: bool(self._runs) or self.core.has_ready, self.clock)
 
     def _on_lag(self, lag_ms: float) -> None:
         assert self.run_cap is not None

@@ -18,17 +18,16 @@ growing with the heap, logged), then frozen again. ``full_every_s=None`` never d
 such cycles are then kept until the process ends. The server unfreezes the heap when it stops.
 
 :meth:`step` is the whole policy (pure but for the ``gc`` calls, which are injected); :meth:`run`
-drives it from the event loop.
+drives it from the event loop, waiting on a ``Clock`` (the system's unless one is given).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
-import time
-from collections.abc import Callable
 from typing import Any, Protocol
+
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger("cloudqueue.heap")
 
@@ -46,7 +45,7 @@ class HeapFreezer:
     def __init__(self, *, freeze_every_s: float = DEFAULT_FREEZE_EVERY_S,
                  full_every_s: float | None = DEFAULT_FULL_EVERY_S,
                  collector: GcModule | Any = gc,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock | None = None) -> None:
         if freeze_every_s <= 0:
             raise ValueError(f"freeze_every_s must be > 0, got {freeze_every_s}")
         if full_every_s is not None and full_every_s < freeze_every_s:
@@ -55,8 +54,8 @@ class HeapFreezer:
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
         self._gc = collector
-        self._clock = clock
-        self._last_full = clock()
+        self._clock = clock or SystemClock()
+        self._last_full = self._seconds()
         self.freezes = 0
         self.full_collections = 0
         self.last_full_collection_s = 0.0  # how long the last full pass held the loop
@@ -66,12 +65,12 @@ class HeapFreezer:
         is due at ``now``, otherwise ``"freeze"``."""
         if self.full_every_s is not None and now - self._last_full >= self.full_every_s:
             self._last_full = now
-            started = self._clock()
+            started = self._seconds()
             self._gc.unfreeze()
             found = self._gc.collect()
             self._gc.freeze()
             self.full_collections += 1
-            self.last_full_collection_s = self._clock() - started
+            self.last_full_collection_s = self._seconds() - started
             log.info("full garbage collection: %d unreachable objects, %.0f ms", found,
                      self.last_full_collection_s * 1000)
             return "full"
@@ -82,5 +81,8 @@ class HeapFreezer:
     async def run(self) -> None:
         """Step every ``freeze_every_s`` until cancelled."""
         while True:
-            await asyncio.sleep(self.freeze_every_s)
-            self.step(self._clock())
+            await self._clock.sleep(self.freeze_every_s * 1000)
+            self.step(self._seconds())
+
+    def _seconds(self) -> float:
+        return self._clock.monotonic_ms() / 1000

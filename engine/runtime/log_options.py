@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudqueue.engine.runtime.clock import Clock
 from cloudqueue.engine.runtime.log_file import DEFAULT_SEGMENT_BYTES, FileOps, FsyncPolicy
 from cloudqueue.engine.runtime.log_store import LogStore
 from cloudqueue.engine.runtime.store import StoreOpener
@@ -27,8 +28,10 @@ class LogOptions:
     compact_bytes: int | None = None
     file_ops: FileOps | None = None
 
-    def opener(self, directory: Path) -> StoreOpener:
-        """The ``StoreOpener`` of a ``LogStore`` in ``directory`` with these options."""
+    def opener(self, directory: Path, clock: Clock) -> StoreOpener:
+        """The ``StoreOpener`` of a ``LogStore`` in ``directory`` with these options, its waits
+        (the interval fsync, the disk-full backoff) on ``clock``."""
         return LogStore.opener(directory, policy=FsyncPolicy.parse(self.fsync),
                                segment_bytes=self.segment_bytes, ops=self.file_ops,
-                               compact_bytes=self.compact_bytes or 4 * self.segment_bytes)
+                               compact_bytes=self.compact_bytes or 4 * self.segment_bytes,
+                               clock=clock)

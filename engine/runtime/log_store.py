@@ -5,26 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import heapq
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_seal
+from cloudqueue.engine.core.batch_codec import encode_batch
 from cloudqueue.engine.core.errors import (
     DiskFullError,
     LogError,
     LogPoisonedError,
-    OutcomeUnknownError,
 )
-from cloudqueue.engine.core.events import Event, TaskSubmitted
-from cloudqueue.engine.runtime.io_thread import IoThread
+from cloudqueue.engine.core.events import Event
+from cloudqueue.engine.runtime.clock import Clock, SystemClock, wait_for
+from cloudqueue.engine.runtime.io_thread import TrackedIo
 from cloudqueue.engine.runtime.log_dir import (
     LoadedLog,
-    create_segment,
     fold_elsewhere,
     load_log,
     lock_directory,
@@ -32,59 +29,17 @@ from cloudqueue.engine.runtime.log_dir import (
 )
 from cloudqueue.engine.runtime.log_file import (
     DEFAULT_SEGMENT_BYTES,
-    SEGMENT_PREFIX,
-    SEGMENT_SUFFIX,
     FileOps,
     FsyncPolicy,
     OnDiskFull,
     headed_from,
-    list_segments,
-    segment_name,
 )
+from cloudqueue.engine.runtime.log_sync import DiskFullBackoff, DurableWaiters, IntervalSync
+from cloudqueue.engine.runtime.log_writer import SegmentWriter, SyncFailed, unknown_outcome
 from cloudqueue.engine.runtime.snapshot import remove_covered, write_snapshot
 from cloudqueue.engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
 
 log = logging.getLogger("cloudqueue.log")
-T = TypeVar("T")
-
-
-class _SyncFailed(Exception):
-    """Raised in the IO thread when the write went through but the fsync after it failed: the
-    bytes are in the file, whether they reach the disk is unknown (the original ``OSError`` is
-    the ``__cause__``)."""
-
-
-_FULL_RETRY_FIRST_S = 0.05
-_FULL_RETRY_MAX_S = 2.0
-
-
-class _Waiters:
-    """Futures waiting for a seq to become durable, released in seq order."""
-
-    def __init__(self) -> None:
-        self.heap: list[int] = []
-        self.by_seq: dict[int, list[asyncio.Future[None]]] = {}
-
-    def add(self, seq: int, future: asyncio.Future[None]) -> None:
-        if seq not in self.by_seq:
-            self.by_seq[seq] = []
-            heapq.heappush(self.heap, seq)
-        self.by_seq[seq].append(future)
-
-    def pop_upto(self, seq: int) -> list[asyncio.Future[None]]:
-        ready: list[asyncio.Future[None]] = []
-        while self.heap and self.heap[0] <= seq:
-            ready.extend(self.by_seq.pop(heapq.heappop(self.heap), ()))
-        return ready
-
-    def pop(self, seq: int) -> list[asyncio.Future[None]]:
-        return self.by_seq.pop(seq, [])  # its heap entry is skipped later by pop_upto
-
-    def pop_all(self) -> list[asyncio.Future[None]]:
-        futures = [f for fs in self.by_seq.values() for f in fs]
-        self.heap.clear()
-        self.by_seq.clear()
-        return futures
 
 
 class LogStore:
@@ -100,42 +55,29 @@ class LogStore:
                  on_disk_full: OnDiskFull | None = None, lock_fd: int | None = None,
                  compact_bytes: int | None = None,
                  on_compact_due: Callable[[], None] | None = None,
-                 snapshot_seq: int = 0, headed: bool = True) -> None:
+                 snapshot_seq: int = 0, headed: bool = True,
+                 clock: Clock | None = None) -> None:
         self.directory = directory
         self.policy = policy or FsyncPolicy()
-        self.segment_bytes = segment_bytes
         self.on_disk_full = on_disk_full
         self._ops = ops or FileOps()
         self._lock_fd = lock_fd
-        self._file_last_seq = last_seq  # the last record in the files (segment headers say it)
-        for leftover in directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}.tmp"):
-            self._ops.unlink(leftover)  # a segment whose creation a crash cut short
-        segments = list_segments(directory)
-        self._segment_no = segments[-1][0] if segments else 1
-        if not segments:
-            self._create_segment(self._segment_no)
-        path = directory / segment_name(self._segment_no)
-        self._size = path.stat().st_size
-        self._fd = self._ops.open_append(path)
-        # What recovery read may still sit only in the page cache (a process crash keeps it
-        # there): sync it once, so every batch marker written from now on tells the truth.
-        self._ops.fsync(self._fd)
-        self._synced_size = self._size
+        self.clock = clock or SystemClock()
+        self._schedule = IntervalSync(self.policy, self.clock)
+        self._backoff = DiskFullBackoff(self.clock)
+        self._file = SegmentWriter(directory, self._ops, last_seq=last_seq,
+                                   segment_bytes=segment_bytes, schedule=self._schedule)
+        segments = self._file.found
         self._durable_seq = last_seq
         self._pending: list[Event] = []
         self._appended_seq = last_seq
         self._kick = asyncio.Event()
-        self._waiters = _Waiters()
-        self._rejected: set[int] = set()
+        self._waiters = DurableWaiters()
         self._failure: LogError | None = None
-        self._unknown: dict[int, OutcomeUnknownError] = {}  # seqs whose fsync failed
         self._full = False
-        self._retry_s = _FULL_RETRY_FIRST_S
         self._flusher: asyncio.Task[None] | None = None
-        self._ios: set[asyncio.Future[Any]] = set()  # IO in flight: close waits for it
-        self._writer: IoThread | None = None
+        self._io = TrackedIo()  # the segment's IO in order, a snapshot's beside it
         self._rotation: tuple[int, asyncio.Future[int]] | None = None
-        self._rotate_error: Exception | None = None  # set in the IO thread, read after it
         self._compacting = False
         self.compact_bytes = compact_bytes
         self.on_compact_due = on_compact_due
@@ -143,14 +85,12 @@ class LogStore:
         # than every compact_bytes would never compact and its replay would grow forever.
         self.bytes_since_snapshot = sum(p.stat().st_size for _, p in segments)
         self.snapshot_seq = snapshot_seq
-        self._last_sync = time.monotonic()
         self.batches = 0
-        self.syncs = 0
         self.records = 0
         if segments and not headed:  # a log from before segment headers: go on in a new one
-            self._rotate()
+            self._file.rotate()
         if headed_from(directory) is None:
-            self._mark_format(self._segment_no)
+            mark_format(directory, self._file.segment_no, self._ops)
 
     @classmethod
     def opener(cls, directory: Path | str, **options: Any) -> StoreOpener:
@@ -196,18 +136,22 @@ class LogStore:
         return None
 
     @property
-    def _unsynced(self) -> bool:
-        """Bytes written to the current segment that no fsync has covered yet."""
-        return self._size != self._synced_size
+    def segment_bytes(self) -> int:
+        return self._file.segment_bytes
+
+    @property
+    def syncs(self) -> int:
+        """fsyncs of the log's segments since it was opened."""
+        return self._file.syncs
 
     @property
     def busy(self) -> bool:
         """Writing, syncing or compacting right now (for tests that wait for quiet)."""
         return (bool(self._pending) or self._rotation is not None or self._compacting
-                or any(not io.done() for io in self._ios))
+                or self._io.busy)
 
     def start(self) -> None:
-        self._writer = IoThread(f"cloudqueue-log:{self.directory.name}")
+        self._io.start(f"cloudqueue-log:{self.directory.name}")
         self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")
         self._flusher.add_done_callback(self._flusher_ended)
 
@@ -229,12 +173,12 @@ class LogStore:
             self._kick.set()
 
     async def wait_durable(self, seq: int) -> None:
-        if seq in self._rejected:
+        if seq in self._waiters.rejected:
             raise DiskFullError("the disk is full: this was not stored")
         if seq <= self._durable_seq:
             return
         if self._failure is not None:
-            raise self._unknown.get(seq) or self._failure
+            raise self._waiters.unknown.get(seq) or self._failure
         if seq > self._appended_seq:
             raise LogError(f"seq {seq} was never appended to the log")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -245,22 +189,19 @@ class LogStore:
         """Write what is pending (unless the store has failed), sync, and release the lock."""
         if self._appended_seq > self._durable_seq and self._failure is None:
             with contextlib.suppress(LogError, TimeoutError):
-                await asyncio.wait_for(self.wait_durable(self._appended_seq), self.CLOSE_WAIT_S)
+                await wait_for(self.clock, self.wait_durable(self._appended_seq),
+                               self.CLOSE_WAIT_S * 1000)
         healthy = self._failure is None
         if self._flusher is not None:
             self._flusher.cancel()  # fails whatever still waits: it was never written
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        if self._ios:
-            await asyncio.gather(*self._ios, return_exceptions=True)
-        if healthy and self._unsynced:
+        await self._io.drain()
+        if healthy and self._file.unsynced:
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._ops.fsync, self._fd)
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        with contextlib.suppress(OSError):
-            self._ops.close(self._fd)
+                await asyncio.to_thread(self._ops.fsync, self._file.fd)
+        self._io.stop()
+        self._file.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -284,7 +225,7 @@ class LogStore:
             if not self._pending:
                 # After a full disk with nothing left to retry, the next write is the probe.
                 self._full = False
-                if self._unsynced and self.policy.mode == "interval" and self._sync_due():
+                if self._file.unsynced and self._schedule.due():
                     await self._sync_now()
                 continue
             batch, self._pending = self._pending, []
@@ -301,9 +242,9 @@ class LogStore:
         hold, a bug) poisons it too, so no caller is ever left waiting on a writer that is gone.
         """
         try:
-            data = encode_batch(batch, self._synced_size, self._size)
-            await self._in_writer(self._write, data, batch[-1].seq)
-        except _SyncFailed as exc:
+            data = encode_batch(batch, self._file.synced_size, self._file.size)
+            await self._io.in_order(self._file.write, data, batch[-1].seq)
+        except SyncFailed as exc:
             self._sync_failed(batch, exc)
             return False
         except OSError as exc:
@@ -317,7 +258,7 @@ class LogStore:
             return False
         self.bytes_since_snapshot += len(data)
         self._written(batch)
-        error, self._rotate_error = self._rotate_error, None
+        error, self._file.rotate_error = self._file.rotate_error, None
         if error is not None:  # the batch is on disk and acknowledged; nothing more will be
             self._poison(error)
             return False
@@ -334,114 +275,37 @@ class LogStore:
         if head and not await self._write_batch(head):
             future.set_exception(self.failure or LogError("the log could not be written"))
             return
-        before = self._segment_no
+        before = self._file.segment_no
         try:
-            error = await self._in_writer(self._try_rotate)
+            error = await self._io.in_order(self._file.try_rotate)
         except Exception as exc:
             error = exc
         if error is not None:
             self._poison(error)
             future.set_exception(self.failure or LogError(str(error)))
-        elif self._segment_no == before:  # the disk was full: no snapshot this time
+        elif self._file.segment_no == before:  # the disk was full: no snapshot this time
             future.set_exception(DiskFullError("the disk is full: the log was not compacted"))
         else:
             future.set_result(before)
         if self._pending:
             self._kick.set()
 
-    def _write(self, data: bytes, last_seq: int) -> None:
-        """In the IO thread: one write, the fsync the policy asks for, rotation.
-
-        A write that fails leaves nothing of the batch in the file (a partial write is cut
-        away; if even that fails the error is not ENOSPC and the store is poisoned). An fsync
-        that fails raises ``_SyncFailed``: the bytes are in the file and may or may not reach
-        the disk, so it is never retried and trusted (PostgreSQL's fsyncgate)."""
-        size_before = self._size
-        try:
-            self._ops.write(self._fd, data)
-        except OSError as exc:
-            try:
-                self._ops.truncate(self._fd, size_before)  # drop the partial batch
-            except OSError as cut:
-                raise OSError(cut.errno, f"{exc.strerror}; cutting the partial write back "
-                                         f"failed too ({cut.strerror})") from exc
-            raise
-        self._size += len(data)
-        self._file_last_seq = last_seq
-        rotate = self._size >= self.segment_bytes
-        try:
-            if rotate or self.policy.mode == "always" or (self.policy.mode == "interval"
-                                                          and self._sync_due()):
-                self._sync()
-        except OSError as exc:
-            raise _SyncFailed(exc.strerror or str(exc)) from exc
-        if rotate:  # the batch is durable now, whatever happens to the rotation
-            self._rotate_error = self._try_rotate()
-
-    def _try_rotate(self) -> Exception | None:
-        """In the IO thread: rotate, or say why the store must stop. A full disk while the new
-        segment is being created is no reason: writing goes on in this segment (it grows past
-        ``segment_bytes``) and the next batch tries again."""
-        try:
-            self._rotate()
-        except OSError as exc:
-            created = (self.directory / segment_name(self._segment_no + 1)).exists()
-            if exc.errno == errno.ENOSPC and not created:
-                with contextlib.suppress(OSError):
-                    self._ops.unlink(self.directory / (segment_name(self._segment_no + 1)
-                                                       + ".tmp"))
-                log.warning("disk full creating segment %d of %s: writing on in segment %d",
-                            self._segment_no + 1, self.directory, self._segment_no)
-                return None
-            return exc
-        return None
-
     def _written(self, batch: list[Event]) -> None:
         self._full = False
-        self._retry_s = _FULL_RETRY_FIRST_S
+        self._backoff.reset()
         self.batches += 1
         self.records += len(batch)
         self._durable_seq = batch[-1].seq
-        for future in self._waiters.pop_upto(self._durable_seq):
-            if not future.done():
-                future.set_result(None)
+        self._waiters.release_upto(self._durable_seq)
         self._compact_if_due()
-        if self._unsynced and self.policy.mode == "interval":
-            asyncio.get_running_loop().call_later(self.policy.interval_ms / 1000, self._kick.set)
-
-    def _sync(self) -> None:
-        if self._failure is not None:  # after a failed fsync nothing is synced and trusted
-            raise LogError("the log failed; not syncing")
-        self._ops.fsync(self._fd)
-        self._synced_size = self._size
-        self.syncs += 1
-        self._last_sync = time.monotonic()
-
-    def _sync_due(self) -> bool:
-        return (time.monotonic() - self._last_sync) * 1000 >= self.policy.interval_ms
+        if self._file.unsynced and self._schedule.interval:
+            self._schedule.kick_when_due(self._kick.set)
 
     async def _sync_now(self) -> None:
         try:
-            await self._in_writer(self._sync)
+            await self._io.in_order(self._file.sync)
         except Exception as exc:  # acknowledged already (interval policy): nobody is waiting
             self._poison(exc)
-
-    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run the segment's IO (write, fsync, rotation) on the log's own thread, in order."""
-        if self._writer is None:
-            return await self._in_thread(fn, *args)
-        return await self._track(self._writer.submit(fn, *args))
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run other file IO (a snapshot) in a worker thread, beside the log's writes."""
-        return await self._track(asyncio.ensure_future(asyncio.to_thread(fn, *args)))
-
-    async def _track(self, io: asyncio.Future[T]) -> T:
-        """``close`` waits for ``io`` even if its caller is cancelled, so the file is never
-        closed under a write."""
-        self._ios.add(io)
-        io.add_done_callback(self._ios.discard)
-        return await asyncio.shield(io)
 
     # ------------------------------------------------------------------ compaction
 
@@ -472,10 +336,10 @@ class LogStore:
             if snapshot is None:
                 snapshot = await fold_elsewhere(self.directory, seq, last_segment)
             elif callable(snapshot):
-                snapshot = await self._in_thread(snapshot)
-            await self._in_thread(write_snapshot, self.directory, seq, snapshot, self._ops)
+                snapshot = await self._io.beside(snapshot)
+            await self._io.beside(write_snapshot, self.directory, seq, snapshot, self._ops)
             self.snapshot_seq = seq
-            removed = await self._in_thread(remove_covered, self.directory, last_segment, seq,
+            removed = await self._io.beside(remove_covered, self.directory, last_segment, seq,
                                             self._ops)
         finally:
             self._compacting = False
@@ -487,28 +351,6 @@ class LogStore:
                 and not self._compacting and self._failure is None
                 and self.bytes_since_snapshot >= self.compact_bytes):
             self.on_compact_due()
-
-    def _rotate(self) -> None:
-        """In the IO thread: the old segment is synced, the new one is created whole (its
-        header synced and its name in the directory synced), and only then is the old one
-        sealed, naming it. So a seal always has its successor, and a segment before the last
-        can end torn only in its seal (the successor's header then says nothing is missing)."""
-        if self._unsynced:
-            self._sync()
-        number = self._segment_no + 1
-        header = self._create_segment(number)
-        self._ops.write(self._fd, encode_segment_seal(number, self._file_last_seq))
-        self._ops.fsync(self._fd)
-        self._ops.close(self._fd)
-        self._segment_no = number
-        self._fd = self._ops.open_append(self.directory / segment_name(number))
-        self._size = self._synced_size = len(header)
-
-    def _create_segment(self, number: int) -> bytes:
-        return create_segment(self.directory, number, self._file_last_seq, self._ops)
-
-    def _mark_format(self, first_headed: int) -> None:
-        mark_format(self.directory, first_headed, self._ops)
 
     async def _disk_full(self, batch: list[Event]) -> None:
         """The write of ``batch`` found the disk full (nothing of it is in the file). The
@@ -523,33 +365,20 @@ class LogStore:
                               "acknowledged); free space and enqueue again")
         for event in queued:
             if event.seq not in kept_seqs:
-                self._rejected.add(event.seq)
-                for future in self._waiters.pop(event.seq):
-                    if not future.done():
-                        future.set_exception(error)
+                self._waiters.reject(event.seq, error)
         self._pending = kept
         log.error("disk full writing %s: %d event(s) rolled back, %d kept for retry",
                   self.directory, len(queued) - len(kept), len(kept))
-        await asyncio.sleep(self._retry_s)
-        self._retry_s = min(self._retry_s * 2, _FULL_RETRY_MAX_S)
+        await self._backoff.wait()
         self._kick.set()
 
-    def _sync_failed(self, batch: list[Event], exc: _SyncFailed) -> None:
+    def _sync_failed(self, batch: list[Event], exc: SyncFailed) -> None:
         """The batch was written but its fsync failed. Its callers are told "outcome unknown"
         (after a restart the batch may or may not be there; retrying with the same uniqueId is
         safe either way); everything after it is "not stored" (it was never written)."""
         reason = exc.__cause__ if exc.__cause__ is not None else exc
         for event in batch:
-            unique_id = event.unique_id if isinstance(event, TaskSubmitted) else None
-            error = OutcomeUnknownError(
-                f"the log's fsync failed ({getattr(reason, 'strerror', None) or reason}) after "
-                "this was written: it may or may not have been stored; retry with the same "
-                "uniqueId once the queue is back (a stored task answers 409)", unique_id)
-            error.__cause__ = reason
-            self._unknown[event.seq] = error
-            for future in self._waiters.pop(event.seq):
-                if not future.done():
-                    future.set_exception(error)
+            self._waiters.unknown_outcome(event.seq, unknown_outcome(event, reason))
         if isinstance(reason, Exception):
             self._poison(reason)
 
@@ -567,13 +396,12 @@ class LogStore:
         """Fail closed: nothing more is written, and every waiter (and a compaction waiting for
         its boundary) gets ``error`` now."""
         self._failure = error
+        self._file.failed = True
         self._pending.clear()
         if self._rotation is not None:
             _, rotation = self._rotation
             self._rotation = None
             if not rotation.done():
                 rotation.set_exception(error)
-        for future in self._waiters.pop_all():
-            if not future.done():
-                future.set_exception(error)
+        self._waiters.fail_all(error)
         self._kick.set()

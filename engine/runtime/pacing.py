@@ -14,7 +14,9 @@ queue (its depth grows) and run when there is room. Never fewer than ``floor`` r
 flight, so tasks always progress.
 
 The lag is measured by :class:`LagMonitor`: a sleep of ``interval_ms`` that wakes late by
-``lag`` ms means every callback queued at that moment waited as long. :class:`RunCap` is the pure
+``lag`` ms means every callback queued at that moment waited as long. It sleeps and reads time on
+the engine's ``Clock`` (on a ``FakeClock``, moving the clock past the monitor's wake-up is a loop
+held that long). :class:`RunCap` is the pure
 rule; the driver applies its figure as the core's ``run_cap``.
 """
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
+
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
 
 LAG_HIGH_MS = 2.0  # a loop this late is busy enough to hold acknowledgements back (4.0: p50 ~16 ms)
 DECREASE = 0.7
@@ -67,40 +71,46 @@ class LagMonitor:
     """Measures the loop's lag and reports each measurement to ``on_lag(lag_ms)``; measures every
     ``INTERVAL_MS`` while ``busy()`` and every ``IDLE_INTERVAL_MS`` otherwise."""
 
-    def __init__(self, on_lag: Callable[[float], None], busy: Callable[[], bool]) -> None:
+    def __init__(self, on_lag: Callable[[float], None], busy: Callable[[], bool],
+                 clock: Clock | None = None) -> None:
         self._on_lag = on_lag
         self._busy = busy
+        self._clock = clock or SystemClock()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            interval_s = (INTERVAL_MS if self._busy() else IDLE_INTERVAL_MS) / 1000
-            before = loop.time()
-            await asyncio.sleep(interval_s)
-            self._on_lag(max(0.0, (loop.time() - before - interval_s) * 1000))
+            interval_ms = INTERVAL_MS if self._busy() else IDLE_INTERVAL_MS
+            before = self._clock.monotonic_ms()
+            await self._clock.sleep(interval_ms)
+            self._on_lag(max(0.0, self._clock.monotonic_ms() - before - interval_ms))
 
 
 class SharedLagMonitor:
-    """One :class:`LagMonitor` per event loop, however many engines (apps) share it: each
-    subscribes ``(on_lag, busy)``; the loop is measured while anyone is subscribed, often while
-    any of them is busy."""
+    """One :class:`LagMonitor` per event loop and time source, however many engines (apps) share
+    it: each subscribes ``(on_lag, busy)``; the loop is measured while anyone is subscribed, often
+    while any of them is busy. Every ``SystemClock`` is one time source; a ``FakeClock`` is its
+    own."""
 
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedLagMonitor] = \
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                        dict[Clock | None, SharedLagMonitor]] = \
         weakref.WeakKeyDictionary()
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._subscribers: dict[int, tuple[Callable[[float], None], Callable[[], bool]]] = {}
         self._next = 0
         self._task: asyncio.Task[None] | None = None
+        self._clock = clock
 
     @classmethod
-    def subscribe(cls, on_lag: Callable[[float], None],
-                  busy: Callable[[], bool]) -> Callable[[], None]:
-        """Start hearing the running loop's lag; returns the call that stops it."""
-        loop = asyncio.get_running_loop()
-        shared = cls._by_loop.get(loop)
+    def subscribe(cls, on_lag: Callable[[float], None], busy: Callable[[], bool],
+                  clock: Clock | None = None) -> Callable[[], None]:
+        """Start hearing the running loop's lag, measured on ``clock`` (default: the system's);
+        returns the call that stops it."""
+        source = None if clock is None or isinstance(clock, SystemClock) else clock
+        by_source = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
+        shared = by_source.get(source)
         if shared is None:
-            shared = cls._by_loop[loop] = cls()
+            shared = by_source[source] = cls(source)
         return shared._add(on_lag, busy)
 
     def _add(self, on_lag: Callable[[float], None],
@@ -109,7 +119,7 @@ class SharedLagMonitor:
         self._next += 1
         self._subscribers[token] = (on_lag, busy)
         if self._task is None:
-            monitor = LagMonitor(self._report, self._any_busy)
+            monitor = LagMonitor(self._report, self._any_busy, self._clock)
             self._task = asyncio.get_running_loop().create_task(monitor.run(),
                                                                 name="cloudqueue-lag")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.engine.runtime.clock import Clock
 from cloudqueue.server import AppConfig, ServeConfig, running
 
 KEYS = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
@@ -36,9 +37,10 @@ def config(data_dir: Path, **settings: Any) -> ServeConfig:
 
 
 @contextlib.asynccontextmanager
-async def serving(data_dir: Path, **settings: Any) -> AsyncIterator[int]:
-    """The server's port."""
-    async with running(config(data_dir, **settings)) as server:
+async def serving(data_dir: Path, *, clock: Clock | None = None, **settings: Any
+                  ) -> AsyncIterator[int]:
+    """The server's port (its time: ``clock``, the system's by default)."""
+    async with running(config(data_dir, **settings), clock) as server:
         yield server.port
 
 

@@ -69,7 +69,7 @@ def wait_ready(url: str, process: subprocess.Popen[str]) -> None:
                     return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling a real server process until it listens
     raise AssertionError("the server did not become ready")
 
 

@@ -13,7 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trustme
 
-from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient, _Parser
+from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, ConnectionBroken, HostClient
+from cloudqueue.adapters.http_invoker.h1_answer import ResponseParser
+from cloudqueue.engine.runtime.clock import FakeClock
+from tests.waiting import until
+
+T0 = 1_700_000_000_000
 
 # one connection's side of the conversation; reads requests through Scripted.read_request
 Script = Callable[["Scripted", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -199,10 +204,7 @@ async def test_a_connection_the_host_closed_while_idle_is_replaced(serve) -> Non
     client = HostClient(url)
     try:
         await client.request("POST", "/f", body=b"{}")
-        for _ in range(200):  # the host's FIN reaches the idle connection
-            if all(conn.lost for conn in client._idle):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: all(conn.lost for conn in client._idle), "the host's FIN")
         assert (await client.request("POST", "/f", body=b"{}")).body == b"x"
         assert client.connections_made == 2
     finally:
@@ -250,7 +252,7 @@ async def test_compressed_bodies_are_decoded(serve, coding, encode) -> None:  # 
 
 
 def test_repeated_and_any_case_headers() -> None:
-    parser = _Parser(head_only=False)
+    parser = ResponseParser(head_only=False)
     assert parser.feed(b"HTTP/1.1 200 OK\r\nset-cookie: a\r\nSET-COOKIE: b\r\n"
                        b"content-TYPE:  text/plain \r\ncontent-length: 0\r\n\r\n")
     response = parser.response
@@ -472,11 +474,8 @@ async def test_connections_idle_past_their_keepalive_are_closed_oldest_first(ser
         client.keepalive_s = 0.0  # from now on every idle connection is past its keep-alive
         await client.request("POST", "/f", body=b"{}")
         assert len(client._idle) == 1 and client.connections_made == 4
-        for _ in range(200):
-            if scripted.closed_by_client >= 3:
-                break
-            await asyncio.sleep(0.01)
-        assert scripted.closed_by_client >= 3  # the three old ones were closed, not kept
+        # the three old ones were closed, not kept
+        await until(lambda: scripted.closed_by_client == 3, "the old connections' close")
     finally:
         await client.close()
 
@@ -485,7 +484,7 @@ async def test_connections_idle_past_their_keepalive_are_closed_oldest_first(ser
     ("3", True), ("3, 3", True), ("+3", False), ("0x3", False), ("1_0", False), ("3, 4", False),
 ])
 def test_content_length_must_be_plain_digits(length: str, ok: bool) -> None:
-    parser = _Parser(head_only=False)
+    parser = ResponseParser(head_only=False)
     wire = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nabc".encode()
     if ok:
         assert parser.feed(wire) and parser.response is not None
@@ -497,7 +496,7 @@ def test_content_length_must_be_plain_digits(length: str, ok: bool) -> None:
 
 def test_a_body_that_inflates_past_the_cap_is_refused() -> None:
     bomb = gzip.compress(bytes(65 * 1024 * 1024), compresslevel=1)
-    parser = _Parser(head_only=False)
+    parser = ResponseParser(head_only=False)
     wire = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
             % len(bomb)) + bomb
     with pytest.raises(ConnectionBroken, match="decompresses to over"):
@@ -519,14 +518,16 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth(serve) -> None:  # 
 async def test_idle_connections_close_after_their_keepalive_without_another_request(  # type: ignore[no-untyped-def]
         serve) -> None:
     scripted, url = await serve(keep_answering(answer(b"x")))
-    client = HostClient(url, keepalive_s=0.05)
+    clock = FakeClock(T0)
+    client = HostClient(url, keepalive_s=0.05, clock=clock)
     try:
         await client.request("POST", "/f", body=b"{}")
-        for _ in range(300):  # a timer of the client's own closes it, ~50 ms later
-            if scripted.closed_by_client:
-                break
-            await asyncio.sleep(0.01)
-        assert scripted.closed_by_client == 1 and client._idle == []
+        assert clock.next_deadline_ms() == T0 + 50  # a timer of the client's own
+        clock.advance(49)
+        assert len(client._idle) == 1
+        clock.advance(1)
+        assert client._idle == []
+        await until(lambda: scripted.closed_by_client == 1, "the host seeing the close")
     finally:
         await client.close()
 
@@ -552,5 +553,26 @@ async def test_without_a_limit_every_caller_has_a_connection_at_once(serve) -> N
                                          for _ in range(callers)))
         assert [a.body for a in answers] == [b"x"] * callers
         assert scripted.connections == callers
+    finally:
+        await client.close()
+
+
+async def test_a_connection_used_within_its_keepalive_is_reused_and_swept_after_its_last_use(  # type: ignore[no-untyped-def]
+        serve) -> None:
+    scripted, url = await serve(keep_answering(answer(b"x"), answer(b"y")))
+    clock = FakeClock(T0)
+    client = HostClient(url, keepalive_s=0.05, clock=clock)
+    try:
+        await client.request("POST", "/f", body=b"{}")
+        clock.advance(49)
+        await client.request("POST", "/f", body=b"{}")  # idle 49 ms: reused
+        assert client.connections_made == 1
+        clock.advance(1)  # the sweep looks, finds it idle 1 ms, and looks again at +99
+        assert len(client._idle) == 1 and clock.next_deadline_ms() == T0 + 99
+        clock.advance(48)
+        assert len(client._idle) == 1
+        clock.advance(1)
+        assert client._idle == []
+        await until(lambda: scripted.closed_by_client == 1, "the host seeing the close")
     finally:
         await client.close()

@@ -12,15 +12,20 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudqueue import Engine, TaskInfo
+from cloudqueue import Engine, FakeClock, TaskInfo
 from cloudqueue.adapters.auth import AppKeys, sign
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
+from cloudqueue.adapters.http_api.stream import READ_TOKEN_TTL_MS
 from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
+from cloudqueue.engine.core.task import iso_ms
+from cloudqueue.testing import settle
 from tests.adapters.function_host import FunctionHost, error, hang, ok
+from tests.waiting import turns, until
 
 A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789", "appA-hook")
 B = AppKeys("appB", "appB-key-0123456789", "appB-master-0123456789")
 URL = "/1.1/engine/cloud-queue/tasks"
+T0 = 1_700_000_000_000
 
 Client = TestClient[web.Request, web.Application]
 
@@ -36,8 +41,10 @@ def app_role(keys: AppKeys = A) -> dict[str, str]:
 
 
 class Queue:
-    def __init__(self, client: Client, tenants: dict[str, QueueApp], host: FunctionHost) -> None:
-        self.client, self.tenants, self.host = client, tenants, host
+    def __init__(self, client: Client, tenants: dict[str, QueueApp], host: FunctionHost,
+                 clock: FakeClock, invokers: dict[str, HttpInvoker]) -> None:
+        self.client, self.tenants, self.host, self.clock = client, tenants, host, clock
+        self.invokers = invokers
 
     async def enqueue(self, body: dict[str, Any], keys: AppKeys = A) -> str:
         response = await self.client.post(URL, json=body, headers=master(keys))
@@ -61,15 +68,17 @@ async def queue(tmp_path: Path) -> Any:
     host_server = TestServer(host.app, host="127.0.0.1")
     await host_server.start_server()
     base = str(host_server.make_url("")).rstrip("/")
+    clock = FakeClock(T0)  # the queues' time: it moves only when a test moves it
+    invokers = {k.app_id: HttpInvoker(base, k, probe_min_ms=50, clock=clock) for k in (A, B)}
     tenants = {
-        k.app_id: QueueApp(k, Engine(data_dir=tmp_path / k.app_id, concurrency=2,
-                                     invoker=HttpInvoker(base, k, probe_min_ms=50)))
+        k.app_id: QueueApp(k, Engine(data_dir=tmp_path / k.app_id, concurrency=2, clock=clock,
+                                     invoker=invokers[k.app_id]))
         for k in (A, B)
     }
     client = TestClient(TestServer(create_app(tenants, max_body_bytes=64 * 1024),
                                    host="127.0.0.1"))
     await client.start_server()
-    yield Queue(client, tenants, host)
+    yield Queue(client, tenants, host, clock, invokers)
     await client.close()
     await host_server.close()
 
@@ -255,13 +264,18 @@ async def test_error_answer_retries_with_status_code_error_and_retry_at(queue: Q
         return error(f"boom (attempt {request.headers['X-CloudQueue-Attempt']})")
 
     uid = await queue.enqueue({"function": "fail", "attempts": 2, "backoff": 300})
-    for _ in range(100):
+    engine = queue.tenants[A.app_id].engine
+    for attempt in (1, 2):  # each failure at the clock's time then, the retry 300 ms after it
+        retry_at = T0 + 300 * attempt
+        await until(lambda at=retry_at: engine.core.task_info(uid, 0).retry_at_ms == at,  # type: ignore[misc]
+                    f"attempt {attempt}'s failure")
         info = await queue.info(uid)
-        if "retryAt" in info:
-            break
-        await asyncio.sleep(0.01)
-    assert (info["status"], info["statusCode"], info["error"]) == ("queued", 500,
-                                                                 "boom (attempt 1)")
+        assert (info["status"], info["statusCode"], info["error"], info["retryAt"]) == (
+            "queued", 500, f"boom (attempt {attempt})", iso_ms(retry_at))
+        queue.clock.advance(299)
+        await settle(engine)
+        assert len(queue.host.calls) == attempt
+        queue.clock.advance(1)
     final = await queue.wait(uid)
     assert (final.status, final.error, final.attempt) == ("failed", "boom (attempt 3)", 3)
 
@@ -273,6 +287,12 @@ async def test_timeout_is_decided_by_delivery_mode(queue: Queue, mode: str, runs
     queue.host.define("slow")(hang)
     uid = await queue.enqueue({"function": "slow", "timeout": 200, "attempts": 1,
                                "backoff": 10, "deliveryMode": mode})
+    for run in range(1, runs + 1):
+        await until(lambda n=run: len(queue.host.calls) == n, f"run {run} reaching the host")  # type: ignore[misc]
+        queue.clock.advance(200)  # the run's timeout
+        if run < runs:
+            await settle(queue.tenants[A.app_id].engine)
+            queue.clock.advance(10)  # the backoff
     info = await queue.wait(uid)
     assert (info.status, info.error) == (status, "cloud function timed out after 200 ms")
     assert len(queue.host.calls) == runs and info.status_code is None
@@ -296,10 +316,22 @@ async def test_gateway_error_without_leanengine_body_is_an_unknown_outcome(queue
     async def flaky_gateway(params: Any, request: web.Request) -> web.Response:
         return answers.pop(0) if answers else ok("through")
 
+    invoker = queue.invokers[A.app_id]
     uid = await queue.enqueue({"function": "flaky_gateway", "attempts": 0})
     info = await queue.wait(uid)
     assert (info.status, info.attempt) == ("failed", 1)
-    uid = await queue.enqueue({"function": "flaky_gateway", "attempts": 2, "backoff": 0})
+    # a gateway saying the host is down pauses dispatch; the probe comes 50 ms later, then 100
+    for probe_ms in (50, 100):
+        await until(lambda: not invoker.available, "dispatch paused")
+        await turns()  # the probe starts its wait
+        queue.clock.advance(probe_ms - 1)
+        await turns()
+        assert not invoker.available
+        queue.clock.advance(1)
+        await until(lambda: invoker.available, "the probe's answer")
+        if probe_ms == 50:
+            uid = await queue.enqueue({"function": "flaky_gateway", "attempts": 2,
+                                       "backoff": 0})
     info = await queue.wait(uid)
     assert (info.status, info.attempt, info.result) == ("success", 2, {"result": "through"})
 
@@ -346,17 +378,28 @@ async def test_host_down_charges_no_attempt_and_all_tasks_run_when_it_returns(
     async def work(params: Any, request: web.Request) -> web.Response:
         return ok(params["i"])
 
+    clock = FakeClock(T0)
     invoker = HttpInvoker(f"http://127.0.0.1:{unused_tcp_port}", A, probe_min_ms=20,
-                          probe_max_ms=100)
-    engine = Engine(data_dir=tmp_path / "q", concurrency=3, invoker=invoker)
+                          probe_max_ms=100, clock=clock)
+    engine = Engine(data_dir=tmp_path / "q", concurrency=3, invoker=invoker, clock=clock)
+
+    async def probe_planned(wait_ms: int) -> int:
+        at = clock.now_ms() + wait_ms
+        await until(lambda: clock.next_deadline_ms() == at, f"a probe planned in {wait_ms} ms")
+        return at
+
     async with engine:
         ids = [await engine.enqueue("work", {"i": i}, attempts=0) for i in range(6)]
-        await asyncio.sleep(0.3)  # refused, probed, refused again...
+        at = await probe_planned(20)
+        for wait_ms in (40, 80, 100, 100):  # refused, probed, refused again: doubling to the cap
+            clock.set(at)
+            at = await probe_planned(wait_ms)
         assert not invoker.available
         assert {(await engine.get_task_info(u)).attempt for u in ids} == {0}
         server = TestServer(host.app, host="127.0.0.1", port=unused_tcp_port)
         await server.start_server()
         try:
+            clock.set(at)
             infos = [await engine.wait(u, timeout=10_000) for u in ids]
         finally:
             await server.close()
@@ -453,6 +496,7 @@ async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue
                 answers.append((response.status, await response.json()))
 
     tokens: list[str] = []
+    late = asyncio.Event()
 
     @queue.host.define("work")
     async def work(params: Any, request: web.Request) -> web.Response:
@@ -460,7 +504,7 @@ async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue
             "X-CloudQueue-Run-Token"]
         tokens.append(token)
         if len(tokens) == 1:
-            await asyncio.sleep(0.5)  # run 1 times out; its token goes stale
+            await late.wait()  # run 1 times out meanwhile; its token goes stale
             return ok("late")
         await post(uid, tokens[0], {"percent": 1})                # stale run: refused
         await post(uid, token, {"percent": 60, "message": "half"})  # this run: accepted
@@ -471,7 +515,14 @@ async def test_a_function_host_reports_progress_with_its_runs_token(queue: Queue
 
     uid = await queue.enqueue({"function": "work", "timeout": 200, "attempts": 1,
                                "backoff": 10})
-    info = await queue.wait(uid)
+    try:
+        await until(lambda: len(tokens) == 1, "run 1 reaching the host")
+        queue.clock.advance(200)  # run 1's timeout
+        await settle(queue.tenants[A.app_id].engine)
+        queue.clock.advance(10)  # the backoff
+        info = await queue.wait(uid)
+    finally:
+        late.set()
     assert info.status == "success"
     assert [status for status, _ in answers] == [409, 200, 401, 401, 400]
     assert "not running any more" in answers[0][1]["error"]
@@ -506,10 +557,11 @@ async def test_task_events_stream_over_sse_with_headers_or_a_read_token(queue: Q
         f"{URL}/{uid}/events", params={"app": A.app_id, "token": minted["readToken"]})
     assert with_headers.headers["Content-Type"] == "text/event-stream"
     assert with_token.headers["Access-Control-Allow-Origin"] == "*"  # an EventSource elsewhere
-    await asyncio.sleep(0.1)
+    firsts = [await stream.content.readuntil(b"\n\n") for stream in (with_headers, with_token)]
+    assert all(first.startswith(b"event: state\n") for first in firsts)  # both are subscribed
     gate.set()
-    by_headers = await read_sse(with_headers)
-    by_token = await read_sse(with_token)
+    by_headers = [("state", {}), *await read_sse(with_headers)]
+    by_token = [("state", {}), *await read_sse(with_token)]
     assert [e for e, _ in by_headers] == [e for e, _ in by_token]
     assert by_headers[0][0] == "state" and by_headers[-1][0] == "finished"
     assert by_headers[-1][1]["task"]["result"] == {"result": "done"}
@@ -521,3 +573,17 @@ async def test_task_events_stream_over_sse_with_headers_or_a_read_token(queue: Q
     wrong_task = await queue.client.get(f"{URL}/x/events",
                                         params={"app": A.app_id, "token": minted["readToken"]})
     assert wrong_task.status == 401
+
+
+async def test_a_read_token_expires_a_day_after_it_was_minted_on_the_queues_clock(
+        queue: Queue) -> None:
+    uid = await queue.enqueue({"function": "f", "delay": 2 * READ_TOKEN_TTL_MS})
+    minted = await (await queue.client.get(f"{URL}/{uid}/read-token", headers=app_role())).json()
+    assert minted["expiresAt"] == iso_ms(T0 + READ_TOKEN_TTL_MS)
+    by_token = {"app": A.app_id, "token": minted["readToken"]}
+    queue.clock.advance(READ_TOKEN_TTL_MS)
+    last_moment = await queue.client.get(f"{URL}/{uid}/events", params=by_token)
+    assert last_moment.status == 200
+    last_moment.close()
+    queue.clock.advance(1)
+    assert (await queue.client.get(f"{URL}/{uid}/events", params=by_token)).status == 401

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +10,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudqueue import Engine
+from cloudqueue import Engine, FakeClock
 from cloudqueue.adapters.auth import sign
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
 from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
+from cloudqueue.testing import settle
 from tests.adapters.function_host import FunctionHost, ok
 from tests.adapters.test_http_api import A, app_role, master
+from tests.waiting import until
 
 BASE = "/1.1/engine/cloud-queue/schedules"
+
+T0 = 1_700_000_000_000
 
 # the queue's test client, the function host its tasks reach, the queue
 Setup = tuple[TestClient[web.Request, web.Application], FunctionHost, Engine]
@@ -30,8 +32,11 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     host = FunctionHost(A.app_id, A.master_key, A.hook_key)
     host_server = TestServer(host.app, host="127.0.0.1")
     await host_server.start_server()
+    clock = FakeClock(T0)  # the queue's time: it moves only when a test moves it
     engine = Engine(data_dir=tmp_path / "q", concurrency=4, timezone="Asia/Shanghai",
-                    invoker=HttpInvoker(str(host_server.make_url("")).rstrip("/"), A))
+                    clock=clock,
+                    invoker=HttpInvoker(str(host_server.make_url("")).rstrip("/"), A,
+                                        clock=clock))
     client = TestClient(TestServer(create_app({A.app_id: QueueApp(A, engine)}),
                                    host="127.0.0.1"))
     await client.start_server()
@@ -112,20 +117,22 @@ async def test_firings_reach_the_function_host_as_tasks(setup: Setup) -> None:
     async def beat(params: Any, request: web.Request) -> web.Response:
         return ok(request.headers["X-CloudQueue-Unique-Id"])
 
-    started = time.time()
+    clock = engine.clock
+    assert isinstance(clock, FakeClock)
     response = await client.put(f"{BASE}/beat", headers=master(),
                                 json={"function": "beat", "params": {"n": 1}, "interval": 200})
     assert response.status == 200
-    deadline = time.monotonic() + 10
-    while len(host.calls) < 3 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    for firings in (1, 2, 3):
+        clock.advance(199)
+        await settle(engine)
+        assert len(host.calls) == firings - 1
+        clock.advance(1)
+        await until(lambda n=firings: len(host.calls) == n, f"firing {firings}")  # type: ignore[misc]
     await client.delete(f"{BASE}/beat", headers=master())
     uids = [headers["X-CloudQueue-Unique-Id"] for _, _, headers in host.calls]
-    assert len(uids) >= 3 and all(u.startswith("cron:beat:") for u in uids)
+    assert all(u.startswith("cron:beat:") for u in uids)
     slots = [int(u.rsplit(":", 1)[1]) for u in uids]
-    steps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
-    assert steps and set(steps) == {200}  # consecutive slots, none skipped or doubled
-    assert slots[0] > started * 1000 - 1
+    assert slots == [T0 + 200, T0 + 400, T0 + 600]  # consecutive slots, none skipped or doubled
     info = await (await client.get(f"/1.1/engine/cloud-queue/tasks/{uids[0]}",
                                    headers=app_role())).json()
     assert info["status"] == "success" and info["result"] == {"result": uids[0]}

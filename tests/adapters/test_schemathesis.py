@@ -86,7 +86,7 @@ def _wait_ready(server: Server) -> None:
                     return
         except (urllib.error.URLError, ConnectionError):
             pass
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling a real server process until it listens
     raise AssertionError(f"server did not become ready\n{server.log_tail()}")
 
 

@@ -139,7 +139,7 @@ def _wait_for_host(process: subprocess.Popen[bytes], log: Path) -> int:
             return int(match.group(1))
         if process.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling a real Node host process until it prints READY
     pytest.fail(f"the LeanEngine host did not print READY (exit {process.poll()}):\n"
                 f"{log.read_text(errors='replace')}", pytrace=False)
 
@@ -153,7 +153,7 @@ def _wait_for_queue(process: subprocess.Popen[bytes], log: Path, base: str) -> N
                     return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling a real server process until it listens
     pytest.fail(f"cloudqueue serve did not become ready (exit {process.poll()}):\n"
                 f"{log.read_text(errors='replace')}", pytrace=False)
 

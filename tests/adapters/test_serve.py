@@ -36,7 +36,7 @@ async def wait_ready(session: aiohttp.ClientSession, base: str) -> None:
                     return
         except aiohttp.ClientConnectionError:
             pass
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # polling a real server process until it listens
     raise AssertionError("server did not become ready")
 
 

@@ -80,7 +80,7 @@ def define_work(engine: Engine, runs_fd: int) -> None:
         # First, before any await: every invocation is on record, even if killed right after.
         os.write(runs_fd, f"{ctx.unique_id} {ctx.attempt}\n".encode())
         pause_ms = params.get("pause_ms", 0)
-        if pause_ms:
+        if pause_ms:  # real time: the parent kills this process -9 at a moment of its choosing
             await asyncio.sleep(pause_ms / 1000)
         return int(ctx.attempt)
 
@@ -114,7 +114,7 @@ async def produce(engine: Engine, args: argparse.Namespace, producer: int,
     limit = int(args.rate / args.producers * PRODUCE_LIMIT_S)
     for counter in range(limit):
         delay = next_at - time.monotonic()
-        if delay > 0:
+        if delay > 0:  # a real producer's rate, for the parent's kill -9 to land mid-burst
             await asyncio.sleep(delay)
         next_at += interval
         letter = "M" if rng.random() < 0.5 else "L"
@@ -141,7 +141,7 @@ async def drain(engine: Engine) -> int:
         if engine.idle and all(task.state.is_final for task in tasks):
             say(f"DRAINED {len(tasks)}")
             return 0
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a real process draining its real log: polled, not clocked
     say(f"STUCK {state_counts(engine)}")
     return 4
 

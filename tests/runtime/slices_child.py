@@ -27,7 +27,7 @@ async def main(data_dir: str, log_file: str, enqueue: bool) -> None:
         fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, f"slice {ctx.slice} checkpoint {json.dumps(ctx.checkpoint)}\n".encode())
         os.close(fd)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # real time per slice, so the parent's kill -9 lands between
         n = total["n"] + 1
         state = {"sum": total["sum"] + n * n, "n": n}
         return Continue(state) if n < STEPS else state

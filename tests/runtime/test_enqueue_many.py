@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from cloudqueue import (
 from cloudqueue.engine.core.events import TaskPurged, TaskSubmitted
 from cloudqueue.engine.core.quotas import QuotaExceededError, Quotas
 from cloudqueue.engine.runtime.log_file import read_log
+from cloudqueue.testing import settle
 from tests.runtime.test_log_store import CountingOps
+from tests.waiting import until
 
 T0 = 1_700_000_000_000
 DAY = 86_400_000
@@ -140,8 +141,9 @@ async def test_a_batch_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_a_full_disk_rolls_the_whole_batch_back(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000_000)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         kept = await queue.enqueue("f", delay=DAY)
         ops.fail_write = errno.ENOSPC
         batch: list[dict[str, Any]] = [{"function": "f", "unique_id": f"lost-{i}", "delay": DAY}
@@ -153,10 +155,11 @@ async def test_a_full_disk_rolls_the_whole_batch_back(tmp_path: Path) -> None:
                 await queue.get_task_info(item["unique_id"])
         assert len(queue.core) == 1
         ops.fail_write = None  # space freed
-        for _ in range(100):
-            if queue.store.accepting:
-                break
-            await asyncio.sleep(0.02)
+        clock.advance(49)
+        await settle(queue)
+        assert not queue.store.accepting
+        clock.advance(1)  # the log tries the disk again 50 ms after it was full
+        await until(lambda: queue.store.accepting, "the retry")
         again = await queue.enqueue_many(batch)  # the ids were never taken
     assert again == [item["unique_id"] for item in batch]
     async with Engine(data_dir=tmp_path) as queue:

@@ -9,7 +9,9 @@ import weakref
 
 import pytest
 
+from cloudqueue import FakeClock
 from cloudqueue.engine.runtime.heap import HeapFreezer
+from tests import waiting
 
 
 class FakeGc:
@@ -29,12 +31,11 @@ class FakeGc:
 
 def test_freezes_every_turn_and_collects_in_full_when_due() -> None:
     fake = FakeGc()
-    now = [100.0]
-    freezer = HeapFreezer(freeze_every_s=1.0, full_every_s=10.0, collector=fake,
-                          clock=lambda: now[0])
+    clock = FakeClock(100_000)
+    freezer = HeapFreezer(freeze_every_s=1.0, full_every_s=10.0, collector=fake, clock=clock)
     turns = []
     for t in (101.0, 102.0, 109.9, 110.0, 111.0, 119.9, 120.0):
-        now[0] = t
+        clock.set(int(t * 1000))
         turns.append(freezer.step(t))
     assert turns == ["freeze", "freeze", "freeze", "full", "freeze", "freeze", "full"]
     assert fake.calls[:4] == ["freeze", "freeze", "freeze", "unfreeze"]
@@ -44,7 +45,7 @@ def test_freezes_every_turn_and_collects_in_full_when_due() -> None:
 
 def test_never_collects_in_full_when_told_so() -> None:
     fake = FakeGc()
-    freezer = HeapFreezer(full_every_s=None, collector=fake, clock=lambda: 0.0)
+    freezer = HeapFreezer(full_every_s=None, collector=fake, clock=FakeClock(0))
     assert {freezer.step(t) for t in (1.0, 1e6, 1e9)} == {"freeze"}
     assert "collect2" not in fake.calls
 
@@ -79,7 +80,7 @@ def real_gc():  # type: ignore[no-untyped-def]
 
 
 def test_frozen_objects_are_out_of_sight_until_the_full_pass(real_gc) -> None:  # type: ignore[no-untyped-def]
-    freezer = HeapFreezer(freeze_every_s=1.0, full_every_s=10.0, clock=lambda: 0.0)
+    freezer = HeapFreezer(freeze_every_s=1.0, full_every_s=10.0, clock=FakeClock(0))
     alive_then = make_cycle()  # a cycle still referenced... by nothing but itself
     freezer.step(1.0)  # frozen with it
     assert gc.get_freeze_count() > 0
@@ -96,19 +97,24 @@ def test_frozen_objects_are_out_of_sight_until_the_full_pass(real_gc) -> None:  
 def test_frozen_objects_are_still_freed_by_reference_counting(real_gc) -> None:  # type: ignore[no-untyped-def]
     node = Node()
     ref = weakref.ref(node)
-    HeapFreezer(clock=lambda: 0.0).step(1.0)
+    HeapFreezer(clock=FakeClock(0)).step(1.0)
     del node
     assert ref() is None
 
 
 async def test_run_freezes_on_the_loop_until_cancelled() -> None:
     fake = FakeGc()
-    freezer = HeapFreezer(freeze_every_s=0.01, full_every_s=None, collector=fake)
+    clock = FakeClock(0)
+    freezer = HeapFreezer(freeze_every_s=1.0, full_every_s=None, collector=fake, clock=clock)
     task = asyncio.ensure_future(freezer.run())
-    for _ in range(500):
-        if freezer.freezes >= 3:
-            break
-        await asyncio.sleep(0.01)
+    for _ in range(3):
+        await waiting.turns()
+        clock.advance(999)
+        await waiting.turns()
+        frozen = freezer.freezes
+        clock.advance(1)  # a freeze every freeze_every_s
+        await waiting.turns()
+        assert freezer.freezes == frozen + 1
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert freezer.freezes >= 3 and set(fake.calls) == {"freeze"}
+    assert freezer.freezes == 3 and fake.calls == ["freeze"] * 3

@@ -32,7 +32,7 @@ def test_a_kill_between_slices_resumes_from_the_checkpoint(tmp_path: Path) -> No
         deadline = time.monotonic() + 30
         while len(slices_logged(log)) < 12:  # let a dozen slices run, then kill -9
             assert time.monotonic() < deadline and child.poll() is None, "the child stopped"
-            time.sleep(0.005)
+            time.sleep(0.005)  # polling a real child process's output file
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=10)  # reap it and close its pipes
         assert child.returncode == -signal.SIGKILL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ from cloudqueue.engine.runtime.log_file import (
     read_log,
     segment_name,
 )
+from cloudqueue.engine.runtime.log_store import LogStore
 from cloudqueue.testing import settle
+from tests.waiting import turns, until
 
 T0 = 1_700_000_000_000
 
@@ -43,22 +46,33 @@ T0 = 1_700_000_000_000
 class CountingOps(FileOps):
     """The real file layer, counting syncs, with switchable faults."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.syncs = 0
         self.writes = 0
         self.fail_fsync: int | None = None   # errno to raise from the next fsync
         self.fail_write: int | None = None   # errno to raise from every write while set
+        self.full_writes = 0  # how many of the next writes find the disk full
+        self.full_at: list[int] = []  # when (on ``clock``) a write found the disk full
+        self.clock = clock
         self.gate: threading.Event | None = None  # fsync waits for it when set
+        self.at_gate = False  # an fsync has reached the gate
 
     def write(self, fd: int, data: bytes) -> None:
-        if self.fail_write is not None:
+        fail = self.fail_write
+        if self.full_writes:
+            self.full_writes -= 1
+            fail = errno.ENOSPC
+        if fail is not None:
+            if fail == errno.ENOSPC and self.clock is not None:
+                self.full_at.append(self.clock.now_ms())
             super().write(fd, data[: len(data) // 2])  # a partial write, as a full disk leaves
-            raise OSError(self.fail_write, "injected")
+            raise OSError(fail, "injected")
         self.writes += 1
         super().write(fd, data)
 
     def fsync(self, fd: int) -> None:
         if self.gate is not None:
+            self.at_gate = True
             self.gate.wait(5)
         if self.fail_fsync is not None:
             code, self.fail_fsync = self.fail_fsync, None
@@ -85,7 +99,8 @@ async def test_enqueue_returns_only_after_fsync(tmp_path: Path) -> None:
     async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
         ops.gate = threading.Event()
         pending = asyncio.ensure_future(queue.enqueue("f", delay=10_000, unique_id="u1"))
-        await asyncio.sleep(0.05)
+        await until(lambda: ops.at_gate, "the enqueue's fsync")
+        await turns()
         assert not pending.done()
         ops.gate.set()
         assert await asyncio.wait_for(pending, 5) == "u1"
@@ -290,8 +305,9 @@ async def test_any_exception_in_the_write_path_fails_closed(tmp_path: Path) -> N
 
 
 async def test_full_disk_refuses_new_tasks_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         kept = await queue.enqueue("f", delay=60_000)
         ops.fail_write = errno.ENOSPC
         with pytest.raises(DiskFullError, match="not stored"):
@@ -300,11 +316,12 @@ async def test_full_disk_refuses_new_tasks_loses_nothing_and_resumes(tmp_path: P
             await queue.get_task_info("lost")  # rolled back, not half-created
         with pytest.raises(DiskFullError):
             await queue.enqueue("f", delay=60_000, unique_id="refused")
-        ops.fail_write = None  # space freed
-        for _ in range(100):
-            if queue.store.accepting:
-                break
-            await asyncio.sleep(0.02)
+        ops.fail_write = None  # space freed; the log tries again 50 ms after the failure
+        clock.advance(49)
+        await settle(queue)
+        assert not queue.store.accepting
+        clock.advance(1)
+        await until(lambda: queue.store.accepting, "the retry")
         after = await queue.enqueue("f", delay=60_000, unique_id="lost")
     events, _ = read_log(tmp_path)
     assert [e.unique_id for e in events] == [kept, after]
@@ -319,39 +336,51 @@ def test_fsync_policy_parses_its_three_modes() -> None:
 
 
 async def test_interval_policy_acknowledges_before_syncing_and_syncs_soon(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="interval:50") as queue:
-        await asyncio.sleep(0.06)
-        syncs = ops.syncs
+    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="interval:50", clock=clock) as queue:
+        syncs = ops.syncs  # the one sync of what recovery read
         await queue.enqueue("f", delay=60_000)
         await queue.enqueue("f", delay=60_000)
-        await asyncio.sleep(0.2)
-        assert ops.syncs <= syncs + 2
-        assert ops.syncs >= syncs + 1
+        assert ops.syncs == syncs  # acknowledged, not synced
+        clock.advance(49)
+        await settle(queue)
+        assert ops.syncs == syncs
+        clock.advance(1)  # 50 ms after the last sync: both writes synced at once
+        await settle(queue)
+        assert ops.syncs == syncs + 1
+        clock.advance(1_000)
+        await settle(queue)
+        assert ops.syncs == syncs + 1  # nothing more to sync
+        await queue.enqueue("f", delay=60_000)  # the interval has passed: synced at once
+        assert ops.syncs == syncs + 2
 
 
 async def test_run_outcome_during_a_full_disk_is_written_once_space_returns(
         tmp_path: Path) -> None:
-    ops = CountingOps()
-    release = asyncio.Event()
+    clock = FakeClock(T0)
+    ops = CountingOps(clock)
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def gated(params: Any, ctx: RunContext) -> str:
+        started.set()
         await release.wait()
         return "ok"
 
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         queue.define("gated")(gated)
         uid = await queue.enqueue("gated")
-        for _ in range(200):
-            if (await queue.get_task_info(uid)).state is TaskState.RUNNING:
-                break
-            await asyncio.sleep(0.01)
-        ops.fail_write = errno.ENOSPC
+        await started.wait()
+        ops.full_writes = 4  # the success is kept in memory, retried with backoff
         release.set()
-        await asyncio.sleep(0.1)  # the success is kept in memory, retried with backoff
-        assert not queue.store.accepting
-        ops.fail_write = None
-        info = await queue.wait(uid, timeout=5000)
+        for retry_at in (50, 150, 350, 750):  # 50 ms after the failure, doubling
+            await until(lambda at=retry_at: clock.next_deadline_ms() == T0 + at,  # type: ignore[misc]
+                        f"a retry planned at +{retry_at} ms")
+            assert not queue.store.accepting
+            clock.set(T0 + retry_at)
+        info = await queue.wait(uid, timeout=5_000)
+        assert queue.store.accepting
+    assert ops.full_at == [T0, T0 + 50, T0 + 150, T0 + 350]
     assert info.return_value == "ok"
     events, _ = read_log(tmp_path)
     assert [type(e).__name__ for e in events] == ["TaskSubmitted", "RunStarted", "RunSucceeded"]
@@ -380,12 +409,14 @@ async def test_daily_quota_count_survives_restart_and_compaction(tmp_path: Path)
 
 
 async def test_never_policy_leaves_syncing_to_the_os(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
     ops = CountingOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="never") as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, fsync="never", clock=clock) as queue:
         after_open = ops.syncs
         for _ in range(3):
             await queue.enqueue("f", delay=60_000)
-        await asyncio.sleep(0.25)  # longer than the interval policy's default
+        clock.advance(1_000)  # ten times the interval policy's default
+        await settle(queue)
         assert ops.syncs == after_open
 
 
@@ -408,8 +439,9 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
     start then failed on a KeyError while `log verify` said clean)."""
     from cloudqueue.log_tool import CLEAN, describe
 
+    clock = FakeClock(T0)
     ops = WriteGateOps()
-    async with Engine(data_dir=tmp_path, file_ops=ops) as queue:
+    async with Engine(data_dir=tmp_path, file_ops=ops, clock=clock) as queue:
         queue.define("f")(noop)
         ops.write_gate = threading.Event()
         pending = asyncio.ensure_future(queue.enqueue("f", unique_id="refused",
@@ -417,20 +449,15 @@ async def test_a_refused_submission_leaves_no_record_behind_it(tmp_path: Path,
         def state() -> TaskState | None:
             return next((t.state for t in queue.core.tasks() if t.unique_id == "refused"), None)
 
-        for _ in range(500):  # the run starts in memory while its submission is being written
-            if state() is TaskState.RUNNING:
-                break
-            await asyncio.sleep(0.002)
-        assert state() is TaskState.RUNNING
+        # the run starts in memory while its submission is being written
+        await until(lambda: state() is TaskState.RUNNING, "the run's start")
         ops.fail_write = errno.ENOSPC
         ops.write_gate.set()
         with pytest.raises(DiskFullError, match="not stored"):
             await pending
         ops.fail_write = None
-        for _ in range(250):
-            if queue.store.accepting:
-                break
-            await asyncio.sleep(0.02)
+        clock.advance(50)  # the log tries the disk again 50 ms after it was full
+        await until(lambda: queue.store.accepting, "the retry")
         kept = await queue.enqueue("f", unique_id="kept", delay=60_000)
         await settle(queue)
     out = io.StringIO()
@@ -529,3 +556,28 @@ async def test_a_snapshot_the_disk_has_no_room_for_leaves_the_log_as_it_was(
     async with Engine(data_dir=tmp_path) as queue:
         assert {t.unique_id for t in queue.core.tasks()} == set(ids)
     assert not list(tmp_path.glob("snapshot-*"))  # the partial one was cleared away on open
+
+
+async def test_close_gives_up_on_a_disk_that_stays_full_after_close_wait_s(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    ops = CountingOps(clock)
+    store, _ = LogStore.open(tmp_path, ops=ops, clock=clock)
+    store.start()
+    ops.fail_write = errno.ENOSPC
+    store.append([TaskSubmitted(1, T0, "t", "f", {}, TaskOptions(), T0)])
+    closing = asyncio.ensure_future(store.close())
+    limit = T0 + int(LogStore.CLOSE_WAIT_S * 1000)
+    # tried at once, then 50, 100, 200, 400, 800, 1600 ms after each failure, then every 2 s
+    tried_at = [T0]
+    for wait in itertools.chain([50, 100, 200, 400, 800, 1600], itertools.repeat(2000)):
+        tried = len(tried_at)
+        await until(lambda n=tried: len(ops.full_at) == n, "a write to the full disk")  # type: ignore[misc]
+        due = min(tried_at[-1] + wait, limit)
+        await until(lambda at=due: clock.next_deadline_ms() == at, "the next wait")  # type: ignore[misc]
+        clock.set(due)
+        if due == limit:
+            break
+        tried_at.append(due)
+    await closing
+    assert ops.full_at == tried_at and tried_at[-1] == T0 + 29_150
+    assert store.failure is not None and "closed before this was written" in str(store.failure)

@@ -1,17 +1,25 @@
 """Adaptive concurrency (engine/runtime/pacing.py): the AIMD rule with exact numbers, the lag
-monitor on a real loop, and the engine keeping fewer runs in flight while its loop lags."""
+monitor on the fake clock, and the engine keeping fewer runs in flight while its loop lags."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
-from cloudqueue import Engine, FakeClock, RunContext
-from cloudqueue.engine.runtime.pacing import LagMonitor, RunCap, SharedLagMonitor
+from cloudqueue import Engine, FakeClock, RunContext, SystemClock
+from cloudqueue.engine.runtime.pacing import (
+    IDLE_INTERVAL_MS,
+    INTERVAL_MS,
+    LagMonitor,
+    RunCap,
+    SharedLagMonitor,
+)
 from cloudqueue.testing import settle
+from tests.waiting import turns
+
+T0 = 1_700_000_000_000
 
 
 def test_lag_above_the_mark_shrinks_the_cap_and_calm_grows_it_back_by_one() -> None:
@@ -40,20 +48,25 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
         RunCap(**kwargs)
 
 
-async def test_the_monitor_sees_a_blocked_loop() -> None:
+async def test_the_monitor_measures_how_late_its_sleep_wakes() -> None:
+    clock = FakeClock(T0)
     seen: list[float] = []
-    monitor = asyncio.ensure_future(LagMonitor(seen.append, busy=lambda: True).run())
+    busy = True
+    monitor = asyncio.ensure_future(LagMonitor(seen.append, lambda: busy, clock).run())
     try:
-        await asyncio.sleep(0.02)
-        asyncio.get_running_loop().call_soon(time.sleep, 0.05)  # a callback holding the loop
-        for _ in range(100):
-            if seen and max(seen) >= 30:
-                break
-            await asyncio.sleep(0.01)
+        await turns()
+        assert clock.next_deadline_ms() == T0 + INTERVAL_MS  # measuring often while busy
+        clock.advance(55)  # the loop was held 50 ms past the monitor's wake-up
+        await turns()
+        assert seen == [50.0]
+        busy = False
+        clock.advance(5)  # on time
+        await turns()
+        assert seen == [50.0, 0.0]
+        assert clock.next_deadline_ms() == T0 + 60 + IDLE_INTERVAL_MS  # seldom while idle
     finally:
         monitor.cancel()
         await asyncio.gather(monitor, return_exceptions=True)
-    assert max(seen) >= 30  # the 50 ms the callback held the loop, give or take a timer's slack
 
 
 async def test_an_overloaded_engine_keeps_fewer_runs_in_flight_and_loses_nothing() -> None:
@@ -104,17 +117,18 @@ async def test_without_adaptive_concurrency_lag_changes_nothing() -> None:
 
 
 async def test_engines_on_one_loop_share_one_monitor() -> None:
+    clock = FakeClock(T0)
     heard: dict[str, list[float]] = {"a": [], "b": []}
-    stop_a = SharedLagMonitor.subscribe(heard["a"].append, busy=lambda: True)
-    stop_b = SharedLagMonitor.subscribe(heard["b"].append, busy=lambda: False)
-    shared = SharedLagMonitor._by_loop[asyncio.get_running_loop()]
+    stop_a = SharedLagMonitor.subscribe(heard["a"].append, lambda: True, clock)
+    stop_b = SharedLagMonitor.subscribe(heard["b"].append, lambda: False, clock)
+    shared = SharedLagMonitor._by_loop[asyncio.get_running_loop()][clock]
     task = shared._task
     assert task is not None
-    for _ in range(200):
-        if len(heard["a"]) >= 3:
-            break
-        await asyncio.sleep(0.01)
-    assert heard["a"][:3] == heard["b"][:3]  # the same measurements, from one monitor
+    for late in (0, 3, 7):
+        await turns()
+        clock.advance(int(INTERVAL_MS) + late)  # a is busy: measured every INTERVAL_MS
+    await turns()
+    assert heard["a"] == heard["b"] == [0.0, 3.0, 7.0]  # the same measurements, from one monitor
     stop_a()
     assert shared._task is task  # b still listens
     stop_b()
@@ -144,3 +158,15 @@ async def test_an_enqueue_behind_full_slots_does_not_wake_the_driver() -> None:
     finally:
         release.set()
         await engine.close(grace_ms=0)
+
+
+async def test_engines_on_the_system_clock_share_one_monitor() -> None:
+    stops = [SharedLagMonitor.subscribe(lambda lag: None, lambda: False, SystemClock())
+             for _ in range(2)]
+    monitors = SharedLagMonitor._by_loop[asyncio.get_running_loop()]
+    assert list(monitors) == [None]  # one time source, one monitor
+    task = monitors[None]._task
+    for stop in stops:
+        stop()
+    assert task is not None
+    await asyncio.gather(task, return_exceptions=True)

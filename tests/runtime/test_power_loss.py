@@ -115,6 +115,7 @@ from cloudqueue.engine.runtime.log_file import (
 )
 from cloudqueue.engine.runtime.snapshot import list_snapshots, read_snapshot
 from cloudqueue.testing import settle
+from tests.waiting import turns, until
 
 T0 = 1_700_000_000_000
 SECTOR = 512
@@ -454,8 +455,7 @@ async def run_until_power_cut(queue: Engine, ops: PowerLossOps, rng: random.Rand
     tasks = [asyncio.create_task(produce(queue, ops, random.Random(s), f"p{n}", per_producer,
                                          ledger))
              for n, s in enumerate(seeds)]
-    while not ops.frozen and not all(t.done() for t in tasks):
-        await asyncio.sleep(0.002)
+    await until(lambda: ops.frozen or all(t.done() for t in tasks), "the power cut")
     ops.cut()  # a no-op if the crash point was reached; else the cut comes now
     _, stragglers = await asyncio.wait(tasks, timeout=0.1)
     for task in stragglers:  # e.g. a wait() for a run that can no longer be recorded
@@ -724,7 +724,7 @@ async def test_a_write_failing_while_a_compaction_waits_for_its_rotation_does_no
         pending = asyncio.ensure_future(queue.enqueue("noop", delay=60_000))
         assert await asyncio.to_thread(ops.entered.wait, 5)  # the flusher is in that write
         compaction = asyncio.ensure_future(queue.compact())
-        await asyncio.sleep(0.05)  # compact() has asked for its rotation and waits for it
+        await turns()  # compact() has asked for its rotation and waits for it
         ops.hold.set()
         with pytest.raises(LogPoisonedError):
             await pending

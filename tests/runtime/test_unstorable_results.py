@@ -18,7 +18,7 @@ import pytest
 
 from cloudqueue import Continue, Engine, FakeClock, RunContext, TaskState, ValidationError
 from cloudqueue.adapters.auth import AppKeys
-from cloudqueue.adapters.http_invoker.h1 import AnswerTooLarge, _Parser
+from cloudqueue.adapters.http_invoker.h1_answer import AnswerTooLarge, ResponseParser
 from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 from cloudqueue.engine.core.codec import encode_event
 from cloudqueue.engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
@@ -194,15 +194,15 @@ async def test_an_unstorable_host_answer_fails_the_task_once(
 
 
 def test_an_answer_over_the_cap_is_refused_while_it_is_read() -> None:
-    parser = _Parser(head_only=False, max_body=1_000)
+    parser = ResponseParser(head_only=False, max_body=1_000)
     with pytest.raises(AnswerTooLarge, match="Content-Length 1073741824"):
         parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
-    parser = _Parser(head_only=False, max_body=1_000)
+    parser = ResponseParser(head_only=False, max_body=1_000)
     parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     parser.feed(b"200\r\n" + b"a" * 0x200 + b"\r\n")  # 512 bytes: within the cap
     with pytest.raises(AnswerTooLarge, match="1024\\+ bytes"):
         parser.feed(b"200\r\n")  # the next 512 would pass it: refused before they arrive
-    parser = _Parser(head_only=False, max_body=1_000)
+    parser = ResponseParser(head_only=False, max_body=1_000)
     parser.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"b" * 1_000)
     with pytest.raises(AnswerTooLarge):
         parser.feed(b"b")
