@@ -44,6 +44,7 @@ from cloudqueue.engine.core.task import TaskInfo
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.queue import Queue, TaskPage
 from cloudqueue.engine.runtime.clock import Clock, FakeClock, SystemClock
+from cloudqueue.engine.runtime.defined import define
 from cloudqueue.engine.runtime.functions import Continue, Run, RunContext
 from cloudqueue.engine.runtime.log_options import LogOptions
 
@@ -83,4 +84,5 @@ __all__ = [
     "UnknownScheduleError",
     "UnknownTaskError",
     "ValidationError",
+    "define",
 ]

@@ -69,7 +69,8 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         config = dataclasses.replace(config, **overrides)
     else:
         data_dir = args.data_dir or Path("data")
-        apps = server.apps_from_env(os.environ, data_dir, args.function_host, args.concurrency)
+        apps = server.apps_from_env(os.environ, data_dir, args.function_host, args.concurrency,
+                                    tuple(args.functions))
         config = server.ServeConfig(
             host=args.host or "127.0.0.1",
             port=args.port if args.port is not None else server.DEFAULT_PORT,
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_whole(0, 65535), help="port (default 3100; 0: any free)")
     serve.add_argument("--data-dir", type=Path, help="where the logs live (default ./data)")
     serve.add_argument("--function-host", help="base URL of the LeanEngine app to call")
+    serve.add_argument("--functions", metavar="MODULE", action="append", default=[],
+                       help="a module of Python functions declared with @cloudqueue.define, "
+                            "run in-process (e.g. --functions tasks for ./tasks.py; "
+                            "repeatable; beside or instead of --function-host)")
     serve.add_argument("--concurrency", type=_whole(1), default=1,
                        help="runs in flight (default 1)")
     serve.add_argument("--config", type=Path, help="TOML file describing many apps")

@@ -47,6 +47,8 @@ class AppConfig:
     timezone: str = "UTC"  # the default zone of the app's cron schedules
     schedule_concurrency: int | None = None  # a group of their own for schedules' firings
     strict_options: bool = False  # refuse enqueues naming a field the queue does not know
+    # modules declaring Python functions (@cloudqueue.define) the app runs in-process
+    functions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ _FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
-                       "schedule_concurrency", "strict_options"})
+                       "schedule_concurrency", "strict_options", "functions"})
 
 
 def check_app_id(app_id: Any, where: str) -> str:
@@ -120,7 +122,7 @@ def _is_http_url(url: str) -> bool:
 
 
 def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | None,
-                  concurrency: int) -> tuple[AppConfig, ...]:
+                  concurrency: int, functions: tuple[str, ...] = ()) -> tuple[AppConfig, ...]:
     names = ("LEANCLOUD_APP_ID", "LEANCLOUD_APP_KEY", "LEANCLOUD_APP_MASTER_KEY")
     given = [n for n in names if env.get(n)]
     if given and len(given) < len(names):
@@ -133,7 +135,7 @@ def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | N
     else:
         keys = _dev_keys(data_dir)
     return (AppConfig(keys, check_function_host(function_host, "--function-host"),
-                      concurrency),)
+                      concurrency, functions=functions),)
 
 
 def _dev_keys(data_dir: Path) -> AppKeys:
@@ -238,7 +240,17 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                      _timezone(where, raw.get("timezone", "UTC")),
                      _positive_or_none(where, "schedule_concurrency",
                                        raw.get("schedule_concurrency")),
-                     _flag(where, "strict_options", raw.get("strict_options", False)))
+                     _flag(where, "strict_options", raw.get("strict_options", False)),
+                     _modules(where, raw.get("functions", [])))
+
+
+def _modules(where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(name, str) and name.replace(".", "").replace("_", "").isalnum()
+            for name in value):
+        raise ConfigError(f"{where}.functions must be a list of module names, e.g. "
+                          f"[\"tasks\"] for ./tasks.py, got {value!r}")
+    return tuple(value)
 
 
 def _flag(where: str, key: str, value: Any) -> bool:

@@ -52,7 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloudqueue.adapters.http_api.app import AppStartError, QueueApp, create_app
+from cloudqueue.adapters.http_api.app import APPS, AppStartError, QueueApp, create_app
 from cloudqueue.adapters.http_api.listener import Listener, bind
 from cloudqueue.adapters.http_api.logs import AccessLog, rate_limit_logs
 from cloudqueue.adapters.http_api.protocol import (
@@ -75,6 +75,7 @@ from cloudqueue.engine.core.errors import EngineError
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.clock import Clock
+from cloudqueue.engine.runtime.defined import import_functions
 from cloudqueue.engine.runtime.heap import HeapFreezer
 from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
 from cloudqueue.engine.runtime.log_options import LogOptions
@@ -105,6 +106,7 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
             schedule_concurrency=app.schedule_concurrency,
             data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
             invoker=invoker, clock=clock)
+        engine.register(*import_functions(app.functions))
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options)
     return create_app(tenants)
 
@@ -142,7 +144,7 @@ async def running(config: ServeConfig, clock: Clock | None = None) -> AsyncItera
             assert runner.server is not None
             listener = Listener(sockets, runner.server, count, clock)
             listener.start()
-            _log_start(config, listener.port, limits)
+            _log_start(config, listener.port, limits, runner.app[APPS])
             yield Running(listener.port, count)
         finally:
             if listener is not None:
@@ -256,10 +258,14 @@ def app_refusal(exc: AppStartError) -> str:
             f"`cloudqueue log verify {quoted}` says what is wrong with its log")
 
 
-def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits) -> None:
+def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits,
+               tenants: dict[str, QueueApp]) -> None:
     for app in config.apps:
-        target = (redact_url(app.function_host) if app.function_host
-                  else "no function host: in-process functions only")
+        names = ", ".join(tenants[app.keys.app_id].engine.functions.names())
+        local = f"functions {names} in-process" if names else ""
+        host = redact_url(app.function_host) if app.function_host else ""
+        target = (" + ".join(part for part in (local, host) if part)
+                  or "nothing to run tasks: no --functions module and no --function-host")
         log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
     log.info("cloudqueue listening on http://%s:%d (data in %s; at most %d connections)",
              config.host, port, config.data_dir, limits.max_connections)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import heapq
 from collections.abc import AsyncIterator, Iterable, Mapping
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Unpack
 
 from cloudqueue.engine.assembly import (
@@ -45,9 +45,10 @@ from cloudqueue.engine.core.task import TaskInfo
 from cloudqueue.engine.queue import TaskPage
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.compaction import CompactionSchedule
+from cloudqueue.engine.runtime.defined import Handler, defined_in
 from cloudqueue.engine.runtime.disk_full import roll_back_unstored
 from cloudqueue.engine.runtime.driver import Driver
-from cloudqueue.engine.runtime.functions import FunctionRegistry, Invoker
+from cloudqueue.engine.runtime.functions import FunctionRegistry, Invoker, Routed
 from cloudqueue.engine.runtime.ids import random_uuid
 from cloudqueue.engine.runtime.log_file import RecoveryReport
 from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks
@@ -87,7 +88,8 @@ class Engine:
         self.data_dir = config.data_dir
         self.core = build_core(config, self.limits, self.clock.now_ms())
         self.store: Store = store or MemoryStore()
-        self._invoker = invoker or self.functions
+        # functions defined here run here; others go to ``invoker`` (a function host), if any
+        self._invoker = self.functions if invoker is None else Routed(self.functions, invoker)
         self.functions.progress_sink = self.report_progress
         self.watchers = Watchers(self._info_or_none)
         self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
@@ -168,6 +170,13 @@ class Engine:
         value succeeds; returning ``run.continue_with(checkpoint)`` runs it again from there."""
         return self.functions.define(name)
 
+    def register(self, *items: ModuleType | Handler) -> None:
+        """Register functions declared with ``cloudqueue.define``: each item a module (all it
+        declares) or a function. Raises ``ConfigError`` (a module declaring none, two functions
+        of one name)."""
+        for declared in defined_in(items):
+            self.functions.add(declared)
+
     # ------------------------------------------------------------------ tasks
 
     async def enqueue(self, function: str, params: Any = None, **options: Any) -> str:
@@ -183,7 +192,8 @@ class Engine:
         ``DuplicateTaskError`` (the uniqueId is held by a task, queued .. keepResult),
         ``EngineClosedError``, or the store's ``LogError`` (nothing was acknowledged).
         """
-        opts = parse_options(options, wire=False, limits=self.limits)
+        opts = parse_options(self.functions.with_defaults(function, options), wire=False,
+                             limits=self.limits)
         check_function_name(function)
         if params is None:
             params = {}
@@ -205,7 +215,7 @@ class Engine:
         ``enqueue`` (after a ``DiskFullError`` none of the batch exists).
         """
         self._check_open()
-        batch = parse_batch(items, self.limits, random_uuid)
+        batch = parse_batch(self._with_defaults(items), self.limits, random_uuid)
         if not batch:
             return []
         await self._apply(self.core.submit_many(batch, self.clock.now_ms()), poke=False)
@@ -390,6 +400,16 @@ class Engine:
     @property
     def idle(self) -> bool:
         return self._driver.idle and self.store.durable_seq >= self.core.last_seq
+
+    def _with_defaults(self, items: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        """``enqueue_many``'s items over their functions' option defaults."""
+        if not self.functions.has_defaults:
+            return items
+        with_defaults = self.functions.with_defaults
+        return [item if not isinstance(item, Mapping) or not isinstance(item.get("function"), str)
+                else {"function": item["function"], **with_defaults(
+                    item["function"], {k: v for k, v in item.items() if k != "function"})}
+                for item in items]
 
     def _check_open(self) -> None:
         if self._state != "running":

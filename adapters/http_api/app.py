@@ -95,6 +95,9 @@ def _abandon_body(request: web.Request, response: web.Response) -> web.Response:
 async def enqueue(request: web.Request) -> web.Response:
     queue_app = tenant(request, Role.MASTER)
     body = parse_json_object(await request.read())
+    function = body.get("function")
+    if isinstance(function, str):  # the function's own option defaults, under what was sent
+        body = dict(queue_app.engine.functions.with_defaults(function, body, wire=True))
     spec = parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
     response = web.Response(text=_unique_id_body(unique_id), content_type="application/json")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import field
 from typing import Any, Protocol, TypeAlias
 
@@ -13,6 +13,7 @@ from cloudqueue.engine.core.events import FailureKind
 from cloudqueue.engine.core.options import check_function_name
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.value import value
+from cloudqueue.engine.runtime.defined import Defined, defined
 
 ProgressSink = Callable[[str, int, dict[str, Any]], None]
 
@@ -167,11 +168,17 @@ class FunctionRegistry(Invoker):
 
     def __init__(self) -> None:
         self._functions: dict[str, Handler] = {}
+        self._defaults: dict[str, Defined] = {}
         self.progress_sink: ProgressSink | None = None
 
     def define(self, name: str | Handler | None = None) -> Any:
-        """Register a coroutine function: ``@define``, ``@define()`` or ``@define("name")``."""
+        """Register a coroutine function: ``@define``, ``@define()`` or ``@define("name")``; a
+        function declared with ``cloudqueue.define`` keeps its name and option defaults."""
         if callable(name):
+            declared = defined(name)
+            if declared is not None:
+                self.add(declared)
+                return name
             return self._register(name.__name__, name)
 
         def decorator(fn: Handler) -> Handler:
@@ -190,8 +197,33 @@ class FunctionRegistry(Invoker):
         self._functions[name] = fn
         return fn
 
+    def add(self, declared: Defined) -> None:
+        """Register a function declared with ``cloudqueue.define``, with its defaults."""
+        self._register(declared.name, declared.fn)
+        if declared.defaults:
+            self._defaults[declared.name] = declared
+        else:
+            self._defaults.pop(declared.name, None)
+
+    @property
+    def has_defaults(self) -> bool:
+        return bool(self._defaults)
+
+    def with_defaults(self, function: str, options: Mapping[str, Any], *,
+                      wire: bool = False) -> Mapping[str, Any]:
+        """``options`` (Python names, or REST names with ``wire``) over ``function``'s defaults:
+        an option given as None counts as not given."""
+        declared = self._defaults.get(function) if self._defaults else None
+        if declared is None:
+            return options
+        defaults = declared.wire_defaults() if wire else declared.defaults
+        return {**defaults, **{k: v for k, v in options.items() if v is not None}}
+
     def __contains__(self, name: object) -> bool:
         return name in self._functions
+
+    def names(self) -> list[str]:
+        return sorted(self._functions)
 
     async def invoke(self, command: Invoke) -> Outcome:
         fn = self._functions.get(command.function)
@@ -208,3 +240,34 @@ class FunctionRegistry(Invoker):
         # whether the log can store it is decided where every outcome becomes an event
         # (EngineCore.run_succeeded), the same for every invoker
         return Succeeded({"result": value})
+
+
+class Routed(Invoker):
+    """In-process functions beside another invoker (a function host): a function registered
+    in-process runs here, every other one there. While the other invoker's target is down the
+    driver starts no runs at all, in-process ones included (they wait; nothing is charged)."""
+
+    def __init__(self, local: FunctionRegistry, other: Invoker) -> None:
+        self.local = local
+        self.other = other
+
+    @property
+    def available(self) -> bool:
+        return self.other.available
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        self.other.set_wake(wake)
+
+    async def start(self) -> None:
+        await self.other.start()
+
+    async def close(self) -> None:
+        await self.other.close()
+
+    async def invoke(self, command: Invoke) -> Outcome:
+        if command.function in self.local:
+            return await self.local.invoke(command)
+        return await self.other.invoke(command)
+
+    def scrub(self, text: str) -> str:
+        return self.other.scrub(text)

@@ -49,6 +49,14 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
     assert (first.concurrency, first.timezone) == (4, "Asia/Shanghai")
     assert first.quotas == Quotas(rate_per_s=100, per_day=10_000, held=1_000)
     assert (second.concurrency, second.timezone, second.quotas) == (1, "UTC", Quotas())
+    assert (first.functions, first.strict_options) == ((), False)
+
+
+def test_an_app_names_its_function_modules_and_strictness(tmp_path: Path) -> None:
+    text = GOOD.replace('app_id = "a2"', 'app_id = "a2"\nfunctions = ["tasks", "jobs.mail"]\n'
+                                          'strict_options = true')
+    second = load_config(write(tmp_path, text)).apps[1]
+    assert (second.functions, second.strict_options) == (("tasks", "jobs.mail"), True)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +93,10 @@ def test_a_toml_file_describes_many_apps(tmp_path: Path) -> None:
                                                            "'concurrency'?"),
         (GOOD.replace("concurrency = 4", "strict_options = 'yes'"),
          "apps[0].strict_options must be true or false"),
+        (GOOD.replace("concurrency = 4", "functions = 'tasks'"),
+         "apps[0].functions must be a list of module names"),
+        (GOOD.replace("concurrency = 4", "functions = ['../tasks']"),
+         "apps[0].functions must be a list of module names"),
         (GOOD.replace('app_id = "a2"', 'app_id = "../a2"'), "apps[1].app_id: app id '../a2' is "
                                                              "not allowed; an app id is 1 to 64"),
         (GOOD.replace("concurrency = 4", "concurrency = true"), "concurrency must be"),

@@ -1,0 +1,77 @@
+"""The README's Quick start, followed as written: its commands are read out of README.md (the
+blocks marked ``<!-- quickstart:... -->``), not copied here. The server command runs from a
+fresh directory (on a free port instead of 3100), then the first-task block, whose last answer
+must be the task's success."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def block(marker: str) -> str:
+    """The fenced code block right after ``<!-- quickstart:MARKER -->``."""
+    found = re.search(rf"<!-- quickstart:{marker} -->\n```sh\n(.*?)```", README.read_text(),
+                      re.S)
+    assert found, f"README.md has no quickstart:{marker} block"
+    return found.group(1)
+
+
+def server_command() -> list[str]:
+    lines = [line.split("#")[0].strip() for line in block("commands").splitlines()]
+    (command,) = [line for line in lines if line.startswith("scripts/run.sh")]
+    return command.split()
+
+
+async def wait_ready(base: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120  # the first run may install the project
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                async with session.get(f"{base}/__health/ready") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)  # polling a real server process until it listens
+    raise AssertionError("the Quick start's server did not become ready")
+
+
+async def test_the_quick_start_ends_in_success(tmp_path: Path, unused_tcp_port: int) -> None:
+    if shutil.which("curl") is None and not os.environ.get("CLOUDQUEUE_REQUIRE_CURL"):
+        pytest.skip("the Quick start uses curl, which is not installed (apt-get install curl)")
+    command = server_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEANCLOUD_")}
+    env["CLOUDQUEUE_VENV"] = sys.prefix  # the environment these tests run in
+    server = subprocess.Popen(
+        ["bash", str(ROOT / command[0]), *command[1:], "--port", str(unused_tcp_port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        await wait_ready(f"http://127.0.0.1:{unused_tcp_port}", server)
+        script = block("first-task").replace("127.0.0.1:3100", f"127.0.0.1:{unused_tcp_port}")
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert (info["status"], info["result"]) == ("success", {"result": {"greeting":
+                                                                       "hello, queue"}}), info
+    assert server.returncode == 0, output
+    assert "functions count-slowly, hello in-process" in output
