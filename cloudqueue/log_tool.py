@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import TextIO
 
 from cloudqueue.engine.core.batch_codec import (
+    KIND_NAMES,
     SEGMENT_HEADER,
     SEGMENT_SEAL,
     decode_log_payload,
     segment_marker,
 )
-from cloudqueue.engine.core.codec import UnknownRecordKindError, to_record
+from cloudqueue.engine.core.codec import UnknownRecordKindError
 from cloudqueue.engine.core.engine import EngineCore
-from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.errors import LogError, LogFormatRetiredError
 from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.core.framing import TailState, salvage
 from cloudqueue.engine.core.schedules import Schedule
@@ -151,7 +152,7 @@ def _take_segment(result: Inspection, read: SegmentRead, events: list[Event]) ->
                           f"{scanned.dropped_bytes} bytes will be cut at the next start "
                           f"({scanned.reason})")
     for event in events:
-        result.kinds[to_record(event)["k"]] += 1
+        result.kinds[KIND_NAMES[type(event)]] += 1
     result.events.extend(e for e in events if e.seq > result.snapshot_seq)
 
 
@@ -322,6 +323,9 @@ def run(action: str, directory: Path, out: TextIO = sys.stdout) -> int:
     except LogLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return REFUSED
+    except LogFormatRetiredError as exc:  # no repair reads it: say what to do instead
+        print(f"error: {exc.located(directory=directory)}", file=sys.stderr)
+        return DAMAGED
     except LogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return DAMAGED
