@@ -277,19 +277,27 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
             print(f"{path.name}: no segment header (it was emptied or replaced)", file=out)
         seal = segment_marker(found.payloads[-1]) if found.payloads else None
         expected = seal[1] if seal is not None and seal[0] == SEGMENT_SEAL else None
-        for payload in found.payloads:
-            try:
-                decoded = decode_log_payload(payload)
-            except UnknownRecordKindError as exc:
-                print(f"{path.name}: skipped an unreadable record: {exc}", file=out)
-                continue
-            for event in decoded:
-                if event.seq > last:
-                    events.append(event)
-                    last = event.seq
+        for event in _readable_events(path.name, found.payloads, out):
+            if event.seq > last:
+                events.append(event)
+                last = event.seq
     if expected is not None:
         print(f"gave up: whatever segment {segment_name(expected)} held after seq {last} (it "
               "is missing)", file=out)
+    return events
+
+
+def _readable_events(name: str, payloads: list[bytes], out: TextIO) -> list[Event]:
+    """The events of the payloads that decode, saying which do not. A format-1 record is
+    refused (nothing of such a log is salvaged: it is read by cloudqueue 0.1 only)."""
+    events: list[Event] = []
+    for payload in payloads:
+        try:
+            events += decode_log_payload(payload)
+        except LogFormatRetiredError as exc:
+            raise exc.located(file=name) from None
+        except UnknownRecordKindError as exc:
+            print(f"{name}: skipped an unreadable record: {exc}", file=out)
     return events
 
 

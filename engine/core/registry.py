@@ -6,7 +6,8 @@ its ``@value``, and that one declaration drives everything that depends on the e
 * the log's record format (``engine.core.batch_codec``): the record is an array
   ``[kind, field, field, ...]``, the class's fields in their declared order, each stored as it
   is unless the declaration names a ``FieldCodec`` for it (``engine.core.codec``); the last
-  ``optional`` fields are left out of the record while they all hold their defaults;
+  ``optional`` fields are left out of the record while they all hold their defaults, and a
+  record that ends among them reads with the defaults of those it leaves out;
 * ``name``: the kind's name, as ``cloudqueue log inspect`` counts records;
 * ``live``: the update a watcher of the task is sent for it (``engine.runtime.watchers``), if any;
 * ``events.dispatch_table``: whoever handles events by type (the core's appliers) checks its table

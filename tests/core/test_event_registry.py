@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from cloudqueue.engine.core.batch_codec import KIND_NAMES, decode_log_payload, encode_batch
+from cloudqueue.engine.core.codec import UnknownRecordKindError
 from cloudqueue.engine.core.events import (
     EVENT_TYPES,
     Event,
@@ -62,6 +63,13 @@ def test_optional_trailing_fields_are_left_out_while_they_hold_their_defaults() 
     assert record_of(plain) == [0, 1, T, "a", "f", {}, {}, T]
     assert record_of(fired) == [0, 2, T, "cron:s:5", "f", {}, {"delay_ms": 5}, 5, "s", 5]
     assert [event_of(record_of(e)) for e in (plain, fired)] == [plain, fired]
+    # a record that ends among them (written before the last was added) reads with defaults
+    assert event_of([0, 2, T, "x", "f", {}, {}, 5, "s"]) == TaskSubmitted(
+        2, T, "x", "f", {}, TaskOptions(), 5, "s", None)
+    with pytest.raises(UnknownRecordKindError):
+        event_of([0, 2, T, "x", "f", {}, {}])  # a required field missing
+    with pytest.raises(UnknownRecordKindError):
+        event_of([0, 2, T, "x", "f", {}, {}, 5, "s", 5, "more"])  # one more than it knows
 
 
 def test_watchers_send_the_update_each_declaration_names() -> None:

@@ -114,9 +114,13 @@ async def test_a_format_1_data_directory_refuses_to_start_saying_what_to_do(
     assert not (directory / "torn").exists()
 
 
-def test_the_log_tool_says_the_same_of_a_format_1_data_directory(
+def test_the_log_tool_says_the_same_of_a_format_1_data_directory_and_changes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     directory = copy("retired-format1", tmp_path)
-    assert run("verify", directory, io.StringIO()) == DAMAGED
-    error = capsys.readouterr().err
-    assert "log format 1" in error and str(directory) in error and "repair" not in error
+    before = (directory / "wal-0000000001.log").read_bytes()
+    for action in ("verify", "repair"):  # repair salvages nothing from it, so it refuses too
+        assert run(action, directory, io.StringIO()) == DAMAGED
+        error = capsys.readouterr().err
+        assert "wal-0000000001.log" in error and "log format 1" in error
+        assert str(directory) in error and "repair" not in error
+    assert (directory / "wal-0000000001.log").read_bytes() == before
