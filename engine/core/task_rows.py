@@ -74,17 +74,31 @@ class RowLayout(Generic[_T]):
 
     def from_row(self, row: Any, version: int) -> _T:
         """The object a row of ``version`` stands for. Raises ``UnknownRecordKindError``."""
+        return self.from_rows([row], version)[0]
+
+    def from_rows(self, rows: list[Any], version: int) -> list[_T]:
+        """The objects rows of ``version`` stand for (a snapshot's chunk: one call for many
+        rows). Raises ``UnknownRecordKindError`` for a row that is not one of ``version``, or a
+        version later than this layout's."""
         if version.__class__ is not int or not 1 <= version <= self.version:
             raise UnknownRecordKindError(self._what, version)  # a later version wrote it
+        read = self._from_row if version == self.version else self._older(version)
         try:
-            if version != self.version:
-                width = sum(self._widths[v] for v in range(1, version + 1))
-                if len(row) != width:
-                    raise ValueError(f"a row of version {version} has {width} columns")
-                row = [*row, *self._defaults[width:]]
-            return self._from_row(row)
+            return list(map(read, rows))
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise UnknownRecordKindError(self._what, version) from exc
+
+    def _older(self, version: int) -> Callable[[Any], _T]:
+        """Reads a row of an earlier version: its columns, then the later ones' defaults."""
+        width = sum(self._widths[v] for v in range(1, version + 1))
+        added = self._defaults[width:]
+
+        def read(row: Any) -> _T:
+            if len(row) != width:
+                raise ValueError(f"a row of version {version} has {width} columns")
+            return self._from_row([*row, *added])
+
+        return read
 
 
 def _compile(cls: type[_T], columns: tuple[Column, ...], required: int
@@ -169,3 +183,8 @@ def task_from_row(row: Any, version: int = ROW_VERSION) -> Task:
     """The task of a row of ``version``. Raises ``UnknownRecordKindError`` for anything but a
     task row of a version this one knows."""
     return TASK_ROWS.from_row(row, version)
+
+
+def tasks_from_rows(rows: list[Any], version: int) -> list[Task]:
+    """``task_from_row`` over a snapshot's chunk of rows."""
+    return TASK_ROWS.from_rows(rows, version)

@@ -41,7 +41,7 @@ from cloudqueue.engine.core.errors import LogFormatRetiredError
 from cloudqueue.engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
 from cloudqueue.engine.core.schedules import Schedule
 from cloudqueue.engine.core.task import Task
-from cloudqueue.engine.core.task_rows import ROW_VERSION, task_from_row, task_to_row
+from cloudqueue.engine.core.task_rows import ROW_VERSION, task_to_row, tasks_from_rows
 from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 
 SNAPSHOT_PREFIX = "snapshot-"
@@ -146,7 +146,7 @@ def _body(version: int, payloads: list[bytes]) -> tuple[list[Task], list[Schedul
             raise UnknownRecordKindError("snapshot chunk", version)
         if chunk[1] == "tasks" and len(chunk) == (4 if version == 3 else 3):
             row_version = chunk[3] if version == 3 else 1
-            tasks += [task_from_row(row, row_version) for row in chunk[2]]
+            tasks += tasks_from_rows(chunk[2], row_version)
         elif chunk[1] == "schedules" and len(chunk) == 3:
             schedules += map(schedule_from_record, chunk[2])
         else:
