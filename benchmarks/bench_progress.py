@@ -55,9 +55,8 @@ from benchmarks._harness import (
     parse_args,
     run_cases,
 )
-from cloudqueue.engine.core.codec import encode_event
+from cloudqueue.engine.core.batch_codec import encode_batch
 from cloudqueue.engine.core.events import Event, ProgressReported
-from cloudqueue.engine.core.framing import encode_frame
 from cloudqueue.engine.core.progress import PROGRESS_WINDOW_MS
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.functions import RunContext
@@ -179,7 +178,8 @@ async def _run_window(queue: Engine, work: Workload, barrier: _Barrier,
 
 
 def _read_progress(data_dir: Path, calls_by_task: Mapping[str, int]) -> dict[str, float]:
-    """ProgressReported records in the log: how many, their framed bytes, and whether each
+    """ProgressReported records in the log: how many, their bytes (each framed as a batch of its
+    own, as the writer frames a lone record), and whether each
     task's last logged report is its last call (latest wins, flushed before the outcome)."""
     events, _ = read_log(data_dir, repair_tail=False)
     reports = [e for e in events if isinstance(e, ProgressReported)]
@@ -188,7 +188,7 @@ def _read_progress(data_dir: Path, calls_by_task: Mapping[str, int]) -> dict[str
         last[event.unique_id] = event.progress.get("done", -1)
     latest = sum(last.get(uid) == calls for uid, calls in calls_by_task.items())
     return {"progress_records": len(reports),
-            "progress_bytes": sum(len(encode_frame(encode_event(e))) for e in reports),
+            "progress_bytes": sum(len(encode_batch([e], 0, 0)) for e in reports),
             "last_logged_is_latest": latest / len(calls_by_task)}
 
 

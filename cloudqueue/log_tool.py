@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import TextIO
 
 from cloudqueue.engine.core.batch_codec import (
+    KIND_NAMES,
     SEGMENT_HEADER,
     SEGMENT_SEAL,
     decode_log_payload,
     segment_marker,
 )
-from cloudqueue.engine.core.codec import UnknownRecordKindError, to_record
+from cloudqueue.engine.core.codec import UnknownRecordKindError
 from cloudqueue.engine.core.engine import EngineCore
-from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.errors import LogError, LogFormatRetiredError
 from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.core.framing import TailState, salvage
 from cloudqueue.engine.core.schedules import Schedule
@@ -151,7 +152,7 @@ def _take_segment(result: Inspection, read: SegmentRead, events: list[Event]) ->
                           f"{scanned.dropped_bytes} bytes will be cut at the next start "
                           f"({scanned.reason})")
     for event in events:
-        result.kinds[to_record(event)["k"]] += 1
+        result.kinds[KIND_NAMES[type(event)]] += 1
     result.events.extend(e for e in events if e.seq > result.snapshot_seq)
 
 
@@ -276,19 +277,27 @@ def _salvage_segments(directory: Path, after_seq: int, out: TextIO) -> list[Even
             print(f"{path.name}: no segment header (it was emptied or replaced)", file=out)
         seal = segment_marker(found.payloads[-1]) if found.payloads else None
         expected = seal[1] if seal is not None and seal[0] == SEGMENT_SEAL else None
-        for payload in found.payloads:
-            try:
-                decoded = decode_log_payload(payload)
-            except UnknownRecordKindError as exc:
-                print(f"{path.name}: skipped an unreadable record: {exc}", file=out)
-                continue
-            for event in decoded:
-                if event.seq > last:
-                    events.append(event)
-                    last = event.seq
+        for event in _readable_events(path.name, found.payloads, out):
+            if event.seq > last:
+                events.append(event)
+                last = event.seq
     if expected is not None:
         print(f"gave up: whatever segment {segment_name(expected)} held after seq {last} (it "
               "is missing)", file=out)
+    return events
+
+
+def _readable_events(name: str, payloads: list[bytes], out: TextIO) -> list[Event]:
+    """The events of the payloads that decode, saying which do not. A format-1 record is
+    refused (nothing of such a log is salvaged: it is read by cloudqueue 0.1 only)."""
+    events: list[Event] = []
+    for payload in payloads:
+        try:
+            events += decode_log_payload(payload)
+        except LogFormatRetiredError as exc:
+            raise exc.located(file=name) from None
+        except UnknownRecordKindError as exc:
+            print(f"{name}: skipped an unreadable record: {exc}", file=out)
     return events
 
 
@@ -322,6 +331,9 @@ def run(action: str, directory: Path, out: TextIO = sys.stdout) -> int:
     except LogLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return REFUSED
+    except LogFormatRetiredError as exc:  # no repair reads it: say what to do instead
+        print(f"error: {exc.located(directory=directory)}", file=sys.stderr)
+        return DAMAGED
     except LogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return DAMAGED

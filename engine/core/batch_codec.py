@@ -1,22 +1,22 @@
-"""Log format 3: one frame per written batch, records as msgpack arrays; segment markers.
+"""The log's record format (3): one frame per written batch, records as msgpack arrays; segment
+markers.
 
-Format 1 (``codec``) framed every record on its own, as a msgpack map with string keys, and
-opened every written batch with a marker frame. Writing and replaying were dominated by that
-per-record work. Format 2 wrote each batch as one frame ``[2, synced_bytes, [record, ...]]``;
-format 3 (written now) adds where the batch starts::
+Format 2 wrote each batch as one frame ``[2, synced_bytes, [record, ...]]``; format 3 (written
+now) adds where the batch starts::
 
     [3, synced_bytes, [record, record, ...], batch_start]
 
 * ``3`` is the format version; a reader that meets a number it does not know refuses to load
-  (``UnknownRecordKindError``). Formats 2 and 1 are still read.
+  (``UnknownRecordKindError``). Format 2 is still read. Format 1 (a map per record, written by
+  cloudqueue 0.1) is not: a log holding it refuses to load with ``LogFormatRetiredError``.
 * ``synced_bytes``: how many bytes of the segment were fsynced before this batch was written
   (recovery tells damage to synced data from a torn tail with it).
 * ``batch_start``: the segment offset of the batch's first frame. Every frame of a batch carries
   the same value, so recovery can tell "the rest of the one batch a power cut tore" (a torn
   tail) from "later batches after damaged bytes" (corruption) whatever the fsync policy.
-* each record is an array ``[kind, seq, t_ms, id, ...]`` with the kind's fields in a fixed order
-  (the tables below: written out by hand per kind, so a renamed Python field can never change
-  what is on disk). Options are the dict of non-default fields, exactly as in format 1.
+* each record is an array ``[kind, seq, t_ms, ...]``: the event's kind number and its fields in
+  their declared order, as its ``@logged`` declaration in ``engine.core.events`` says
+  (``engine.core.registry``). Options are the dict of non-default fields.
 
 A batch larger than ``MAX_FRAME_RECORDS`` records or ``MAX_FRAME_BYTES`` bytes of records is
 split over several frames; every frame but the last ends with ``1`` ("more follow"), and replay
@@ -41,35 +41,11 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from cloudqueue.engine.core.codec import (
-    UnknownRecordKindError,
-    _options_to_dict,
-    decode_record,
-    from_record,
-    options_from_dict,
-    schedule_from_dict,
-    schedule_to_dict,
-)
-from cloudqueue.engine.core.events import (
-    Event,
-    FailureKind,
-    ProgressReported,
-    RunContinued,
-    RunFailed,
-    RunRequeued,
-    RunStarted,
-    RunSucceeded,
-    ScheduleDeleted,
-    SchedulePaused,
-    ScheduleSet,
-    ScheduleSkipped,
-    TaskCancelled,
-    TaskPurged,
-    TaskSubmitted,
-    TaskWoken,
-)
+from cloudqueue.engine.core.codec import UnknownRecordKindError, decode_record
+from cloudqueue.engine.core.errors import LogFormatRetiredError
+from cloudqueue.engine.core.events import EVENT_TYPES, Event
 from cloudqueue.engine.core.framing import encode_frame
-from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.registry import EventType
 
 LOG_FORMAT = 3
 READ_FORMATS = (2, 3)
@@ -77,100 +53,61 @@ MAX_FRAME_RECORDS = 4_096
 MAX_FRAME_BYTES = 1 << 20  # records' bytes per frame, roughly (params are counted as packed)
 MORE = 1  # a 4th payload element: more frames of this batch follow
 
-# Record kinds of format 2 (never renumber: they are on disk).
-(SUB, START, OK, FAIL, REQUEUE, CANCEL, CONT, PROG, PURGE, SSET, SPAUSE, SDEL, SSKIP,
- WOKEN) = range(14)
-
-# ---------------------------------------------------------------------- options
-
-_ENCODED_OPTIONS: dict[int, tuple[TaskOptions, dict[str, Any]]] = {}
-_OPTIONS_CACHE_MAX = 4_096
-
-
-def options_to_dict(options: TaskOptions) -> dict[str, Any]:
-    """The non-default fields of ``options`` (format 1's ``"o"``), computed once per options
-    object: enqueues share their validated options objects. The dict is shared: never mutate."""
-    found = _ENCODED_OPTIONS.get(id(options))
-    if found is not None and found[0] is options:
-        return found[1]
-    encoded = _options_to_dict(options)
-    if len(_ENCODED_OPTIONS) >= _OPTIONS_CACHE_MAX:
-        _ENCODED_OPTIONS.clear()
-    _ENCODED_OPTIONS[id(options)] = (options, encoded)  # holding options keeps its id unique
-    return encoded
-
-
 # ---------------------------------------------------------------------- records
 
 
-def _submitted(e: TaskSubmitted) -> list[Any]:
-    record = [SUB, e.seq, e.t_ms, e.unique_id, e.function, e.params, options_to_dict(e.options),
-              e.priority]
-    if e.schedule is not None:
-        record += [e.schedule, e.slot_ms]
-    return record
+def _compile(declared: EventType) -> tuple[Callable[[Any], list[Any]],
+                                            Callable[[list[Any]], Event]]:
+    """The event type's encoder and decoder, written out as plain functions from its
+    declaration (they run once per record written or replayed: a loop over the fields would
+    cost half as much again)::
+
+        def encode(e):                          # RunStarted
+            return [1, e.seq, e.t_ms, e.unique_id, e.attempt]
+        def decode(r):
+            [_, a0, a1, a2, a3] = r
+            return cls(a0, a1, a2, a3)
+
+    The last ``optional`` fields are written only when one of them differs from its default,
+    and a record may end anywhere among them (the fields it leaves out take their defaults:
+    so records written before an optional field was added still read)."""
+    names, count = declared.fields, len(declared.fields)
+    scope: dict[str, Any] = {"cls": declared.cls, "defaults": declared.defaults}
+    stored, loaded = [], []
+    for i, name in enumerate(names):
+        codec = declared.codecs.get(name)
+        scope[f"store{i}"], scope[f"load{i}"] = (codec.encode, codec.decode) if codec else (
+            None, None)
+        stored.append(f"store{i}(e.{name})" if codec else f"e.{name}")
+        loaded.append(f"load{i}(a{i})" if codec else f"a{i}")
+
+    def record(width: int) -> str:
+        return f"[{declared.kind}, {', '.join(stored[:width])}]"
+
+    def build(width: int) -> list[str]:
+        return [f"[_, {', '.join(f'a{i}' for i in range(width))}] = r",
+                f"return cls({', '.join(loaded[:width])})"]
+
+    required = count - declared.optional
+    encode, decode = ["def encode(e):"], ["def decode(r):"]
+    if declared.optional:
+        tail = ", ".join(f"e.{name}" for name in names[required:])
+        encode.append(f"    if ({tail},) == defaults: return {record(required)}")
+    for width in range(required, count):  # a record that ends among its optional fields
+        decode += [f"    if len(r) == {width + 1}:", *(f"        {line}" for line in build(width))]
+    encode.append(f"    return {record(count)}")
+    decode += [f"    {line}" for line in build(count)]
+    exec(compile("\n".join(encode + decode), f"<record {declared.name}>", "exec"), scope)
+    return scope["encode"], scope["decode"]
 
 
+_CODECS = [_compile(t) for t in EVENT_TYPES]
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
-    TaskSubmitted: _submitted,
-    RunStarted: lambda e: [START, e.seq, e.t_ms, e.unique_id, e.attempt],
-    RunSucceeded: lambda e: [OK, e.seq, e.t_ms, e.unique_id, e.run_seq, e.result, e.status_code],
-    RunFailed: lambda e: [FAIL, e.seq, e.t_ms, e.unique_id, e.run_seq, e.error, e.kind.value,
-                          e.status_code],
-    RunRequeued: lambda e: [REQUEUE, e.seq, e.t_ms, e.unique_id, e.run_seq, e.reason],
-    TaskCancelled: lambda e: [CANCEL, e.seq, e.t_ms, e.unique_id],
-    RunContinued: lambda e: [CONT, e.seq, e.t_ms, e.unique_id, e.run_seq, e.checkpoint],
-    ProgressReported: lambda e: [PROG, e.seq, e.t_ms, e.unique_id, e.run_seq, e.progress,
-                                 [list(m) for m in e.messages]],
-    TaskPurged: lambda e: [PURGE, e.seq, e.t_ms, e.unique_id],
-    ScheduleSet: lambda e: [SSET, e.seq, e.t_ms, schedule_to_dict(e.spec)],
-    SchedulePaused: lambda e: [SPAUSE, e.seq, e.t_ms, e.name, e.paused],
-    ScheduleDeleted: lambda e: [SDEL, e.seq, e.t_ms, e.name],
-    ScheduleSkipped: lambda e: [SSKIP, e.seq, e.t_ms, e.name, e.skipped, e.last_slot_ms],
-    TaskWoken: lambda e: [WOKEN, e.seq, e.t_ms, e.unique_id],
-}
-
-
-def to_array(event: Event) -> list[Any]:
-    """The array that represents ``event`` in a format-2 batch."""
-    return _ENCODERS[type(event)](event)
-
-
-def _decode_submitted(r: list[Any]) -> TaskSubmitted:
-    if len(r) > 8:
-        return TaskSubmitted(r[1], r[2], r[3], r[4], r[5], options_from_dict(r[6]), r[7], r[8],
-                             r[9])
-    return TaskSubmitted(r[1], r[2], r[3], r[4], r[5], options_from_dict(r[6]), r[7])
-
-
-_DECODERS: tuple[Callable[[list[Any]], Event], ...] = (
-    _decode_submitted,
-    lambda r: RunStarted(r[1], r[2], r[3], r[4]),
-    lambda r: RunSucceeded(r[1], r[2], r[3], r[4], r[5], r[6]),
-    lambda r: RunFailed(r[1], r[2], r[3], r[4], r[5], FailureKind(r[6]), r[7]),
-    lambda r: RunRequeued(r[1], r[2], r[3], r[4], r[5]),
-    lambda r: TaskCancelled(r[1], r[2], r[3]),
-    lambda r: RunContinued(r[1], r[2], r[3], r[4], r[5]),
-    lambda r: ProgressReported(r[1], r[2], r[3], r[4], r[5],
-                               tuple((int(t), str(m)) for t, m in r[6])),
-    lambda r: TaskPurged(r[1], r[2], r[3]),
-    lambda r: ScheduleSet(r[1], r[2], schedule_from_dict(r[3])),
-    lambda r: SchedulePaused(r[1], r[2], r[3], r[4]),
-    lambda r: ScheduleDeleted(r[1], r[2], r[3]),
-    lambda r: ScheduleSkipped(r[1], r[2], r[3], r[4], r[5]),
-    lambda r: TaskWoken(r[1], r[2], r[3]),
-)
-
-
-def from_array(record: Any) -> Event:
-    """The event a format-2 record stands for. Raises ``UnknownRecordKindError``."""
-    try:
-        kind = record[0]
-        if kind.__class__ is not int or not 0 <= kind < len(_DECODERS):
-            raise UnknownRecordKindError(kind, LOG_FORMAT)
-        return _DECODERS[kind](record)
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise UnknownRecordKindError(type(record).__name__, LOG_FORMAT) from exc
+    t.cls: encode for t, (encode, _) in zip(EVENT_TYPES, _CODECS, strict=True)}
+_DECODERS: tuple[Callable[[list[Any]], Event], ...] = tuple(decode for _, decode in _CODECS)
+if [t.kind for t in EVENT_TYPES] != list(range(len(EVENT_TYPES))):
+    raise TypeError("record kinds must run 0, 1, 2 ... without a gap")
+KIND_NAMES: dict[type, str] = {t.cls: t.name for t in EVENT_TYPES}
 
 
 # ---------------------------------------------------------------------- batches
@@ -197,7 +134,7 @@ def encode_batch(events: Sequence[Event], synced_bytes: int, batch_start: int) -
         for i, chunk in enumerate(chunks))
 
 
-# Segment markers (maps, like format 1's records, so no batch reader mistakes them for records).
+# Segment markers (maps, so no batch reader mistakes them for records).
 # Every segment opens with a header naming its number and the seq of the last record written
 # before it; a segment that was followed by a new one ends with a seal naming that one. Together
 # they make a missing or emptied segment, and a missing snapshot, detectable.
@@ -252,28 +189,28 @@ def _chunks(records: list[list[Any]]) -> list[list[list[Any]]]:
 
 
 def decode_log_payload(payload: bytes) -> list[Event]:
-    """The events in one log frame's payload, of either format (a format-1 batch marker holds
-    none). Raises ``UnknownRecordKindError`` for anything it cannot read."""
+    """The events in one log frame's payload (a segment marker holds none). Raises
+    ``UnknownRecordKindError`` for anything it cannot read, ``LogFormatRetiredError`` for a
+    format-1 record."""
     return decode_log_frame(payload)[0]
 
 
 def decode_log_frame(payload: bytes) -> tuple[list[Event], bool]:
     """The events in one log frame's payload, and whether more frames of the same batch follow
-    (a split format-2 batch: hold its events until its last frame)."""
+    (a split batch: hold its events until its last frame)."""
     decoded = decode_record(payload)
     if decoded.__class__ is list:
         records, more = _batch_records(decoded)
         return _events_of(records), more
-    if isinstance(decoded, dict) and decoded.get("k") in _MARKERS:
+    if isinstance(decoded, dict) and decoded.get("k") in (SEGMENT_HEADER, SEGMENT_SEAL):
         return [], False
-    return [from_record(decoded)], False
-
-
-_MARKERS = frozenset({"batch", SEGMENT_HEADER, SEGMENT_SEAL})
+    if isinstance(decoded, dict) and decoded.get("v") == 1 and isinstance(decoded.get("k"), str):
+        raise LogFormatRetiredError()  # format 1: a map per record, and a map per batch marker
+    raise UnknownRecordKindError(type(decoded).__name__, None)
 
 
 def _events_of(records: list[Any]) -> list[Event]:
-    """``from_array`` over a batch, with its checks, in one loop (replay's inner loop)."""
+    """The events of a batch's records, checked, in one loop (replay's inner loop)."""
     events: list[Event] = []
     append = events.append
     decoders = _DECODERS
@@ -305,7 +242,7 @@ def _batch_records(batch: list[Any]) -> tuple[list[Any], bool]:
 class FrameInfo(NamedTuple):
     """What a batch frame says about where it stands: ``synced`` bytes of the segment were
     fsynced before its batch was written, the batch began at ``batch_start`` (None in format
-    2 and format 1), and whether ``more`` frames of it follow."""
+    2), and whether ``more`` frames of it follow."""
 
     synced: int
     batch_start: int | None
@@ -313,8 +250,8 @@ class FrameInfo(NamedTuple):
 
 
 def frame_info(payload: bytes) -> FrameInfo | None:
-    """The ``FrameInfo`` of a batch frame (format 2 or 3) or a format-1 batch marker; None for
-    anything else (a format-1 record, a segment marker, bytes that do not decode)."""
+    """The ``FrameInfo`` of a batch frame (format 2 or 3); None for anything else (a segment
+    marker, bytes that do not decode)."""
     try:
         decoded = decode_record(payload)
     except UnknownRecordKindError:
@@ -326,14 +263,4 @@ def frame_info(payload: bytes) -> FrameInfo | None:
             return None
         start = decoded[3] if decoded[0] == 3 else None
         return FrameInfo(decoded[1], start, more) if decoded[1].__class__ is int else None
-    if isinstance(decoded, dict) and decoded.get("k") == "batch":
-        synced = decoded.get("synced")
-        return FrameInfo(synced, None, False) if synced.__class__ is int else None
     return None
-
-
-def payload_synced(payload: bytes) -> int | None:
-    """How many bytes were synced before the batch holding this payload was written (a format-1
-    marker or a format-2/3 batch), None for anything else."""
-    info = frame_info(payload)
-    return None if info is None else info.synced

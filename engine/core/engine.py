@@ -63,6 +63,7 @@ from cloudqueue.engine.core.events import (
     TaskPurged,
     TaskSubmitted,
     TaskWoken,
+    dispatch_table,
 )
 from cloudqueue.engine.core.fold import TaskTable
 from cloudqueue.engine.core.options import Limits, TaskOptions
@@ -376,8 +377,9 @@ class EngineCore:
             self.last_seq = event.seq
 
     def _make_appliers(self) -> dict[type, Callable[[Any], None]]:
+        """One applier per registered event (``dispatch_table`` refuses a table missing one)."""
         table, book = self._table, self._book
-        return {
+        return dispatch_table({
             TaskSubmitted: self._apply_submitted,
             RunStarted: table.started,
             TaskWoken: table.woken,
@@ -392,7 +394,7 @@ class EngineCore:
             SchedulePaused: book.apply,
             ScheduleDeleted: book.apply,
             ScheduleSkipped: book.apply,
-        }
+        })
 
     def _apply_submitted(self, event: TaskSubmitted) -> None:
         self._table.submitted(event)

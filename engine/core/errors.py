@@ -328,8 +328,7 @@ class UnknownRecordKindError(LogError):
 
     def __init__(self, kind: object, version: object) -> None:
         super().__init__(f"unknown log record kind {kind!r} (schema version {version!r}); "
-                         f"this version reads schema {RECORD_SCHEMA_VERSION} records and format-2 "
-                         "batches and snapshots")
+                         "this version reads log formats 2 and 3 and snapshot formats 2 and 3")
         self.kind = kind
         self.version = version
 
@@ -478,6 +477,32 @@ class LogGapError(LogNeedsRepairError):
         self.what = what
 
 
+class LogFormatRetiredError(LogError):
+    """The data directory holds log format 1, written by cloudqueue 0.1, which this version no
+    longer reads. ``file`` names the segment or snapshot, ``directory`` the data directory (each
+    None until the reader knows it: ``located`` fills them in)."""
+
+    error_type = "log_format_retired"
+
+    def __init__(self, file: str | None = None, directory: _PathLike | None = None) -> None:
+        where = shlex.quote(str(directory)) if directory is not None else "the data directory"
+        super().__init__(
+            f"{file or 'a log file'} in {where} is in log format 1 (written by cloudqueue 0.1), "
+            "which this version no longer reads: drain the queue with cloudqueue 0.1, or move "
+            "the directory aside and start with an empty one")
+        self.file = file
+        self.directory = directory
+
+    def located(self, *, file: str | None = None,
+                directory: _PathLike | None = None) -> LogFormatRetiredError:
+        """The same error, naming ``file`` and ``directory`` where it did not yet."""
+        return LogFormatRetiredError(self.file or file, self.directory or directory)
+
+    def details(self) -> dict[str, Any]:
+        return {"file": self.file,
+                "directory": None if self.directory is None else str(self.directory)}
+
+
 class LogLockedError(LogError):
     """Another process holds the data directory."""
 
@@ -498,7 +523,7 @@ ERROR_TYPES: dict[str, type[EngineError]] = {
         InvalidTransitionError, ForbiddenError, ConfigError, EngineClosedError,
         QuotaExceededError, LogError, LogPoisonedError, DiskFullError, OutcomeUnknownError,
         UnknownRecordKindError, CorruptRecordError, LogNeedsRepairError, LogCorruptError,
-        LogInconsistentError, LogGapError, LogLockedError, RemoteQuotaExceededError,
-        QueueUnavailableError, UnexpectedResponseError)
+        LogInconsistentError, LogGapError, LogFormatRetiredError, LogLockedError,
+        RemoteQuotaExceededError, QueueUnavailableError, UnexpectedResponseError)
     if cls.error_type is not None
 }

@@ -6,14 +6,23 @@ of the same ``apply`` over the stored events, so what is decided live and what i
 differ. Every event carries ``seq`` (engine-wide, strictly increasing) and ``t_ms`` (when it
 happened); the decisions that follow from an event (retry or give up, when to retry, when to
 purge) are computed from these fields only, never from a clock.
+
+Each class is declared to the log with ``@logged`` (``engine.core.registry``): its record kind
+number and name, how its fields are stored, and the live update it causes. Adding an event is
+that one class here; the log's codec, the watchers, the sample events the tests round-trip and
+the core's table of appliers (``dispatch_table``) all follow from it, and the tests fail until
+the sample and the applier exist.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+from cloudqueue.engine.core.codec import MESSAGES, OPTIONS, SCHEDULE, enum_value
 from cloudqueue.engine.core.options import TaskOptions
+from cloudqueue.engine.core.registry import EventType, checked_table, logged, registered
 from cloudqueue.engine.core.schedules import ScheduleSpec
 from cloudqueue.engine.core.value import value
 
@@ -28,6 +37,7 @@ class FailureKind(StrEnum):
     DEADLINE = "deadline"  # a continued task's overall deadline passed: final
 
 
+@logged(0, "sub", live="queued", optional=2, options=OPTIONS)
 @value
 class TaskSubmitted:
     seq: int
@@ -41,6 +51,7 @@ class TaskSubmitted:
     slot_ms: int | None = None
 
 
+@logged(1, "start", live="running")
 @value
 class RunStarted:
     """A run began. Its ``seq`` identifies the run; outcomes name it as ``run_seq``."""
@@ -51,6 +62,7 @@ class RunStarted:
     attempt: int
 
 
+@logged(2, "ok")
 @value
 class RunSucceeded:
     seq: int
@@ -61,6 +73,7 @@ class RunSucceeded:
     status_code: int | None = None
 
 
+@logged(3, "fail", live="retry", kind=enum_value(FailureKind))
 @value
 class RunFailed:
     seq: int
@@ -72,6 +85,7 @@ class RunFailed:
     status_code: int | None = None
 
 
+@logged(4, "requeue", live="queued")
 @value
 class RunRequeued:
     """A run that did no countable work: the host was unreachable, or the queue restarted while
@@ -84,6 +98,7 @@ class RunRequeued:
     reason: str
 
 
+@logged(7, "prog", live="progress", messages=MESSAGES)
 @value
 class ProgressReported:
     """A running task's progress: the latest report merged over earlier ones, and the last few
@@ -97,6 +112,7 @@ class ProgressReported:
     messages: tuple[tuple[int, str], ...]
 
 
+@logged(6, "cont", live="continued")
 @value
 class RunContinued:
     """A run ended with "not finished: continue from this checkpoint". The task runs again as
@@ -109,15 +125,18 @@ class RunContinued:
     checkpoint: Any
 
 
+@logged(13, "wake")
 @value
 class TaskWoken:
-    """A retry's backoff passed (``retryAt``): the task is queued again, waiting for a slot."""
+    """A retry's backoff passed (``retryAt``): the task is queued again, waiting for a slot.
+    (Logs written before this record existed hold none: there a run's start implies it.)"""
 
     seq: int
     t_ms: int
     unique_id: str
 
 
+@logged(5, "cancel")
 @value
 class TaskCancelled:
     seq: int
@@ -125,6 +144,7 @@ class TaskCancelled:
     unique_id: str
 
 
+@logged(8, "purge")
 @value
 class TaskPurged:
     """keepResult ran out: the task and its result are gone and the uniqueId is free again."""
@@ -134,6 +154,7 @@ class TaskPurged:
     unique_id: str
 
 
+@logged(9, "sset", spec=SCHEDULE)
 @value
 class ScheduleSet:
     """A schedule was created or replaced (a replacement keeps its last fired slot)."""
@@ -147,6 +168,7 @@ class ScheduleSet:
         return self.spec.name
 
 
+@logged(10, "spause")
 @value
 class SchedulePaused:
     seq: int
@@ -159,6 +181,7 @@ class SchedulePaused:
         return self.name
 
 
+@logged(11, "sdel")
 @value
 class ScheduleDeleted:
     seq: int
@@ -170,6 +193,7 @@ class ScheduleDeleted:
         return self.name
 
 
+@logged(12, "sskip")
 @value
 class ScheduleSkipped:
     """Slots an atMostOnce schedule missed while the queue was down: not fired, by design."""
@@ -185,6 +209,20 @@ class ScheduleSkipped:
         return self.name
 
 
+# every registered event (mypy's view of the registry; a test holds the two equal)
 Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
          | TaskPurged | ProgressReported | RunContinued | ScheduleSet | SchedulePaused
          | ScheduleDeleted | ScheduleSkipped | TaskWoken)
+
+
+EVENT_TYPES: tuple[EventType, ...] = registered()
+"""Every event the log stores, by record kind."""
+
+_H = TypeVar("_H")
+
+
+def dispatch_table(handlers: Mapping[type[Any], _H]) -> dict[type[Any], _H]:
+    """``handlers`` (one per event class: the core's appliers) as a dict, checked against
+    ``EVENT_TYPES``. Raises ``TypeError`` naming an event without a handler, or a handler for
+    a class that is not a registered event."""
+    return checked_table(EVENT_TYPES, handlers)

@@ -1,9 +1,15 @@
-"""Tasks as arrays: the body of a format-2 snapshot (``engine.runtime.snapshot``).
+"""Tasks as rows: the body of a snapshot (``engine.runtime.snapshot``).
 
-A format-1 snapshot stored each task as a map with string keys in a frame of its own
-(``codec.task_to_record``); restoring 100,000 tasks spent most of its time on frames and key
-lookups. Format 2 stores tasks in chunks, one frame per chunk, each task an array whose fields
-keep this order (never reorder: it is on disk)::
+A row is an array with one value per column of ``TASK_COLUMNS``, in their order. Each column is
+one declaration: the task attribute it holds, how its value is stored when not as it is, and the
+row version that added it with the value that stands for it in rows written before. Adding a
+task field that must survive a restart is one ``Column`` appended here (with ``since`` one
+higher than the last): snapshots written before it still load, their rows getting the column's
+``default``, and the snapshot carries the row version of its rows so a version that does not
+know a column refuses the snapshot rather than dropping it. Never reorder or remove a column:
+rows are on disk.
+
+The columns of row version 1::
 
     [id, function, params, options, priority, seq, created_ms, state, attempt, run_seq,
      started_ms, finished_ms, status_code, error, retry_at_ms, schedule, result, progress,
@@ -16,54 +22,169 @@ progress_ms, [[t_ms, message], ...]]``; ``continuation`` null or ``[checkpoint, 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from cloudqueue.engine.core.batch_codec import options_to_dict
-from cloudqueue.engine.core.codec import UnknownRecordKindError, options_from_dict
+from cloudqueue.engine.core.codec import UnknownRecordKindError, options_from_dict, options_to_dict
 from cloudqueue.engine.core.states import TaskState
-from cloudqueue.engine.core.task import ABSENT, PackedParams, Task, pack_params, unpacked
+from cloudqueue.engine.core.task import ABSENT, Task, pack_params, unpacked
+
+_T = TypeVar("_T")
+
+
+class Column(NamedTuple):
+    """One column of a row (see the module's docstring)."""
+
+    name: str  # the attribute it holds (a column over several attributes: its own name)
+    since: int = 1  # the row version that added it
+    default: Any = None  # the stored value rows written before ``since`` stand for
+    store: Callable[[Any], Any] | None = None  # attribute value -> stored value (None: as is)
+    load: Callable[[Any], Any] | None = None  # stored value -> attribute value (None: as is)
+    # a column over several attributes: its stored value from the object, and back onto it
+    take: Callable[[Any], Any] | None = None
+    restore: Callable[[Any, Any], None] | None = None
+
+
+class RowLayout(Generic[_T]):
+    """Rows of ``cls`` objects made of ``columns``. The columns that are ``cls``'s required
+    fields come first, in their order (they build the object; the others are set on it). Rows
+    of an earlier row version (fewer columns) read with the later columns' defaults; a row of
+    a later version than ``version`` refuses to load."""
+
+    def __init__(self, cls: type[_T], columns: Sequence[Column]) -> None:
+        self.columns = tuple(columns)
+        self.version = max(c.since for c in self.columns)
+        required = [f.name for f in fields(cls)  # type: ignore[arg-type]
+                    if f.default is MISSING and f.default_factory is MISSING]
+        named = [c.name for c in self.columns]
+        sinces = [c.since for c in self.columns]
+        if (named[:len(required)] != required or sinces != sorted(sinces) or sinces[0] != 1
+                or not all(name.isidentifier() for name in named)):
+            raise TypeError(f"the row of {cls.__name__} must begin with its required fields "
+                            f"{required} and add columns only at its end")
+        self._widths = {v: sinces.count(v) for v in range(1, self.version + 1)}
+        self._defaults = [c.default for c in self.columns]
+        self._what = f"{cls.__name__.lower()} row"
+        self._to_row, self._from_row = _compile(cls, self.columns, len(required))
+
+    def to_row(self, item: _T) -> list[Any]:
+        """``item`` as a row of the current version."""
+        return self._to_row(item)
+
+    def from_row(self, row: Any, version: int) -> _T:
+        """The object a row of ``version`` stands for. Raises ``UnknownRecordKindError``."""
+        return self.from_rows([row], version)[0]
+
+    def from_rows(self, rows: list[Any], version: int) -> list[_T]:
+        """The objects rows of ``version`` stand for (a snapshot's chunk: one call for many
+        rows). Raises ``UnknownRecordKindError`` for a row that is not one of ``version``, or a
+        version later than this layout's."""
+        if version.__class__ is not int or not 1 <= version <= self.version:
+            raise UnknownRecordKindError(self._what, version)  # a later version wrote it
+        read = self._from_row if version == self.version else self._older(version)
+        try:
+            return list(map(read, rows))
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise UnknownRecordKindError(self._what, version) from exc
+
+    def _older(self, version: int) -> Callable[[Any], _T]:
+        """Reads a row of an earlier version: its columns, then the later ones' defaults."""
+        width = sum(self._widths[v] for v in range(1, version + 1))
+        added = self._defaults[width:]
+
+        def read(row: Any) -> _T:
+            if len(row) != width:
+                raise ValueError(f"a row of version {version} has {width} columns")
+            return self._from_row([*row, *added])
+
+        return read
+
+
+def _compile(cls: type[_T], columns: tuple[Column, ...], required: int
+             ) -> tuple[Callable[[_T], list[Any]], Callable[[Any], _T]]:
+    """The two conversions, written out as plain functions (restoring a snapshot builds every
+    task through them: a loop over the columns would double its cost)."""
+    scope: dict[str, Any] = {"cls": cls}
+    stored, values, builds, sets = [], [], [], []
+    for i, column in enumerate(columns):
+        name, value = column.name, f"c{i}"
+        scope.update({f"take{i}": column.take, f"store{i}": column.store,
+                      f"load{i}": column.load, f"restore{i}": column.restore})
+        if column.take is not None:
+            stored.append(f"take{i}(item)")
+        else:
+            stored.append(f"store{i}(item.{name})" if column.store else f"item.{name}")
+        values.append(value)
+        loaded = f"load{i}({value})" if column.load else value
+        if i < required:
+            builds.append(loaded)
+        elif column.restore is not None:
+            sets.append(f"    restore{i}(item, {value})")
+        else:
+            sets.append(f"    item.{name} = {loaded}")
+    source = "\n".join([
+        "def to_row(item):",
+        f"    return [{', '.join(stored)}]",
+        "def from_row(row):",
+        f"    [{', '.join(values)}] = row",
+        f"    item = cls({', '.join(builds)})",
+        *sets,
+        "    return item",
+    ])
+    exec(compile(source, f"<row of {cls.__name__}>", "exec"), scope)
+    return scope["to_row"], scope["from_row"]
+
 
 _STATES = {state.value: state for state in TaskState}
 
 
-def task_to_array(task: Task, *, packed: bool = False) -> list[Any]:
-    """A live task's whole state (derived state is rebuilt on restore). Large params are kept
-    packed in memory (``PackedParams``); with ``packed`` they stay so in the row, for
-    ``unpack_rows`` to decode in a worker thread rather than on the loop."""
-    params = task.params if packed else unpacked(task.params)
-    return [task.unique_id, task.function, params, options_to_dict(task.options),
-            task.priority, task.seq, task.created_ms, task.state.value, task.attempt,
-            task.run_seq, task.started_ms, task.finished_ms, task.status_code, task.error,
-            task.retry_at_ms, task.schedule,
-            None if task.result is ABSENT else [task.result],
-            None if task.progress is None else [task.progress, task.progress_ms,
-                                                [list(m) for m in task.messages]],
-            [task.checkpoint, task.slices] if task.slices else None]
+def _progress(task: Task) -> Any:
+    if task.progress is None:
+        return None
+    return [task.progress, task.progress_ms, [list(m) for m in task.messages]]
 
 
-def task_from_array(row: Any) -> Task:
-    """Raises ``UnknownRecordKindError`` for anything but a task row."""
-    try:
-        (unique_id, function, params, options, priority, seq, created_ms, state, attempt,
-         run_seq, started_ms, finished_ms, status_code, error, retry_at_ms, schedule, result,
-         progress, continuation) = row
-        task = Task(unique_id, function, pack_params(params), options_from_dict(options),
-                    priority, seq, created_ms, _STATES[state], attempt, run_seq, started_ms,
-                    finished_ms, status_code, ABSENT if result is None else result[0], error,
-                    retry_at_ms, schedule=schedule)
-        if progress is not None:
-            task.progress, task.progress_ms = progress[0], progress[1]
-            task.messages = tuple((int(t), str(m)) for t, m in progress[2])
-        if continuation is not None:
-            task.checkpoint, task.slices = continuation
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise UnknownRecordKindError("task", 2) from exc
-    return task
+def _restore_progress(task: Task, stored: Any) -> None:
+    if stored is not None:
+        task.progress, task.progress_ms = stored[0], stored[1]
+        task.messages = tuple((int(t), str(m)) for t, m in stored[2])
 
 
-def unpack_rows(rows: list[list[Any]]) -> list[list[Any]]:
-    """``rows`` from ``task_to_array(..., packed=True)`` with their params decoded (in place)."""
-    for row in rows:
-        if row[2].__class__ is PackedParams:
-            row[2] = row[2].unpack()
-    return rows
+def _restore_continuation(task: Task, stored: Any) -> None:
+    if stored is not None:
+        task.checkpoint, task.slices = stored
+
+
+TASK_COLUMNS = (
+    Column("unique_id"), Column("function"),
+    Column("params", store=unpacked, load=pack_params),  # large params stay packed in memory
+    Column("options", store=options_to_dict, load=options_from_dict),
+    Column("priority"), Column("seq"), Column("created_ms"),
+    Column("state", store=lambda state: state.value, load=_STATES.__getitem__),
+    Column("attempt"), Column("run_seq"), Column("started_ms"), Column("finished_ms"),
+    Column("status_code"), Column("error"), Column("retry_at_ms"), Column("schedule"),
+    Column("result", store=lambda result: None if result is ABSENT else [result],
+           load=lambda stored: ABSENT if stored is None else stored[0]),
+    Column("progress", take=_progress, restore=_restore_progress),
+    Column("continuation", take=lambda t: [t.checkpoint, t.slices] if t.slices else None,
+           restore=_restore_continuation),
+)
+TASK_ROWS = RowLayout(Task, TASK_COLUMNS)
+ROW_VERSION = TASK_ROWS.version
+
+
+def task_to_row(task: Task) -> list[Any]:
+    """A live task's whole state (derived state is rebuilt on restore)."""
+    return TASK_ROWS.to_row(task)
+
+
+def task_from_row(row: Any, version: int = ROW_VERSION) -> Task:
+    """The task of a row of ``version``. Raises ``UnknownRecordKindError`` for anything but a
+    task row of a version this one knows."""
+    return TASK_ROWS.from_row(row, version)
+
+
+def tasks_from_rows(rows: list[Any], version: int) -> list[Task]:
+    """``task_from_row`` over a snapshot's chunk of rows."""
+    return TASK_ROWS.from_rows(rows, version)

@@ -5,11 +5,13 @@ A snapshot file ``snapshot-<seq>.snap`` is a run of frames: a header record (``k
 keepResult: the dedup window) and schedules, and a footer (``k: "end"``, the count again). Frames
 make damage detectable; the footer makes a truncated file detectable.
 
-Format 2 (header ``"v": 2``, written now) holds the tasks as arrays in chunks of up to
+Format 3 (header ``"v": 3``, written now) holds the tasks as rows in chunks of up to
 ``CHUNK_TASKS`` (fewer where they are large: a chunk packs to at most ``CHUNK_BYTES``), one frame
-per chunk: ``[2, "tasks", [row, ...]]`` (``engine.core.task_rows``), and the schedules the same
-way in ``[2, "schedules", [record, ...]]`` frames. Format 1 (``"v": 1``: one
-frame per task record, a map) is still read.
+per chunk: ``[3, "tasks", [row, ...], row_version]`` (``engine.core.task_rows``: rows of an
+earlier row version read with the defaults of the columns added since), and the schedules in
+``[3, "schedules", [record, ...]]`` frames. Format 2 (``"v": 2``, chunks without a row version:
+row version 1) is still read. Format 1 (``"v": 1``, written by cloudqueue 0.1) is not: it
+refuses to load with ``LogFormatRetiredError``.
 
 Compaction, crash-safe at every step (``LogStore.compact`` drives it):
 
@@ -29,18 +31,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cloudqueue.engine.core.codec import (
-    SCHEMA_VERSION,
     UnknownRecordKindError,
     decode_record,
     encode_record,
     schedule_from_record,
     schedule_to_record,
-    task_from_record,
 )
+from cloudqueue.engine.core.errors import LogFormatRetiredError
 from cloudqueue.engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
 from cloudqueue.engine.core.schedules import Schedule
 from cloudqueue.engine.core.task import Task
-from cloudqueue.engine.core.task_rows import task_from_array, task_to_array
+from cloudqueue.engine.core.task_rows import ROW_VERSION, task_to_row, tasks_from_rows
 from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 
 SNAPSHOT_PREFIX = "snapshot-"
@@ -67,7 +68,8 @@ class SnapshotContents(NamedTuple):
     schedules: list[Schedule]
 
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
+READ_FORMATS = (2, 3)
 CHUNK_TASKS = 4_096
 # A chunk's frame is split in halves until it packs to at most this (a frame holds 16 MiB; one
 # task row, params and result at most 4 MiB each, always fits).
@@ -78,15 +80,8 @@ def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, int] | 
                     schedules: Iterable[Schedule] = ()) -> bytes:
     """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (e.g. the day's
     enqueue count for quotas)."""
-    return encode_snapshot_rows(seq, [task_to_array(task) for task in tasks],
-                                [schedule_to_record(found) for found in schedules], counters)
-
-
-def encode_snapshot_rows(seq: int, task_rows: list[list[Any]],
-                         schedule_records: list[dict[str, Any]],
-                         counters: dict[str, int] | None = None) -> bytes:
-    """``encode_snapshot`` from rows already taken (``task_to_array``, ``schedule_to_record``):
-    they are cheap to take on the event loop at one instant, the encoding can run elsewhere."""
+    task_rows = [task_to_row(task) for task in tasks]
+    schedule_records = [schedule_to_record(found) for found in schedules]
     count = len(task_rows) + len(schedule_records)
     header = {"v": SNAPSHOT_FORMAT, "k": "snap", "seq": seq, "n": count,
               "counters": counters or {}}
@@ -100,30 +95,20 @@ def encode_snapshot_rows(seq: int, task_rows: list[list[Any]],
 
 
 def _chunk_frames(kind: str, items: list[Any]) -> list[bytes]:
-    """``[2, kind, items]`` as one frame, or halved until each part packs to ``CHUNK_BYTES``
-    (a few large tasks would otherwise make a frame over the 16 MiB a frame may hold)."""
-    payload = encode_record([SNAPSHOT_FORMAT, kind, items])
+    """``[3, kind, items(, row_version)]`` as one frame, or halved until each part packs to
+    ``CHUNK_BYTES`` (a few large tasks would otherwise make a frame over the 16 MiB a frame may
+    hold)."""
+    chunk = [SNAPSHOT_FORMAT, kind, items]
+    payload = encode_record(chunk + [ROW_VERSION] if kind == "tasks" else chunk)
     if len(payload) <= CHUNK_BYTES or len(items) == 1:
         return [encode_frame(payload)]
     half = len(items) // 2
     return _chunk_frames(kind, items[:half]) + _chunk_frames(kind, items[half:])
 
 
-def encode_snapshot_records(seq: int, records: list[dict[str, Any]],
-                            counters: dict[str, int] | None = None) -> bytes:
-    """A format-1 snapshot from task and schedule records (``task_to_record``): what versions
-    before format 2 wrote; kept so tests can prove such snapshots still load."""
-    body = [encode_frame(encode_record(record)) for record in records]
-    header = {"v": SCHEMA_VERSION, "k": "snap", "seq": seq, "n": len(body),
-              "counters": counters or {}}
-    footer = {"v": SCHEMA_VERSION, "k": "end", "n": len(body)}
-    return b"".join([encode_frame(encode_record(header)), *body,
-                     encode_frame(encode_record(footer))])
-
-
 def read_snapshot(path: Path) -> SnapshotContents:
-    """What a snapshot file holds (format 1 or 2). Raises ``LogCorruptError`` on any damage,
-    ``UnknownRecordKindError`` (a ``LogError``) for a format this version cannot read."""
+    """What a snapshot file holds (format 2 or 3). Raises ``LogCorruptError`` on any damage or
+    a format this version cannot read, ``LogFormatRetiredError`` for format 1."""
     data = path.read_bytes()
     try:
         result = scan(data)
@@ -135,12 +120,11 @@ def read_snapshot(path: Path) -> SnapshotContents:
         header = decode_record(result.payloads[0])
         footer = decode_record(result.payloads[-1])
         version = header.get("v") if isinstance(header, dict) else None
-        if version == SNAPSHOT_FORMAT:
-            tasks, schedules, count = _body_v2(result.payloads[1:-1])
-        elif version == SCHEMA_VERSION:
-            tasks, schedules, count = _body_v1(result.payloads[1:-1])
-        else:  # a newer version wrote it: refuse, naming the version
+        if version == 1:
+            raise LogFormatRetiredError(path.name, path.parent)
+        if version not in READ_FORMATS:  # a newer version wrote it: refuse, naming the version
             raise UnknownRecordKindError("snapshot", version)
+        tasks, schedules, count = _body(version, result.payloads[1:-1])
     except UnknownRecordKindError as exc:
         raise LogCorruptError(path.name, 0, f"unreadable snapshot record: {exc}") from None
     complete = (isinstance(header, dict) and header.get("k") == "snap"
@@ -152,29 +136,21 @@ def read_snapshot(path: Path) -> SnapshotContents:
                             schedules)
 
 
-def _body_v1(payloads: list[bytes]) -> tuple[list[Task], list[Schedule], int]:
-    body = [decode_record(p) for p in payloads]
-    tasks = [task_from_record(r) for r in body
-             if not (isinstance(r, dict) and r.get("k") == "schedule")]
-    schedules = [schedule_from_record(r) for r in body
-                 if isinstance(r, dict) and r.get("k") == "schedule"]
-    return tasks, schedules, len(body)
-
-
-def _body_v2(payloads: list[bytes]) -> tuple[list[Task], list[Schedule], int]:
+def _body(version: int, payloads: list[bytes]) -> tuple[list[Task], list[Schedule], int]:
     tasks: list[Task] = []
     schedules: list[Schedule] = []
     for payload in payloads:
         chunk = decode_record(payload)
-        if not (isinstance(chunk, list) and len(chunk) == 3 and chunk[0] == SNAPSHOT_FORMAT
+        if not (isinstance(chunk, list) and chunk[:1] == [version] and len(chunk) >= 3
                 and isinstance(chunk[2], list)):
-            raise UnknownRecordKindError("snapshot chunk", SNAPSHOT_FORMAT)
-        if chunk[1] == "tasks":
-            tasks += map(task_from_array, chunk[2])
-        elif chunk[1] == "schedules":
+            raise UnknownRecordKindError("snapshot chunk", version)
+        if chunk[1] == "tasks" and len(chunk) == (4 if version == 3 else 3):
+            row_version = chunk[3] if version == 3 else 1
+            tasks += tasks_from_rows(chunk[2], row_version)
+        elif chunk[1] == "schedules" and len(chunk) == 3:
             schedules += map(schedule_from_record, chunk[2])
         else:
-            raise UnknownRecordKindError(chunk[1], SNAPSHOT_FORMAT)
+            raise UnknownRecordKindError(chunk[1], version)
     return tasks, schedules, len(tasks) + len(schedules)
 
 

@@ -22,25 +22,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeAlias
 
 from cloudqueue.engine.core.errors import LogError
-from cloudqueue.engine.core.events import (
-    Event,
-    ProgressReported,
-    RunContinued,
-    RunFailed,
-    RunRequeued,
-    RunStarted,
-    TaskSubmitted,
-)
+from cloudqueue.engine.core.events import EVENT_TYPES, Event
 from cloudqueue.engine.core.task import TaskInfo
 from cloudqueue.engine.runtime.store import Store
 
 BUFFER = 64
 
-# Final states arrive through ``finished`` (TaskFinished carries the snapshot).
-_KINDS: dict[type, str] = {
-    TaskSubmitted: "queued", RunStarted: "running", RunFailed: "retry",
-    RunRequeued: "queued", RunContinued: "continued", ProgressReported: "progress",
-}
+# The update each event causes, as its declaration says (``live``); final states arrive
+# through ``finished`` (TaskFinished carries the snapshot).
+_KINDS: dict[type, str] = {t.cls: t.live for t in EVENT_TYPES if t.live is not None}
 
 Update: TypeAlias = tuple[str, TaskInfo]  # (type, the task as of that update)
 Queues = tuple["asyncio.Queue[Update]", ...]

@@ -1,5 +1,7 @@
-"""Events of every kind, with every optional field used somewhere: what the codec tests
-(format 1 in test_codec, format 2 in test_batch_codec) round-trip."""
+"""Events of every registered kind, with every optional field used somewhere: what the codec
+tests round-trip and the golden logs hold (``tests.data.make_golden``). A registered event
+without a sample here fails ``test_event_registry``. Add new samples at the end (the golden
+files of formats no longer written hold the first ``FORMAT_2_SAMPLES``)."""
 
 from __future__ import annotations
 
@@ -48,3 +50,5 @@ EVENTS: list[Event] = [
     ScheduleSkipped(17, T + 12, "s", 3, T),
     TaskWoken(18, T + 13, "b"),
 ]
+
+FORMAT_2_SAMPLES = 17  # the samples there were when format 2 was last written

@@ -24,6 +24,7 @@ from cloudqueue.engine.core.errors import (
     InvalidTransitionError,
     LogCorruptError,
     LogError,
+    LogFormatRetiredError,
     LogGapError,
     LogInconsistentError,
     LogLockedError,
@@ -74,6 +75,8 @@ CASES: list[tuple[EngineError, int, dict[str, Any]]] = [
     (LogGapError("segment 3 is missing").in_directory(Path("/data/app")), 503,
      {"type": "log_gap", "directory": "/data/app"}),
     (LogNeedsRepairError("broken"), 503, {"type": "log_needs_repair"}),
+    (LogFormatRetiredError("wal-1.log", Path("/data/app")), 503,
+     {"type": "log_format_retired", "file": "wal-1.log", "directory": "/data/app"}),
     (LogLockedError(Path("/data/app")), 503, {"type": "log_locked", "directory": "/data/app"}),
 ]
 

@@ -14,17 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudqueue.engine.core import framing
+from cloudqueue.engine.core import crc_window, framing
 from cloudqueue.engine.core.framing import (
     FRAME_TYPE_FULL,
     HEADER_SIZE,
     MAX_RECORD_BYTES,
     CorruptionKind,
     CorruptRecordError,
-    FrameDecoder,
     ScanResult,
     TailState,
-    TailVerdict,
     encode_frame,
     scan,
 )
@@ -41,36 +39,6 @@ def frame_with_type(payload: bytes, frame_type: int) -> bytes:
     """A frame with a correct CRC but any type byte, which encode_frame refuses to make."""
     crc = zlib.crc32(bytes([frame_type]) + payload)
     return struct.pack("<IIB", crc, len(payload), frame_type) + payload
-
-
-def decode_in_chunks(
-    data: bytes, rng: random.Random, max_chunk: int = 40, **kwargs: int
-) -> tuple[list[bytes], TailVerdict]:
-    decoder = FrameDecoder(**kwargs)
-    payloads: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        size = rng.randint(1, max_chunk)
-        payloads += decoder.feed(data[pos : pos + size])
-        pos += size
-    return payloads, decoder.finish()
-
-
-def outcome_of_scan(data: bytes) -> tuple[list[bytes], TailVerdict] | tuple[int, str]:
-    try:
-        result = scan(data)
-    except CorruptRecordError as err:
-        return err.offset, err.reason
-    return result.payloads, result.verdict
-
-
-def outcome_of_decoder(
-    data: bytes, rng: random.Random, max_chunk: int = 40
-) -> tuple[list[bytes], TailVerdict] | tuple[int, str]:
-    try:
-        return decode_in_chunks(data, rng, max_chunk)
-    except CorruptRecordError as err:
-        return err.offset, err.reason
 
 
 def flip_bit(data: bytes, bit: int) -> bytes:
@@ -122,15 +90,10 @@ def test_round_trip_of_a_single_payload(size: int) -> None:
     frame = encode_frame(payload)
     assert len(frame) == HEADER_SIZE + size
     assert scan(frame) == ScanResult([payload], [0], HEADER_SIZE + size, TailState.CLEAN, 0, None)
-    decoder = FrameDecoder()
-    decoded = [p for i in range(0, len(frame), 4096) for p in decoder.feed(frame[i : i + 4096])]
-    assert decoded == [payload]
-    assert decoder.finish() == TailVerdict(1, HEADER_SIZE + size, TailState.CLEAN, 0, None)
 
 
 def test_empty_input_is_a_clean_empty_log() -> None:
     assert scan(b"") == ScanResult([], [], 0, TailState.CLEAN, 0, None)
-    assert FrameDecoder().finish() == TailVerdict(0, 0, TailState.CLEAN, 0, None)
 
 
 def test_many_frames_round_trip_with_exact_offsets() -> None:
@@ -159,9 +122,6 @@ def test_start_offset_shifts_frame_offsets_good_end_and_reason() -> None:
     assert result.good_end == 1115
     assert result.dropped_bytes == 34
     assert result.reason == "payload cut short at offset 1115"
-    decoder = FrameDecoder(start_offset=1000)
-    assert decoder.feed(LOG[:-1]) == PAYLOADS[:4]
-    assert decoder.finish() == TailVerdict(4, 1115, TailState.TORN, 34, result.reason)
 
 
 def test_start_offset_shifts_corrupt_record_error_offset() -> None:
@@ -169,19 +129,12 @@ def test_start_offset_shifts_corrupt_record_error_offset() -> None:
     with pytest.raises(CorruptRecordError) as scanned:
         scan(damaged, start_offset=4096)
     assert (scanned.value.offset, scanned.value.reason) == (4108, "crc mismatch at offset 4108")
-    decoder = FrameDecoder(start_offset=4096)
-    assert decoder.feed(damaged) == PAYLOADS[:1]
-    with pytest.raises(CorruptRecordError) as decoded:
-        decoder.finish()
-    assert decoded.value.offset == 4108
 
 
 @pytest.mark.parametrize(("kwargs"), [{"max_record_bytes": 0}, {"max_record_bytes": 2**32}])
 def test_cap_outside_u32_range_is_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         scan(LOG, **kwargs)
-    with pytest.raises(ValueError):
-        FrameDecoder(**kwargs)
 
 
 def test_negative_start_offset_is_refused() -> None:
@@ -210,7 +163,6 @@ def test_every_truncation_offset_of_last_frame_keeps_the_longest_valid_prefix(cu
         short = cut - good_end < HEADER_SIZE
         what = "short header" if short else "payload cut short"
         assert result.reason == f"{what} at offset {good_end}"
-    assert decode_in_chunks(LOG[:cut], random.Random(cut)) == (result.payloads, result.verdict)
 
 
 def test_every_single_bit_flip_in_final_frame_is_detected() -> None:
@@ -221,7 +173,6 @@ def test_every_single_bit_flip_in_final_frame_is_detected() -> None:
         assert result.payloads == PAYLOADS[:4], bit
         assert (result.good_end, result.tail, result.dropped_bytes) == (last, TailState.TORN, 35)
         assert result.reason is not None and result.reason.endswith(f"at offset {last}")
-        assert decode_in_chunks(damaged, random.Random(bit)) == (result.payloads, result.verdict)
 
 
 def test_zero_filled_tail_is_torn_and_keeps_the_good_prefix() -> None:
@@ -278,9 +229,6 @@ def test_length_over_cap_is_rejected_without_allocation() -> None:
     began = time.perf_counter()
     try:
         result = scan(buffer)
-        decoder = FrameDecoder()
-        decoder.feed(buffer)
-        verdict = decoder.finish()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -288,7 +236,6 @@ def test_length_over_cap_is_rejected_without_allocation() -> None:
     assert peak < 64 * 1024
     assert result.reason == "length 4294967295 over cap 16777216 at offset 0"
     assert (result.tail, result.good_end, result.dropped_bytes) == (TailState.TORN, 0, 20)
-    assert verdict == result.verdict
 
 
 def test_length_within_cap_but_past_the_data_is_not_allocated_either() -> None:
@@ -313,8 +260,6 @@ def test_per_decoder_cap_rejects_a_last_frame_above_it() -> None:
 def test_per_decoder_cap_below_a_middle_frame_is_mid_log_damage() -> None:
     with pytest.raises(CorruptRecordError, match="length 55 over cap 54 at offset 51"):
         scan(LOG, max_record_bytes=54)
-    with pytest.raises(CorruptRecordError, match="length 55 over cap 54 at offset 51"):
-        decode_in_chunks(LOG, random.Random(1), max_record_bytes=54)
 
 
 def test_zero_length_frame_is_never_a_record() -> None:
@@ -334,7 +279,6 @@ def test_bit_flip_in_middle_frame_followed_by_good_frames_raises_with_exact_offs
             scan(damaged)
         assert scanned.value.offset == middle, bit
         assert scanned.value.reason.endswith("at offset 12")
-        assert outcome_of_decoder(damaged, random.Random(bit)) == (middle, scanned.value.reason)
 
 
 def test_corrupt_record_error_names_offset_and_reason_and_pickles() -> None:
@@ -370,9 +314,6 @@ def test_corrupt_record_error_says_what_kind_of_damage_it_is(
         scan(data)
     assert scanned.value.reason_kind is kind
     assert scanned.value.body()["reasonKind"] == kind.value
-    with pytest.raises(CorruptRecordError) as decoded:
-        decode_in_chunks(data, random.Random(1))
-    assert decoded.value.reason_kind is kind
     copy = pickle.loads(pickle.dumps(scanned.value))
     assert (copy.reason_kind, str(copy)) == (kind, str(scanned.value))
 
@@ -403,7 +344,6 @@ def test_intact_frame_of_unknown_type_is_never_offered_for_truncation(
         scan(data)
     assert caught.value.offset == offset
     assert caught.value.reason == f"unknown frame type 2 with valid crc at offset {offset}"
-    assert outcome_of_decoder(data, random.Random(0)) == (offset, caught.value.reason)
 
 
 def test_torn_frame_whose_payload_embeds_a_valid_frame_is_reported_corrupt() -> None:
@@ -451,7 +391,7 @@ def test_candidate_prefilter_admits_every_length_up_to_the_cap_and_nothing_over(
 @given(st.binary(max_size=600), st.binary(max_size=600))
 def test_crc_of_a_window_follows_from_prefix_crcs(prefix: bytes, window: bytes) -> None:
     whole = zlib.crc32(prefix + window)
-    assert framing._crc_shift(zlib.crc32(prefix), len(window)) ^ zlib.crc32(window) == whole
+    assert crc_window.crc_shift(zlib.crc32(prefix), len(window)) ^ zlib.crc32(window) == whole
 
 
 @pytest.mark.parametrize(
@@ -474,8 +414,6 @@ def test_periodic_tail_with_overlapping_plausible_frames_is_torn(
         TailState.TORN,
         len(tail),
     )
-    decoded = decode_in_chunks(LOG + tail, random.Random(1), max_chunk=4096)
-    assert decoded == (result.payloads, result.verdict)
 
 
 def test_valid_frame_after_many_overlapping_plausible_frames_is_found() -> None:
@@ -483,110 +421,14 @@ def test_valid_frame_after_many_overlapping_plausible_frames_is_found() -> None:
     reason = "length 16777472 over cap 16777216 at offset 150"
     with pytest.raises(CorruptRecordError, match=reason):
         scan(data)
-    decoded = outcome_of_decoder(data, random.Random(2), max_chunk=4096)
-    assert decoded == (END, reason)
-
-
-# --- the incremental decoder --------------------------------------------------------------
-
-
-def build_logs() -> dict[str, bytes]:
-    rng = random.Random(99)
-    many = b"".join(encode_frame(rng.randbytes(rng.randint(1, 200))) for _ in range(200))
-    return {
-        "clean": many,
-        "torn": many[:-17],
-        "zero tail": many + bytes(4096),
-        "garbage tail": many + rng.randbytes(20_000),
-        "middle bit flip": flip_bit(many, 8 * 5000 + 3),
-        "middle zeros": many[:3000] + bytes(512) + many[3000:],
-        "unknown type at end": many + frame_with_type(b"new", 9),
-    }
-
-
-LOGS = build_logs()
-
-
-@pytest.mark.parametrize("name", sorted(LOGS))
-@pytest.mark.parametrize("seed", range(5))
-def test_decoder_fed_random_chunks_agrees_exactly_with_scan(name: str, seed: int) -> None:
-    data = LOGS[name]
-    assert outcome_of_decoder(data, random.Random(seed)) == outcome_of_scan(data)
-
-
-def test_decoder_fed_one_byte_at_a_time_agrees_with_scan() -> None:
-    for data in (LOG, LOG[:-5], LOG + bytes(100), flip_bit(LOG, 100)):
-        decoder = FrameDecoder()
-        try:
-            payloads = [p for i in range(len(data)) for p in decoder.feed(data[i : i + 1])]
-            outcome: object = (payloads, decoder.finish())
-        except CorruptRecordError as err:
-            outcome = (err.offset, err.reason)
-        assert outcome == outcome_of_scan(data)
-
-
-def test_decoder_returns_payloads_before_damage_then_raises_on_next_call() -> None:
-    decoder = FrameDecoder()
-    assert decoder.feed(flip_bit(LOG, 8 * STARTS[2])) == PAYLOADS[:2]
-    with pytest.raises(CorruptRecordError) as caught:
-        decoder.finish()
-    assert caught.value.offset == STARTS[2]
-    with pytest.raises(CorruptRecordError):
-        decoder.feed(b"more")
-
-
-def test_decoder_raises_from_feed_once_a_valid_frame_follows_the_damage() -> None:
-    decoder = FrameDecoder()
-    assert decoder.feed(LOG[:21] + b"\x00" * 20) == PAYLOADS[:1]
-    assert decoder.feed(LOG[41:45]) == []
-    with pytest.raises(CorruptRecordError, match="crc mismatch at offset 12"):
-        decoder.feed(LOG[45:])
-
-
-def test_decoder_finish_is_idempotent_and_feed_after_finish_is_refused() -> None:
-    decoder = FrameDecoder()
-    assert decoder.feed(LOG[:-1]) == PAYLOADS[:4]
-    verdict = decoder.finish()
-    assert verdict == TailVerdict(4, 115, TailState.TORN, 34, "payload cut short at offset 115")
-    assert decoder.finish() is verdict
-    with pytest.raises(RuntimeError):
-        decoder.feed(b"x")
-
-
-def test_decoder_accepts_memoryview_chunks() -> None:
-    decoder = FrameDecoder()
-    assert decoder.feed(memoryview(LOG)) == PAYLOADS
-    assert decoder.finish() == TailVerdict(5, END, TailState.CLEAN, 0, None)
-
-
-def test_decoder_memory_stays_bounded_over_a_long_garbage_tail() -> None:
-    rng = random.Random(3)
-    chunks = [rng.randbytes(65_536) for _ in range(128)]  # 8 MiB, allocated before tracing
-    decoder = FrameDecoder(max_record_bytes=65_536)
-    decoder.feed(LOG + b"\x00" * HEADER_SIZE)
-    tracemalloc.start()
-    try:
-        for chunk in chunks:
-            assert decoder.feed(chunk) == []
-        verdict = decoder.finish()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert verdict == TailVerdict(
-        5, END, TailState.TORN, 8 * 1024 * 1024 + 9, "zero length at offset 150"
-    )
-    assert peak < 2 * 1024 * 1024
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     payloads=st.lists(st.binary(min_size=1, max_size=60), max_size=8),
     cut_back=st.integers(min_value=0, max_value=80),
-    seed=st.integers(min_value=0, max_value=2**32),
 )
-def test_any_truncated_log_yields_its_complete_frames_and_decoder_agrees(
-    payloads: list[bytes], cut_back: int, seed: int
-) -> None:
+def test_any_truncated_log_yields_its_complete_frames(payloads: list[bytes], cut_back: int) -> None:
     data = b"".join(encode_frame(p) for p in payloads)
     cut = data[: max(0, len(data) - cut_back)]
     result = scan(cut)
@@ -597,7 +439,6 @@ def test_any_truncated_log_yields_its_complete_frames_and_decoder_agrees(
     assert result.payloads == payloads[:complete]
     assert result.good_end == ends[complete]
     assert result.tail is (TailState.CLEAN if len(cut) == ends[complete] else TailState.TORN)
-    assert decode_in_chunks(cut, random.Random(seed)) == (result.payloads, result.verdict)
 
 
 def test_salvage_keeps_every_valid_frame_around_damage() -> None:

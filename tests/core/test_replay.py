@@ -20,22 +20,18 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cloudqueue.engine.core.batch_codec import from_array, to_array
-from cloudqueue.engine.core.codec import (
-    decode_record,
-    encode_record,
-    schedule_from_record,
-    schedule_to_record,
-)
+from cloudqueue.engine.core.batch_codec import decode_log_payload, encode_batch
+from cloudqueue.engine.core.codec import schedule_from_record, schedule_to_record
 from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
 from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.errors import EngineError
 from cloudqueue.engine.core.events import Event, FailureKind
+from cloudqueue.engine.core.framing import scan
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.schedules import ScheduleSpec
 from cloudqueue.engine.core.task import Task
-from cloudqueue.engine.core.task_rows import task_from_array, task_to_array
+from cloudqueue.engine.core.task_rows import task_from_row, task_to_row
 from cloudqueue.engine.runtime.rebuild import rebuild
 from tests.core.test_model import WHEELS, QueueMachine
 
@@ -59,8 +55,11 @@ class RecordingCore(EngineCore):
 
 
 def as_logged(events: list[Event]) -> list[Event]:
-    """The events as the log gives them back: each one written and read as a record."""
-    return [from_array(decode_record(encode_record(to_array(event)))) for event in events]
+    """The events as the log gives them back: written as one batch, its frames read back."""
+    if not events:
+        return []
+    frames = scan(encode_batch(events, 0, 0))
+    return [event for payload in frames.payloads for event in decode_log_payload(payload)]
 
 
 def folded(config: CoreConfig, start_ms: int, events: list[Event]) -> EngineCore:
@@ -71,7 +70,7 @@ def restored(config: CoreConfig, start_ms: int, events: list[Event], cut: int) -
     """A core restored from a snapshot of the first ``cut`` events, rows written and read as a
     snapshot file holds them, and the rest of the log folded on top."""
     before = folded(config, start_ms, events[:cut])
-    tasks = [task_from_array(task_to_array(task)) for task in before.tasks()]
+    tasks = [task_from_row(task_to_row(task)) for task in before.tasks()]
     schedules = [schedule_from_record(schedule_to_record(s)) for s in before.schedules()]
     return rebuild(EngineCore(config, start_ms=start_ms), as_logged(events[cut:]),
                    snapshot_seq=before.last_seq, snapshot_tasks=tasks,

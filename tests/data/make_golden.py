@@ -1,13 +1,27 @@
 """Writes the golden log files under tests/data/logs (run only when a format changes on
 purpose, and say so in the commit): ``python -m tests.data.make_golden``.
 
-* ``format1``, ``format2``, ``format3``: every kind of event (``tests.core.sample_events``) as
-  each format wrote or writes it. ``test_golden_logs`` reads them back, so a change that breaks
-  writer and reader together (a renumbered kind, a moved field) still fails, and checks that the
-  current writer produces ``format3`` byte for byte.
+Written by this version's writer:
+
+* ``format3``: every kind of event (``tests.core.sample_events``) as the log writes it: the
+  segment header, then one batch. ``test_golden_logs`` reads it back, so a change that breaks
+  writer and reader together (a renumbered kind, a moved field) still fails, and checks that
+  the writer produces it byte for byte.
 * ``queue``: a real queue's data directory (tasks that succeeded, failed, were cancelled, a
-  schedule, over several segments), written by the engine on a fake clock. ``test_golden_logs``
-  starts on it as it is, with a torn tail, with a byte flipped mid-log, and with a segment gone.
+  schedule, over several segments), written by the engine on a fake clock.
+
+Kept as the last version that wrote them made them (nothing writes these formats any more, so
+they are never rewritten):
+
+* ``format2``: the first ``FORMAT_2_SAMPLES`` sample events as one format-2 batch.
+* ``queue-format2``: a real queue's data directory in log format 2 (segments without headers)
+  with a format-2 snapshot (task rows of row version 1).
+* ``retired-format1``: a segment in log format 1, which this version refuses, saying why.
+
+And, derived here from ``queue`` and ``queue-format2``, the same directories damaged:
+``-torn`` (half a frame more at the end of the last segment: cut at the next start) and
+``-corrupt`` (a byte flipped in the first segment's third frame, with later writes after it:
+refused).
 """
 
 from __future__ import annotations
@@ -19,31 +33,16 @@ from typing import Any
 
 from cloudqueue import Engine, FakeClock, RunContext
 from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_header
-from cloudqueue.engine.core.codec import batch_marker, encode_event
 from cloudqueue.engine.core.events import Event
-from cloudqueue.engine.core.framing import encode_frame
-from cloudqueue.engine.runtime.log_file import segment_name
+from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.runtime.log_file import list_segments, segment_name
 from cloudqueue.testing import settle
 from tests.core.sample_events import EVENTS
 
 HERE = Path(__file__).parent / "logs"
 T0 = 1_700_000_000_000
-
-
-def format1(events: list[Event]) -> bytes:
-    """What the log wrote before format 2: a marker frame per batch, then a frame per record."""
-    return encode_frame(batch_marker(0)) + b"".join(encode_frame(encode_event(e))
-                                                    for e in events)
-
-
-def format2(events: list[Event]) -> bytes:
-    """Format 2: one frame per batch, ``[2, synced_bytes, [records]]``."""
-    import msgpack
-
-    from cloudqueue.engine.core.batch_codec import to_array
-
-    payload = msgpack.packb([2, 0, [to_array(e) for e in events]], use_bin_type=True)
-    return encode_frame(payload)
+WRITTEN = ("format3", "queue")
+DAMAGED = ("queue", "queue-format2")
 
 
 def format3(events: list[Event]) -> bytes:
@@ -75,15 +74,36 @@ async def queue_directory(directory: Path) -> None:
         await queue.cancel("later-0")
         await queue.set_schedule("nightly", "ok", cron="0 0 3 * * ?", timezone="UTC")
         await settle(queue)
+    (directory / "LOCK").unlink(missing_ok=True)
+
+
+def torn(source: Path, target: Path) -> None:
+    """``source`` with half a frame more at the end of its last segment (a write cut short)."""
+    shutil.copytree(source, target)
+    last = list_segments(target)[-1][1]
+    data = last.read_bytes()
+    last.write_bytes(data + data[scan(data).offsets[-1]:][:20])
+
+
+def corrupt(source: Path, target: Path) -> None:
+    """``source`` with a byte flipped inside the third frame of its first segment."""
+    shutil.copytree(source, target)
+    first = list_segments(target)[0][1]
+    data = bytearray(first.read_bytes())
+    data[scan(bytes(data)).offsets[2] + 9] ^= 0x20
+    first.write_bytes(bytes(data))
 
 
 def main() -> None:
-    shutil.rmtree(HERE, ignore_errors=True)
-    for name, encode in (("format1", format1), ("format2", format2), ("format3", format3)):
-        (HERE / name).mkdir(parents=True)
-        (HERE / name / segment_name(1)).write_bytes(encode(EVENTS))
+    for name in WRITTEN:
+        shutil.rmtree(HERE / name, ignore_errors=True)
+    (HERE / "format3").mkdir(parents=True)
+    (HERE / "format3" / segment_name(1)).write_bytes(format3(EVENTS))
     asyncio.run(queue_directory(HERE / "queue"))
-    (HERE / "queue" / "LOCK").unlink(missing_ok=True)
+    for name in DAMAGED:
+        for suffix, damage in (("torn", torn), ("corrupt", corrupt)):
+            shutil.rmtree(HERE / f"{name}-{suffix}", ignore_errors=True)
+            damage(HERE / name, HERE / f"{name}-{suffix}")
     print(f"wrote {HERE}")
 
 

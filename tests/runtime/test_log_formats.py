@@ -1,88 +1,105 @@
-"""Data written by earlier versions (log and snapshot format 1) still loads; a format this version
+"""Data written by earlier versions (log format 2, snapshot format 2) still loads and the queue
+writes on in the current formats; format 1 refuses, saying what to do; a format this version
 does not know refuses to start, saying so."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import msgpack
 import pytest
 
+import cloudqueue.engine.runtime.snapshot as snapshot_module
 from cloudqueue import Engine, FakeClock, LogError, TaskState
 from cloudqueue.engine.core.batch_codec import LOG_FORMAT, segment_marker
-from cloudqueue.engine.core.codec import batch_marker, encode_event, encode_record, task_to_record
-from cloudqueue.engine.core.errors import UnknownTaskError
-from cloudqueue.engine.core.events import Event, RunStarted, TaskCancelled, TaskSubmitted
+from cloudqueue.engine.core.codec import encode_record
+from cloudqueue.engine.core.errors import LogFormatRetiredError, UnknownTaskError
 from cloudqueue.engine.core.framing import encode_frame, scan
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.core.task import Task
-from cloudqueue.engine.runtime.log_file import LogCorruptError, segment_name
-from cloudqueue.engine.runtime.snapshot import encode_snapshot_records, snapshot_name
+from cloudqueue.engine.core.task_rows import ROW_VERSION
+from cloudqueue.engine.runtime.log_file import LogCorruptError, list_segments, segment_name
+from cloudqueue.engine.runtime.snapshot import (
+    SNAPSHOT_FORMAT,
+    list_snapshots,
+    read_snapshot,
+    snapshot_name,
+)
 
 T0 = 1_700_000_000_000
-OPTS = TaskOptions(delay_ms=3_600_000)
+FORMAT_2 = Path(__file__).parents[1] / "data" / "logs" / "queue-format2"
 
 
-def format_1_log(events: list[Event]) -> bytes:
-    """What LogStore wrote before format 2: each batch a marker frame, then a frame per event."""
-    log = b""
-    for event in events:
-        log += encode_frame(batch_marker(len(log)))
-        log += encode_frame(encode_event(event))
-    return log
-
-
-async def test_a_format_1_log_loads_and_later_batches_go_on_in_a_headed_segment(
+async def test_a_format_2_log_loads_and_later_batches_go_on_in_a_headed_segment(
         tmp_path: Path) -> None:
-    old: list[Event] = [TaskSubmitted(1, T0, "a", "f", {"i": 1}, OPTS, T0),
-                        TaskSubmitted(2, T0, "b", "f", {"i": 2}, OPTS, T0),
-                        TaskCancelled(3, T0 + 1, "b")]
-    (tmp_path / segment_name(1)).write_bytes(format_1_log(old))
+    directory = tmp_path / "data"
+    shutil.copytree(FORMAT_2, directory)
+    last_number, last_old = list_segments(directory)[-1]
     clock = FakeClock(T0 + 10)
-    async with Engine(data_dir=tmp_path, clock=clock) as queue:
-        assert (await queue.get_task_info("a")).state is TaskState.QUEUED
-        assert (await queue.get_task_info("b")).state is TaskState.CANCELLED
+    async with Engine(data_dir=directory, clock=clock) as queue:
+        assert (await queue.get_task_info("ok-0")).state is TaskState.SUCCESS  # the snapshot
+        assert (await queue.get_task_info("later-0")).state is TaskState.CANCELLED  # the log
+        last_seq = queue.core.last_seq
         new = await queue.enqueue("f", {"i": 3}, delay=3_600_000)
     # the old segment is sealed as it was; the queue goes on in a new one, with a header
-    old_payloads = scan((tmp_path / segment_name(1)).read_bytes()).payloads
-    assert segment_marker(old_payloads[-1]) == ("sealed", 2, 3)
-    new_payloads = scan((tmp_path / segment_name(2)).read_bytes()).payloads
-    assert segment_marker(new_payloads[0]) == ("segment", 2, 3)
+    assert segment_marker(scan(last_old.read_bytes()).payloads[-1]) == (
+        "sealed", last_number + 1, last_seq)
+    new_payloads = scan((directory / segment_name(last_number + 1)).read_bytes()).payloads
+    assert segment_marker(new_payloads[0]) == ("segment", last_number + 1, last_seq)
     last = msgpack.unpackb(new_payloads[-1])
     assert isinstance(last, list) and last[0] == LOG_FORMAT  # appended in the current format
-    async with Engine(data_dir=tmp_path, clock=clock) as queue:
-        assert queue.recovery is not None and queue.recovery.records == 4
+    async with Engine(data_dir=directory, clock=clock) as queue:
         assert (await queue.get_task_info(new)).state is TaskState.QUEUED
+        assert (await queue.get_task_info("ok-0")).state is TaskState.SUCCESS
+        assert queue.core.last_seq == last_seq + 1
+
+
+async def test_a_format_2_snapshot_loads_and_the_next_is_written_in_format_3(
+        tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    shutil.copytree(FORMAT_2, directory)
+    (old,) = list_snapshots(directory)
+    assert read_snapshot(old[1]).seq == old[0]
+    async with Engine(data_dir=directory, clock=FakeClock(T0 + 10)) as queue:
+        await queue.compact()
+    (_, path), = list_snapshots(directory)
+    payloads = scan(path.read_bytes()).payloads
+    assert msgpack.unpackb(payloads[0])["v"] == SNAPSHOT_FORMAT == 3
+    tasks_chunk = msgpack.unpackb(payloads[1])
+    assert tasks_chunk[:2] == [3, "tasks"] and tasks_chunk[3] == ROW_VERSION
+    contents = read_snapshot(path)
+    assert {t.unique_id: t.state for t in contents.tasks}["ok-0"] is TaskState.SUCCESS
+    assert [s.spec.name for s in contents.schedules] == ["nightly"]
+
+
+async def test_a_snapshot_with_task_rows_of_a_later_version_refuses_to_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    task = Task("a", "f", {}, TaskOptions(), T0, 1, T0)
+    (tmp_path / snapshot_name(1)).write_bytes(snapshot_module.encode_snapshot(1, [task]))
+    async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
         assert (await queue.get_task_info("a")).state is TaskState.QUEUED
-        assert queue.core.last_seq == 4
+    later = tmp_path / "later"
+    later.mkdir()
+    monkeypatch.setattr(snapshot_module, "ROW_VERSION", ROW_VERSION + 1)  # more task columns
+    (later / snapshot_name(1)).write_bytes(snapshot_module.encode_snapshot(1, [task]))
+    with pytest.raises(LogCorruptError, match=f"schema version {ROW_VERSION + 1}"):
+        async with Engine(data_dir=later):
+            pass
 
 
-async def test_a_format_1_snapshot_loads(tmp_path: Path) -> None:
-    running = Task("r", "f", {}, OPTS, T0, 1, T0)
-    queued = Task("q", "f", {"x": [1]}, OPTS, T0, 2, T0)
-    running.state, running.attempt, running.run_seq, running.started_ms = (
-        TaskState.RUNNING, 1, 3, T0)
-    records = [task_to_record(running), task_to_record(queued)]
-    (tmp_path / snapshot_name(3)).write_bytes(
-        encode_snapshot_records(3, records, {"quota_day": 1, "quota_day_count": 2}))
-    (tmp_path / segment_name(2)).write_bytes(
-        format_1_log([RunStarted(4, T0 + 1, "q", 1)]))
-    async with Engine(data_dir=tmp_path, clock=FakeClock(T0 + 5)) as queue:
-        # read at once, before the driver's first turn (no function "f" may run): the run in
-        # flight at the crash (r, in the snapshot) and the one started after it (q, in the
-        # log) are both requeued (atLeastOnce)
-        assert queue.recovery is not None and queue.recovery.snapshot_tasks == 2
-        assert queue.core.task_info("r", T0 + 5).state is TaskState.QUEUED
-        assert queue.core.task_info("q", T0 + 5).state is TaskState.QUEUED
-        assert queue.core.last_seq >= 4
-
-
-async def test_a_snapshot_of_an_unknown_format_refuses_to_start(tmp_path: Path) -> None:
-    header = {"v": 99, "k": "snap", "seq": 1, "n": 0, "counters": {}}
-    footer = {"v": 99, "k": "end", "n": 0}
+@pytest.mark.parametrize(("version", "refusal", "words"), [
+    (1, LogFormatRetiredError,
+     f"{snapshot_name(1)} in .* is in log format 1 \\(written by cloudqueue 0.1\\)"),
+    (99, LogCorruptError, "schema version 99"),
+], ids=["format-1", "unknown"])
+async def test_a_snapshot_of_a_format_this_version_does_not_read_refuses_to_start(
+        tmp_path: Path, version: int, refusal: type[Exception], words: str) -> None:
+    header = {"v": version, "k": "snap", "seq": 1, "n": 0, "counters": {}}
+    footer = {"v": version, "k": "end", "n": 0}
     (tmp_path / snapshot_name(1)).write_bytes(
         encode_frame(encode_record(header)) + encode_frame(encode_record(footer)))
-    with pytest.raises(LogCorruptError, match="schema version 99"):
+    with pytest.raises(refusal, match=words):
         async with Engine(data_dir=tmp_path):
             pass
 

@@ -155,21 +155,18 @@ async def test_a_torn_seal_before_a_complete_successor_loses_nothing(tmp_path: P
 
 async def test_a_log_from_before_segment_headers_still_loads_and_is_upgraded(
         tmp_path: Path) -> None:
-    from cloudqueue.engine.core.codec import encode_event
-    from cloudqueue.engine.core.events import TaskSubmitted
-    from cloudqueue.engine.core.framing import encode_frame
-    from cloudqueue.engine.core.options import TaskOptions
+    import shutil
 
-    old = [TaskSubmitted(i, T0, f"t{i}", "f", {}, TaskOptions(delay_ms=DAY), T0)
-           for i in (1, 2)]
-    (tmp_path / segment_name(1)).write_bytes(b"".join(encode_frame(encode_event(e))
-                                                      for e in old))
+    old = Path(__file__).parents[1] / "data" / "logs" / "queue-format2"  # segments 3 to 5
+    shutil.rmtree(tmp_path)
+    shutil.copytree(old, tmp_path)
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
+        before = {t.unique_id for t in queue.core.tasks()}
         await queue.enqueue("f", unique_id="t3", delay=DAY)
-    assert "from number 2 on" in (tmp_path / FORMAT_MARK).read_text()
+    assert "from number 6 on" in (tmp_path / FORMAT_MARK).read_text()
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0)) as queue:
-        assert {t.unique_id for t in queue.core.tasks()} == {"t1", "t2", "t3"}
-    (tmp_path / segment_name(2)).write_bytes(b"")  # the first headed one, emptied: noticed
+        assert {t.unique_id for t in queue.core.tasks()} == before | {"t3"}
+    (tmp_path / segment_name(6)).write_bytes(b"")  # the first headed one, emptied: noticed
     await refused(tmp_path, LogGapError, "has no segment header")
 
 

@@ -22,7 +22,7 @@ from cloudqueue import (
     TaskState,
     UnknownTaskError,
 )
-from cloudqueue.engine.core.codec import encode_event
+from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_header
 from cloudqueue.engine.core.errors import OutcomeUnknownError
 from cloudqueue.engine.core.events import RunStarted, TaskSubmitted
 from cloudqueue.engine.core.framing import encode_frame, scan
@@ -83,8 +83,9 @@ class CountingOps(FileOps):
 
 def write_log(directory: Path, events: list[Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    data = b"".join(encode_frame(encode_event(e)) for e in events)
-    (directory / segment_name(1)).write_bytes(data)
+    header = encode_segment_header(1, 0)  # a first segment holding one batch, as written
+    (directory / segment_name(1)).write_bytes(
+        header + encode_batch(events, len(header), len(header)))
 
 
 async def noop(params: Any, ctx: RunContext) -> str:

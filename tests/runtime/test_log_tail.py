@@ -1,7 +1,7 @@
 """Exhaustive tail damage through the real recovery path (load_log, which cuts torn tails).
 
-The log is laid out as the writer lays it out under fsync=always: each event its own batch,
-opened by a marker saying everything before the batch was synced.
+The log is laid out as the writer lays it out under fsync=always: the segment header, then
+each event its own batch, saying everything before it was synced.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudqueue.engine.core.codec import batch_marker, encode_event
+import cloudqueue.engine.core.batch_codec as batch_codec
+from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_header
 from cloudqueue.engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
-from cloudqueue.engine.core.framing import encode_frame
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.runtime.log_dir import load_log
 from cloudqueue.engine.runtime.log_file import LogCorruptError, segment_name
@@ -27,21 +27,19 @@ EVENTS: list[Event] = [
 ]
 
 def _layout() -> tuple[bytes, list[int], list[int]]:
-    """The log bytes, each event frame's start, and every frame's end."""
-    log, starts, ends = b"", [], []
+    """The log bytes, each batch's start, and the end of every frame (the header's first)."""
+    log = encode_segment_header(1, 0)
+    starts, ends = [], [len(log)]
     for event in EVENTS:
-        log += encode_frame(batch_marker(len(log)))
-        ends.append(len(log))
         starts.append(len(log))
-        log += encode_frame(encode_event(event))
+        log += encode_batch([event], len(log), len(log))
         ends.append(len(log))
     return log, starts, ends
 
 
 LOG, STARTS, ENDS = _layout()
-FRAMES = [LOG[start:end] for start, end in zip(STARTS, ENDS[1::2], strict=True)]
-BOUNDARIES = [0, *ENDS[1::2]]  # where each event's batch ends
-LAST_TWO_START = STARTS[-2] - len(encode_frame(batch_marker(STARTS[-2])))
+FRAMES = [LOG[start:end] for start, end in zip(STARTS, ENDS[1:], strict=True)]
+LAST_TWO_START = STARTS[-2]
 
 
 def recover(tmp_path: Path, data: bytes) -> list[int]:
@@ -55,7 +53,7 @@ def recover(tmp_path: Path, data: bytes) -> list[int]:
 @pytest.mark.parametrize("cut", range(LAST_TWO_START, len(LOG) + 1))
 def test_every_truncation_in_the_last_frames_keeps_the_longest_valid_prefix(
         tmp_path: Path, cut: int) -> None:
-    whole = sum(1 for end in BOUNDARIES[1:] if end <= cut)
+    whole = sum(1 for end in ENDS[1:] if end <= cut)
     assert recover(tmp_path, LOG[:cut]) == [e.seq for e in EVENTS[:whole]]
     if cut not in ENDS and cut != 0:
         assert len(list((tmp_path / "torn").iterdir())) == 1
@@ -81,15 +79,14 @@ def test_a_bit_flip_in_a_synced_batch_refuses_to_start(tmp_path: Path, frame: in
 
 
 def test_damage_inside_a_never_synced_batch_is_a_torn_tail_whatever_survives_after_it(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A power cut may write an unsynced batch's pages back in any order: its first record can
     be lost while later ones survive. Nothing in it was acknowledged; the queue must start."""
-    synced = LOG[:BOUNDARIES[2]]
-    batch = encode_frame(batch_marker(len(synced))) + b"".join(
-        encode_frame(encode_event(TaskSubmitted(10 + i, T0, f"u{i}", "f", {}, TaskOptions(),
-                                                T0))) for i in range(4))
+    synced = LOG[:ENDS[2]]
+    monkeypatch.setattr(batch_codec, "MAX_FRAME_RECORDS", 1)  # the batch over several frames
+    batch = encode_batch([TaskSubmitted(10 + i, T0, f"u{i}", "f", {}, TaskOptions(), T0)
+                          for i in range(4)], len(synced), len(synced))
     damaged = bytearray(batch)
-    first_record = len(encode_frame(batch_marker(len(synced))))
-    damaged[first_record: first_record + 20] = bytes(20)  # its first page never reached disk
+    damaged[:20] = bytes(20)  # its first page never reached disk
     assert recover(tmp_path, synced + bytes(damaged)) == [1, 2]
     assert len(list((tmp_path / "torn").iterdir())) == 1

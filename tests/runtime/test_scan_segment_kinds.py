@@ -13,7 +13,7 @@ from cloudqueue.engine.core.errors import CorruptionKind, CorruptRecordError, Lo
 from cloudqueue.engine.core.events import TaskSubmitted
 from cloudqueue.engine.core.framing import ScanResult, TailState, encode_frame
 from cloudqueue.engine.core.options import TaskOptions
-from cloudqueue.engine.runtime import log_file
+from cloudqueue.engine.runtime import segments
 from cloudqueue.engine.runtime.log_file import scan_segment
 
 T0 = 1_700_000_000_000
@@ -73,7 +73,7 @@ def test_the_kind_decides_not_the_words(monkeypatch: pytest.MonkeyPatch, words: 
             raise CorruptRecordError(len(data) - 1, words, kind)
         return real_scan(buffer)
 
-    monkeypatch.setattr(log_file, "scan", scan)
+    monkeypatch.setattr(segments, "scan", scan)
     if corrupt:
         with pytest.raises(LogCorruptError) as caught:
             scan_segment("wal-1.log", data)

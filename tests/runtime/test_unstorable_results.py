@@ -20,9 +20,8 @@ from cloudqueue import Continue, Engine, FakeClock, RunContext, TaskState, Valid
 from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.adapters.http_invoker.h1_answer import AnswerTooLarge, ResponseParser
 from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
-from cloudqueue.engine.core.codec import encode_event
+from cloudqueue.engine.core.batch_codec import encode_batch, encode_segment_header
 from cloudqueue.engine.core.events import Event, RunStarted, RunSucceeded, TaskSubmitted
-from cloudqueue.engine.core.framing import encode_frame
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.core.task import MAX_ERROR_CHARS, json_safe
 from cloudqueue.engine.runtime.log_file import read_log, segment_name
@@ -225,8 +224,9 @@ async def test_a_logged_nan_result_replays_into_valid_json(tmp_path: Path) -> No
                            RunStarted(2, T0, "old", 1),
                            RunSucceeded(3, T0 + 5, "old", 2, {"result": float("nan")}, 200)]
     tmp_path.mkdir(exist_ok=True)
+    header = encode_segment_header(1, 0)
     (tmp_path / segment_name(1)).write_bytes(
-        b"".join(encode_frame(encode_event(e)) for e in events))
+        header + encode_batch(events, len(header), len(header)))
     async with Engine(data_dir=tmp_path, clock=FakeClock(T0 + 10)) as queue:
         info = await queue.get_task_info("old")
     assert json.loads(json.dumps(info.to_wire(), allow_nan=False))["result"] == {"result": None}
