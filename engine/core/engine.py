@@ -210,7 +210,15 @@ class EngineCore:
                now_ms: int) -> list[Command]:
         """Accept a new task (already validated). Raises ``DuplicateTaskError`` while the
         uniqueId is held."""
-        return self._submit(((unique_id, function, params, options),), now_ms, one=True)
+        existing = self._table.tasks.get(unique_id)
+        if existing is not None:  # the whole check, as for a batch (rare: a reused uniqueId)
+            return self._submit(((unique_id, function, params, options),), now_ms, one=True)
+        self.quota.check(now_ms, self._table.unfinished)
+        self.last_seq = seq = self.last_seq + 1
+        event = TaskSubmitted(seq, now_ms, unique_id, function, params, options,
+                              now_ms if options.priority is None else options.priority)
+        self.apply(event)
+        return [Append((event,))]
 
     def submit_many(self, batch: Sequence[tuple[str, str, Any, TaskOptions]],
                     now_ms: int) -> list[Command]:
@@ -350,8 +358,8 @@ class EngineCore:
         store refuses work) start ready tasks while slots are free."""
         events: list[Event] = []
         commands: list[Command] = []
-        tasks, fired = self._table.tasks, Timers.fired
-        while due := self._timers.due(now_ms):
+        tasks, fired, timers = self._table.tasks, Timers.fired, self._timers
+        while due := timers.due(now_ms):
             for _at, _order, kind, key, token in due:
                 if kind is TimerKind.CRON:
                     self._book.due(key, token, now_ms, events)
@@ -401,7 +409,6 @@ class EngineCore:
         if event.schedule is not None:
             self._book.slot_fired(event)
 
-
     # ------------------------------------------------------------------ helpers
 
     def _seq(self) -> int:
@@ -413,7 +420,11 @@ class EngineCore:
         return event
 
     def _emit_new(self, make: Callable[[int], Event]) -> Event:
-        return self._emit(make(self._seq()))
+        """The event ``make`` builds with the next seq, applied (the parts' way to emit)."""
+        self.last_seq = seq = self.last_seq + 1
+        event = make(seq)
+        self.apply(event)
+        return event
 
     def _live_task(self, unique_id: str, now_ms: int) -> Task:
         task = self._table.tasks.get(unique_id)

@@ -37,6 +37,8 @@ from cloudqueue.engine.core.task import Task, pack_params
 from cloudqueue.engine.core.timers import TimerKind, Timers
 
 _QUEUED, _RUNNING, _RETRY_WAIT = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
+_START, _WAKE, _TIMEOUT, _EXPIRE = (TimerKind.START, TimerKind.WAKE, TimerKind.TIMEOUT,
+                                    TimerKind.EXPIRE)
 
 
 class TaskTable:
@@ -59,29 +61,38 @@ class TaskTable:
     def place(self, task: Task) -> None:
         """Put ``task`` where its fields say it belongs (after ``unplace``, or new)."""
         state, options, unique_id = task.state, task.options, task.unique_id
+        own_group = task.schedule is not None and self._schedule_concurrency is not None
         if state is _QUEUED:
             if task.started_ms is None and options.delay_ms > 0:
-                self._timer(task, TimerKind.START, task.created_ms + options.delay_ms)
+                self._timers.set(task, _START, task.created_ms + options.delay_ms, unique_id,
+                                 task.seq)
             else:
-                (self.ready_scheduled if self.own_group(task) else self.ready).push(
+                (self.ready_scheduled if own_group else self.ready).push(
                     unique_id, task.priority, task.seq)
         elif state is _RUNNING:
             self.running[unique_id] = task.run_seq
-            if self.own_group(task):
+            if own_group:
                 self.running_scheduled.add(unique_id)
-            self._timer(task, TimerKind.TIMEOUT, (task.started_ms or 0) + options.timeout_ms)
+            self._timers.set(task, _TIMEOUT, (task.started_ms or 0) + options.timeout_ms,
+                             unique_id, task.seq)
         elif state is _RETRY_WAIT:
-            self._timer(task, TimerKind.WAKE, task.retry_at_ms or 0)
+            self._timers.set(task, _WAKE, task.retry_at_ms or 0, unique_id, task.seq)
         else:
-            self._timer(task, TimerKind.EXPIRE, (task.finished_ms or 0) + options.keep_result_ms)
+            self._timers.set(task, _EXPIRE, (task.finished_ms or 0) + options.keep_result_ms,
+                             unique_id, task.seq)
 
     def unplace(self, task: Task) -> None:
-        unique_id = task.unique_id
-        if not self.ready.discard(unique_id):
-            self.ready_scheduled.discard(unique_id)
-        if self.running.pop(unique_id, None) is not None:
-            self.running_scheduled.discard(unique_id)
-        self._timers.clear(task)
+        """Take ``task`` out of where its current state put it (before its state changes)."""
+        state, unique_id = task.state, task.unique_id
+        if state is _QUEUED:
+            if task.timer_token == 0 and not self.ready.discard(unique_id):
+                self.ready_scheduled.discard(unique_id)  # ready, in the schedules' group
+        elif state is _RUNNING:
+            del self.running[unique_id]
+            if self.running_scheduled:
+                self.running_scheduled.discard(unique_id)
+        if task.timer_token:
+            self._timers.clear(task)
 
     def make_ready(self, task: Task) -> None:
         """A delayed task's START timer fired: it may start now."""
@@ -90,9 +101,6 @@ class TaskTable:
 
     def own_group(self, task: Task) -> bool:
         return task.schedule is not None and self._schedule_concurrency is not None
-
-    def _timer(self, task: Task, kind: TimerKind, at_ms: int) -> None:
-        self._timers.set(task, kind, at_ms, task.unique_id, task.seq)
 
     def restore(self, tasks: Iterable[Task]) -> int:
         """Insert tasks read from a snapshot (fields set; derived state none) and place them.

@@ -63,14 +63,20 @@ class Timers:
                 owner.timer = handle
 
     def clear(self, owner: Timed) -> None:
-        self.set(owner, None, 0, "", 0)
+        if owner.timer is not None:
+            self._wheel.cancel(owner.timer)
+            owner.timer = None
+        owner.timer_token = 0
 
     def due(self, now_ms: int) -> list[TimerKey]:
         """Every timer due at ``now_ms``, in firing order; each is handed out once (the owner
         checks ``fired`` before acting: a replaced timer no longer speaks for it)."""
-        self._due.extend(self._wheel.advance(now_ms))
-        due, self._due = self._due, []
-        due.sort()
+        due = self._wheel.advance(now_ms)
+        if self._due:
+            due += self._due
+            self._due = []
+        if len(due) > 1:
+            due.sort()  # (at_ms, order): the wheel's own order is (at_ms, add order)
         return due
 
     @staticmethod
