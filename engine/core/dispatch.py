@@ -9,6 +9,8 @@ concurrency group has a free slot: each start a logged ``RunStarted`` and an ``I
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cloudqueue.engine.core.commands import CancelRun, Command, Invoke, TaskFinished
 from cloudqueue.engine.core.events import (
     Event,
@@ -27,11 +29,13 @@ from cloudqueue.engine.core.timers import TimerKind
 
 
 class Dispatch:
-    def __init__(self, table: TaskTable, runs: Runs, emit: Emit,
-                 schedule_concurrency: int | None) -> None:
+    def __init__(self, table: TaskTable, runs: Runs, emit: Emit, next_seq: Callable[[], int],
+                 apply: Callable[[Event], None], schedule_concurrency: int | None) -> None:
         self._table = table
         self._runs = runs
         self._emit = emit
+        self._next_seq = next_seq  # the hot path (a run's start) builds its event directly
+        self._apply = apply
         self._own_group = schedule_concurrency
 
     def timer_fired(self, kind: TimerKind, task: Task, now_ms: int, events: list[Event],
@@ -77,7 +81,8 @@ class Dispatch:
     def _start(self, task: Task, now_ms: int, events: list[Event],
                commands: list[Command]) -> None:
         unique_id, attempt = task.unique_id, task.attempt + 1
-        started = self._emit(lambda seq: RunStarted(seq, now_ms, unique_id, attempt))
+        started = RunStarted(self._next_seq(), now_ms, unique_id, attempt)
+        self._apply(started)
         events.append(started)
         options = task.options
         at_most_once = options.delivery_mode is DeliveryMode.AT_MOST_ONCE

@@ -114,7 +114,7 @@ class EngineCore:
         self._runs = Runs(self._table, self.progress, self._emit_new,
                           lambda now_ms: self.tick(now_ms, dispatch=False),
                           self.config.max_result_bytes)
-        self._dispatch = Dispatch(self._table, self._runs, self._emit_new,
+        self._dispatch = Dispatch(self._table, self._runs, self._emit_new, self._seq, self.apply,
                                   self.config.schedule_concurrency)
         self.last_seq = 0
         self._appliers = self._make_appliers()

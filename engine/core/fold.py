@@ -85,8 +85,9 @@ class TaskTable:
         """Take ``task`` out of where its current state put it (before its state changes)."""
         state, unique_id = task.state, task.unique_id
         if state is _QUEUED:
-            if task.timer_token == 0 and not self.ready.discard(unique_id):
-                self.ready_scheduled.discard(unique_id)  # ready, in the schedules' group
+            if task.timer_token == 0:  # ready (or just taken from the ready queue to start)
+                own_group = task.schedule is not None and self._schedule_concurrency is not None
+                (self.ready_scheduled if own_group else self.ready).discard(unique_id)
         elif state is _RUNNING:
             del self.running[unique_id]
             if self.running_scheduled:

@@ -58,7 +58,7 @@ class Runs:
         run that is no longer current (it timed out, or the task was requeued) is dropped:
         returns []."""
         late = self._timers_first(unique_id, run_seq, now_ms)
-        if late is None or not self.current(unique_id, run_seq):
+        if late is None or (late and not self.current(unique_id, run_seq)):
             return late or []
         problem = unstorable(result, "the result", self._max_bytes)
         if problem is not None:
@@ -74,7 +74,7 @@ class Runs:
                status_code: int | None = None) -> list[Command]:
         """Record a failed run; the task retries after ``backoff`` or fails for good."""
         late = self._timers_first(unique_id, run_seq, now_ms)
-        if late is None or not self.current(unique_id, run_seq):
+        if late is None or (late and not self.current(unique_id, run_seq)):
             return late or []
         error = storable_text(error)
         events = self._run_ended(unique_id, lambda seq: RunFailed(
@@ -97,7 +97,7 @@ class Runs:
         over ``MAX_CHECKPOINT_BYTES``: a failed run with an unknown outcome, as for a result) or
         its overall ``deadline`` has passed (failed for good)."""
         late = self._timers_first(unique_id, run_seq, now_ms)
-        if late is None or not self.current(unique_id, run_seq):
+        if late is None or (late and not self.current(unique_id, run_seq)):
             return late or []
         task = self._table.tasks[unique_id]
         problem = checkpoint_problem(checkpoint) or unstorable(
@@ -124,7 +124,7 @@ class Runs:
         deadline is late, whatever arrived first in a busy moment (the timeout timer and the
         answer race after a stall): the timers fire first, so the run times out and the late
         outcome changes nothing (the caller sees the run is no longer current)."""
-        if not self.current(unique_id, run_seq):
+        if self._table.running.get(unique_id) != run_seq:
             return None
         task = self._table.tasks[unique_id]
         started_ms = task.started_ms
