@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.engine.core.cron import check_timezone
 from cloudqueue.engine.core.errors import ConfigError, ValidationError
-from cloudqueue.engine.core.options import near_miss
+from cloudqueue.engine.core.names import near_miss
 from cloudqueue.engine.core.quotas import Quotas
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.runtime.log_file import FsyncPolicy

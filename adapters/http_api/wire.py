@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudqueue.engine.core.errors import EngineError, ValidationError
+from cloudqueue.engine.core.names import near_miss
 from cloudqueue.engine.core.options import (
     SDK_FIELDS,
     WIRE_OPTION_NAMES,
@@ -16,7 +17,6 @@ from cloudqueue.engine.core.options import (
     TaskOptions,
     check_function_name,
     check_params,
-    near_miss,
     parse_options,
 )
 

@@ -21,7 +21,8 @@ from cloudqueue.adapters.http_api.app import (
     ignored_header,
 )
 from cloudqueue.adapters.http_api.wire import ENQUEUE_FIELDS, parse_enqueue
-from cloudqueue.engine.core.options import Limits, near_miss, parse_options
+from cloudqueue.engine.core.names import near_miss
+from cloudqueue.engine.core.options import Limits, parse_options
 from tests.adapters.test_http_api import A, B, master
 
 URL = "/1.1/engine/cloud-queue/tasks"

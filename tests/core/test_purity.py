@@ -36,7 +36,7 @@ def _files(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: p.name)
 def test_core_module_imports_nothing_that_does_io_or_reads_clocks(path: Path) -> None:
     assert {name.split(".")[0] for name in _imports(path)} & FORBIDDEN == set()
     outside = {name for name in _imports(path)
@@ -69,6 +69,6 @@ def test_code_imports_the_one_package_name(path: Path) -> None:
 
 
 def test_the_checks_see_the_modules() -> None:
-    assert {"engine.py", "states.py", "options.py"} <= {p.name for p in CORE.glob("*.py")}
+    assert {"engine.py", "states.py", "options.py"} <= {p.name for p in CORE.rglob("*.py")}
     assert {"cli", "server", "config"} <= TOP
     assert len(_files("adapters")) > 10
