@@ -100,10 +100,27 @@ def _whole(least: int, most: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloudqueue")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
+def _verbose_anywhere(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``-v`` after the subcommand too (``cloudqueue serve -v``), as before it."""
+    for sub in set(commands.choices.values()):
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log at debug level")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudqueue",
                                      description="A durable task queue for cloud functions.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"cloudqueue {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the embedded example: enqueue and run tasks")
     demo.set_defaults(func=_demo)
@@ -143,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="close a keep-alive connection idle this long (default 75000)")
     serve.set_defaults(func=_serve)
     cron_cli.add_parser(commands)
+    _verbose_anywhere(commands)
     return parser
 
 

@@ -221,7 +221,13 @@ def parse_cron(expr: str, field: str = "cron") -> CronExpr:
         _fail(field, None, f"expected a string, got {type(expr).__name__}")
     parts = expr.split()
     if len(parts) != len(_FIELDS):
-        _fail(field, None, f"expected 6 fields ({_ORDER}), got {len(parts)}")
+        hint = ""
+        if len(parts) == len(_FIELDS) - 1:  # classic cron has no seconds field
+            hint = (f"; this dialect starts with seconds: for the classic {expr.strip()!r} write "
+                    f"'0 {' '.join(parts)}'")
+            if any(ch.isdigit() for ch in parts[-1]):
+                hint += " (and days of week count 1-7 from Sunday here, not 0-6)"
+        _fail(field, None, f"expected 6 fields ({_ORDER}), got {len(parts)}{hint}")
     sec, minute, hour, dom, month, dow = (
         _field_values(text, spec, field) for text, spec in zip(parts, _FIELDS, strict=True))
     assert sec and minute and hour and month  # only day fields may be None (?)
