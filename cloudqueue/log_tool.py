@@ -318,10 +318,32 @@ def compact(directory: Path, out: TextIO) -> int:
     return CLEAN
 
 
+def _is_log(directory: Path) -> bool:
+    return (directory / "FORMAT").exists() or any(directory.glob("wal-*.log")) \
+        or any(directory.glob("snapshot-*.snap"))
+
+
+def app_directories(directory: Path) -> list[Path]:
+    """The apps' logs under a server's data directory (``DATA_DIR/<appId>``), when
+    ``directory`` holds no log itself but such subdirectories."""
+    if _is_log(directory):
+        return []
+    return sorted(d for d in directory.iterdir() if d.is_dir() and _is_log(d))
+
+
 def run(action: str, directory: Path, out: TextIO = sys.stdout) -> int:
     if not directory.is_dir():
         print(f"{directory} is not a data directory", file=sys.stderr)
         return DAMAGED
+    apps = app_directories(directory)
+    if apps:  # a server's --data-dir: one log per app
+        print(f"{directory} is a server's data directory: {len(apps)} app(s), each its own "
+              f"log ({', '.join(a.name for a in apps)})", file=out)
+        worst = CLEAN
+        for app in apps:
+            print(f"\n== app {app.name} ({app})", file=out)
+            worst = max(worst, run(action, app, out))
+        return worst
     try:
         if action in ("inspect", "verify"):
             return describe(directory, out, verbose=action == "inspect")

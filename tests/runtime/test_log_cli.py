@@ -127,3 +127,20 @@ async def test_the_console_command_exits_with_the_verdict(tmp_path: Path) -> Non
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == DAMAGED
     assert "is damaged at offset" in result.stdout
+
+
+async def test_a_servers_data_directory_is_inspected_app_by_app(tmp_path: Path) -> None:
+    """Pointed at `cloudqueue serve --data-dir` (one log per app under it), inspect and verify
+    take each app's log in turn instead of reporting an empty queue."""
+    await make_log(tmp_path / "data" / "appA", count=3)
+    await make_log(tmp_path / "data" / "appB", count=2)
+    (tmp_path / "data" / "not-an-app").mkdir()
+    out = io.StringIO()
+    assert run("inspect", tmp_path / "data", out) == CLEAN
+    text = out.getvalue()
+    assert "a server's data directory: 2 app(s), each its own log (appA, appB)" in text
+    assert "== app appA" in text and "== app appB" in text
+    assert "live tasks: 3 (cancelled 1, queued 2)" in text
+    assert "live tasks: 2 (cancelled 1, queued 1)" in text
+    damage_frame(tmp_path / "data" / "appB", 0)
+    assert run("verify", tmp_path / "data", io.StringIO()) == DAMAGED
