@@ -42,7 +42,7 @@ from cloudqueue.engine.core.options import (
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
-from cloudqueue.engine.queue import TaskPage
+from cloudqueue.engine.queue import TaskPage, task_filter
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.compaction import CompactionSchedule
 from cloudqueue.engine.runtime.defined import Handler, defined_in
@@ -239,10 +239,14 @@ class Engine:
         return info
 
     async def list_tasks(self, state: TaskState | str | None = None,
-                         limit: int = 100) -> TaskPage:
-        """Up to ``limit`` tasks (in ``state``, when given), newest first, and how many there
-        are; durable as ``get_task_info``'s."""
-        tasks = [t for t in self.core.tasks() if state is None or t.state.value == state]
+                         limit: int = 100, *, status: str | None = None) -> TaskPage:
+        """Up to ``limit`` tasks newest first, and how many there are; durable as
+        ``get_task_info``'s. ``state`` filters by the detailed state (``queued`` is only tasks
+        waiting for a slot); ``status`` by LeanCloud's three-valued one (``queued`` is every
+        unfinished task, ``retry_wait`` and ``running`` included). Raises ``ValidationError``
+        for both at once or an unknown value."""
+        keep = task_filter(state, status)
+        tasks = [t for t in self.core.tasks() if keep(t.state)]
         shown = heapq.nlargest(limit, tasks, key=lambda t: t.seq)
         seq = max((t.changed_seq for t in shown), default=0)
         infos = [self.core.info(t) for t in shown]

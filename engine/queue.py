@@ -14,9 +14,10 @@ runs unchanged on either::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, Protocol
 
+from cloudqueue.engine.core.errors import ValidationError
 from cloudqueue.engine.core.schedules import ScheduleInfo
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
@@ -28,6 +29,29 @@ class TaskPage(NamedTuple):
 
     tasks: list[TaskInfo]
     total: int
+
+
+STATUSES = ("queued", "success", "failed")
+
+
+def task_filter(state: TaskState | str | None, status: str | None
+                ) -> Callable[[TaskState], bool]:
+    """Which states a listing keeps: one detailed ``state``, or every state of LeanCloud's
+    ``status``. Raises ``ValidationError`` for both, or an unknown value."""
+    if state is not None and status is not None:
+        raise ValidationError("give state (the detailed one) or status (LeanCloud's: queued "
+                              "means every unfinished task), not both", "status")
+    if status is not None:
+        if status not in STATUSES:
+            raise ValidationError(f"status must be one of {', '.join(STATUSES)}", "status")
+        return lambda found: found.wire_status == status
+    if state is None:
+        return lambda found: True
+    if state not in {s.value for s in TaskState}:
+        raise ValidationError(f"state must be one of {', '.join(s.value for s in TaskState)}",
+                              "state")
+    wanted = TaskState(state)
+    return lambda found: found is wanted
 
 
 class Queue(Protocol):
@@ -48,8 +72,9 @@ class Queue(Protocol):
         ...
 
     async def list_tasks(self, state: TaskState | str | None = None,
-                         limit: int = 100) -> TaskPage:
-        """Up to ``limit`` tasks (in ``state``, when given), newest first, and their count."""
+                         limit: int = 100, *, status: str | None = None) -> TaskPage:
+        """Up to ``limit`` tasks (in ``state``, or in LeanCloud's ``status``, when given),
+        newest first, and their count."""
         ...
 
     async def wait(self, unique_id: str, timeout: int | None = None) -> TaskInfo:

@@ -43,7 +43,7 @@ from cloudqueue.engine.core.options import check_function_name, check_params, pa
 from cloudqueue.engine.core.schedules import ScheduleInfo, check_schedule_name
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
-from cloudqueue.engine.queue import TaskPage
+from cloudqueue.engine.queue import TaskPage, task_filter
 
 
 class QueueClient(Transport):
@@ -124,7 +124,7 @@ class QueueClient(Transport):
         return task_info_from_wire(answer)
 
     async def list_tasks(self, state: TaskState | str | None = None,
-                         limit: int = 100) -> TaskPage:
+                         limit: int = 100, *, status: str | None = None) -> TaskPage:
         """Up to ``limit`` (1 to 1000) tasks the server holds (in ``state``, when given),
         newest first, and how many there are (needs the master key).
 
@@ -134,8 +134,11 @@ class QueueClient(Transport):
             UnexpectedResponseError: as ``enqueue``.
         """
         query = {"limit": str(check_count(limit, "limit", MAX_LIST_LIMIT))}
+        task_filter(state, status)  # refused here, before any request
         if state is not None:
             query["state"] = check_state(state).value
+        if status is not None:
+            query["status"] = status
         answer = await self._call("list_tasks", "GET", "/tasks", query=query)
         results = answer.get("results") if isinstance(answer, Mapping) else None
         if not isinstance(results, list):

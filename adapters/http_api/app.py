@@ -34,7 +34,6 @@ from cloudqueue.adapters.http_api.wire import parse_enqueue, parse_json_object, 
 from cloudqueue.engine.core.errors import EngineError, ValidationError
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.quotas import QuotaExceededError
-from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.embedded import Engine
 
 __all__ = ["APPS", "OPENAPI_PATH", "AppStartError", "QueueApp", "create_app"]
@@ -175,12 +174,9 @@ async def progress(request: web.Request) -> web.Response:
 
 async def list_tasks(request: web.Request) -> web.Response:
     queue_app = tenant(request, Role.MASTER)
-    state = request.query.get("state")
-    if state is not None and state not in {s.value for s in TaskState}:
-        raise ValidationError(f"state must be one of {', '.join(s.value for s in TaskState)}",
-                              "state")
     limit = whole_number(request.query.get("limit"), "limit", 100, 1, 1000)
-    infos, count = await queue_app.engine.list_tasks(state, limit)
+    infos, count = await queue_app.engine.list_tasks(
+        request.query.get("state"), limit, status=request.query.get("status"))
     return web.json_response({"results": [info.to_wire() for info in infos], "count": count})
 
 

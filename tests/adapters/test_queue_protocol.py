@@ -26,6 +26,7 @@ from cloudqueue import (
     TaskState,
     UnknownScheduleError,
     UnknownTaskError,
+    ValidationError,
 )
 from cloudqueue.adapters.function_host import Call, FunctionHost
 from tests.adapters.serving import A, serving
@@ -95,6 +96,23 @@ async def test_tasks_through_the_protocol(queue: Queue) -> None:
 
     with pytest.raises(UnknownTaskError):
         await queue.get_task_info("nope")
+
+
+async def test_listing_by_leanclouds_status_or_by_detailed_state(queue: Queue) -> None:
+    """``status=queued`` (LeanCloud's) is every unfinished task; ``state=queued`` only those
+    waiting for a slot; asking for both, or an unknown value, is refused before anything."""
+    await queue.wait(await queue.enqueue("add", {"a": 1, "b": 1}, unique_id="done"),
+                     timeout=10_000)
+    await queue.enqueue("add", {"a": 1, "b": 1}, delay=3_600_000, unique_id="later")
+    unfinished, total = await queue.list_tasks(status="queued")
+    assert ([t.unique_id for t in unfinished], total) == (["later"], 1)
+    assert [t.unique_id for t in (await queue.list_tasks(status="success")).tasks] == ["done"]
+    assert (await queue.list_tasks(status="failed")).total == 0
+    with pytest.raises(ValidationError) as both:
+        await queue.list_tasks(state="queued", status="queued")
+    assert both.value.field == "status"
+    with pytest.raises(ValidationError):
+        await queue.list_tasks(status="retry_wait")  # a state, not a status
 
 
 async def test_watch_and_run_through_the_protocol(queue: Queue) -> None:
