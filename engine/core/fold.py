@@ -37,6 +37,7 @@ from cloudqueue.engine.core.task import Task, pack_params
 from cloudqueue.engine.core.timers import TimerKind, Timers
 
 _QUEUED, _RUNNING, _RETRY_WAIT = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
+_FINAL = frozenset(state for state in TaskState if state.is_final)
 _START, _WAKE, _TIMEOUT, _EXPIRE = (TimerKind.START, TimerKind.WAKE, TimerKind.TIMEOUT,
                                     TimerKind.EXPIRE)
 
@@ -53,18 +54,20 @@ class TaskTable:
         self.running_scheduled: set[str] = set()
         self.unfinished = 0
         self._timers = timers
+        self._arm = timers.arm
         self._quota = quota
         self._schedule_concurrency = schedule_concurrency
 
     # ------------------------------------------------------------------ where a task belongs
 
     def place(self, task: Task) -> None:
-        """Put ``task`` where its fields say it belongs (after ``unplace``, or new)."""
-        state, options, unique_id = task.state, task.options, task.unique_id
+        """Put ``task`` where its fields say it belongs (after ``unplace``, or new: it has no
+        timer)."""
+        state, options, unique_id, arm = task.state, task.options, task.unique_id, self._arm
         own_group = task.schedule is not None and self._schedule_concurrency is not None
         if state is _QUEUED:
             if task.started_ms is None and options.delay_ms > 0:
-                self._timers.set(task, _START, task.created_ms + options.delay_ms, unique_id,
+                arm(task, _START, task.created_ms + options.delay_ms, unique_id,
                                  task.seq)
             else:
                 (self.ready_scheduled if own_group else self.ready).push(
@@ -73,12 +76,12 @@ class TaskTable:
             self.running[unique_id] = task.run_seq
             if own_group:
                 self.running_scheduled.add(unique_id)
-            self._timers.set(task, _TIMEOUT, (task.started_ms or 0) + options.timeout_ms,
+            arm(task, _TIMEOUT, (task.started_ms or 0) + options.timeout_ms,
                              unique_id, task.seq)
         elif state is _RETRY_WAIT:
-            self._timers.set(task, _WAKE, task.retry_at_ms or 0, unique_id, task.seq)
+            arm(task, _WAKE, task.retry_at_ms or 0, unique_id, task.seq)
         else:
-            self._timers.set(task, _EXPIRE, (task.finished_ms or 0) + options.keep_result_ms,
+            arm(task, _EXPIRE, (task.finished_ms or 0) + options.keep_result_ms,
                              unique_id, task.seq)
 
     def unplace(self, task: Task) -> None:
@@ -107,14 +110,18 @@ class TaskTable:
         """Insert tasks read from a snapshot (fields set; derived state none) and place them.
         Returns the highest seq they name."""
         by_id, place, last_seq = self.tasks, self.place, 0
-        unfinished = 0
+        unfinished, final = 0, _FINAL
         for task in tasks:
             by_id[task.unique_id] = task
-            task.timer, task.timer_token = None, 0
-            if not task.state.is_final:
+            task.timer = None
+            task.timer_token = 0
+            if task.state not in final:
                 unfinished += 1
             place(task)
-            last_seq = max(last_seq, task.seq, task.run_seq)
+            if task.seq > last_seq:
+                last_seq = task.seq
+            if task.run_seq > last_seq:
+                last_seq = task.run_seq
         self.unfinished += unfinished
         return last_seq
 

@@ -83,12 +83,12 @@ _AT_MS = attrgetter("at_ms")
 class _Bucket:
     __slots__ = ("entries", "min_at", "at_min", "cancelled")
 
-    def __init__(self, entries: list[TimerHandle], min_at: int) -> None:
+    def __init__(self, entries: list[TimerHandle], min_at: int, at_min: int) -> None:
         self.entries = entries
         # The entries' earliest at_ms, and how many live entries are due then: once those are
         # all cancelled (at_min 0), min_at is only a lower bound until the bucket is re-read.
         self.min_at = min_at
-        self.at_min = sum(1 for handle in entries if handle.at_ms == min_at)
+        self.at_min = at_min
         self.cancelled = 0
 
     def reread(self) -> int | None:
@@ -139,7 +139,7 @@ class TimerWheel(Generic[K]):
         slot = (at_ms // self._tick) & self._mask
         bucket = self._buckets.get(slot)
         if bucket is None:
-            self._buckets[slot] = _Bucket([handle], at_ms)
+            self._buckets[slot] = _Bucket([handle], at_ms, 1)
             # One more bucket and one more heap entry: no stale entry, no compaction check.
             heappush(self._heap, (at_ms, slot))
         else:

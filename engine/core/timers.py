@@ -62,6 +62,17 @@ class Timers:
             else:
                 owner.timer = handle
 
+    def arm(self, owner: Timed, kind: TimerKind, at_ms: int, key: str, order: int) -> None:
+        """``set`` for an owner with no pending timer (new, or just cleared)."""
+        self._tokens = token = self._tokens + 1
+        timer_key = (at_ms, order, kind, key, token)
+        owner.timer_token = token
+        handle = self._wheel.add(timer_key, at_ms)
+        if handle is None:  # due already: fires at the next tick
+            self._due.append(timer_key)
+        else:
+            owner.timer = handle
+
     def clear(self, owner: Timed) -> None:
         if owner.timer is not None:
             self._wheel.cancel(owner.timer)
