@@ -63,26 +63,27 @@ class TaskTable:
     def place(self, task: Task) -> None:
         """Put ``task`` where its fields say it belongs (after ``unplace``, or new: it has no
         timer)."""
-        state, options, unique_id, arm = task.state, task.options, task.unique_id, self._arm
-        own_group = task.schedule is not None and self._schedule_concurrency is not None
+        state = task.state
         if state is _QUEUED:
-            if task.started_ms is None and options.delay_ms > 0:
-                arm(task, _START, task.created_ms + options.delay_ms, unique_id,
-                                 task.seq)
+            delay_ms = task.options.delay_ms
+            if delay_ms > 0 and task.started_ms is None:
+                self._arm(task, _START, task.created_ms + delay_ms, task.unique_id, task.seq)
+            elif task.schedule is not None and self._schedule_concurrency is not None:
+                self.ready_scheduled.push(task.unique_id, task.priority, task.seq)
             else:
-                (self.ready_scheduled if own_group else self.ready).push(
-                    unique_id, task.priority, task.seq)
+                self.ready.push(task.unique_id, task.priority, task.seq)
         elif state is _RUNNING:
+            unique_id = task.unique_id
             self.running[unique_id] = task.run_seq
-            if own_group:
+            if task.schedule is not None and self._schedule_concurrency is not None:
                 self.running_scheduled.add(unique_id)
-            arm(task, _TIMEOUT, (task.started_ms or 0) + options.timeout_ms,
-                             unique_id, task.seq)
+            self._arm(task, _TIMEOUT, (task.started_ms or 0) + task.options.timeout_ms,
+                      unique_id, task.seq)
         elif state is _RETRY_WAIT:
-            arm(task, _WAKE, task.retry_at_ms or 0, unique_id, task.seq)
+            self._arm(task, _WAKE, task.retry_at_ms or 0, task.unique_id, task.seq)
         else:
-            arm(task, _EXPIRE, (task.finished_ms or 0) + options.keep_result_ms,
-                             unique_id, task.seq)
+            self._arm(task, _EXPIRE, (task.finished_ms or 0) + task.options.keep_result_ms,
+                      task.unique_id, task.seq)
 
     def unplace(self, task: Task) -> None:
         """Take ``task`` out of where its current state put it (before its state changes)."""
