@@ -79,7 +79,7 @@ from cloudqueue.engine.core.task import (
     TaskInfo,
     expired,
 )
-from cloudqueue.engine.core.timers import TimerKind, Timers
+from cloudqueue.engine.core.timers import TimerKey, TimerKind, Timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,8 +359,8 @@ class EngineCore:
         events: list[Event] = []
         commands: list[Command] = []
         tasks, fired, timers = self._table.tasks, Timers.fired, self._timers
-        while due := timers.due(now_ms):
-            for _at, _order, kind, key, token in due:
+        while due := timers.due(now_ms, self._timer_order):
+            for kind, key, token in due:
                 if kind is TimerKind.CRON:
                     self._book.due(key, token, now_ms, events)
                     continue
@@ -410,6 +410,13 @@ class EngineCore:
             self._book.slot_fired(event)
 
     # ------------------------------------------------------------------ helpers
+
+    def _timer_order(self, key: TimerKey) -> int:
+        """Among timers due at the same time, a task's fires by its submission seq (a
+        schedule's first, then by name): what a restore rebuilds the same way."""
+        kind, name, _ = key
+        task = None if kind is TimerKind.CRON else self._table.tasks.get(name)
+        return 0 if task is None else task.seq
 
     def _seq(self) -> int:
         self.last_seq += 1

@@ -67,7 +67,7 @@ class TaskTable:
         if state is _QUEUED:
             delay_ms = task.options.delay_ms
             if delay_ms > 0 and task.started_ms is None:
-                self._arm(task, _START, task.created_ms + delay_ms, task.unique_id, task.seq)
+                self._arm(task, _START, task.created_ms + delay_ms, task.unique_id)
             elif task.schedule is not None and self._schedule_concurrency is not None:
                 self.ready_scheduled.push(task.unique_id, task.priority, task.seq)
             else:
@@ -78,12 +78,12 @@ class TaskTable:
             if task.schedule is not None and self._schedule_concurrency is not None:
                 self.running_scheduled.add(unique_id)
             self._arm(task, _TIMEOUT, (task.started_ms or 0) + task.options.timeout_ms,
-                      unique_id, task.seq)
+                      unique_id)
         elif state is _RETRY_WAIT:
-            self._arm(task, _WAKE, task.retry_at_ms or 0, task.unique_id, task.seq)
+            self._arm(task, _WAKE, task.retry_at_ms or 0, task.unique_id)
         else:
             self._arm(task, _EXPIRE, (task.finished_ms or 0) + task.options.keep_result_ms,
-                      task.unique_id, task.seq)
+                      task.unique_id)
 
     def unplace(self, task: Task) -> None:
         """Take ``task`` out of where its current state put it (before its state changes)."""

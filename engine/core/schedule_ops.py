@@ -94,7 +94,7 @@ class ScheduleBook:
             self._timers.clear(found)
             return
         found.next_slot_ms = found.next_after(after_ms)
-        self._timers.set(found, TimerKind.CRON, found.next_slot_ms, found.spec.name, 0)
+        self._timers.set(found, TimerKind.CRON, found.next_slot_ms, found.spec.name)
 
     # ------------------------------------------------------------------ firing
 

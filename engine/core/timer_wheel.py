@@ -171,6 +171,21 @@ class TimerWheel(Generic[K]):
 
     def advance(self, now_ms: int) -> list[K]:
         """Fire every live timer with ``at_ms <= now_ms``, in (at_ms, add order)."""
+        fired = self._fire(now_ms)
+        if len(fired) > 1:
+            fired.sort(key=_FIRE_ORDER)
+        # Handles carry an erased Hashable key; add() only ever stored K.
+        return cast("list[K]", [handle.key for handle in fired])
+
+    def advance_timed(self, now_ms: int) -> list[tuple[int, K]]:
+        """``advance``, each key with its time, in no particular order (for a caller that
+        orders them its own way)."""
+        fired = self._fire(now_ms)
+        if not fired:
+            return []
+        return cast("list[tuple[int, K]]", [(h.at_ms, h.key) for h in fired])
+
+    def _fire(self, now_ms: int) -> list[TimerHandle]:
         if now_ms <= self._current:
             # Every stored timer is later than current_ms, so nothing can be due.
             return []
@@ -190,10 +205,7 @@ class TimerWheel(Generic[K]):
                     heappush(heap, (later, slot))
         if len(heap) > 2 * len(buckets) + _HEAP_SLACK:
             self._rebuild_heap()
-        if len(fired) > 1:
-            fired.sort(key=_FIRE_ORDER)
-        # Handles carry an erased Hashable key; add() only ever stored K.
-        return cast("list[K]", [handle.key for handle in fired])
+        return fired
 
     def next_expiry_ms(self) -> int | None:
         """Earliest live timer's at_ms; None if no timers."""

@@ -1,13 +1,15 @@
 """The core's timers: each task or schedule waits for at most one time.
 
-A timer fires in the order ``(at_ms, order)``, where ``order`` is the owner's submission seq (a
-schedule's is 0, then its name): both are stored, so a core restored from a snapshot, whose
-timers were armed in another order, fires timers due at the same millisecond in the same order
-as the live core did — and so logs the same events with the same seqs.
+Timers due together fire in the order ``(at_ms, order)``, where ``order`` is the owner's
+submission seq (a schedule's is 0, then its name), which the caller tells ``due``: both survive
+a snapshot, so a core restored from one, whose timers were armed in another order, fires timers
+due at the same millisecond in the same order as the live core did — and so logs the same
+events with the same seqs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -22,8 +24,10 @@ class TimerKind(IntEnum):
     CRON = 5     # a schedule's next slot (keyed by the schedule's name)
 
 
-# (at_ms, order, kind, uniqueId or schedule name, token): sorting keys is the firing order
-TimerKey = tuple[int, int, TimerKind, str, int]
+# (kind, uniqueId or schedule name, token)
+TimerKey = tuple[TimerKind, str, int]
+# the order among timers due at the same time: an owner's submission seq (0 for a schedule)
+Order = Callable[[TimerKey], int]
 
 
 class Timed(Protocol):
@@ -38,15 +42,14 @@ class Timers:
 
     def __init__(self, start_ms: int, tick_ms: int, slots: int) -> None:
         self._wheel: TimerWheel[TimerKey] = TimerWheel(start_ms, tick_ms, slots)
-        self._due: list[TimerKey] = []
+        self._due: list[tuple[int, TimerKey]] = []  # armed when already due
         self._tokens = 0
 
     @property
     def current_ms(self) -> int:
         return self._wheel.current_ms
 
-    def set(self, owner: Timed, kind: TimerKind | None, at_ms: int, key: str,
-            order: int) -> None:
+    def set(self, owner: Timed, kind: TimerKind | None, at_ms: int, key: str) -> None:
         """Replace ``owner``'s pending timer with one of ``kind`` at ``at_ms`` (None: none)."""
         if owner.timer is not None:
             self._wheel.cancel(owner.timer)
@@ -54,22 +57,22 @@ class Timers:
         owner.timer_token = 0
         if kind is not None:
             self._tokens = token = self._tokens + 1
-            timer_key = (at_ms, order, kind, key, token)
+            timer_key = (kind, key, token)
             owner.timer_token = token
             handle = self._wheel.add(timer_key, at_ms)
             if handle is None:  # due already: fires at the next tick
-                self._due.append(timer_key)
+                self._due.append((at_ms, timer_key))
             else:
                 owner.timer = handle
 
-    def arm(self, owner: Timed, kind: TimerKind, at_ms: int, key: str, order: int) -> None:
+    def arm(self, owner: Timed, kind: TimerKind, at_ms: int, key: str) -> None:
         """``set`` for an owner with no pending timer (new, or just cleared)."""
         self._tokens = token = self._tokens + 1
-        timer_key = (at_ms, order, kind, key, token)
+        timer_key = (kind, key, token)
         owner.timer_token = token
         handle = self._wheel.add(timer_key, at_ms)
         if handle is None:  # due already: fires at the next tick
-            self._due.append(timer_key)
+            self._due.append((at_ms, timer_key))
         else:
             owner.timer = handle
 
@@ -79,16 +82,19 @@ class Timers:
             owner.timer = None
         owner.timer_token = 0
 
-    def due(self, now_ms: int) -> list[TimerKey]:
-        """Every timer due at ``now_ms``, in firing order; each is handed out once (the owner
-        checks ``fired`` before acting: a replaced timer no longer speaks for it)."""
-        due = self._wheel.advance(now_ms)
+    def due(self, now_ms: int, order: Order) -> list[TimerKey]:
+        """Every timer due at ``now_ms``, in firing order ``(at_ms, order(key), key)``; each is
+        handed out once (the owner checks ``fired`` before acting: a replaced timer no longer
+        speaks for it)."""
+        due = self._wheel.advance_timed(now_ms)
         if self._due:
             due += self._due
             self._due = []
+        if not due:
+            return []  # the common tick: nothing due
         if len(due) > 1:
-            due.sort()  # (at_ms, order): the wheel's own order is (at_ms, add order)
-        return due
+            due.sort(key=lambda item: (item[0], order(item[1]), item[1]))
+        return [key for _, key in due]
 
     @staticmethod
     def fired(owner: Any, token: int) -> bool:
