@@ -96,7 +96,9 @@ async def enqueue(request: web.Request) -> web.Response:
     body = parse_json_object(await request.read())
     function = body.get("function")
     if isinstance(function, str):  # the function's own option defaults, under what was sent
-        body = dict(queue_app.engine.functions.with_defaults(function, body, wire=True))
+        merged = queue_app.engine.functions.with_defaults(function, body, wire=True)
+        if merged is not body:  # a new dict only when the function declares defaults
+            body = dict(merged)
     spec = parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
     response = web.Response(text=_unique_id_body(unique_id), content_type="application/json")

@@ -25,12 +25,11 @@ from cloudqueue.engine.core.events import (
     TaskSubmitted,
 )
 from cloudqueue.engine.core.options import DeliveryMode
+from cloudqueue.engine.core.runs import Emit
 from cloudqueue.engine.core.schedules import MISSED_COUNT_CAP, Schedule, task_id
 from cloudqueue.engine.core.task import Task, expired
 from cloudqueue.engine.core.timers import TimerKind, Timers
 
-# Build an event with the next seq, apply it, and return it (the core's).
-Emit = Callable[[Callable[[int], Event]], Event]
 # The task of a uniqueId, if the core has one (held, or kept past its keepResult until purged)
 Lookup = Callable[[str], Task | None]
 

@@ -251,11 +251,8 @@ class TimerWheel(Generic[K]):
         if not keep:
             del self._buckets[slot]
             return None
-        bucket.entries = keep
-        bucket.cancelled = 0
-        bucket.min_at = min(map(_AT_MS, keep))
-        bucket.at_min = sum(1 for handle in keep if handle.at_ms == bucket.min_at)
-        return bucket.min_at
+        bucket.entries = keep  # only live, later entries: re-reading makes the minimum exact
+        return bucket.reread()
 
     def _purge(self, slot: int, bucket: _Bucket) -> None:
         keep = [handle for handle in bucket.entries if handle._armed]

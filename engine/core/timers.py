@@ -51,19 +51,9 @@ class Timers:
 
     def set(self, owner: Timed, kind: TimerKind | None, at_ms: int, key: str) -> None:
         """Replace ``owner``'s pending timer with one of ``kind`` at ``at_ms`` (None: none)."""
-        if owner.timer is not None:
-            self._wheel.cancel(owner.timer)
-            owner.timer = None
-        owner.timer_token = 0
+        self.clear(owner)
         if kind is not None:
-            self._tokens = token = self._tokens + 1
-            timer_key = (kind, key, token)
-            owner.timer_token = token
-            handle = self._wheel.add(timer_key, at_ms)
-            if handle is None:  # due already: fires at the next tick
-                self._due.append((at_ms, timer_key))
-            else:
-                owner.timer = handle
+            self.arm(owner, kind, at_ms, key)
 
     def arm(self, owner: Timed, kind: TimerKind, at_ms: int, key: str) -> None:
         """``set`` for an owner with no pending timer (new, or just cleared)."""

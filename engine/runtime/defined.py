@@ -77,15 +77,21 @@ def define(name: str | Handler | None = None, /, **defaults: Any) -> Any:
     return decorator
 
 
-def _mark(name: str, fn: Handler, defaults: Mapping[str, Any]) -> Handler:
-    where = f"function {name!r}"
+def check_handler(name: str, fn: Any) -> None:
+    """Raises ``ConfigError`` for a name that cannot be a cloud function's or a function that is
+    not ``async def``: the one check of every function registered, declared or not."""
     try:
         check_function_name(name)
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None
     if not inspect.iscoroutinefunction(fn):
-        raise ConfigError(f"{where} must be 'async def' (wrap blocking work in "
+        raise ConfigError(f"function {name!r} must be 'async def' (wrap blocking work in "
                           "asyncio.to_thread)")
+
+
+def _mark(name: str, fn: Handler, defaults: Mapping[str, Any]) -> Handler:
+    where = f"function {name!r}"
+    check_handler(name, fn)
     other = sorted(set(defaults) - DEFAULTABLE)
     if other:
         raise ConfigError(f"{where}: {other[0]!r} cannot be a function's default; the defaults "

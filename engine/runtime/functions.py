@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import field
 from typing import Any, Protocol, TypeAlias
 
 from cloudqueue.engine.core.commands import Invoke
-from cloudqueue.engine.core.errors import ConfigError, ValidationError
 from cloudqueue.engine.core.events import FailureKind
-from cloudqueue.engine.core.options import check_function_name
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.value import value
-from cloudqueue.engine.runtime.defined import Defined, defined
+from cloudqueue.engine.runtime.defined import Defined, check_handler, defined
 
 ProgressSink = Callable[[str, int, dict[str, Any]], None]
 
@@ -187,13 +184,7 @@ class FunctionRegistry(Invoker):
         return decorator
 
     def _register(self, name: str, fn: Handler) -> Handler:
-        try:
-            check_function_name(name)
-        except ValidationError as exc:
-            raise ConfigError(str(exc)) from None
-        if not inspect.iscoroutinefunction(fn):
-            raise ConfigError(
-                f"function {name!r} must be 'async def' (wrap blocking work in asyncio.to_thread)")
+        check_handler(name, fn)
         self._functions[name] = fn
         return fn
 
