@@ -183,7 +183,8 @@ class Engine:
         """Queue a task; return its uniqueId once it is durable.
 
         Options (LeanCloud's, snake_case, durations in ms): ``attempts`` (retries; runs =
-        attempts + 1; default 1), ``backoff`` (default 60000), ``delay`` (0), ``delivery_mode``
+        attempts + 1; default 1), ``backoff`` (default 60000; ``backoff_type`` "fixed" or
+        "exponential", capped at ``backoff_max``, default 3600000), ``delay`` (0), ``delivery_mode``
         ("atLeastOnce" | "atMostOnce"), ``keep_result`` (300000), ``priority`` (lower first;
         default the enqueue time), ``timeout`` (per run, default 15000), ``unique_id`` (1-32
         chars; default a random UUID).
@@ -321,7 +322,8 @@ class Engine:
                            **options: Any) -> ScheduleInfo:
         """Create or replace the schedule ``name``: ``cron`` (LeanCloud's six fields, seconds
         first) or ``interval`` (ms), in ``timezone`` (default: the engine's). Task options for
-        each firing: attempts, backoff, delivery_mode, timeout, keep_result. Each firing is a
+        each firing: attempts, backoff, backoff_type, backoff_max, delivery_mode, timeout,
+        keep_result. Each firing is a
         task with uniqueId ``cron:<name>:<slot_ms>`` and priority the slot time."""
         values = {"function": function, "params": params, "cron": cron, "interval": interval,
                   "timezone": timezone, "paused": paused, **options}

@@ -59,8 +59,8 @@ class Queue(Protocol):
 
     async def enqueue(self, function: str, params: Any = None, **options: Any) -> str:
         """Queue a task; its uniqueId once it is durable. Options as LeanCloud's, snake_case,
-        durations in ms: attempts, backoff, delay, delivery_mode, keep_result, priority,
-        timeout, unique_id."""
+        durations in ms: attempts, backoff (backoff_type, backoff_max), delay, delivery_mode,
+        keep_result, priority, timeout, unique_id, deadline."""
         ...
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:

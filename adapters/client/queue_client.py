@@ -67,8 +67,9 @@ class QueueClient(Transport):
         """Queue a task on the server; return its uniqueId once the server holds it durably.
 
         The options are ``Engine.enqueue``'s, checked by the same validator before anything is
-        sent: ``attempts``, ``backoff``, ``delay``, ``delivery_mode``, ``keep_result``,
-        ``priority``, ``timeout``, ``unique_id`` (durations in ms). Only the options given are
+        sent: ``attempts``, ``backoff`` (with ``backoff_type``, ``backoff_max``), ``delay``,
+        ``delivery_mode``, ``keep_result``, ``priority``, ``timeout``, ``unique_id``, ``deadline``
+        (durations in ms). Only the options given are
         sent; the server applies its defaults to the rest. ``params`` None sends ``{}``.
 
         Raises:
@@ -223,7 +224,8 @@ class QueueClient(Transport):
         ``Engine.set_schedule``'s arguments, checked by the same validator before anything is
         sent: exactly one of ``cron`` (LeanCloud's six fields, seconds first) or ``interval``
         (ms); ``timezone`` (an IANA name; None: the server's default zone); per-firing task
-        options ``attempts``, ``backoff``, ``delivery_mode``, ``timeout``, ``keep_result``.
+        options ``attempts``, ``backoff``, ``backoff_type``, ``backoff_max``, ``delivery_mode``,
+        ``timeout``, ``keep_result``.
 
         Raises:
             ValidationError: a bad name, function, params, expression, zone or option (no

@@ -175,7 +175,7 @@ class TaskTable:
             self._finish(task, event.t_ms)
         else:
             fire(task, Trigger.RETRY_LATER)
-            task.retry_at_ms = event.t_ms + task.options.backoff_ms
+            task.retry_at_ms = event.t_ms + task.options.retry_wait_ms(task.unique_id, task.attempt)
             self.place(task)
 
     def requeued(self, event: RunRequeued) -> None:

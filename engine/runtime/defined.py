@@ -35,8 +35,8 @@ from cloudqueue.engine.core.value import value
 Handler = Callable[[Any, Any], Awaitable[Any]]
 MARK = "__cloudqueue_function__"
 # the options a function may set defaults for (per task: unique_id, delay, priority)
-DEFAULTABLE = frozenset({"attempts", "backoff", "timeout", "delivery_mode", "keep_result",
-                         "deadline"})
+DEFAULTABLE = frozenset({"attempts", "backoff", "backoff_type", "backoff_max", "timeout",
+                         "delivery_mode", "keep_result", "deadline"})
 _WIRE = {python: wire for python, wire, _ in OPTION_NAMES}
 
 

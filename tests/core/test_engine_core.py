@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, TypeVar
 
 import pytest
@@ -125,6 +126,30 @@ def test_failed_run_retries_at_failure_time_plus_backoff() -> None:
     (again,) = h.tick(T0 + 1_010)
     assert again.attempt == 2
     assert "retryAt" not in h.info("a", T0 + 1_010)
+
+
+def test_exponential_backoff_doubles_to_its_cap_less_a_jitter_replay_repeats() -> None:
+    h = Harness()
+    h.submit("a", attempts=5, backoff=1_000, backoff_type="exponential", backoff_max=5_000)
+    now, waits = T0, []
+    for _ in range(5):
+        (run,) = h.tick(now)
+        h.fail(run, now + 10)
+        retry_at = h.core.task_info("a", now + 10).retry_at_ms
+        assert retry_at is not None
+        waits.append(retry_at - (now + 10))
+        assert h.info("a", now + 10)["retryAt"] == iso_ms(retry_at)  # shown as LeanCloud's
+        assert h.tick(retry_at - 1) == []
+        now = retry_at
+    # run n waits d = min(5000, 1000 * 2**(n-1)) less floor(d * j / 2), j = crc32("a:n") / 2**32:
+    # a function of the task and the run, so a replay or a restore gives the same retryAt
+    caps = (1_000, 2_000, 4_000, 5_000, 5_000)
+    assert waits == [d - d * zlib.crc32(f"a:{n}".encode()) // 2**33
+                     for n, d in enumerate(caps, start=1)]
+    assert all(d // 2 < w <= d for w, d in zip(waits, caps, strict=True))
+    assert len(set(waits)) == 5
+    replayed = rebuild(EngineCore(CoreConfig(concurrency=1), start_ms=T0), h.events)
+    assert replayed.task_info("a", now) == h.core.task_info("a", now)
 
 
 def test_attempts_plus_one_runs_then_failed() -> None:
