@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import gc
 import heapq
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import Any, Unpack
 
@@ -22,13 +22,14 @@ from cloudqueue.engine.assembly import (
     store_opener,
 )
 from cloudqueue.engine.config import EngineConfig, EngineOptions
-from cloudqueue.engine.core.batch_items import parse_batch
+from cloudqueue.engine.core.batch_items import Item, parse_batch, parse_each
 from cloudqueue.engine.core.commands import Command, TaskFinished
 from cloudqueue.engine.core.cron import CronExpr, check_interval, check_timezone, parse_cron
 from cloudqueue.engine.core.cron_next import fire_times
 from cloudqueue.engine.core.errors import (
     DiskFullError,
     EngineClosedError,
+    EngineError,
     LogError,
     UnknownTaskError,
     ValidationError,
@@ -225,10 +226,42 @@ class Engine:
         """
         self._check_open()
         batch = parse_batch(self._with_defaults(items), self.limits, random_uuid)
+        return await self.submit_many(batch)
+
+    async def enqueue_each(self, items: Iterable[Mapping[str, Any]]) -> list[str | EngineError]:
+        """Queue many tasks at once, each on its own: in each item's place, its uniqueId or why
+        it was refused (a ``ValidationError`` or ``DuplicateTaskError``, ``index`` naming the
+        item). Every task accepted is durable before this returns; they are one group commit.
+        Items as ``enqueue_many``'s.
+
+        Raises (nothing accepted then): ``QuotaExceededError`` (the accepted items together
+        would break a quota), ``EngineClosedError`` and ``LogError`` as ``enqueue``.
+        """
+        self._check_open()
+        return await self.submit_each(parse_each(self._with_defaults(items), self.limits,
+                                                 random_uuid))
+
+    async def submit_many(self, batch: Sequence[Item]) -> list[str]:
+        """``enqueue_many`` for callers that validated already (the HTTP API): same
+        guarantees."""
+        self._check_open()
         if not batch:
             return []
         await self._apply(self.core.submit_many(batch, self.clock.now_ms()), poke=False)
         return [item[0] for item in batch]
+
+    async def submit_each(self, batch: Sequence[Item | EngineError]) -> list[str | EngineError]:
+        """``enqueue_each`` for callers that validated already (the HTTP API): an item that is
+        an error stays in its place; the others are submitted as ``enqueue_each`` does."""
+        self._check_open()
+        valid = [item for item in batch if not isinstance(item, EngineError)]
+        indexes = [i for i, item in enumerate(batch) if not isinstance(item, EngineError)]
+        commands, refused = self.core.submit_each(valid, self.clock.now_ms(), indexes)
+        if commands:
+            await self._apply(commands, poke=False)
+        answers = iter([item[0] if why is None else why
+                        for item, why in zip(valid, refused, strict=True)])
+        return [item if isinstance(item, EngineError) else next(answers) for item in batch]
 
     async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
         """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""

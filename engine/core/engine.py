@@ -228,6 +228,32 @@ class EngineCore:
         ``QuotaExceededError`` if the batch would break a quota; then nothing changed."""
         return self._submit(batch, now_ms, one=False)
 
+    def submit_each(self, batch: Sequence[tuple[str, str, Any, TaskOptions]], now_ms: int,
+                    indexes: Sequence[int] | None = None
+                    ) -> tuple[list[Command], list[DuplicateTaskError | None]]:
+        """Accept what can be accepted of ``batch``, in one ``Append``: an item whose id is held,
+        or given to an earlier item too, is refused with a ``DuplicateTaskError`` in its place of
+        the returned list (None where accepted), naming the item by its position in ``batch``
+        or by ``indexes`` (the items' places in the caller's own list). Raises
+        ``QuotaExceededError`` if the accepted items would break a quota together; then
+        nothing changed."""
+        tasks = self._table.tasks
+        refused: list[DuplicateTaskError | None] = [None] * len(batch)
+        accepted: list[tuple[str, str, Any, TaskOptions]] = []
+        first_at: dict[str, int] = {}
+        for position, item in enumerate(batch):
+            unique_id, index = item[0], position if indexes is None else indexes[position]
+            first = first_at.setdefault(unique_id, index)
+            existing = tasks.get(unique_id)
+            if first != index:
+                refused[position] = DuplicateTaskError.within_batch(unique_id, index, first)
+            elif existing is not None and not expired(existing, now_ms):
+                refused[position] = DuplicateTaskError(unique_id, existing.state.wire_status,
+                                                       existing.state.value, index=index)
+            else:
+                accepted.append(item)
+        return (self._submit(accepted, now_ms, one=False) if accepted else []), refused
+
     def _submit(self, batch: Sequence[tuple[str, str, Any, TaskOptions]], now_ms: int, *,
                 one: bool) -> list[Command]:
         tasks = self._table.tasks
