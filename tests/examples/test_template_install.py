@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +61,38 @@ def test_the_install_runs_end_to_end_from_the_command_line(tmp_path: Path) -> No
     # first attempt: no slice hit its 2-second timeout
     assert summary["slices"] >= 20 and summary["attempt"] == 1
     check_installed(data, summary["result"]["result"])
+
+
+def test_the_example_listens_beside_the_quick_start_server() -> None:
+    """Its default ports are not the Quick start's server's (`scripts/run.sh`), so both run at
+    once, and its watcher's default queue is the example's own."""
+    from cloudqueue.config import DEFAULT_PORT
+    from examples.template_install.__main__ import build_parser
+    from examples.template_install.watch import build_parser as watch_parser
+
+    args = build_parser().parse_args([])
+    assert len({args.queue_port, args.host_port, DEFAULT_PORT}) == 3
+    watched = watch_parser().parse_args(["some-task", "--app-id", "a", "--app-key", "k"])
+    assert watched.queue == f"http://127.0.0.1:{args.queue_port}"
+
+
+def test_a_port_in_use_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        for flag in ("--queue-port", "--host-port"):
+            other = "--host-port" if flag == "--queue-port" else "--queue-port"
+            done = subprocess.run(
+                [sys.executable, "-m", "examples.template_install", "--data",
+                 str(tmp_path / "data"), flag, str(busy), other, "0"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert (done.returncode, done.stdout) == (1, "")
+            assert done.stderr == (
+                f"python -m examples.template_install: cannot listen on 127.0.0.1:{busy}: "
+                f"another process is using port {busy}. Stop it (`ss -ltnp 'sport = :{busy}'` "
+                f"shows which), or give another port: `{flag} 0` takes any free one\n")
+    assert not (tmp_path / "data").exists()  # refused before anything was made
 
 
 class TimedInstaller(Installer):
