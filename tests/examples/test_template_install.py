@@ -64,14 +64,16 @@ def test_the_install_runs_end_to_end_from_the_command_line(tmp_path: Path) -> No
 
 
 def test_the_example_listens_beside_the_quick_start_server() -> None:
-    """Its default ports are not the Quick start's server's (`scripts/run.sh`), so both run at
-    once, and its watcher's default queue is the example's own."""
-    from cloudqueue.config import DEFAULT_PORT
+    """Its default ports are neither the Quick start's server's (`scripts/run.sh`, `cloudqueue
+    serve`) nor `cloudqueue host`'s, so they run at once, and its watcher's default queue is the
+    example's own."""
+    from cloudqueue.config import DEFAULT_PORT as SERVE_PORT
+    from cloudqueue.host import DEFAULT_PORT as HOST_PORT
     from examples.template_install.__main__ import build_parser
     from examples.template_install.watch import build_parser as watch_parser
 
     args = build_parser().parse_args([])
-    assert len({args.queue_port, args.host_port, DEFAULT_PORT}) == 3
+    assert len({args.queue_port, args.host_port, SERVE_PORT, HOST_PORT}) == 4
     watched = watch_parser().parse_args(["some-task", "--app-id", "a", "--app-key", "k"])
     assert watched.queue == f"http://127.0.0.1:{args.queue_port}"
 
