@@ -114,13 +114,17 @@ class TimedInstaller(Installer):
 def chromium() -> str:
     binary = find_chromium()
     if binary is None:
+        # scripts/test.sh says why it could not install chromium
+        why = (os.environ.get("CLOUDQUEUE_BROWSER_MISSING")
+               or "no chromium on this machine (apt-get install chromium; scripts/test.sh "
+                  "installs it when it can)")
         if os.environ.get("CLOUDQUEUE_REQUIRE_BROWSER"):
-            pytest.fail("CLOUDQUEUE_REQUIRE_BROWSER is set but no chromium was found")
-        pytest.skip("no chromium on this machine (apt-get install chromium; scripts/test.sh "
-                    "installs it when it can)")
+            pytest.fail(f"CLOUDQUEUE_REQUIRE_BROWSER is set but no chromium was found: {why}")
+        pytest.skip(f"browser test: {why}")
     return binary
 
 
+@pytest.mark.browser
 @pytest.mark.timeout(180)
 async def test_the_progress_page_shows_the_install_live_in_chromium(
         tmp_path: Path, chromium: str) -> None:
