@@ -105,14 +105,15 @@ def check_app_id(app_id: Any, where: str) -> str:
 
 def check_function_host(url: Any, where: str) -> str | None:
     """An http(s) base URL, or None. The error shows the URL without its password."""
-    if url is None or (isinstance(url, str) and _is_http_url(url)):
+    if url is None or (isinstance(url, str) and is_http_url(url)):
         return url
     shown = redact_url(url) if isinstance(url, str) else repr(url)
     raise ConfigError(f"{where}: function host {shown} is not an http:// or https:// URL "
                       "(e.g. http://127.0.0.1:3000)")
 
 
-def _is_http_url(url: str) -> bool:
+def is_http_url(url: str) -> bool:
+    """An http:// or https:// URL naming a host (and a numeric port, if any)."""
     try:
         parts = urlsplit(url)
         _ = parts.port  # a port that is not a number raises here
