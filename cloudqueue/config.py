@@ -49,6 +49,8 @@ class AppConfig:
     strict_options: bool = False  # refuse enqueues naming a field the queue does not know
     # modules declaring Python functions (@cloudqueue.define) the app runs in-process
     functions: tuple[str, ...] = ()
+    # app-key callers may enqueue (params only): False, True (any function) or these functions
+    client_enqueue: bool | frozenset[str] = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ _FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
-                       "schedule_concurrency", "strict_options", "functions"})
+                       "schedule_concurrency", "strict_options", "functions",
+                       "client_enqueue"})
 
 
 def check_app_id(app_id: Any, where: str) -> str:
@@ -242,7 +245,18 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                      _positive_or_none(where, "schedule_concurrency",
                                        raw.get("schedule_concurrency")),
                      _flag(where, "strict_options", raw.get("strict_options", False)),
-                     _modules(where, raw.get("functions", [])))
+                     _modules(where, raw.get("functions", [])),
+                     _client_enqueue(where, raw.get("client_enqueue", False)))
+
+
+def _client_enqueue(where: str, value: Any) -> bool | frozenset[str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(name, str) and name
+                                                 for name in value):
+        return frozenset(value)
+    raise ConfigError(f"{where}.client_enqueue must be true, false or a non-empty list of "
+                      f"function names, e.g. [\"hello\"], got {value!r}")
 
 
 def _modules(where: str, value: Any) -> tuple[str, ...]:

@@ -107,7 +107,8 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
             data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
             invoker=invoker, clock=clock)
         engine.register(*import_functions(app.functions))
-        tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options)
+        tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
+                                            app.client_enqueue)
     return create_app(tenants)
 
 

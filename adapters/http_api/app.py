@@ -1,7 +1,8 @@
 """The LeanCloud-compatible REST API (docs/protocol.md §1), plus marked extensions.
 
 LeanCloud's endpoints:
-    POST /1.1/engine/cloud-queue/tasks               enqueue (master)
+    POST /1.1/engine/cloud-queue/tasks               enqueue (master; app key where the app
+                                                     allows clients: params only)
     GET  /1.1/engine/cloud-queue/tasks/{uniqueId}    task info (app or master)
 Extensions (master):
     GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
@@ -30,7 +31,7 @@ from aiohttp import web
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
 from cloudqueue.adapters.http_api import schedules, stream
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
-from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
+from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, caller, refusal, tenant
 from cloudqueue.adapters.http_api.wire import (
     EnqueueRequest,
     parse_batch_body,
@@ -111,8 +112,12 @@ def _enqueue_request(queue_app: QueueApp, body: dict[str, Any]) -> EnqueueReques
 
 
 async def enqueue(request: web.Request) -> web.Response:
-    queue_app = tenant(request, Role.MASTER)
+    queue_app, role = caller(request)
+    if role is Role.APP and queue_app.client_enqueue is False:  # before reading the body
+        queue_app.check_client_enqueue({})
     body = parse_json_object(await request.read())
+    if role is Role.APP:
+        queue_app.check_client_enqueue(body)
     spec = _enqueue_request(queue_app, body)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
     response = web.Response(text=_unique_id_body(unique_id), content_type="application/json")
