@@ -93,6 +93,7 @@ class Engine:
         # functions defined here run here; others go to ``invoker`` (a function host), if any
         self._invoker = self.functions if invoker is None else Routed(self.functions, invoker)
         self.functions.progress_sink = self.report_progress
+        self.functions.limit_sink = self._set_function_limit
         self.watchers = Watchers(self._info_or_none)
         self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
                                     self.watchers)
@@ -178,6 +179,11 @@ class Engine:
         ``@queue.define`` or ``@queue.define("name")``. Raising fails the run; returning a JSON
         value succeeds; returning ``run.continue_with(checkpoint)`` runs it again from there."""
         return self.functions.define(name)
+
+    def _set_function_limit(self, function: str, limit: int | None) -> None:
+        self.core.set_function_limit(function, limit)
+        if self._state == "running":
+            self._driver.poke()  # a higher limit (or none) may let runs start now
 
     def register(self, *items: ModuleType | Handler) -> None:
         """Register functions declared with ``cloudqueue.define``: each item a module (all it

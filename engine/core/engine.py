@@ -130,12 +130,15 @@ class EngineCore:
 
     @property
     def ready_count(self) -> int:
-        return len(self._table.ready)
+        table = self._table
+        return len(table.ready) + sum(len(queue) for queue in table.ready_by_function.values())
 
     @property
     def has_ready(self) -> bool:
         """Some task may start now (in either concurrency group)."""
-        return bool(self._table.ready) or bool(self._table.ready_scheduled)
+        table = self._table
+        return bool(table.ready) or bool(table.ready_scheduled) or any(
+            table.ready_by_function.values())
 
     @property
     def run_limit(self) -> int:
@@ -151,8 +154,20 @@ class EngineCore:
         if table.ready_scheduled and own_group is not None \
                 and len(table.running_scheduled) < own_group:
             return True
-        return bool(table.ready) and (len(table.running) - len(table.running_scheduled)
-                                      < self.run_limit)
+        if len(table.running) - len(table.running_scheduled) >= self.run_limit:
+            return False
+        return bool(table.ready) or any(
+            queue and table.running_by_function[function] < table.function_limits[function]
+            for function, queue in table.ready_by_function.items())
+
+    def set_function_limit(self, function: str, limit: int | None) -> None:
+        """At most ``limit`` runs of ``function`` in flight, within ``concurrency`` (None: no
+        limit of its own). Configuration, like ``concurrency``: not logged."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ValueError(f"a function's concurrency must be a whole number >= 1, got "
+                             f"{limit!r}")
+        self._table.set_function_limit(function, limit)
 
     def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
         """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed.
