@@ -119,8 +119,11 @@ def build_host(config: HostConfig) -> FunctionHost:
     host = FunctionHost(config.keys, config.queue_url)
     for function in declared:
         host.define(function.name)(function.fn)
-        if function.defaults:
-            options = ", ".join(f"{k}={v!r}" for k, v in sorted(function.wire_defaults().items()))
+        if function.defaults or function.concurrency is not None:
+            given = dict(function.wire_defaults())
+            if function.concurrency is not None:
+                given["concurrency"] = function.concurrency
+            options = ", ".join(f"{k}={v!r}" for k, v in sorted(given.items()))
             log.warning("function %s declares option defaults (%s): a queue calling this host "
                         "does not know them, so its tasks get only the options each enqueue "
                         "sets (the defaults apply where the queue imports the module: "
