@@ -1,7 +1,8 @@
 """The README's Quick start, followed as written: its commands are read out of README.md (the
 blocks marked ``<!-- quickstart:... -->``), not copied here. The server command runs from a
 fresh directory (on a free port instead of 3100), then the first-task block, whose last answer
-must be the task's success."""
+must be the task's success, then the Python client's script against the same server; the
+embedded example runs on its own."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
 
-def block(marker: str) -> str:
+def block(marker: str, language: str = "sh") -> str:
     """The fenced code block right after ``<!-- quickstart:MARKER -->``."""
-    found = re.search(rf"<!-- quickstart:{marker} -->\n```sh\n(.*?)```", README.read_text(),
-                      re.S)
+    found = re.search(rf"<!-- quickstart:{marker} -->\n```{language}\n(.*?)```",
+                      README.read_text(), re.S)
     assert found, f"README.md has no quickstart:{marker} block"
     return found.group(1)
 
@@ -66,6 +67,10 @@ async def test_the_quick_start_ends_in_success(tmp_path: Path, unused_tcp_port: 
         script = block("first-task").replace("127.0.0.1:3100", f"127.0.0.1:{unused_tcp_port}")
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=60)
+        client = block("client", "python").replace("127.0.0.1:3100",
+                                                    f"127.0.0.1:{unused_tcp_port}")
+        watched = subprocess.run([sys.executable, "-c", client], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=60)
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)
@@ -73,5 +78,20 @@ async def test_the_quick_start_ends_in_success(tmp_path: Path, unused_tcp_port: 
     info = json.loads(done.stdout)
     assert (info["status"], info["result"]) == ("success", {"result": {"greeting":
                                                                        "hello, queue"}}), info
+    assert watched.returncode == 0, watched.stderr
+    lines = watched.stdout.splitlines()
+    assert lines[0].startswith("state") and lines[-2:] == ["finished 3", "success {'counted': 3}"]
+    # live progress in order (a slow reader may miss an intermediate one, never the latest)
+    shown = [int(line.split()[1]) for line in lines if line.startswith("progress")]
+    assert shown == sorted(shown) and set(shown) <= {1, 2, 3}
     assert server.returncode == 0, output
     assert "functions count-slowly, hello in-process" in output
+
+
+def test_the_embedded_example_prints_its_success(tmp_path: Path) -> None:
+    ran = subprocess.run([sys.executable, "-c", block("embedded", "python")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    status, wire = ran.stdout.splitlines()
+    assert status == "success {'image': 'cat.png', 'width': 640}"
+    assert "'status': 'success'" in wire and "'result': {'result': {'image': 'cat.png'" in wire

@@ -64,12 +64,14 @@ def start_host(cwd: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 
 def wait_listening(process: subprocess.Popen[str]) -> str:
-    """The host's output up to the line saying it listens (it reads nothing sooner)."""
+    """The host's start-up output, up to its last line (it listens by then). Read to that line:
+    ``communicate`` with a timeout reads the pipe itself, so whatever this read ahead into the
+    file's buffer would be lost to it."""
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if " listening on " in line:
+        if "point the queue at it: " in line:
             return "".join(lines)
     raise AssertionError("the host ended before it listened:\n" + "".join(lines))
 
@@ -120,7 +122,7 @@ async def test_a_queue_runs_the_modules_functions_on_the_host(
     assert refused == (401, {"code": 401, "error": "Unauthorized."})
     assert (f"function host of app {A.app_id} listening on {host_url}: count-up, hello, install "
             f"(progress and checkpoints: {queue_url})") in started
-    assert f"point the queue at it: cloudqueue serve --function-host {host_url}" in output
+    assert f"point the queue at it: cloudqueue serve --function-host {host_url}" in started
     # a queue calling the host cannot see a function's declared defaults: said at start
     assert "function count-up declares option defaults (attempts=3)" in started
     assert counted.max_runs == 2  # indeed: the enqueue's own (default) attempts
