@@ -1,8 +1,8 @@
 """The README's Quick start, followed as written: its commands are read out of README.md (the
 blocks marked ``<!-- quickstart:... -->``), not copied here. The server command runs from a
 fresh directory (on a free port instead of 3100), then the first-task block, whose last answer
-must be the task's success, then the Python client's script against the same server; the
-embedded example runs on its own."""
+must be the task's success, then the bulk enqueue and the Python client's script against the
+same server; the embedded example runs on its own."""
 
 from __future__ import annotations
 
@@ -67,6 +67,12 @@ async def test_the_quick_start_ends_in_success(tmp_path: Path, unused_tcp_port: 
         script = block("first-task").replace("127.0.0.1:3100", f"127.0.0.1:{unused_tcp_port}")
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=60)
+        keys = "\n".join(line for line in block("first-task").splitlines()
+                         if line.startswith(("APP_ID=", "KEY=")))
+        bulk = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", keys + "\n" + block("bulk").replace(
+                "127.0.0.1:3100", f"127.0.0.1:{unused_tcp_port}")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         client = block("client", "python").replace("127.0.0.1:3100",
                                                     f"127.0.0.1:{unused_tcp_port}")
         watched = subprocess.run([sys.executable, "-c", client], cwd=tmp_path, env=env,
@@ -78,6 +84,9 @@ async def test_the_quick_start_ends_in_success(tmp_path: Path, unused_tcp_port: 
     info = json.loads(done.stdout)
     assert (info["status"], info["result"]) == ("success", {"result": {"greeting":
                                                                        "hello, queue"}}), info
+    assert bulk.returncode == 0, bulk.stderr
+    first, second = json.loads(bulk.stdout)["results"]
+    assert set(first) == {"uniqueId"} and second == {"uniqueId": "hello-b"}
     assert watched.returncode == 0, watched.stderr
     lines = watched.stdout.splitlines()
     assert lines[0].startswith("state") and lines[-2:] == ["finished 3", "success {'counted': 3}"]
