@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.engine.config import HOST_CONCURRENCY
 from cloudqueue.engine.core.cron import check_timezone
 from cloudqueue.engine.core.errors import ConfigError, ValidationError
 from cloudqueue.engine.core.names import near_miss
@@ -49,6 +50,9 @@ class AppConfig:
     strict_options: bool = False  # refuse enqueues naming a field the queue does not know
     # modules declaring Python functions (@cloudqueue.define) the app runs in-process
     functions: tuple[str, ...] = ()
+    # "fixed": concurrency runs in flight at the function host; "adaptive": as many as the host
+    # takes without its latency rising, up to concurrency (engine/runtime/host_limit.py)
+    host_concurrency: str = "fixed"
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ _FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
-                       "schedule_concurrency", "strict_options", "functions"})
+                       "schedule_concurrency", "strict_options", "functions",
+                       "host_concurrency"})
 
 
 def check_app_id(app_id: Any, where: str) -> str:
@@ -122,7 +127,8 @@ def _is_http_url(url: str) -> bool:
 
 
 def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | None,
-                  concurrency: int, functions: tuple[str, ...] = ()) -> tuple[AppConfig, ...]:
+                  concurrency: int, functions: tuple[str, ...] = (),
+                  host_concurrency: str = "fixed") -> tuple[AppConfig, ...]:
     names = ("LEANCLOUD_APP_ID", "LEANCLOUD_APP_KEY", "LEANCLOUD_APP_MASTER_KEY")
     given = [n for n in names if env.get(n)]
     if given and len(given) < len(names):
@@ -135,7 +141,19 @@ def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | N
     else:
         keys = _dev_keys(data_dir)
     return (AppConfig(keys, check_function_host(function_host, "--function-host"),
-                      concurrency, functions=functions),)
+                      concurrency, functions=functions,
+                      host_concurrency=check_host_concurrency(host_concurrency,
+                                                              "--host-concurrency")),)
+
+
+def check_host_concurrency(mode: Any, where: str) -> str:
+    """``"fixed"`` or ``"adaptive"``; ConfigError naming ``where`` (and a near miss) otherwise."""
+    if isinstance(mode, str) and mode in HOST_CONCURRENCY:
+        return mode
+    meant = near_miss(mode, frozenset(HOST_CONCURRENCY)) if isinstance(mode, str) else None
+    hint = f" (did you mean {meant!r}?)" if meant else ""
+    raise ConfigError(f"{where} must be \"fixed\" (concurrency runs in flight) or \"adaptive\" "
+                      f"(as many as the host takes, up to concurrency), got {mode!r}{hint}")
 
 
 def _dev_keys(data_dir: Path) -> AppKeys:
@@ -241,7 +259,9 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                      _positive_or_none(where, "schedule_concurrency",
                                        raw.get("schedule_concurrency")),
                      _flag(where, "strict_options", raw.get("strict_options", False)),
-                     _modules(where, raw.get("functions", [])))
+                     _modules(where, raw.get("functions", [])),
+                     check_host_concurrency(raw.get("host_concurrency", "fixed"),
+                                            f"{where}.host_concurrency"))
 
 
 def _modules(where: str, value: Any) -> tuple[str, ...]:
