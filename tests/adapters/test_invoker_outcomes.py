@@ -188,8 +188,10 @@ def test_the_host_failing_a_call_is_told_from_the_function_failing_it(
 
 
 def test_no_answer_in_time_and_a_broken_connection_are_the_hosts_failures() -> None:
-    assert timed_out(1_000).host_error and broken_after_sending("reset").host_error
-    assert not answer_too_large(10).host_error  # the function answered: too much, but it did
+    late, broken, large = timed_out(1_000), broken_after_sending("reset"), answer_too_large(10)
+    assert isinstance(late, Failed) and isinstance(broken, Failed) and isinstance(large, Failed)
+    assert late.host_error and broken.host_error
+    assert not large.host_error  # the function answered: too much, but it did
 
 
 async def test_a_gateways_503_backs_the_host_limit_off(gateway: Any) -> None:
