@@ -16,6 +16,9 @@ Serves Python functions the way a LeanEngine app serves ``AV.Cloud.define``'d on
 
     web.run_app(host.app, port=3000)
 
+``cloudqueue host --functions MODULE`` (``cloudqueue/host.py``) serves a module's
+``@cloudqueue.define`` functions this way without any code around them.
+
 Endpoints: ``POST /1.1/functions/<name>`` and ``POST /1/functions/<name>`` (the name is taken from
 the raw path, undecoded, as leanengine does), ``GET /__engine/1/ping`` (no auth) and
 ``POST /1.1/functions/_ops/metadatas`` (master: the function names).

@@ -53,6 +53,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host(args: argparse.Namespace) -> int:
+    """Run the function host; what stops it from starting is one line on stderr, exit 2 (a key,
+    a module) or 1 (the port), never a traceback."""
+    import asyncio
+    import os
+
+    from cloudqueue import host, server
+    from cloudqueue.engine.core.errors import ConfigError
+
+    try:
+        given = {name: getattr(args, name) for name in ("app_id", "app_key", "master_key",
+                                                        "hook_key", "queue_url")}
+        config = host.host_config(os.environ, given, tuple(args.functions), args.host,
+                                  args.port)
+        asyncio.run(host.serve(config))
+    except ConfigError as exc:
+        print(f"cloudqueue host: {exc}", file=sys.stderr)
+        return 2
+    except server.StartupRefused as exc:
+        print(f"cloudqueue host: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before the host took over SIGINT
+        return 130
+    return 0
+
+
 _LIMIT_FLAGS = ("header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections")
 
 
@@ -120,6 +146,32 @@ def _verbose_anywhere(commands: argparse._SubParsersAction[argparse.ArgumentPars
                          help="log at debug level")
 
 
+def _add_host(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    host = commands.add_parser(
+        "host", help="serve Python functions to a queue as a LeanEngine app does (a function "
+                     "host for `cloudqueue serve --function-host`)",
+        description="Serve the functions that modules declare with @cloudqueue.define at "
+                    "/1.1/functions/<name>, over LeanEngine's protocol, for a queue started "
+                    "with `cloudqueue serve --function-host http://HOST:PORT`. The app's keys "
+                    "come from LEANCLOUD_APP_ID, LEANCLOUD_APP_KEY, LEANCLOUD_APP_MASTER_KEY "
+                    "and LEANCLOUD_APP_HOOK_KEY (optional), or the flags below.")
+    host.add_argument("--functions", metavar="MODULE", action="append", required=True,
+                      help="a module of functions declared with @cloudqueue.define (e.g. "
+                           "--functions tasks for ./tasks.py; repeatable)")
+    host.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    host.add_argument("--port", type=_whole(0, 65535), help="port (default 3000; 0: any free)")
+    host.add_argument("--queue-url", metavar="URL",
+                      help="the queue the functions report progress to (default "
+                           "$CLOUDQUEUE_URL, else http://127.0.0.1:3100)")
+    keys = host.add_argument_group("the app's keys (prefer the variables: arguments show in ps)")
+    for flag, variable in (("--app-id", "LEANCLOUD_APP_ID"), ("--app-key", "LEANCLOUD_APP_KEY"),
+                           ("--master-key", "LEANCLOUD_APP_MASTER_KEY"),
+                           ("--hook-key", "LEANCLOUD_APP_HOOK_KEY")):
+        keys.add_argument(flag, metavar="ID" if flag == "--app-id" else "KEY",
+                          help=f"default ${variable}")
+    host.set_defaults(func=_host)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudqueue",
                                      description="A durable task queue for cloud functions.")
@@ -168,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout-ms", type=_whole(0),
                        help="close a keep-alive connection idle this long (default 75000)")
     serve.set_defaults(func=_serve)
+    _add_host(commands)
     cron_cli.add_parser(commands)
     _verbose_anywhere(commands)
     return parser

@@ -50,6 +50,8 @@ class AppConfig:
     strict_options: bool = False  # refuse enqueues naming a field the queue does not know
     # modules declaring Python functions (@cloudqueue.define) the app runs in-process
     functions: tuple[str, ...] = ()
+    # app-key callers may enqueue (params only): False, True (any function) or these functions
+    client_enqueue: bool | frozenset[str] = False
     # "fixed": concurrency runs in flight at the function host; "adaptive": as many as the host
     # takes without its latency rising, up to concurrency (engine/runtime/host_limit.py)
     host_concurrency: str = "fixed"
@@ -98,7 +100,7 @@ _TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETT
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
                        "schedule_concurrency", "strict_options", "functions",
-                       "host_concurrency"})
+                       "client_enqueue", "host_concurrency"})
 
 
 def check_app_id(app_id: Any, where: str) -> str:
@@ -110,14 +112,15 @@ def check_app_id(app_id: Any, where: str) -> str:
 
 def check_function_host(url: Any, where: str) -> str | None:
     """An http(s) base URL, or None. The error shows the URL without its password."""
-    if url is None or (isinstance(url, str) and _is_http_url(url)):
+    if url is None or (isinstance(url, str) and is_http_url(url)):
         return url
     shown = redact_url(url) if isinstance(url, str) else repr(url)
     raise ConfigError(f"{where}: function host {shown} is not an http:// or https:// URL "
                       "(e.g. http://127.0.0.1:3000)")
 
 
-def _is_http_url(url: str) -> bool:
+def is_http_url(url: str) -> bool:
+    """An http:// or https:// URL naming a host (and a numeric port, if any)."""
     try:
         parts = urlsplit(url)
         _ = parts.port  # a port that is not a number raises here
@@ -260,8 +263,19 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                                        raw.get("schedule_concurrency")),
                      _flag(where, "strict_options", raw.get("strict_options", False)),
                      _modules(where, raw.get("functions", [])),
+                     _client_enqueue(where, raw.get("client_enqueue", False)),
                      check_host_concurrency(raw.get("host_concurrency", "fixed"),
                                             f"{where}.host_concurrency"))
+
+
+def _client_enqueue(where: str, value: Any) -> bool | frozenset[str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(name, str) and name
+                                                 for name in value):
+        return frozenset(value)
+    raise ConfigError(f"{where}.client_enqueue must be true, false or a non-empty list of "
+                      f"function names, e.g. [\"hello\"], got {value!r}")
 
 
 def _modules(where: str, value: Any) -> tuple[str, ...]:

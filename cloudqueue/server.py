@@ -110,7 +110,8 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
             data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
             invoker=invoker, clock=clock)
         engine.register(*import_functions(app.functions))
-        tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options)
+        tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
+                                            app.client_enqueue)
     return create_app(tenants)
 
 
@@ -217,18 +218,20 @@ def _bind(config: ServeConfig) -> list[socket.socket]:
         raise StartupRefused(bind_refusal(config.host, config.port, exc)) from None
 
 
-def bind_refusal(host: str, port: int, exc: OSError) -> str:
+def bind_refusal(host: str, port: int, exc: OSError, command: str = "cloudqueue serve",
+                 default_port: int = DEFAULT_PORT) -> str:
+    """Why ``command`` cannot listen on ``host:port``, and the command line to try instead."""
     where = f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return (f"cannot listen on {where}: another process is using port {port}. Stop it "
                 f"(`ss -ltnp 'sport = :{port}'` shows which), or start on another port: "
-                f"`cloudqueue serve --port {port + 1 if port < 65535 else 3100}`")
+                f"`{command} --port {port + 1 if port < 65535 else default_port}`")
     if exc.errno == errno.EACCES:
         return (f"cannot listen on {where}: ports below 1024 need privileges; start on another "
-                f"port: `cloudqueue serve --port {DEFAULT_PORT}`")
+                f"port: `{command} --port {default_port}`")
     if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
         return (f"cannot listen on {where}: {host} is not an address of this machine; "
-                "`cloudqueue serve --host 127.0.0.1` listens on this machine only")
+                f"`{command} --host 127.0.0.1` listens on this machine only")
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 

@@ -52,6 +52,7 @@ def build_driver(config: EngineConfig, core: EngineCore, store: Store, clock: Cl
 class Opened:
     store: Store
     report: RecoveryReport | None
+    froze: bool = False  # the process's heap was frozen after loading (see open_and_replay)
 
 
 async def open_and_replay(opener: StoreOpener, hooks: StoreHooks, core: EngineCore,
@@ -60,7 +61,9 @@ async def open_and_replay(opener: StoreOpener, hooks: StoreHooks, core: EngineCo
     state it holds. A log that needs repair names its directory in the error."""
     # Loading builds hundreds of thousands of long-lived objects: cyclic GC passes over them
     # cost ~40% of replay and find nothing. Off while loading; afterwards freeze() moves them
-    # out of every later collection too.
+    # out of every later collection too - when anything was loaded: a freeze also pins the
+    # garbage cycles of whatever else the process has dropped since, so a store that held
+    # nothing freezes nothing. The engine unfreezes when it closes (``Opened.froze``).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -78,12 +81,14 @@ async def open_and_replay(opener: StoreOpener, hooks: StoreHooks, core: EngineCo
     finally:
         if gc_was_enabled:
             gc.enable()
-    gc.freeze()
+    froze = bool(loaded.snapshot_seq or loaded.events)
+    if froze:
+        gc.freeze()
     report = loaded.report
     if report is not None:
         report.apply_seconds = time.perf_counter() - started
         log.info("%s: %s", config.data_dir, report.summary())
-    return Opened(store, report)
+    return Opened(store, report, froze)
 
 
 def log_recovery(recovery: list[Command]) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import Any, Unpack
 
@@ -21,13 +22,14 @@ from cloudqueue.engine.assembly import (
     store_opener,
 )
 from cloudqueue.engine.config import EngineConfig, EngineOptions
-from cloudqueue.engine.core.batch_items import parse_batch
+from cloudqueue.engine.core.batch_items import Item, parse_batch, parse_each
 from cloudqueue.engine.core.commands import Command, TaskFinished
 from cloudqueue.engine.core.cron import CronExpr, check_interval, check_timezone, parse_cron
 from cloudqueue.engine.core.cron_next import fire_times
 from cloudqueue.engine.core.errors import (
     DiskFullError,
     EngineClosedError,
+    EngineError,
     LogError,
     UnknownTaskError,
     ValidationError,
@@ -92,10 +94,12 @@ class Engine:
         # functions defined here run here; others go to ``invoker`` (a function host), if any
         self._invoker = self.functions if invoker is None else Routed(self.functions, invoker)
         self.functions.progress_sink = self.report_progress
+        self.functions.limit_sink = self._set_function_limit
         self.watchers = Watchers(self._info_or_none)
         self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
                                     self.watchers)
         self._state = "new"
+        self._froze = False
         self.recovery: RecoveryReport | None = None
         self.compaction = CompactionSchedule(self.compact, lambda: self._state == "running",
                                              self.data_dir)
@@ -126,6 +130,7 @@ class Engine:
                            self.compaction.soon)
         opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
         self.store, self.recovery = opened.store, opened.report
+        self._froze = opened.froze
         self._driver = build_driver(self.config, self.core, self.store, self.clock,
                                     self._invoker, self.watchers)
         self._state = "running"
@@ -161,6 +166,11 @@ class Engine:
         await self.store.close()
         self.watchers.close()
         self._state = "closed"
+        if self._froze:
+            # Frozen objects are never collected, and the engine's own (its core, its driver)
+            # were frozen with what it loaded: left frozen, their reference cycles would keep
+            # every task this engine held alive until the process ends.
+            gc.unfreeze()
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -178,6 +188,11 @@ class Engine:
         value succeeds; returning ``run.continue_with(checkpoint)`` runs it again from there."""
         return self.functions.define(name)
 
+    def _set_function_limit(self, function: str, limit: int | None) -> None:
+        self.core.set_function_limit(function, limit)
+        if self._state == "running":
+            self._driver.poke()  # a higher limit (or none) may let runs start now
+
     def register(self, *items: ModuleType | Handler) -> None:
         """Register functions declared with ``cloudqueue.define``: each item a module (all it
         declares) or a function. Raises ``ConfigError`` (a module declaring none, two functions
@@ -191,7 +206,8 @@ class Engine:
         """Queue a task; return its uniqueId once it is durable.
 
         Options (LeanCloud's, snake_case, durations in ms): ``attempts`` (retries; runs =
-        attempts + 1; default 1), ``backoff`` (default 60000), ``delay`` (0), ``delivery_mode``
+        attempts + 1; default 1), ``backoff`` (default 60000; ``backoff_type`` "fixed" or
+        "exponential", capped at ``backoff_max``, default 3600000), ``delay`` (0), ``delivery_mode``
         ("atLeastOnce" | "atMostOnce"), ``keep_result`` (300000), ``priority`` (lower first;
         default the enqueue time), ``timeout`` (per run, default 15000), ``unique_id`` (1-32
         chars; default a random UUID).
@@ -224,10 +240,42 @@ class Engine:
         """
         self._check_open()
         batch = parse_batch(self._with_defaults(items), self.limits, random_uuid)
+        return await self.submit_many(batch)
+
+    async def enqueue_each(self, items: Iterable[Mapping[str, Any]]) -> list[str | EngineError]:
+        """Queue many tasks at once, each on its own: in each item's place, its uniqueId or why
+        it was refused (a ``ValidationError`` or ``DuplicateTaskError``, ``index`` naming the
+        item). Every task accepted is durable before this returns; they are one group commit.
+        Items as ``enqueue_many``'s.
+
+        Raises (nothing accepted then): ``QuotaExceededError`` (the accepted items together
+        would break a quota), ``EngineClosedError`` and ``LogError`` as ``enqueue``.
+        """
+        self._check_open()
+        return await self.submit_each(parse_each(self._with_defaults(items), self.limits,
+                                                 random_uuid))
+
+    async def submit_many(self, batch: Sequence[Item]) -> list[str]:
+        """``enqueue_many`` for callers that validated already (the HTTP API): same
+        guarantees."""
+        self._check_open()
         if not batch:
             return []
         await self._apply(self.core.submit_many(batch, self.clock.now_ms()), poke=False)
         return [item[0] for item in batch]
+
+    async def submit_each(self, batch: Sequence[Item | EngineError]) -> list[str | EngineError]:
+        """``enqueue_each`` for callers that validated already (the HTTP API): an item that is
+        an error stays in its place; the others are submitted as ``enqueue_each`` does."""
+        self._check_open()
+        valid = [item for item in batch if not isinstance(item, EngineError)]
+        indexes = [i for i, item in enumerate(batch) if not isinstance(item, EngineError)]
+        commands, refused = self.core.submit_each(valid, self.clock.now_ms(), indexes)
+        if commands:
+            await self._apply(commands, poke=False)
+        answers = iter([item[0] if why is None else why
+                        for item, why in zip(valid, refused, strict=True)])
+        return [item if isinstance(item, EngineError) else next(answers) for item in batch]
 
     async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
         """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""
@@ -329,7 +377,8 @@ class Engine:
                            **options: Any) -> ScheduleInfo:
         """Create or replace the schedule ``name``: ``cron`` (LeanCloud's six fields, seconds
         first) or ``interval`` (ms), in ``timezone`` (default: the engine's). Task options for
-        each firing: attempts, backoff, delivery_mode, timeout, keep_result. Each firing is a
+        each firing: attempts, backoff, backoff_type, backoff_max, delivery_mode, timeout,
+        keep_result. Each firing is a
         task with uniqueId ``cron:<name>:<slot_ms>`` and priority the slot time."""
         values = {"function": function, "params": params, "cron": cron, "interval": interval,
                   "timezone": timezone, "paused": paused, **options}

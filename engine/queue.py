@@ -14,10 +14,10 @@ runs unchanged on either::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.errors import EngineError, ValidationError
 from cloudqueue.engine.core.schedules import ScheduleInfo
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
@@ -59,8 +59,18 @@ class Queue(Protocol):
 
     async def enqueue(self, function: str, params: Any = None, **options: Any) -> str:
         """Queue a task; its uniqueId once it is durable. Options as LeanCloud's, snake_case,
-        durations in ms: attempts, backoff, delay, delivery_mode, keep_result, priority,
-        timeout, unique_id."""
+        durations in ms: attempts, backoff (backoff_type, backoff_max), delay, delivery_mode,
+        keep_result, priority, timeout, unique_id, deadline."""
+        ...
+
+    async def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Queue many tasks, all or none (items: ``{"function", "params", **options}``); their
+        uniqueIds once all are durable. An error's ``index`` names the item refused."""
+        ...
+
+    async def enqueue_each(self, items: Iterable[Mapping[str, Any]]) -> list[str | EngineError]:
+        """Queue many tasks, each on its own: in each item's place its uniqueId (durable) or
+        the error that refused it."""
         ...
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:

@@ -1,6 +1,37 @@
-# Sourced by test.sh: make sure Debian's chromium is here for the browser tests
-# (tests/examples/test_template_install.py). Installs it with apt when it can (root or
-# passwordless sudo); otherwise says so, and those tests skip unless CLOUDQUEUE_REQUIRE_BROWSER=1.
+# Sourced by test.sh: make sure Debian's chromium is here for the browser tests (pytest -m browser,
+# in tests/examples/test_template_install.py). Installs it with apt when it can (root or
+# passwordless sudo), waiting up to CLOUDQUEUE_APT_LOCK_TIMEOUT seconds (120) for apt's locks
+# while another apt or dpkg holds them. Never stops the run: when chromium is still missing it
+# says why and exports the reason as CLOUDQUEUE_BROWSER_MISSING, and the browser tests skip
+# (they fail instead under CLOUDQUEUE_REQUIRE_BROWSER=1, as in CI).
+CLOUDQUEUE_BROWSER_MISSING=""
+
+# apt-get "$@" as root, quiet, within the lock deadline: dpkg's lock is waited for by apt itself
+# (DPkg::Lock::Timeout); the package lists' and archives' locks are not, so a refusal naming a
+# lock is retried each second until the deadline. Anything else fails at once, apt's error shown.
+_apt_get() {
+  local err left waiting=""
+  while :; do
+    left=$((_apt_deadline - SECONDS))
+    [ "$left" -ge 0 ] || left=0
+    if err="$($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$left" \
+                "$@" 2>&1 >/dev/null)"; then
+      return 0
+    fi
+    if [[ "$err" == *"Could not get lock"* ]] && [ "$SECONDS" -lt "$_apt_deadline" ]; then
+      if [ -z "$waiting" ]; then
+        echo "apt's lock is held by another process; waiting up to $left s for it ..." >&2
+        waiting=1
+      fi
+      sleep 1
+      continue
+    fi
+    printf '%s\n' "$err" >&2
+    [[ "$err" != *"Could not get lock"* ]] || _apt_lock_held=1
+    return 1
+  done
+}
+
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -8,9 +39,23 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
   fi
   if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
     echo "installing chromium for the browser tests (apt-get) ..." >&2
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    _apt_wait=${CLOUDQUEUE_APT_LOCK_TIMEOUT:-120}
+    _apt_deadline=$((SECONDS + _apt_wait))
+    if ! _apt_get update -qq; then
+      echo "apt-get update failed; trying the install with the package lists at hand" >&2
+    fi
+    _apt_lock_held=""
+    if ! _apt_get install -y -qq chromium; then
+      if [ -n "$_apt_lock_held" ]; then
+        CLOUDQUEUE_BROWSER_MISSING="installing chromium failed: another process held apt's lock for more than $_apt_wait s"
+      else
+        CLOUDQUEUE_BROWSER_MISSING="installing chromium with apt-get failed (apt's error is above)"
+      fi
+    elif ! command -v chromium >/dev/null 2>&1; then
+      CLOUDQUEUE_BROWSER_MISSING="apt-get installed chromium, but there is no chromium command"
+    fi
   else
-    echo "no chromium and no way to install it: the browser tests will skip" >&2
+    CLOUDQUEUE_BROWSER_MISSING="no chromium, and no way to install it here (it takes apt-get as root or with passwordless sudo)"
   fi
 fi
+export CLOUDQUEUE_BROWSER_MISSING

@@ -1,7 +1,14 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # Let `pytest` run from a plain checkout too (the package is normally pip-installed -e).
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives a headless Chromium (scripts/test.sh "
+                                       "installs Debian's chromium when it can)")

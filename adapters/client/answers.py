@@ -154,6 +154,20 @@ def _field(message: str) -> str | None:
     return first if first in known else None
 
 
+def item_error(body: Mapping[str, Any]) -> EngineError:
+    """The error one item of a bulk enqueue's answer holds (its ``{code, error, ...}``)."""
+    message = str(body.get("error"))
+    typed = _typed_error(body, message, None)
+    if typed is not None:
+        return typed
+    code = _number(body, "code")
+    if code == 409:
+        return _conflict("enqueue", message, body, None)
+    if code == 1:
+        return ValidationError(message, _field(message), _number(body, "index"))
+    return UnexpectedResponseError(message, 200, code)
+
+
 class Answer:
     """One HTTP answer, read in full."""
 

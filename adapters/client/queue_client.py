@@ -19,10 +19,10 @@ and ``UnexpectedResponseError`` (an answer that is not the protocol's).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
-from cloudqueue.adapters.client.answers import with_message
+from cloudqueue.adapters.client.answers import item_error, with_message
 from cloudqueue.adapters.client.schedules import check_upcoming, preview_body, schedule_body
 from cloudqueue.adapters.client.transport import Transport
 from cloudqueue.adapters.client.wire import (
@@ -35,11 +35,20 @@ from cloudqueue.adapters.client.wire import (
     task_info_from_wire,
     wire_options,
 )
+from cloudqueue.engine.core.batch_items import MAX_BATCH_ITEMS, parse_each
 from cloudqueue.engine.core.errors import (
+    DuplicateTaskError,
+    EngineError,
     UnexpectedResponseError,
     UnknownScheduleError,
+    ValidationError,
 )
-from cloudqueue.engine.core.options import check_function_name, check_params, parse_options
+from cloudqueue.engine.core.options import (
+    Limits,
+    check_function_name,
+    check_params,
+    parse_options,
+)
 from cloudqueue.engine.core.schedules import ScheduleInfo, check_schedule_name
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
@@ -67,8 +76,9 @@ class QueueClient(Transport):
         """Queue a task on the server; return its uniqueId once the server holds it durably.
 
         The options are ``Engine.enqueue``'s, checked by the same validator before anything is
-        sent: ``attempts``, ``backoff``, ``delay``, ``delivery_mode``, ``keep_result``,
-        ``priority``, ``timeout``, ``unique_id`` (durations in ms). Only the options given are
+        sent: ``attempts``, ``backoff`` (with ``backoff_type``, ``backoff_max``), ``delay``,
+        ``delivery_mode``, ``keep_result``, ``priority``, ``timeout``, ``unique_id``, ``deadline``
+        (durations in ms). Only the options given are
         sent; the server applies its defaults to the rest. ``params`` None sends ``{}``.
 
         Raises:
@@ -95,6 +105,70 @@ class QueueClient(Transport):
         if not isinstance(unique_id, str):
             raise UnexpectedResponseError("the enqueue answer has no string uniqueId", 200)
         return unique_id
+
+    async def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Queue many tasks in one request, all or none; their uniqueIds (in order) once every
+        one is durable. Items as ``Engine.enqueue_many``'s: ``{"function", "params",
+        **options}`` (Python names), each checked here before anything is sent.
+
+        Raises:
+            ValidationError, DuplicateTaskError: the first item refused (``index`` names it);
+                nothing was queued.
+            QuotaExceededError and the rest: as ``enqueue``, for the batch as a whole.
+        """
+        sent, refused = _batch_bodies(items)
+        if refused:
+            raise refused[0]
+        results = await self._batch([body for _, body in sent], atomic=True)
+        for result in results:
+            if not isinstance(result, str):
+                raise result
+        return [result for result in results if isinstance(result, str)]
+
+    async def enqueue_each(self, items: Iterable[Mapping[str, Any]]) -> list[str | EngineError]:
+        """Queue many tasks in one request, each on its own: in each item's place its uniqueId
+        (durable when this returns) or the error that refused it (``ValidationError`` - checked
+        here or by the server -, ``DuplicateTaskError``), ``index`` naming the item.
+
+        Raises: as ``enqueue``, for what refuses the request as a whole (a quota, credentials,
+        a server that cannot take work or cannot be reached).
+        """
+        sent, refused = _batch_bodies(items)
+        if not sent:
+            return list(refused)
+        answers = iter(await self._batch([body for _, body in sent], atomic=False))
+        positions = {index: position for position, (index, _) in enumerate(sent)}
+        results: list[str | EngineError] = []
+        local = iter(refused)
+        for index in range(len(sent) + len(refused)):
+            if index not in positions:
+                results.append(next(local))
+                continue
+            answer = next(answers)
+            if isinstance(answer, EngineError):
+                answer = _renumbered(answer, positions[index], index)
+            results.append(answer)
+        return results
+
+    async def _batch(self, tasks: list[dict[str, Any]], *, atomic: bool
+                     ) -> list[str | EngineError]:
+        answer = await self._call("enqueue", "POST", "/tasks/batch",
+                                  json_body={"tasks": tasks, "atomic": atomic})
+        results = answer.get("results") if isinstance(answer, Mapping) else None
+        if not isinstance(results, list) or len(results) != len(tasks):
+            raise UnexpectedResponseError(
+                f"the bulk enqueue answer has no results array of {len(tasks)} items", 200)
+        out: list[str | EngineError] = []
+        for result in results:
+            unique_id = result.get("uniqueId") if isinstance(result, Mapping) else None
+            if isinstance(result, Mapping) and "error" in result:
+                out.append(item_error(result))
+            elif isinstance(unique_id, str):
+                out.append(unique_id)
+            else:
+                raise UnexpectedResponseError("a bulk enqueue result is neither a uniqueId nor "
+                                              "an error", 200)
+        return out
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:
         """The task's current info, as the server sees it (``result`` is ``ABSENT`` until it
@@ -223,7 +297,8 @@ class QueueClient(Transport):
         ``Engine.set_schedule``'s arguments, checked by the same validator before anything is
         sent: exactly one of ``cron`` (LeanCloud's six fields, seconds first) or ``interval``
         (ms); ``timezone`` (an IANA name; None: the server's default zone); per-firing task
-        options ``attempts``, ``backoff``, ``delivery_mode``, ``timeout``, ``keep_result``.
+        options ``attempts``, ``backoff``, ``backoff_type``, ``backoff_max``, ``delivery_mode``,
+        ``timeout``, ``keep_result``.
 
         Raises:
             ValidationError: a bad name, function, params, expression, zone or option (no
@@ -315,3 +390,37 @@ class QueueClient(Transport):
         if not isinstance(answer, dict):
             raise UnexpectedResponseError(f"the {op} answer is not a JSON object", 200)
         return answer
+
+
+def _batch_bodies(items: Iterable[Mapping[str, Any]]
+                  ) -> tuple[list[tuple[int, dict[str, Any]]], list[EngineError]]:
+    """Each item checked as ``enqueue`` checks its arguments: the good ones as ``(index, wire
+    body)``, the refusals (``index`` set) in order."""
+    items = list(items)
+    if len(items) > MAX_BATCH_ITEMS:
+        raise ValidationError(f"a bulk enqueue takes at most {MAX_BATCH_ITEMS} items, got "
+                              f"{len(items)}: split it", "items")
+    sent: list[tuple[int, dict[str, Any]]] = []
+    refused: list[EngineError] = []
+    for index, parsed in enumerate(parse_each(items, Limits(), str)):
+        if isinstance(parsed, ValidationError):
+            refused.append(parsed)
+            continue
+        _, function, params, options = parsed
+        given = {k: v for k, v in items[index].items() if k != "function" and k != "params"}
+        sent.append((index, {"function": function, "params": params,
+                             **wire_options(given, options)}))
+    return sent, refused
+
+
+def _renumbered(error: EngineError, sent_at: int, index: int) -> EngineError:
+    """A server's refusal of the ``sent_at``-th item sent, named as item ``index`` of the
+    caller's list (items refused here were not sent)."""
+    if sent_at != index:
+        message = str(error)
+        prefix = f"item {sent_at}: "
+        if message.startswith(prefix):
+            error.args = (f"item {index}: {message[len(prefix):]}",)
+    if isinstance(error, ValidationError | DuplicateTaskError):
+        error.index = index
+    return error

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
 from cloudqueue.engine.core.errors import UnexpectedResponseError, ValidationError
-from cloudqueue.engine.core.options import OPTION_NAMES, DeliveryMode, TaskOptions
+from cloudqueue.engine.core.options import OPTION_NAMES, BackoffType, DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import ABSENT, TaskInfo
@@ -175,10 +176,17 @@ def schedule_info_from_wire(wire: Any) -> ScheduleInfo:
     except ValueError:
         raise UnexpectedResponseError("the schedule's deliveryMode is not one of "
                                       "atLeastOnce, atMostOnce") from None
+    try:
+        backoff_type = BackoffType(wire.get("backoffType", BackoffType.FIXED.value))
+    except ValueError:
+        raise UnexpectedResponseError("the schedule's backoffType is not one of "
+                                      "fixed, exponential") from None
     default = TaskOptions()
     options = TaskOptions(
         attempts=_typed(wire, "attempts", int, default.attempts, what),
         backoff_ms=_typed(wire, "backoff", int, default.backoff_ms, what),
+        backoff_type=backoff_type,
+        backoff_max_ms=_typed(wire, "backoffMax", int, default.backoff_max_ms, what),
         delivery_mode=mode,
         timeout_ms=_typed(wire, "timeout", int, default.timeout_ms, what),
         keep_result_ms=_typed(wire, "keepResult", int, default.keep_result_ms, what))
@@ -207,7 +215,7 @@ def wire_options(given: Mapping[str, Any], parsed: TaskOptions) -> dict[str, Any
         if given.get(py_name) is None:
             continue
         value = getattr(parsed, field)
-        wire[wire_name] = value.value if field == "delivery_mode" else value
+        wire[wire_name] = value.value if isinstance(value, StrEnum) else value
     return wire
 
 

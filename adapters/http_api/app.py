@@ -1,10 +1,12 @@
 """The LeanCloud-compatible REST API (docs/protocol.md §1), plus marked extensions.
 
 LeanCloud's endpoints:
-    POST /1.1/engine/cloud-queue/tasks               enqueue (master)
+    POST /1.1/engine/cloud-queue/tasks               enqueue (master; app key where the app
+                                                     allows clients: params only)
     GET  /1.1/engine/cloud-queue/tasks/{uniqueId}    task info (app or master)
 Extensions (master):
     GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
+    POST /1.1/engine/cloud-queue/tasks/batch          bulk enqueue: {"tasks": [...], "atomic"}
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/progress   (the run's token, see below)
     GET  /1.1/engine/cloud-queue/tasks/{uniqueId}/checkpoint (the run's token)
@@ -29,12 +31,21 @@ from aiohttp import web
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
 from cloudqueue.adapters.http_api import schedules, stream
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
-from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, refusal, tenant
-from cloudqueue.adapters.http_api.wire import parse_enqueue, parse_json_object, whole_number
+from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, caller, refusal, tenant
+from cloudqueue.adapters.http_api.wire import (
+    EnqueueRequest,
+    parse_batch_body,
+    parse_enqueue,
+    parse_json_object,
+    whole_number,
+)
+from cloudqueue.engine.core.batch_items import Item
 from cloudqueue.engine.core.errors import EngineError, ValidationError
+from cloudqueue.engine.core.options import _describe
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.quotas import QuotaExceededError
 from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.ids import random_uuid
 
 __all__ = ["APPS", "OPENAPI_PATH", "AppStartError", "QueueApp", "create_app"]
 
@@ -91,20 +102,67 @@ def _abandon_body(request: web.Request, response: web.Response) -> web.Response:
     return response
 
 
-async def enqueue(request: web.Request) -> web.Response:
-    queue_app = tenant(request, Role.MASTER)
-    body = parse_json_object(await request.read())
+def _enqueue_request(queue_app: QueueApp, body: dict[str, Any]) -> EnqueueRequest:
     function = body.get("function")
     if isinstance(function, str):  # the function's own option defaults, under what was sent
         merged = queue_app.engine.functions.with_defaults(function, body, wire=True)
         if merged is not body:  # a new dict only when the function declares defaults
             body = dict(merged)
-    spec = parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
+    return parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    queue_app, role = caller(request)
+    if role is Role.APP and queue_app.client_enqueue is False:  # before reading the body
+        queue_app.check_client_enqueue({})
+    body = parse_json_object(await request.read())
+    if role is Role.APP:
+        queue_app.check_client_enqueue(body)
+    spec = _enqueue_request(queue_app, body)
     unique_id = await queue_app.engine.submit(spec.function, spec.params, spec.options)
     response = web.Response(text=_unique_id_body(unique_id), content_type="application/json")
     if spec.ignored:
         queue_app.ignoring(spec.ignored)
         response.headers[IGNORED_HEADER] = ignored_header(spec.ignored)
+    return response
+
+
+async def enqueue_batch(request: web.Request) -> web.Response:
+    """Many enqueues in one request (extension): each item an enqueue body, checked as
+    ``POST /tasks`` checks one; the answer ``{"results": [...]}`` holds, in each item's place,
+    ``{"uniqueId"}`` or the error body that refused it (its ``index`` naming the item). Every
+    task accepted is durable before the answer. ``atomic``: all or none, the first refusal
+    being the request's own error."""
+    queue_app = tenant(request, Role.MASTER)
+    items, atomic = parse_batch_body(parse_json_object(await request.read()))
+    batch: list[Item | EngineError] = []
+    ignored: dict[str, None] = {}
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ValidationError("an enqueue body must be a JSON object with \"function\", "
+                                      f"got {_describe(item)}", "function")
+            spec = _enqueue_request(queue_app, item)
+        except ValidationError as exc:
+            if atomic:
+                raise exc.at_item(index) from None
+            batch.append(exc.at_item(index))
+            continue
+        ignored.update(dict.fromkeys(spec.ignored))
+        batch.append((spec.options.unique_id or random_uuid(), spec.function, spec.params,
+                      spec.options))
+    if atomic:  # every item passed its checks, or the request was refused above
+        accepted = [item for item in batch if not isinstance(item, EngineError)]
+        answers: list[str | EngineError] = list(await queue_app.engine.submit_many(accepted))
+    else:
+        answers = await queue_app.engine.submit_each(batch)
+    results = [{"uniqueId": answer} if isinstance(answer, str) else answer.body()
+               for answer in answers]
+    response = web.json_response({"results": results})
+    if ignored:
+        names = tuple(ignored)
+        queue_app.ignoring(names)
+        response.headers[IGNORED_HEADER] = ignored_header(names)
     return response
 
 
@@ -229,6 +287,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
     app[APPS] = dict(apps)
     app.router.add_post(f"{BASE}/tasks", enqueue)
+    app.router.add_post(f"{BASE}/tasks/batch", enqueue_batch)
     app.router.add_get(f"{BASE}/tasks", list_tasks)
     # any id without "/" (aiohttp's default pattern would refuse ids containing braces)
     app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}", task_info)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from cloudqueue.adapters.auth import AppKeys, Role, authenticate, malformed_credentials
 from cloudqueue.engine.core.errors import ForbiddenError, UnauthorizedError, ValidationError
+from cloudqueue.engine.core.options import WIRE_OPTION_NAMES
 from cloudqueue.engine.embedded import Engine
 
 log = logging.getLogger("cloudqueue.http")
@@ -22,12 +24,36 @@ class QueueApp:
     ``strict_options``: refuse an enqueue naming any field the queue does not know (else it is
     ignored, as LeanCloud ignores it, named in the answer's ``X-CloudQueue-Ignored-Fields``
     header, and logged once per name).
+
+    ``client_enqueue``: who may enqueue with the app key (a client, not a server): nobody
+    (False, the default: LeanCloud's rule), every function (True), or the functions named. A
+    client's enqueue carries ``function`` and ``params`` only; options need the master key.
     """
 
     keys: AppKeys
     engine: Engine
     strict_options: bool = False
+    client_enqueue: bool | frozenset[str] = False
     _ignored: set[str] = field(default_factory=set, repr=False)
+
+    def check_client_enqueue(self, body: dict[str, Any]) -> None:
+        """Refuse (403) what an app-key caller may not enqueue: anything, when the app does not
+        allow clients to, another function than those allowed, or any option."""
+        allowed = self.client_enqueue
+        if allowed is False:
+            raise ForbiddenError("That operation isn't allowed for clients. It needs the master "
+                                 "key (X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,"
+                                 "master); an app may let clients enqueue with client_enqueue.")
+        function = body.get("function")  # not a name: the enqueue's own checks refuse it
+        if allowed is not True and isinstance(function, str) and function not in allowed:
+            raise ForbiddenError(f"clients of this app may enqueue only "
+                                 f"{', '.join(sorted(allowed))}, not {function!r}; other "
+                                 "functions need the master key")
+        options = sorted(name for name in body if name in WIRE_OPTION_NAMES)
+        if options:
+            raise ForbiddenError(f"clients may enqueue with function and params only; "
+                                 f"{', '.join(options)} need{'s' if len(options) == 1 else ''} "
+                                 "the master key")
 
     def ignoring(self, names: tuple[str, ...]) -> None:
         """Log each ignored field name the first time this app sends it."""
@@ -50,6 +76,20 @@ APPS = web.AppKey("apps", dict[str, QueueApp])
 def refusal(request: web.Request) -> ValidationError | UnauthorizedError:
     """Why credentials were not accepted: an unreadable header (400) or simply wrong (401)."""
     return malformed_credentials(request.headers) or UnauthorizedError()
+
+
+def caller(request: web.Request) -> tuple[QueueApp, Role]:
+    """The app the request's credentials prove, and their role (APP or MASTER).
+
+    Raises:
+        ValidationError: a credential header that is not UTF-8 text (400, naming it).
+        UnauthorizedError: no app, or wrong credentials.
+    """
+    apps = request.app[APPS]
+    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()})
+    if keys is None or role is Role.NONE:
+        raise refusal(request)
+    return apps[keys.app_id], role
 
 
 def tenant(request: web.Request, need: Role) -> QueueApp:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from cloudqueue.engine.core.batch_items import MAX_BATCH_ITEMS
 from cloudqueue.engine.core.errors import EngineError, ValidationError
 from cloudqueue.engine.core.names import near_miss
 from cloudqueue.engine.core.options import (
@@ -15,6 +16,7 @@ from cloudqueue.engine.core.options import (
     WIRE_OPTION_NAMES,
     Limits,
     TaskOptions,
+    _describe,
     check_function_name,
     check_params,
     parse_options,
@@ -118,6 +120,29 @@ def parse_enqueue(body: dict[str, Any], limits: Limits, *, strict: bool = False
         raise ValidationError("uniqueId must be a string of 1 to 32 characters, got null",
                               "uniqueId")
     return EnqueueRequest(function, params, options, ignored)
+
+
+BATCH_FIELDS = frozenset({"tasks", "atomic"})
+
+
+def parse_batch_body(body: dict[str, Any]) -> tuple[list[Any], bool]:
+    """A bulk enqueue's ``tasks`` (1 to ``MAX_BATCH_ITEMS`` enqueue bodies, each checked later
+    on its own) and ``atomic`` (default false). Raises ``ValidationError`` naming the field."""
+    for name in body:
+        if name not in BATCH_FIELDS:
+            meant = near_miss(name, BATCH_FIELDS)
+            hint = f"did you mean {meant!r}? " if meant else ""
+            raise ValidationError(f"unknown field {name!r} of a bulk enqueue; {hint}the body is "
+                                  "{\"tasks\": [enqueue bodies], \"atomic\": false}", name)
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_BATCH_ITEMS:
+        got = f"{len(tasks)} items" if isinstance(tasks, list) else _describe(tasks)
+        raise ValidationError(f"tasks must be an array of 1 to {MAX_BATCH_ITEMS} enqueue bodies, "
+                              f"got {got}", "tasks")
+    atomic = body.get("atomic", False)
+    if not isinstance(atomic, bool):
+        raise ValidationError(f"atomic must be true or false, got {_describe(atomic)}", "atomic")
+    return tasks, atomic
 
 
 def _unknown_fields(body: dict[str, Any], strict: bool) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""``enqueue_many``'s items, checked: each a mapping of a function, params and options. Pure."""
+"""``enqueue_many``'s and ``enqueue_each``'s items, checked: each a mapping of a function,
+params and options. Pure."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cloudqueue.engine.core.options import (
 )
 
 Item = tuple[str, str, Any, TaskOptions]  # (uniqueId, function, params, options)
+MAX_BATCH_ITEMS = 10_000  # items of one bulk enqueue over HTTP
 
 
 def parse_batch(items: Iterable[Mapping[str, Any]], limits: Limits,
@@ -25,9 +27,21 @@ def parse_batch(items: Iterable[Mapping[str, Any]], limits: Limits,
     Raises:
         ValidationError: the first bad item, its ``index`` set (``item <i>: ...``).
     """
+    batch: list[Item] = []
+    for item in parse_each(items, limits, new_id):
+        if isinstance(item, ValidationError):
+            raise item
+        batch.append(item)
+    return batch
+
+
+def parse_each(items: Iterable[Mapping[str, Any]], limits: Limits,
+               new_id: Callable[[], str]) -> list[Item | ValidationError]:
+    """``parse_batch``, item by item: a bad item's ``ValidationError`` (its ``index`` set) in
+    its place, the others parsed."""
     none = parse_options({}, wire=False, limits=limits)
     memo: dict[tuple[Any, ...], TaskOptions] = {}  # items tend to share their options
-    batch: list[Item] = []
+    parsed: list[Item | ValidationError] = []
     for index, item in enumerate(items):
         try:
             if item.__class__ is not dict and not isinstance(item, Mapping):
@@ -40,9 +54,10 @@ def parse_batch(items: Iterable[Mapping[str, Any]], limits: Limits,
             check_params(params)
             options = _item_options(item, memo, limits, none)
         except ValidationError as exc:
-            raise exc.at_item(index) from None
-        batch.append((options.unique_id or new_id(), function, params, options))
-    return batch
+            parsed.append(exc.at_item(index))
+            continue
+        parsed.append((options.unique_id or new_id(), function, params, options))
+    return parsed
 
 
 def _item_options(item: Mapping[str, Any], memo: dict[tuple[Any, ...], TaskOptions],

@@ -10,7 +10,7 @@ field must never silently change what is on disk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, NamedTuple
 
 import msgpack
@@ -19,7 +19,7 @@ from cloudqueue.engine.core.errors import RECORD_SCHEMA_VERSION
 from cloudqueue.engine.core.errors import (
     UnknownRecordKindError as UnknownRecordKindError,  # re-export
 )
-from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
+from cloudqueue.engine.core.options import BackoffType, DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
 
 SCHEMA_VERSION = RECORD_SCHEMA_VERSION  # the version of the map records (schedules in snapshots)
@@ -44,7 +44,7 @@ def decode_record(payload: bytes) -> Any:
 
 _DEFAULT_OPTIONS = TaskOptions()
 _OPTION_FIELDS = ("attempts", "backoff_ms", "delay_ms", "delivery_mode", "keep_result_ms",
-                  "priority", "timeout_ms", "deadline_ms")
+                  "priority", "timeout_ms", "deadline_ms", "backoff_type", "backoff_max_ms")
 _CACHE_MAX = 4_096
 _ENCODED_OPTIONS: dict[int, tuple[TaskOptions, dict[str, Any]]] = {}
 _OPTIONS_CACHE: dict[tuple[tuple[str, Any], ...], TaskOptions] = {}
@@ -60,7 +60,7 @@ def options_to_dict(options: TaskOptions) -> dict[str, Any]:
     for name in _OPTION_FIELDS:
         value = getattr(options, name)
         if value != getattr(_DEFAULT_OPTIONS, name):
-            encoded[name] = value.value if isinstance(value, DeliveryMode) else value
+            encoded[name] = value.value if isinstance(value, StrEnum) else value
     if len(_ENCODED_OPTIONS) >= _CACHE_MAX:
         _ENCODED_OPTIONS.clear()
     _ENCODED_OPTIONS[id(options)] = (options, encoded)  # holding options keeps its id unique
@@ -80,6 +80,8 @@ def options_from_dict(data: dict[str, Any]) -> TaskOptions:
     fields = dict(data)
     if "delivery_mode" in fields:
         fields["delivery_mode"] = DeliveryMode(fields["delivery_mode"])
+    if "backoff_type" in fields:
+        fields["backoff_type"] = BackoffType(fields["backoff_type"])
     options = TaskOptions(**fields)
     if len(_OPTIONS_CACHE) >= _CACHE_MAX:
         _OPTIONS_CACHE.clear()

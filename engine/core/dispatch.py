@@ -72,11 +72,34 @@ class Dispatch:
                 if unique_id is None:
                     break
                 self._start(table.tasks[unique_id], now_ms, events, commands)
+        if table.function_limits:
+            self._fill_limited(now_ms, run_limit, events, commands)
+            return
         while len(table.running) - len(table.running_scheduled) < run_limit:
             unique_id = table.ready.pop()
             if unique_id is None:
                 return
             self._start(table.tasks[unique_id], now_ms, events, commands)
+
+    def _fill_limited(self, now_ms: int, run_limit: int, events: list[Event],
+                      commands: list[Command]) -> None:
+        """``fill``'s ordinary group when some functions have a run limit of their own: the
+        next task is the lowest ``(priority, seq)`` among the other tasks and those of the
+        limited functions below their limit."""
+        table = self._table
+        limits, running, queues = (table.function_limits, table.running_by_function,
+                                   table.ready_by_function)
+        while len(table.running) - len(table.running_scheduled) < run_limit:
+            best, source = table.ready.peek_entry(), table.ready
+            for function, queue in queues.items():
+                if running[function] < limits[function]:
+                    entry = queue.peek_entry()
+                    if entry is not None and (best is None or entry < best):
+                        best, source = entry, queue
+            if best is None:
+                return
+            source.pop()
+            self._start(table.tasks[best[2]], now_ms, events, commands)
 
     def _start(self, task: Task, now_ms: int, events: list[Event],
                commands: list[Command]) -> None:

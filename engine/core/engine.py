@@ -130,12 +130,15 @@ class EngineCore:
 
     @property
     def ready_count(self) -> int:
-        return len(self._table.ready)
+        table = self._table
+        return len(table.ready) + sum(len(queue) for queue in table.ready_by_function.values())
 
     @property
     def has_ready(self) -> bool:
         """Some task may start now (in either concurrency group)."""
-        return bool(self._table.ready) or bool(self._table.ready_scheduled)
+        table = self._table
+        return bool(table.ready) or bool(table.ready_scheduled) or any(
+            table.ready_by_function.values())
 
     @property
     def run_limit(self) -> int:
@@ -151,8 +154,20 @@ class EngineCore:
         if table.ready_scheduled and own_group is not None \
                 and len(table.running_scheduled) < own_group:
             return True
-        return bool(table.ready) and (len(table.running) - len(table.running_scheduled)
-                                      < self.run_limit)
+        if len(table.running) - len(table.running_scheduled) >= self.run_limit:
+            return False
+        return bool(table.ready) or any(
+            queue and table.running_by_function[function] < table.function_limits[function]
+            for function, queue in table.ready_by_function.items())
+
+    def set_function_limit(self, function: str, limit: int | None) -> None:
+        """At most ``limit`` runs of ``function`` in flight, within ``concurrency`` (None: no
+        limit of its own). Configuration, like ``concurrency``: not logged."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ValueError(f"a function's concurrency must be a whole number >= 1, got "
+                             f"{limit!r}")
+        self._table.set_function_limit(function, limit)
 
     def task_info(self, unique_id: str, now_ms: int) -> TaskInfo:
         """Raises ``UnknownTaskError`` for an id never seen or whose keepResult has passed.
@@ -227,6 +242,32 @@ class EngineCore:
         ``DuplicateTaskError`` (naming the item) if an id is held or given twice in the batch,
         ``QuotaExceededError`` if the batch would break a quota; then nothing changed."""
         return self._submit(batch, now_ms, one=False)
+
+    def submit_each(self, batch: Sequence[tuple[str, str, Any, TaskOptions]], now_ms: int,
+                    indexes: Sequence[int] | None = None
+                    ) -> tuple[list[Command], list[DuplicateTaskError | None]]:
+        """Accept what can be accepted of ``batch``, in one ``Append``: an item whose id is held,
+        or given to an earlier item too, is refused with a ``DuplicateTaskError`` in its place of
+        the returned list (None where accepted), naming the item by its position in ``batch``
+        or by ``indexes`` (the items' places in the caller's own list). Raises
+        ``QuotaExceededError`` if the accepted items would break a quota together; then
+        nothing changed."""
+        tasks = self._table.tasks
+        refused: list[DuplicateTaskError | None] = [None] * len(batch)
+        accepted: list[tuple[str, str, Any, TaskOptions]] = []
+        first_at: dict[str, int] = {}
+        for position, item in enumerate(batch):
+            unique_id, index = item[0], position if indexes is None else indexes[position]
+            first = first_at.setdefault(unique_id, index)
+            existing = tasks.get(unique_id)
+            if first != index:
+                refused[position] = DuplicateTaskError.within_batch(unique_id, index, first)
+            elif existing is not None and not expired(existing, now_ms):
+                refused[position] = DuplicateTaskError(unique_id, existing.state.wire_status,
+                                                       existing.state.value, index=index)
+            else:
+                accepted.append(item)
+        return (self._submit(accepted, now_ms, one=False) if accepted else []), refused
 
     def _submit(self, batch: Sequence[tuple[str, str, Any, TaskOptions]], now_ms: int, *,
                 one: bool) -> list[Command]:

@@ -52,6 +52,12 @@ class TaskTable:
         self.ready_scheduled = ReadyQueue()  # used when schedules have their own group
         self.running: dict[str, int] = {}  # uniqueId -> the current run's seq
         self.running_scheduled: set[str] = set()
+        # Functions with a run limit of their own: their ready tasks wait in a queue per
+        # function (the ordinary group's, whatever their schedule), so that a function at its
+        # limit holds back only its own tasks; and their runs in flight are counted.
+        self.function_limits: dict[str, int] = {}
+        self.ready_by_function: dict[str, ReadyQueue] = {}
+        self.running_by_function: dict[str, int] = {}
         self.unfinished = 0
         self._timers = timers
         self._arm = timers.arm
@@ -68,6 +74,9 @@ class TaskTable:
             delay_ms = task.options.delay_ms
             if delay_ms > 0 and task.started_ms is None:
                 self._arm(task, _START, task.created_ms + delay_ms, task.unique_id)
+            elif self.function_limits and task.function in self.function_limits:
+                self.ready_by_function[task.function].push(task.unique_id, task.priority,
+                                                           task.seq)
             elif task.schedule is not None and self._schedule_concurrency is not None:
                 self.ready_scheduled.push(task.unique_id, task.priority, task.seq)
             else:
@@ -75,7 +84,9 @@ class TaskTable:
         elif state is _RUNNING:
             unique_id = task.unique_id
             self.running[unique_id] = task.run_seq
-            if task.schedule is not None and self._schedule_concurrency is not None:
+            if self.function_limits and task.function in self.function_limits:
+                self.running_by_function[task.function] += 1
+            elif task.schedule is not None and self._schedule_concurrency is not None:
                 self.running_scheduled.add(unique_id)
             self._arm(task, _TIMEOUT, (task.started_ms or 0) + task.options.timeout_ms,
                       unique_id)
@@ -90,22 +101,49 @@ class TaskTable:
         state, unique_id = task.state, task.unique_id
         if state is _QUEUED:
             if task.timer_token == 0:  # ready (or just taken from the ready queue to start)
-                own_group = task.schedule is not None and self._schedule_concurrency is not None
-                (self.ready_scheduled if own_group else self.ready).discard(unique_id)
+                self.ready_queue(task).discard(unique_id)
         elif state is _RUNNING:
             del self.running[unique_id]
-            if self.running_scheduled:
+            if self.function_limits and task.function in self.function_limits:
+                self.running_by_function[task.function] -= 1
+            elif self.running_scheduled:
                 self.running_scheduled.discard(unique_id)
         if task.timer_token:
             self._timers.clear(task)
 
     def make_ready(self, task: Task) -> None:
         """A delayed task's START timer fired: it may start now."""
-        (self.ready_scheduled if self.own_group(task) else self.ready).push(
-            task.unique_id, task.priority, task.seq)
+        self.ready_queue(task).push(task.unique_id, task.priority, task.seq)
 
-    def own_group(self, task: Task) -> bool:
-        return task.schedule is not None and self._schedule_concurrency is not None
+    def ready_queue(self, task: Task) -> ReadyQueue:
+        """The queue ``task`` waits in while it is ready."""
+        if self.function_limits and task.function in self.function_limits:
+            return self.ready_by_function[task.function]
+        if task.schedule is not None and self._schedule_concurrency is not None:
+            return self.ready_scheduled
+        return self.ready
+
+    def set_function_limit(self, function: str, limit: int | None) -> None:
+        """Let at most ``limit`` runs of ``function`` be in flight (None: no limit of its own).
+        Its ready and running tasks move to where the new limit puts them."""
+        if self.function_limits.get(function) == limit:
+            return
+        moving = [task for task in self.tasks.values() if task.function == function and (
+            task.state is _RUNNING or (task.state is _QUEUED and task.timer_token == 0))]
+        for task in moving:
+            self.unplace(task)
+        if limit is None:
+            del self.function_limits[function]
+            del self.ready_by_function[function], self.running_by_function[function]
+        else:
+            self.function_limits[function] = limit
+            self.ready_by_function.setdefault(function, ReadyQueue())
+            self.running_by_function.setdefault(function, 0)
+        for task in moving:
+            if task.state is _QUEUED:  # ready before, ready still (a delay's timer has fired)
+                self.ready_queue(task).push(task.unique_id, task.priority, task.seq)
+            else:
+                self.place(task)
 
     def restore(self, tasks: Iterable[Task]) -> int:
         """Insert tasks read from a snapshot (fields set; derived state none) and place them.
@@ -175,7 +213,7 @@ class TaskTable:
             self._finish(task, event.t_ms)
         else:
             fire(task, Trigger.RETRY_LATER)
-            task.retry_at_ms = event.t_ms + task.options.backoff_ms
+            task.retry_at_ms = event.t_ms + task.options.retry_wait_ms(task.unique_id, task.attempt)
             self.place(task)
 
     def requeued(self, event: RunRequeued) -> None:

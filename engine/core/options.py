@@ -9,6 +9,7 @@ caller's own spelling and say what to send instead. Durations are integer millis
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,6 +30,18 @@ MAX_PARAMS_DEPTH = 64
 class DeliveryMode(StrEnum):
     AT_LEAST_ONCE = "atLeastOnce"
     AT_MOST_ONCE = "atMostOnce"
+
+
+class BackoffType(StrEnum):
+    """How the wait before a retry grows: ``fixed`` (LeanCloud's: every retry waits
+    ``backoff``) or ``exponential`` (``backoff`` doubling each run, capped at ``backoffMax``,
+    with jitter: see ``retry_wait_ms``)."""
+
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+DEFAULT_BACKOFF_MAX_MS = 3_600_000  # an hour: exponential backoff's default cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +66,40 @@ class TaskOptions:
     timeout_ms: int = 15_000
     unique_id: str | None = None
     deadline_ms: int = 0  # overall limit on a continued task, from enqueue (0: none)
+    backoff_type: BackoffType = BackoffType.FIXED
+    backoff_max_ms: int = DEFAULT_BACKOFF_MAX_MS  # exponential only; never below backoff_ms
 
     @property
     def max_runs(self) -> int:
         return self.attempts + 1
+
+    def retry_wait_ms(self, unique_id: str, run: int) -> int:
+        """How long after its ``run``-th run (1 for the first) failed the task waits to run
+        again.
+
+        ``fixed``: ``backoff``. ``exponential``: ``d = min(cap, backoff * 2**(run - 1))`` with
+        ``cap = max(backoff, backoffMax)``, less a jitter of up to half of it ("equal jitter",
+        so retries of tasks that failed together spread out but none comes sooner than ``d/2``):
+        ``d - floor(d * j / 2)``, where ``j`` in [0, 1) is the CRC-32 of ``"uniqueId:run"`` over
+        2**32 (in integers: ``d - d * crc32 // 2**33``). The jitter is a function of the task
+        and the run, not of a random source, so replaying the log or restoring a snapshot gives
+        every retry the same ``retryAt``.
+
+        Worked example (backoff 1000, backoffMax 5000, uniqueId "t1"): runs 1, 2, 3, 4 wait
+        at most 1000, 2000, 4000, 5000 ms and at least half of each.
+        """
+        base = self.backoff_ms
+        if self.backoff_type is BackoffType.FIXED:
+            return base
+        cap = max(base, self.backoff_max_ms)
+        # 2**(run - 1) past the cap is never needed: stop doubling there (run may be 1,000)
+        wait = base
+        for _ in range(run - 1):
+            if wait >= cap:
+                break
+            wait *= 2
+        wait = min(wait, cap)
+        return wait - wait * zlib.crc32(f"{unique_id}:{run}".encode()) // 2**33
 
 
 # (python name, wire name, TaskOptions field)
@@ -70,6 +113,8 @@ OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
     ("timeout", "timeout", "timeout_ms"),
     ("unique_id", "uniqueId", "unique_id"),
     ("deadline", "deadline", "deadline_ms"),
+    ("backoff_type", "backoffType", "backoff_type"),
+    ("backoff_max", "backoffMax", "backoff_max_ms"),
 )
 PYTHON_OPTION_NAMES = frozenset(p for p, _, _ in OPTION_NAMES)
 WIRE_OPTION_NAMES = frozenset(w for _, w, _ in OPTION_NAMES)
@@ -141,7 +186,18 @@ def _parse_options(values: Mapping[str, Any], wire: bool, limits: Limits) -> Tas
         if value is None:
             continue
         fields[field] = _CHECKS[field](name, value, limits)
+    if "backoff_max_ms" in fields:
+        _check_backoff_max(fields, wire)
     return TaskOptions(**fields) if fields else _DEFAULTS
+
+
+def _check_backoff_max(fields: dict[str, Any], wire: bool) -> None:
+    names = ("backoffMax", "backoffType", "backoff") if wire else (
+        "backoff_max", "backoff_type", "backoff")
+    if fields.get("backoff_type") is not BackoffType.EXPONENTIAL:
+        raise ValidationError(f"{names[0]} caps an exponential backoff: send {names[1]} "
+                              f"\"exponential\" with it (a fixed backoff always waits "
+                              f"{names[2]})", names[0])
 
 
 def _integer(name: str, value: Any) -> int:
@@ -199,6 +255,15 @@ def _delivery_mode(name: str, value: Any, limits: Limits) -> DeliveryMode:
         ) from None
 
 
+def _backoff_type(name: str, value: Any, limits: Limits) -> BackoffType:
+    try:
+        return BackoffType(value)
+    except ValueError:
+        raise ValidationError(
+            f"{name} must be \"fixed\" or \"exponential\", got {_describe(value)}", name
+        ) from None
+
+
 def _priority(name: str, value: Any, limits: Limits) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float) or (
         isinstance(value, float) and not math.isfinite(value)
@@ -225,6 +290,8 @@ _CHECKS = {
     "timeout_ms": _timeout,
     "unique_id": _unique_id,
     "deadline_ms": _duration,
+    "backoff_type": _backoff_type,
+    "backoff_max_ms": _duration,
 }
 
 # Characters that cannot reach the queue intact through the SDK's unencoded GET path (LeanCloud's

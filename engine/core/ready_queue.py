@@ -91,6 +91,11 @@ class ReadyQueue:
             heappop(heap)
         return None
 
+    def peek_entry(self) -> tuple[int | float, int, str] | None:
+        """``(priority, seq, task_id)`` of the task ``pop`` would return, or None."""
+        task_id = self.peek()
+        return None if task_id is None else self._live[task_id]
+
     def __len__(self) -> int:
         return len(self._live)
 

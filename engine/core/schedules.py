@@ -23,6 +23,7 @@ from cloudqueue.engine.core.cron import CronExpr, check_interval, check_timezone
 from cloudqueue.engine.core.cron_next import next_fire_ms
 from cloudqueue.engine.core.errors import ValidationError
 from cloudqueue.engine.core.options import (
+    BackoffType,
     Limits,
     TaskOptions,
     check_function_name,
@@ -33,8 +34,10 @@ from cloudqueue.engine.core.options import (
 MAX_NAME_CHARS = 64
 _NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
 # Per-fire task options a schedule may set; the rest (delay, uniqueId, priority) the slot decides.
-_TASK_OPTION_NAMES = {"attempts", "backoff", "deliveryMode", "timeout", "keepResult"}
-_PY_TASK_OPTION_NAMES = {"attempts", "backoff", "delivery_mode", "timeout", "keep_result"}
+_TASK_OPTION_NAMES = {"attempts", "backoff", "backoffType", "backoffMax", "deliveryMode", "timeout",
+                      "keepResult"}
+_PY_TASK_OPTION_NAMES = {"attempts", "backoff", "backoff_type", "backoff_max", "delivery_mode",
+                         "timeout", "keep_result"}
 MISSED_COUNT_CAP = 100_000
 
 
@@ -101,6 +104,9 @@ class ScheduleInfo:
         wire.update({"attempts": options.attempts, "backoff": options.backoff_ms,
                      "deliveryMode": options.delivery_mode.value, "timeout": options.timeout_ms,
                      "keepResult": options.keep_result_ms})
+        if options.backoff_type is not BackoffType.FIXED:
+            wire.update({"backoffType": options.backoff_type.value,
+                         "backoffMax": options.backoff_max_ms})
         if self.last_slot_ms is not None:
             wire["lastFiredAt"] = iso_ms(self.last_slot_ms)
         wire["nextFireTimes"] = [iso_ms(ms) for ms in self.upcoming_ms]

@@ -35,8 +35,8 @@ from cloudqueue.engine.core.value import value
 Handler = Callable[[Any, Any], Awaitable[Any]]
 MARK = "__cloudqueue_function__"
 # the options a function may set defaults for (per task: unique_id, delay, priority)
-DEFAULTABLE = frozenset({"attempts", "backoff", "timeout", "delivery_mode", "keep_result",
-                         "deadline"})
+DEFAULTABLE = frozenset({"attempts", "backoff", "backoff_type", "backoff_max", "timeout",
+                         "delivery_mode", "keep_result", "deadline"})
 _WIRE = {python: wire for python, wire, _ in OPTION_NAMES}
 
 
@@ -48,6 +48,7 @@ class Defined:
     name: str
     fn: Handler
     defaults: Mapping[str, Any]
+    concurrency: int | None = None  # runs of this function in flight at most (None: no limit)
 
     def wire_defaults(self) -> dict[str, Any]:
         """The defaults by their REST names (``deliveryMode``, ``keepResult``)."""
@@ -57,22 +58,27 @@ class Defined:
 @overload
 def define(name: Handler, /) -> Handler: ...
 @overload
-def define(name: str | None = None, /, **defaults: Any) -> Callable[[Handler], Handler]: ...
+def define(name: str | None = None, /, *, concurrency: int | None = None,
+           **defaults: Any) -> Callable[[Handler], Handler]: ...
 
 
-def define(name: str | Handler | None = None, /, **defaults: Any) -> Any:
+def define(name: str | Handler | None = None, /, *, concurrency: int | None = None,
+           **defaults: Any) -> Any:
     """Mark ``async def fn(params, run)`` as a cloud function: ``@define``, ``@define()``,
-    ``@define("name")``, ``@define(attempts=3, timeout=30_000)``.
+    ``@define("name")``, ``@define(attempts=3, timeout=30_000)``. ``concurrency``: at most this
+    many runs of the function in flight at once, within the app's own ``concurrency`` (e.g.
+    for an API that allows two calls at a time); its other tasks wait while the rest run.
 
     Raises:
         ConfigError: not an ``async def``, a bad name, an option that is not one of
-            ``DEFAULTABLE`` or a bad value for it.
+            ``DEFAULTABLE`` or a bad value for it, a ``concurrency`` that is not a whole
+            number >= 1.
     """
     if callable(name):
-        return _mark(name.__name__, name, {})
+        return _mark(name.__name__, name, {}, None)
 
     def decorator(fn: Handler) -> Handler:
-        return _mark(name if isinstance(name, str) else fn.__name__, fn, defaults)
+        return _mark(name if isinstance(name, str) else fn.__name__, fn, defaults, concurrency)
 
     return decorator
 
@@ -89,9 +95,14 @@ def check_handler(name: str, fn: Any) -> None:
                           "asyncio.to_thread)")
 
 
-def _mark(name: str, fn: Handler, defaults: Mapping[str, Any]) -> Handler:
+def _mark(name: str, fn: Handler, defaults: Mapping[str, Any],
+          concurrency: int | None) -> Handler:
     where = f"function {name!r}"
     check_handler(name, fn)
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(
+            concurrency, int) or concurrency < 1):
+        raise ConfigError(f"{where}: concurrency must be a whole number >= 1 (runs in flight "
+                          f"at once), got {concurrency!r}")
     other = sorted(set(defaults) - DEFAULTABLE)
     if other:
         raise ConfigError(f"{where}: {other[0]!r} cannot be a function's default; the defaults "
@@ -100,7 +111,7 @@ def _mark(name: str, fn: Handler, defaults: Mapping[str, Any]) -> Handler:
         parse_options(defaults, wire=False)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    setattr(fn, MARK, Defined(name, fn, dict(defaults)))
+    setattr(fn, MARK, Defined(name, fn, dict(defaults), concurrency))
     return fn
 
 

@@ -177,6 +177,8 @@ class FunctionRegistry(Invoker):
         self._functions: dict[str, Handler] = {}
         self._defaults: dict[str, Defined] = {}
         self.progress_sink: ProgressSink | None = None
+        # told each function's own run limit as it is registered (the engine's core)
+        self.limit_sink: Callable[[str, int | None], None] | None = None
 
     def define(self, name: str | Handler | None = None) -> Any:
         """Register a coroutine function: ``@define``, ``@define()`` or ``@define("name")``; a
@@ -193,14 +195,17 @@ class FunctionRegistry(Invoker):
 
         return decorator
 
-    def _register(self, name: str, fn: Handler) -> Handler:
+    def _register(self, name: str, fn: Handler, concurrency: int | None = None) -> Handler:
         check_handler(name, fn)
         self._functions[name] = fn
+        if self.limit_sink is not None:
+            self.limit_sink(name, concurrency)
         return fn
 
     def add(self, declared: Defined) -> None:
-        """Register a function declared with ``cloudqueue.define``, with its defaults."""
-        self._register(declared.name, declared.fn)
+        """Register a function declared with ``cloudqueue.define``, with its defaults and its
+        run limit."""
+        self._register(declared.name, declared.fn, declared.concurrency)
         if declared.defaults:
             self._defaults[declared.name] = declared
         else:

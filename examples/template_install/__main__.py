@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cloudqueue.engine.core.states import TaskState
 
-from .demo import Demo
+from .demo import Demo, PortInUse
 from .watch import show_progress
 
 
@@ -43,11 +43,19 @@ async def run(args: argparse.Namespace) -> int:
     return 0 if info.state is TaskState.SUCCESS else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+# Ports of their own: the Quick start's server (`scripts/run.sh`, `cloudqueue serve`) listens on
+# 3100 and `cloudqueue host` on 3000, so the example runs beside them.
+QUEUE_PORT = 3200
+HOST_PORT = 3201
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/template-install"))
-    parser.add_argument("--queue-port", type=int, default=3100)
-    parser.add_argument("--host-port", type=int, default=3000)
+    parser.add_argument("--queue-port", type=int, default=QUEUE_PORT,
+                        help=f"the queue's port (default {QUEUE_PORT}; 0: any free port)")
+    parser.add_argument("--host-port", type=int, default=HOST_PORT,
+                        help=f"the function host's port (default {HOST_PORT}; 0: any free port)")
     parser.add_argument("--budget-ms", type=int, default=50,
                         help="work per slice, ms (each slice's timeout is 2,000 ms); 0: one "
                              "unit of work a slice")
@@ -55,9 +63,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="a pause at each slice's start, to watch it go (0: full speed)")
     parser.add_argument("--hold", action="store_true",
                         help="keep serving the page after the install is done")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return asyncio.run(run(args))
+    except PortInUse as exc:
+        print(f"python -m examples.template_install: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

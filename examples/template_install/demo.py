@@ -13,6 +13,7 @@ Site files land in ``DATA/storage/blog/``, collections in ``DATA/site.sqlite3``.
 
 from __future__ import annotations
 
+import errno
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -37,10 +38,22 @@ PAGE = Path(__file__).with_name("page.html")
 TEMPLATE = "blog"
 
 
-def _bound_socket(port: int) -> socket.socket:
+class PortInUse(Exception):
+    """A port the demo was told to use is taken; the message says what to do."""
+
+
+def _bound_socket(port: int, flag: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUse(f"cannot listen on 127.0.0.1:{port}: another process is using port "
+                        f"{port}. Stop it (`ss -ltnp 'sport = :{port}'` shows which), or give "
+                        f"another port: `{flag} 0` takes any free one") from None
     return sock
 
 
@@ -72,10 +85,20 @@ class Demo:
         await self.close()
 
     async def _start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        archive = make_archive(self.data / "archives" / f"{TEMPLATE}.zip", files=self.files,
-                               collections=self.collections)
-        queue_sock, host_sock = _bound_socket(self.queue_port), _bound_socket(self.host_port)
+        queue_sock = _bound_socket(self.queue_port, "--queue-port")
+        try:
+            host_sock = _bound_socket(self.host_port, "--host-port")
+        except BaseException:
+            queue_sock.close()
+            raise
+        try:
+            self.data.mkdir(parents=True, exist_ok=True)
+            archive = make_archive(self.data / "archives" / f"{TEMPLATE}.zip",
+                                   files=self.files, collections=self.collections)
+        except BaseException:
+            queue_sock.close()
+            host_sock.close()
+            raise
         self.queue_url = f"http://127.0.0.1:{queue_sock.getsockname()[1]}"
         self.host_url = f"http://127.0.0.1:{host_sock.getsockname()[1]}"
 

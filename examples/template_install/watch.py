@@ -1,6 +1,6 @@
 """A progress bar in the terminal for any task, from the queue's event stream.
 
-    python -m examples.template_install.watch UNIQUE_ID --queue http://127.0.0.1:3100 \\
+    python -m examples.template_install.watch UNIQUE_ID --queue http://127.0.0.1:3200 \\
         --app-id APP --app-key KEY
 
 On a terminal the bar redraws in place; otherwise (a pipe, a log) it prints one line per
@@ -65,13 +65,19 @@ async def _main(args: argparse.Namespace) -> int:
     return 0 if info.state is TaskState.SUCCESS else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("unique_id")
-    parser.add_argument("--queue", default="http://127.0.0.1:3100", help="the queue's base URL")
+    parser.add_argument("--queue", default="http://127.0.0.1:3200",
+                        help="the queue's base URL (default: the template example's queue)")
     parser.add_argument("--app-id", required=True)
     parser.add_argument("--app-key", help="the app key (enough to read a task)")
     parser.add_argument("--master-key")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.app_key or args.master_key):
         parser.error("give --app-key or --master-key")

@@ -22,7 +22,7 @@ from cloudqueue.engine.core.errors import (
     UnknownScheduleError,
     ValidationError,
 )
-from cloudqueue.engine.core.options import DeliveryMode
+from cloudqueue.engine.core.options import BackoffType, DeliveryMode
 from cloudqueue.engine.core.schedules import ScheduleInfo
 from tests.adapters.conftest import Handler
 from tests.adapters.serving import A, serving
@@ -108,6 +108,18 @@ async def test_set_sends_every_option_in_the_wire_spelling(server: Server,
     assert spec.options.attempts == 3 and spec.options.backoff_ms == 2_000
     assert spec.options.delivery_mode is DeliveryMode.AT_MOST_ONCE
     assert spec.options.timeout_ms == 30_000 and spec.options.keep_result_ms == 0
+
+
+async def test_a_schedules_exponential_backoff_goes_both_ways(server: Server,
+                                                              queue: QueueClient) -> None:
+    answer = await wire(queue.set_schedule("retrying", "report", interval=60_000,
+                                           backoff=1_000, backoff_type="exponential",
+                                           backoff_max=8_000))
+    assert (answer["backoffType"], answer["backoffMax"]) == ("exponential", 8_000)
+    options = (await queue.get_schedule("retrying")).spec.options
+    assert (options.backoff_ms, options.backoff_type, options.backoff_max_ms) == (
+        1_000, BackoffType.EXPONENTIAL, 8_000)
+    assert (await server.engine.get_schedule("retrying")).spec.options == options
 
 
 async def test_the_answer_is_the_servers_own_schedule_object(server: Server,

@@ -59,6 +59,16 @@ def test_an_app_names_its_function_modules_and_strictness(tmp_path: Path) -> Non
     assert (second.functions, second.strict_options) == (("tasks", "jobs.mail"), True)
 
 
+@pytest.mark.parametrize(("setting", "allowed"), [
+    ("", False), ("client_enqueue = false", False), ("client_enqueue = true", True),
+    ('client_enqueue = ["hello", "count-slowly"]', frozenset({"hello", "count-slowly"})),
+])
+def test_an_app_may_let_clients_enqueue(tmp_path: Path, setting: str,
+                                        allowed: bool | frozenset[str]) -> None:
+    text = GOOD.replace('app_id = "a2"', f'app_id = "a2"\n{setting}')
+    assert load_config(write(tmp_path, text)).apps[1].client_enqueue == allowed
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -93,6 +103,12 @@ def test_an_app_names_its_function_modules_and_strictness(tmp_path: Path) -> Non
                                                            "'concurrency'?"),
         (GOOD.replace("concurrency = 4", "strict_options = 'yes'"),
          "apps[0].strict_options must be true or false"),
+        (GOOD.replace("concurrency = 4", "client_enqueue = 'yes'"),
+         "apps[0].client_enqueue must be true, false or a non-empty list of function names"),
+        (GOOD.replace("concurrency = 4", "client_enqueue = []"),
+         "apps[0].client_enqueue must be true, false or a non-empty list"),
+        (GOOD.replace("concurrency = 4", "client_enqeue = true"),
+         "did you mean 'client_enqueue'?"),
         (GOOD.replace("concurrency = 4", "functions = 'tasks'"),
          "apps[0].functions must be a list of module names"),
         (GOOD.replace("concurrency = 4", "functions = ['../tasks']"),

@@ -280,6 +280,28 @@ async def test_error_answer_retries_with_status_code_error_and_retry_at(queue: Q
     assert (final.status, final.error, final.attempt) == ("failed", "boom (attempt 3)", 3)
 
 
+async def test_an_exponential_backoff_shows_each_growing_wait_in_retry_at(queue: Queue) -> None:
+    @queue.host.define("fail")
+    async def fail(params: Any, request: web.Request) -> web.Response:
+        return error("boom")
+
+    uid = await queue.enqueue({"function": "fail", "attempts": 3, "backoff": 1_000,
+                               "backoffType": "exponential", "backoffMax": 3_000})
+    engine = queue.tenants[A.app_id].engine
+    failed_at = T0
+    for attempt, most in ((1, 1_000), (2, 2_000), (3, 3_000)):
+        await until(lambda n=attempt: len(queue.host.calls) == n  # type: ignore[misc]
+                    and engine.core.task_info(uid, 0).retry_at_ms is not None,
+                    f"attempt {attempt}'s failure")
+        info = await queue.info(uid)
+        retry_at = engine.core.task_info(uid, 0).retry_at_ms
+        assert retry_at is not None and info["retryAt"] == iso_ms(retry_at)
+        assert most // 2 < retry_at - failed_at <= most  # doubling, capped, less a jitter
+        queue.clock.advance(retry_at - failed_at)
+        failed_at = retry_at
+    assert (await queue.wait(uid)).status == "failed"
+
+
 @pytest.mark.parametrize(("mode", "runs", "status"),
                          [("atLeastOnce", 2, "failed"), ("atMostOnce", 1, "failed")])
 async def test_timeout_is_decided_by_delivery_mode(queue: Queue, mode: str, runs: int,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from cloudqueue import (
+    DuplicateTaskError,
     Engine,
     FakeClock,
     Queue,
@@ -113,6 +114,49 @@ async def test_listing_by_leanclouds_status_or_by_detailed_state(queue: Queue) -
     assert both.value.field == "status"
     with pytest.raises(ValidationError):
         await queue.list_tasks(status="retry_wait")  # a state, not a status
+
+
+async def test_many_tasks_at_once_all_or_none(queue: Queue) -> None:
+    uids = await queue.enqueue_many([
+        {"function": "add", "params": {"a": 1, "b": 2}, "unique_id": "one"},
+        {"function": "add", "params": {"a": 3, "b": 4}, "timeout": 5_000},
+    ])
+    assert uids[0] == "one" and len(uids) == 2
+    assert [(await queue.wait(uid, timeout=10_000)).return_value for uid in uids] == [3, 7]
+
+    with pytest.raises(DuplicateTaskError) as held:  # one held id refuses the whole batch
+        await queue.enqueue_many([{"function": "add", "params": {"a": 0, "b": 0}},
+                                  {"function": "add", "unique_id": "one"}])
+    assert (held.value.index, held.value.unique_id) == (1, "one")
+    with pytest.raises(ValidationError) as bad:
+        await queue.enqueue_many([{"function": "add", "unique_id": "two"},
+                                  {"function": "add", "attempts": -1}])
+    assert (bad.value.index, bad.value.field, str(bad.value)) == (
+        1, "attempts", "item 1: attempts must be between 0 and 1000, got -1")
+    assert (await queue.list_tasks()).total == 2  # nothing of either refused batch
+
+
+async def test_many_tasks_at_once_each_on_its_own(queue: Queue) -> None:
+    await queue.enqueue("add", {"a": 0, "b": 0}, unique_id="held", delay=3_600_000)
+    results = await queue.enqueue_each([
+        {"function": "add", "params": {"a": 1, "b": 1}, "unique_id": "fresh"},
+        {"function": "add", "unique_id": "held"},
+        {"function": "add", "delay": -5},
+        {"function": "add", "params": {"a": 2, "b": 2}, "unique_id": "fresh"},
+        {"function": "add", "params": {"a": 5, "b": 5}},
+    ])
+    assert results[0] == "fresh" and isinstance(results[4], str)
+    held, bad, twice = results[1], results[2], results[3]
+    assert isinstance(held, DuplicateTaskError)
+    assert (held.index, held.unique_id, held.state) == (1, "held", "queued")
+    assert isinstance(bad, ValidationError)
+    assert (bad.index, bad.field, str(bad)) == (2, "delay", "item 2: delay must be >= 0 ms, got -5")
+    assert isinstance(twice, DuplicateTaskError)
+    assert (twice.index, str(twice)) == (3, "item 3: uniqueId 'fresh' is also given to item 0 "
+                                            "of this batch")
+    assert (await queue.wait("fresh", timeout=10_000)).return_value == 2
+    assert (await queue.wait(str(results[4]), timeout=10_000)).return_value == 10
+    assert (await queue.list_tasks()).total == 3
 
 
 async def test_watch_and_run_through_the_protocol(queue: Queue) -> None:

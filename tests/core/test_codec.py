@@ -21,7 +21,7 @@ from cloudqueue.engine.core.codec import (
     schedule_to_record,
 )
 from cloudqueue.engine.core.events import FailureKind
-from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
+from cloudqueue.engine.core.options import BackoffType, DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
 
 T = 1_700_000_000_000
@@ -34,6 +34,13 @@ def test_default_options_are_stored_as_an_empty_dict() -> None:
     assert stored == {"attempts": 3, "delivery_mode": "atMostOnce"}
     assert options_from_dict(msgpack.unpackb(msgpack.packb(stored))) == TaskOptions(
         attempts=3, delivery_mode=DeliveryMode.AT_MOST_ONCE)
+
+
+def test_an_exponential_backoff_is_stored_and_read_back() -> None:
+    options = TaskOptions(backoff_type=BackoffType.EXPONENTIAL, backoff_max_ms=9_000)
+    stored = options_to_dict(options)
+    assert stored == {"backoff_type": "exponential", "backoff_max_ms": 9_000}
+    assert options_from_dict(msgpack.unpackb(msgpack.packb(stored))) == options
 
 
 def test_schedules_round_trip_alone_and_with_their_state() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, TypeVar
 
 import pytest
@@ -125,6 +126,30 @@ def test_failed_run_retries_at_failure_time_plus_backoff() -> None:
     (again,) = h.tick(T0 + 1_010)
     assert again.attempt == 2
     assert "retryAt" not in h.info("a", T0 + 1_010)
+
+
+def test_exponential_backoff_doubles_to_its_cap_less_a_jitter_replay_repeats() -> None:
+    h = Harness()
+    h.submit("a", attempts=5, backoff=1_000, backoff_type="exponential", backoff_max=5_000)
+    now, waits = T0, []
+    for _ in range(5):
+        (run,) = h.tick(now)
+        h.fail(run, now + 10)
+        retry_at = h.core.task_info("a", now + 10).retry_at_ms
+        assert retry_at is not None
+        waits.append(retry_at - (now + 10))
+        assert h.info("a", now + 10)["retryAt"] == iso_ms(retry_at)  # shown as LeanCloud's
+        assert h.tick(retry_at - 1) == []
+        now = retry_at
+    # run n waits d = min(5000, 1000 * 2**(n-1)) less floor(d * j / 2), j = crc32("a:n") / 2**32:
+    # a function of the task and the run, so a replay or a restore gives the same retryAt
+    caps = (1_000, 2_000, 4_000, 5_000, 5_000)
+    assert waits == [d - d * zlib.crc32(f"a:{n}".encode()) // 2**33
+                     for n, d in enumerate(caps, start=1)]
+    assert all(d // 2 < w <= d for w, d in zip(waits, caps, strict=True))
+    assert len(set(waits)) == 5
+    replayed = rebuild(EngineCore(CoreConfig(concurrency=1), start_ms=T0), h.events)
+    assert replayed.task_info("a", now) == h.core.task_info("a", now)
 
 
 def test_attempts_plus_one_runs_then_failed() -> None:
@@ -544,3 +569,74 @@ def test_timeout_noticed_late_still_counts_retry_from_the_deadline() -> None:
     assert h.tick(T0 + 130) == []  # the driver noticed 30 ms late
     assert h.info("late", T0 + 130)["retryAt"] == iso_ms(T0 + 150)
     assert [r.attempt for r in h.tick(T0 + 150)] == [2]
+
+
+# ---------------------------------------------------------------------- a function's own limit
+
+
+def started(invokes: list[Invoke]) -> list[str]:
+    return [run.unique_id for run in invokes]
+
+
+def test_a_function_at_its_own_limit_holds_back_only_its_tasks() -> None:
+    h = Harness(concurrency=3)
+    h.core.set_function_limit("mail", 1)
+    for uid, function in (("m1", "mail"), ("m2", "mail"), ("g1", "f"), ("m3", "mail"),
+                          ("g2", "f"), ("g3", "f")):
+        h.submit(uid, function=function)
+    first = h.tick(T0)
+    assert started(first) == ["m1", "g1", "g2"]  # m2 waits for mail's one slot, not the app's
+    h.succeed(first[1], T0 + 1)  # g1 frees an app slot: the next task not held back starts
+    assert started(h.tick(T0 + 1)) == ["g3"]
+    h.succeed(first[0], T0 + 2)  # m1 frees mail's slot: m2 (before m3) starts
+    assert started(h.tick(T0 + 2)) == ["m2"]
+    assert h.core.ready_count == 1 and not h.core.can_start
+
+
+def test_tasks_start_by_priority_across_limited_and_other_functions() -> None:
+    h = Harness(concurrency=1)
+    h.core.set_function_limit("mail", 2)
+    h.submit("late", function="f", priority=9)
+    h.submit("urgent-mail", function="mail", priority=1)
+    h.submit("mail", function="mail", priority=5)
+    order = []
+    for now in range(T0, T0 + 3):
+        (run,) = h.tick(now)
+        order.append(run.unique_id)
+        h.succeed(run, now)
+    assert order == ["urgent-mail", "mail", "late"]
+
+
+def test_a_limit_set_changed_or_lifted_moves_the_waiting_tasks() -> None:
+    h = Harness(concurrency=4)
+    for i in range(4):
+        h.submit(f"m{i}", function="mail")
+    h.core.set_function_limit("mail", 1)
+    assert started(h.tick(T0)) == ["m0"]
+    h.core.set_function_limit("mail", 2)  # m0 still counts against the new limit
+    assert started(h.tick(T0 + 1)) == ["m1"]
+    h.core.set_function_limit("mail", None)
+    assert started(h.tick(T0 + 2)) == ["m2", "m3"]
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        h.core.set_function_limit("mail", 0)
+
+
+def test_a_limited_functions_tasks_replay_and_restore_to_the_same_next_starts() -> None:
+    h = Harness(concurrency=3)
+    h.core.set_function_limit("mail", 1)
+    for uid, function in (("m1", "mail"), ("m2", "mail"), ("g1", "f"), ("d1", "mail")):
+        h.submit(uid, function=function, **({"delay": 10} if uid == "d1" else {}))
+    (m1, g1) = h.tick(T0)
+    h.fail(m1, T0 + 1)  # retries after the default backoff; m2 may start
+    h.succeed(g1, T0 + 1)
+    live = started(h.tick(T0 + 20))
+    assert live == ["m2"]
+    folded = EngineCore(CoreConfig(concurrency=3), start_ms=T0)
+    folded.set_function_limit("mail", 1)
+    rebuild(folded, h.events)
+    # m2 times out at T0+15,020 (freeing mail's slot); m1's retry wakes at T0+60,001 and takes
+    # it before d1, which waited since its delay ended: on both cores alike
+    assert started(of(Invoke, folded.tick(T0 + 14_000))) == started(h.tick(T0 + 14_000)) == []
+    after = T0 + 61_001
+    assert started(of(Invoke, folded.tick(after))) == started(h.tick(after)) == ["m1"]
+    assert folded.ready_count == h.core.ready_count == 1

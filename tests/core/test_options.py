@@ -63,6 +63,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("backoff", -5, "backoff must be >= 0 ms, got -5"),
     ("backoff", "1000", "backoff must be an integer number of milliseconds, got string '1000'"),
     ("backoff", 2.5, "backoff must be a whole number of milliseconds, got 2.5"),
+    ("backoffType", "linear", 'backoffType must be "fixed" or "exponential", got string'),
+    ("backoffMax", 5_000, 'backoffMax caps an exponential backoff: send backoffType '
+                          '"exponential" with it'),
     ("delay", -1, "delay must be >= 0 ms, got -1"),
     ("delay", 10**13, "delay must be at most 31622400000 ms"),
     ("keepResult", -1, "keepResult must be >= 0 ms, got -1"),
@@ -91,6 +94,19 @@ def test_bad_wire_option_is_refused_with_a_message_naming_it(name: str, value: A
     assert message in str(info.value)
     assert info.value.field == name
     assert info.value.http_status == 400 and info.value.body()["code"] == 1
+
+
+def test_an_exponential_backoff_is_capped_never_below_backoff_and_fixed_stays_fixed() -> None:
+    fixed = parse_options({"backoff": 1_000}, wire=True)
+    assert [fixed.retry_wait_ms("t", run) for run in (1, 2, 10)] == [1_000] * 3
+    capped = parse_options({"backoff": 1_000, "backoffType": "exponential"}, wire=True)
+    assert capped.backoff_max_ms == 3_600_000  # an hour unless given
+    assert 1_800_000 < capped.retry_wait_ms("t", 1_000) <= 3_600_000  # no 2**999 computed
+    low_cap = parse_options({"backoff": 8_000, "backoffType": "exponential",
+                             "backoffMax": 1_000}, wire=True)
+    assert all(4_000 < low_cap.retry_wait_ms("t", run) <= 8_000 for run in range(1, 6))
+    zero = parse_options({"backoff": 0, "backoff_type": "exponential"}, wire=False)
+    assert [zero.retry_wait_ms("t", run) for run in (1, 5)] == [0, 0]
 
 
 def test_python_spelling_is_named_in_python_errors() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +63,40 @@ def test_the_install_runs_end_to_end_from_the_command_line(tmp_path: Path) -> No
     check_installed(data, summary["result"]["result"])
 
 
+def test_the_example_listens_beside_the_quick_start_server() -> None:
+    """Its default ports are neither the Quick start's server's (`scripts/run.sh`, `cloudqueue
+    serve`) nor `cloudqueue host`'s, so they run at once, and its watcher's default queue is the
+    example's own."""
+    from cloudqueue.config import DEFAULT_PORT as SERVE_PORT
+    from cloudqueue.host import DEFAULT_PORT as HOST_PORT
+    from examples.template_install.__main__ import build_parser
+    from examples.template_install.watch import build_parser as watch_parser
+
+    args = build_parser().parse_args([])
+    assert len({args.queue_port, args.host_port, SERVE_PORT, HOST_PORT}) == 4
+    watched = watch_parser().parse_args(["some-task", "--app-id", "a", "--app-key", "k"])
+    assert watched.queue == f"http://127.0.0.1:{args.queue_port}"
+
+
+def test_a_port_in_use_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        for flag in ("--queue-port", "--host-port"):
+            other = "--host-port" if flag == "--queue-port" else "--queue-port"
+            done = subprocess.run(
+                [sys.executable, "-m", "examples.template_install", "--data",
+                 str(tmp_path / "data"), flag, str(busy), other, "0"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert (done.returncode, done.stdout) == (1, "")
+            assert done.stderr == (
+                f"python -m examples.template_install: cannot listen on 127.0.0.1:{busy}: "
+                f"another process is using port {busy}. Stop it (`ss -ltnp 'sport = :{busy}'` "
+                f"shows which), or give another port: `{flag} 0` takes any free one\n")
+    assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
 class TimedInstaller(Installer):
     """Records how long each slice's work took."""
 
@@ -79,13 +114,17 @@ class TimedInstaller(Installer):
 def chromium() -> str:
     binary = find_chromium()
     if binary is None:
+        # scripts/test.sh says why it could not install chromium
+        why = (os.environ.get("CLOUDQUEUE_BROWSER_MISSING")
+               or "no chromium on this machine (apt-get install chromium; scripts/test.sh "
+                  "installs it when it can)")
         if os.environ.get("CLOUDQUEUE_REQUIRE_BROWSER"):
-            pytest.fail("CLOUDQUEUE_REQUIRE_BROWSER is set but no chromium was found")
-        pytest.skip("no chromium on this machine (apt-get install chromium; scripts/test.sh "
-                    "installs it when it can)")
+            pytest.fail(f"CLOUDQUEUE_REQUIRE_BROWSER is set but no chromium was found: {why}")
+        pytest.skip(f"browser test: {why}")
     return binary
 
 
+@pytest.mark.browser
 @pytest.mark.timeout(180)
 async def test_the_progress_page_shows_the_install_live_in_chromium(
         tmp_path: Path, chromium: str) -> None:

@@ -3,6 +3,7 @@ embedded ``Engine`` (and, in tests/adapters/test_serve_functions.py, by ``cloudq
 
 from __future__ import annotations
 
+import asyncio
 import types
 from typing import Any
 
@@ -42,6 +43,8 @@ def test_the_decorator_keeps_the_function_and_records_its_declaration() -> None:
     ({"unique_id": "x"}, "'unique_id' cannot be a function's default"),
     ({"atempts": 3}, "'atempts' cannot be a function's default"),
     ({"timeout": 0}, "function 'f': timeout"),
+    ({"concurrency": 0}, "function 'f': concurrency must be a whole number >= 1"),
+    ({"concurrency": "2"}, "function 'f': concurrency must be a whole number >= 1"),
 ])
 def test_bad_declarations_are_refused_when_the_module_loads(defaults: dict[str, Any],
                                                              message: str) -> None:
@@ -100,3 +103,34 @@ async def test_engine_define_takes_a_declared_function_as_declared() -> None:
         uid = await queue.enqueue("send-mail", {})
         await settle(queue)
         assert (await queue.get_task_info(uid)).max_runs == 4
+
+
+async def test_a_functions_own_concurrency_holds_back_only_its_runs() -> None:
+    """``define(concurrency=1)``: one run of it at a time, while the app's other functions use
+    the rest of its slots; the limit holds for a remote queue's server as for an embedded one
+    (both go through ``Engine.register``)."""
+    gate = asyncio.Event()
+    in_flight: list[str] = []
+
+    @cloudqueue.define("call-api", concurrency=1)
+    async def call_api(params: Any, run: cloudqueue.Run) -> None:
+        in_flight.append(str(run.unique_id))
+        await gate.wait()
+
+    @cloudqueue.define
+    async def other(params: Any, run: cloudqueue.Run) -> None:
+        in_flight.append(str(run.unique_id))
+        await gate.wait()
+
+    async with Engine(concurrency=4, clock=FakeClock(T0)) as queue:
+        queue.register(call_api, other)
+        for uid in ("a1", "a2", "a3"):
+            await queue.enqueue("call-api", unique_id=uid)
+        await queue.enqueue("other", unique_id="o1")
+        await settle(queue)
+        assert in_flight == ["a1", "o1"]  # a2 waits for call-api's one slot, not the app's
+        gate.set()
+        await settle(queue)
+        assert in_flight == ["a1", "o1", "a2", "a3"]
+        states = {(await queue.get_task_info(uid)).state for uid in in_flight}
+        assert states == {TaskState.SUCCESS}
