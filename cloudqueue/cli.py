@@ -93,10 +93,14 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                        ("data_dir", args.data_dir)) if v is not None}
         config = dataclasses.replace(config, **overrides)
+        if args.host_concurrency is not None:  # the flag sets every app's mode
+            config = dataclasses.replace(config, apps=tuple(
+                dataclasses.replace(app, host_concurrency=args.host_concurrency)
+                for app in config.apps))
     else:
         data_dir = args.data_dir or Path("data")
         apps = server.apps_from_env(os.environ, data_dir, args.function_host, args.concurrency,
-                                    tuple(args.functions))
+                                    tuple(args.functions), args.host_concurrency or "fixed")
         config = server.ServeConfig(
             host=args.host or "127.0.0.1",
             port=args.port if args.port is not None else server.DEFAULT_PORT,
@@ -200,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep --concurrency runs in flight even while the server is "
                             "overloaded (by default it starts fewer while its event loop lags, "
                             "so that enqueues are still acknowledged quickly)")
+    serve.add_argument("--host-concurrency", choices=("fixed", "adaptive"),
+                       help="fixed (default): --concurrency runs in flight at the function "
+                            "host; adaptive: as many as the host takes without its latency "
+                            "rising or it erring, up to --concurrency (with --config: every "
+                            "app's host_concurrency)")
     serve.add_argument("--max-connections", type=_whole(1),
                        help="open connections at most; more wait in the listen backlog "
                             "(default 1000)")

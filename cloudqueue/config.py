@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.engine.config import HOST_CONCURRENCY
 from cloudqueue.engine.core.cron import check_timezone
 from cloudqueue.engine.core.errors import ConfigError, ValidationError
 from cloudqueue.engine.core.names import near_miss
@@ -51,6 +52,9 @@ class AppConfig:
     functions: tuple[str, ...] = ()
     # app-key callers may enqueue (params only): False, True (any function) or these functions
     client_enqueue: bool | frozenset[str] = False
+    # "fixed": concurrency runs in flight at the function host; "adaptive": as many as the host
+    # takes without its latency rising, up to concurrency (engine/runtime/host_limit.py)
+    host_concurrency: str = "fixed"
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ _TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETT
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
                        "schedule_concurrency", "strict_options", "functions",
-                       "client_enqueue"})
+                       "client_enqueue", "host_concurrency"})
 
 
 def check_app_id(app_id: Any, where: str) -> str:
@@ -126,7 +130,8 @@ def is_http_url(url: str) -> bool:
 
 
 def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | None,
-                  concurrency: int, functions: tuple[str, ...] = ()) -> tuple[AppConfig, ...]:
+                  concurrency: int, functions: tuple[str, ...] = (),
+                  host_concurrency: str = "fixed") -> tuple[AppConfig, ...]:
     names = ("LEANCLOUD_APP_ID", "LEANCLOUD_APP_KEY", "LEANCLOUD_APP_MASTER_KEY")
     given = [n for n in names if env.get(n)]
     if given and len(given) < len(names):
@@ -139,7 +144,19 @@ def apps_from_env(env: Mapping[str, str], data_dir: Path, function_host: str | N
     else:
         keys = _dev_keys(data_dir)
     return (AppConfig(keys, check_function_host(function_host, "--function-host"),
-                      concurrency, functions=functions),)
+                      concurrency, functions=functions,
+                      host_concurrency=check_host_concurrency(host_concurrency,
+                                                              "--host-concurrency")),)
+
+
+def check_host_concurrency(mode: Any, where: str) -> str:
+    """``"fixed"`` or ``"adaptive"``; ConfigError naming ``where`` (and a near miss) otherwise."""
+    if isinstance(mode, str) and mode in HOST_CONCURRENCY:
+        return mode
+    meant = near_miss(mode, frozenset(HOST_CONCURRENCY)) if isinstance(mode, str) else None
+    hint = f" (did you mean {meant!r}?)" if meant else ""
+    raise ConfigError(f"{where} must be \"fixed\" (concurrency runs in flight) or \"adaptive\" "
+                      f"(as many as the host takes, up to concurrency), got {mode!r}{hint}")
 
 
 def _dev_keys(data_dir: Path) -> AppKeys:
@@ -246,7 +263,9 @@ def _app_from_toml(index: int, raw: Any) -> AppConfig:
                                        raw.get("schedule_concurrency")),
                      _flag(where, "strict_options", raw.get("strict_options", False)),
                      _modules(where, raw.get("functions", [])),
-                     _client_enqueue(where, raw.get("client_enqueue", False)))
+                     _client_enqueue(where, raw.get("client_enqueue", False)),
+                     check_host_concurrency(raw.get("host_concurrency", "fixed"),
+                                            f"{where}.host_concurrency"))
 
 
 def _client_enqueue(where: str, value: Any) -> bool | frozenset[str]:

@@ -22,6 +22,8 @@ TOML file describing many apps::
     hook_key = "..."                         # optional
     function_host = "http://127.0.0.1:3000"  # the LeanEngine app's base URL
     concurrency = 1
+    host_concurrency = "fixed"               # "adaptive": as many runs as the host takes without
+                                             # slowing, up to concurrency (docs/concurrency.md)
     timezone = "Asia/Shanghai"               # default zone of the app's cron schedules (UTC)
     schedule_concurrency = 1                 # schedules' firings get slots of their own
     [apps.quotas]                            # each optional; 429 + Retry-After past them
@@ -102,7 +104,8 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
                    if app.function_host else None)
         engine = Engine(EngineConfig(
             concurrency=app.concurrency, adaptive_concurrency=config.adaptive_concurrency,
-            max_timeout_ms=app.max_timeout_ms, quotas=app.quotas, timezone=app.timezone,
+            host_concurrency=app.host_concurrency, max_timeout_ms=app.max_timeout_ms,
+            quotas=app.quotas, timezone=app.timezone,
             schedule_concurrency=app.schedule_concurrency,
             data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
             invoker=invoker, clock=clock)

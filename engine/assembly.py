@@ -44,7 +44,8 @@ def store_opener(config: EngineConfig, store: Store | None, clock: Clock) -> Sto
 
 def build_driver(config: EngineConfig, core: EngineCore, store: Store, clock: Clock,
                  invoker: Invoker, watchers: Watchers) -> Driver:
-    return Driver(core, store, clock, invoker, watchers, adaptive=config.adaptive_concurrency)
+    return Driver(core, store, clock, invoker, watchers, adaptive=config.adaptive_concurrency,
+                  host_adaptive=config.host_concurrency == "adaptive")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,10 @@ from cloudqueue.engine.core.quotas import Quotas
 from cloudqueue.engine.runtime.log_file import FileOps
 from cloudqueue.engine.runtime.log_options import LogOptions
 
+# how many runs an app keeps in flight at its function host: always ``concurrency``, or as many
+# as the host takes without slowing, up to ``concurrency`` (engine/runtime/host_limit.py)
+HOST_CONCURRENCY = ("fixed", "adaptive")
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -25,6 +29,11 @@ class EngineConfig:
             runs in flight than ``concurrency`` so that enqueues are still acknowledged quickly;
             back up to ``concurrency`` as the lag clears (``engine/runtime/pacing.py``). Off by
             default here; ``cloudqueue serve`` turns it on.
+        host_concurrency: ``"fixed"`` (the default): ``concurrency`` runs in flight whenever
+            there is work. ``"adaptive"``: start at one run in flight and raise it while the
+            function host's latency stays flat, back off when it rises or the host errs;
+            ``concurrency`` is then the ceiling (``engine/runtime/host_limit.py``,
+            docs/concurrency.md). ``Engine.host_limit`` shows the current limit.
         max_timeout_ms: the largest ``timeout`` a task may ask for.
         quotas: limits on enqueue (rate, per day, held); ``QuotaExceededError`` past them.
         timezone: the default zone of schedules (an IANA name).
@@ -35,11 +44,13 @@ class EngineConfig:
         log: how that log is written.
 
     Raises:
-        ValueError: a concurrency below 1; ``ValidationError`` for an unknown zone.
+        ValueError: a concurrency below 1, an unknown host_concurrency; ``ValidationError`` for
+            an unknown zone.
     """
 
     concurrency: int = 1
     adaptive_concurrency: bool = False
+    host_concurrency: str = "fixed"
     max_timeout_ms: int = 600_000
     quotas: Quotas = field(default_factory=Quotas)
     timezone: str = "UTC"
@@ -50,6 +61,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.host_concurrency not in HOST_CONCURRENCY:
+            raise ValueError(f"host_concurrency must be one of {', '.join(HOST_CONCURRENCY)}, "
+                             f"got {self.host_concurrency!r}")
         object.__setattr__(self, "timezone", check_timezone(self.timezone))
         if self.schedule_concurrency is not None and self.schedule_concurrency < 1:
             raise ValueError(f"schedule_concurrency must be >= 1, got "
@@ -61,15 +75,16 @@ class EngineConfig:
     def of(cls, *, data_dir: str | Path | None = None, fsync: str = "always",
            segment_bytes: int | None = None, compact_bytes: int | None = None,
            file_ops: FileOps | None = None, concurrency: int = 1,
-           adaptive_concurrency: bool = False, max_timeout_ms: int = 600_000,
-           quotas: Quotas | None = None, timezone: str = "UTC",
+           adaptive_concurrency: bool = False, host_concurrency: str = "fixed",
+           max_timeout_ms: int = 600_000, quotas: Quotas | None = None, timezone: str = "UTC",
            schedule_concurrency: int | None = None) -> EngineConfig:
         """A config from ``Engine``'s keywords (the log's options flat beside the rest)."""
         log = LogOptions(fsync=fsync, compact_bytes=compact_bytes, file_ops=file_ops)
         if segment_bytes is not None:
             log = LogOptions(fsync, segment_bytes, compact_bytes, file_ops)
         return cls(concurrency=concurrency, adaptive_concurrency=adaptive_concurrency,
-                   max_timeout_ms=max_timeout_ms, quotas=quotas or Quotas(), timezone=timezone,
+                   host_concurrency=host_concurrency, max_timeout_ms=max_timeout_ms,
+                   quotas=quotas or Quotas(), timezone=timezone,
                    schedule_concurrency=schedule_concurrency,
                    data_dir=Path(data_dir) if data_dir is not None else None, log=log)
 
@@ -84,6 +99,7 @@ class EngineOptions(TypedDict, total=False):
     file_ops: FileOps | None
     concurrency: int
     adaptive_concurrency: bool
+    host_concurrency: str
     max_timeout_ms: int
     quotas: Quotas | None
     timezone: str

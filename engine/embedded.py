@@ -51,6 +51,7 @@ from cloudqueue.engine.runtime.defined import Handler, defined_in
 from cloudqueue.engine.runtime.disk_full import roll_back_unstored
 from cloudqueue.engine.runtime.driver import Driver
 from cloudqueue.engine.runtime.functions import FunctionRegistry, Invoker, Routed
+from cloudqueue.engine.runtime.host_limit import HostLimit
 from cloudqueue.engine.runtime.ids import random_uuid
 from cloudqueue.engine.runtime.log_file import RecoveryReport
 from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks
@@ -110,8 +111,15 @@ class Engine:
     @property
     def run_cap(self) -> int:
         """Runs the engine lets be in flight right now: ``concurrency``, or less while adaptive
-        concurrency holds runs back."""
+        concurrency (the loop-lag cap or the host limit) holds runs back."""
         return self.core.run_limit
+
+    @property
+    def host_limit(self) -> HostLimit | None:
+        """With ``host_concurrency="adaptive"``, the rule that sets how many runs the function
+        host gets (read it: ``limit``, ``baseline_ms``, ``latency_ms``, ``host_errors``,
+        ``backoffs``); None otherwise."""
+        return self._driver.host_limit
 
     # ------------------------------------------------------------------ lifecycle
 

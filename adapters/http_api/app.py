@@ -246,13 +246,35 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     problems = {}
-    for app_id, queue_app in request.app[APPS].items():
+    apps = request.app[APPS]
+    for app_id, queue_app in apps.items():
         failure = queue_app.engine.failure
         if failure is not None:
             problems[app_id] = str(failure)
+    limits = _host_limits(apps)
+    shown: dict[str, Any] = {"hostConcurrency": limits} if limits else {}
     if problems:
-        return web.json_response({"status": "not ready", "apps": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "apps": problems, **shown}, status=503)
+    return web.json_response({"status": "ready", **shown})
+
+
+def _host_limits(apps: Mapping[str, QueueApp]) -> dict[str, dict[str, Any]]:
+    """Each app with ``host_concurrency = "adaptive"``: its host limit and why it stands there
+    (docs/concurrency.md)."""
+    shown = {}
+    for app_id, queue_app in apps.items():
+        rule = queue_app.engine.host_limit
+        if rule is not None:
+            shown[app_id] = {
+                "limit": rule.limit, "ceiling": rule.ceiling,
+                "runCap": queue_app.engine.run_cap,  # the host limit and the loop-lag cap
+                "latencyMs": _ms(rule.latency_ms), "baselineMs": _ms(rule.baseline_ms),
+                "hostErrors": rule.host_errors, "backoffs": rule.backoffs}
+    return shown
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 async def openapi(request: web.Request) -> web.FileResponse:

@@ -17,6 +17,14 @@
   connection gone before the request was written): *unavailable*, the one outcome that charges
   no attempt. The connection broke after the request was sent, no answer in time, or an answer
   over the cap: an *unknown* outcome, which the task's deliveryMode decides.
+
+Apart from what an outcome does to its task, a failure is marked ``host_error`` when the host
+rather than the function failed the call: a 429; a 5xx without the function's own ``{code,
+error}`` body (a proxy's 502/503/504, a server's error page); LeanEngine's own timeout (code
+124); no answer in time; a connection broken after sending (the invoker's ``Unavailable`` is one
+too). The host-adaptive limit backs off on them (``engine/runtime/host_limit.py``). A function
+that raised or answered an error of its own (a 4xx, or a 5xx with a ``{code, error}`` body) is
+not a sign of the host's load.
 """
 
 from __future__ import annotations
@@ -101,15 +109,16 @@ def classify_response(status: int, content_type: str, body: bytes) -> Outcome:
             # answer in time, which is no answer from it at all
             return Failed(f"{value['error']} (the function may have run, so the outcome is "
                           f"unknown; an atMostOnce task is not retried)",
-                          FailureKind.UNKNOWN, status)
-        return Failed(value["error"], FailureKind.ERROR, status)
+                          FailureKind.UNKNOWN, status, host_error=True)
+        # the function's own error answer (a 429 is the host's however it is worded)
+        return Failed(value["error"], FailureKind.ERROR, status, host_error=status == 429)
     if status in _GATEWAY_STATUSES:
         return Failed(f"a gateway answered {status} without a LeanEngine error body "
                       f"({_excerpt(body)!r}) after the request was sent: the function may have "
                       f"run, so the outcome is unknown (an atMostOnce task is not retried)",
-                      FailureKind.UNKNOWN, status)
+                      FailureKind.UNKNOWN, status, host_error=True)
     return Failed(f"the function host answered HTTP {status}: {_excerpt(body)}",
-                  FailureKind.ERROR, status)
+                  FailureKind.ERROR, status, host_error=status == 429 or status >= 500)
 
 
 def connection_failed(reason: str) -> Unavailable:
@@ -121,7 +130,7 @@ def connection_failed(reason: str) -> Unavailable:
 def broken_after_sending(reason: str) -> Outcome:
     return Failed(f"the connection to the function host broke after the request was sent "
                   f"({reason}): the function may have run, so the outcome is unknown (an "
-                  f"atMostOnce task is not retried)", FailureKind.UNKNOWN)
+                  f"atMostOnce task is not retried)", FailureKind.UNKNOWN, host_error=True)
 
 
 def answer_too_large(limit: int) -> Outcome:
@@ -134,4 +143,5 @@ def answer_too_large(limit: int) -> Outcome:
 
 
 def timed_out(timeout_ms: int) -> Outcome:
-    return Failed(f"cloud function timed out after {timeout_ms} ms", FailureKind.UNKNOWN)
+    return Failed(f"cloud function timed out after {timeout_ms} ms", FailureKind.UNKNOWN,
+                  host_error=True)

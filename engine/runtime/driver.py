@@ -8,6 +8,11 @@ until the next timer or the next poke, and repeats.
 Effects happen after commit: a run starts only once the events it depends on are durable
 (``Invoke.durable_seq``), and a waiter or a watcher hears of a change only once the event behind
 it is durable (``Watchers`` holds updates until then).
+
+Two rules may hold runs in flight below the app's ``concurrency``, each off unless asked for: the
+loop-lag cap (``pacing.py``: the queue's own event loop is overloaded) and the host limit
+(``host_limit.py``: the function host slows or errs). The core's ``run_cap`` is the lower of the
+two.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cloudqueue.engine.runtime.functions import (
     Succeeded,
     Unavailable,
 )
+from cloudqueue.engine.runtime.host_limit import HostLimit
 from cloudqueue.engine.runtime.pacing import RunCap, SharedLagMonitor
 from cloudqueue.engine.runtime.store import Store
 from cloudqueue.engine.runtime.watchers import Watchers
@@ -40,7 +46,8 @@ log = logging.getLogger("cloudqueue.driver")
 
 class Driver:
     def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker,
-                 watchers: Watchers | None = None, *, adaptive: bool = False) -> None:
+                 watchers: Watchers | None = None, *, adaptive: bool = False,
+                 host_adaptive: bool = False) -> None:
         self.core = core
         self.watchers = watchers
         self.store = store
@@ -56,6 +63,10 @@ class Driver:
         # adaptive concurrency (pacing.py): fewer runs in flight while the loop lags
         self.run_cap = RunCap(core.concurrency) if adaptive else None
         self._stop_lag: Callable[[], None] | None = None
+        # host-adaptive concurrency (host_limit.py): fewer runs in flight while the host slows
+        self.host_limit = HostLimit(core.concurrency) if host_adaptive else None
+        self._host_runs: dict[int, tuple[float, int]] = {}  # run_seq -> (started ms, epoch)
+        self._apply_caps()
         invoker.set_wake(self.poke)
         if watchers is not None:  # subscribers see a change once it is durable in this store
             watchers.bind(store, lambda: core.last_seq)
@@ -70,11 +81,20 @@ class Driver:
 
     def _on_lag(self, lag_ms: float) -> None:
         assert self.run_cap is not None
-        before = self.core.run_cap
-        cap = self.run_cap.observe(lag_ms)
-        self.core.run_cap = cap if cap < self.core.concurrency else None
-        if before is not None and (self.core.run_cap is None or self.core.run_cap > before):
+        self.run_cap.observe(lag_ms)
+        if self._apply_caps():
             self.poke()  # room for more runs
+
+    def _apply_caps(self) -> bool:
+        """Set the core's ``run_cap`` to the lower of the loop-lag cap and the host limit (None
+        when neither holds runs below ``concurrency``); True if that made room."""
+        before = self.core.run_cap
+        caps = [rule.cap for rule in (self.run_cap,) if rule is not None]
+        if self.host_limit is not None:
+            caps.append(self.host_limit.limit)
+        cap = min(caps, default=self.core.concurrency)
+        self.core.run_cap = cap if cap < self.core.concurrency else None
+        return before is not None and (self.core.run_cap is None or self.core.run_cap > before)
 
     def poke(self) -> None:
         self._wake.set()
@@ -122,6 +142,7 @@ class Driver:
         tasks = [t for t in [self._loop_task, *self._runs.values()] if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runs.clear()
+        self._host_runs.clear()
 
     async def _loop(self) -> None:
         try:
@@ -166,6 +187,8 @@ class Driver:
                 run = self._runs.pop(command.run_seq, None)
                 if run is not None:
                     run.cancel()
+                if self._host_runs:
+                    self._host_answered(command.run_seq, host_error=True)  # no answer in time
             elif isinstance(command, TaskFinished):
                 self._finished(command)
                 if self.watchers:
@@ -175,8 +198,12 @@ class Driver:
         try:
             if self.store.durable_seq < command.durable_seq:
                 await self.store.wait_durable(command.durable_seq)
+            if self.host_limit is not None and self.invoker.at_host(command.function):
+                self._host_runs[command.run_seq] = (self.clock.monotonic_ms(),
+                                                    self.host_limit.epoch)
             outcome = await self.invoker.invoke(command)
         except LogError:
+            self._host_runs.pop(command.run_seq, None)
             return  # the store failed: nothing may run; the engine is failing closed
         except Exception as exc:  # an invoker bug: we cannot tell whether the function ran
             scrub = self.invoker.scrub  # the traceback may quote a secret (a URL, a key)
@@ -187,7 +214,19 @@ class Driver:
         finally:
             if self._runs.get(command.run_seq) is asyncio.current_task():
                 del self._runs[command.run_seq]
+        if self._host_runs:  # (empty unless the host limit follows runs)
+            self._host_answered(command.run_seq, host_error=_host_error(outcome))
         self._report(command, outcome)
+
+    def _host_answered(self, run_seq: int, *, host_error: bool) -> None:
+        """Tell the host limit how a run at the host went (a run it does not follow: nothing)."""
+        started = self._host_runs.pop(run_seq, None)
+        if started is None or self.host_limit is None:
+            return
+        started_ms, epoch = started
+        self.host_limit.observe(self.clock.monotonic_ms() - started_ms, epoch=epoch,
+                                in_flight=len(self._runs) + 1, host_error=host_error)
+        self._apply_caps()  # the outcome's report pokes the driver next
 
     def _report(self, command: Invoke, outcome: Outcome) -> None:
         now_ms = self.clock.now_ms()
@@ -244,6 +283,13 @@ class Driver:
                     future.set_exception(exc)
             return
         _resolve(waiters, info)
+
+
+def _host_error(outcome: Outcome) -> bool:
+    """The host, not the function, failed the call: it was unreachable, or the invoker marked
+    the failure (``Failed.host_error``)."""
+    return isinstance(outcome, Unavailable) or (isinstance(outcome, Failed)
+                                                and outcome.host_error)
 
 
 def _resolve(waiters: list[asyncio.Future[TaskInfo]], info: TaskInfo) -> None:

@@ -95,9 +95,14 @@ class Succeeded:
 
 @value
 class Failed:
+    """A run that did not succeed. ``host_error``: the host, not the function, failed the call
+    (a 429, a 5xx that is not the function's own error answer, no answer in time, a broken
+    connection): the host-adaptive limit backs off on it (``host_limit.py``)."""
+
     error: str
     kind: FailureKind = FailureKind.ERROR
     status_code: int | None = None
+    host_error: bool = False
 
 
 @value
@@ -154,6 +159,11 @@ class Invoker:
         """``text`` without any secret this invoker holds (a host URL's password, keys): the
         driver passes every error and log line about a run through it."""
         return text
+
+    def at_host(self, function: str) -> bool:
+        """Whether runs of ``function`` tell how loaded the host is that the host-adaptive limit
+        protects (``host_limit.py``): every run here; ``Routed``, only the other invoker's."""
+        return True
 
 
 class FunctionRegistry(Invoker):
@@ -267,3 +277,8 @@ class Routed(Invoker):
 
     def scrub(self, text: str) -> str:
         return self.other.scrub(text)
+
+    def at_host(self, function: str) -> bool:
+        """In-process functions run beside the queue, not at the host: their runs teach the
+        host-adaptive limit nothing (they still count against it)."""
+        return function not in self.local

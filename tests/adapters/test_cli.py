@@ -1,14 +1,16 @@
 """Small things the command line owes a newcomer: ``--version``, ``-v`` on either side of the
-subcommand, and a classic five-field cron expression answered with the six-field form."""
+subcommand, a classic five-field cron expression answered with the six-field form; and
+``--host-concurrency``."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
 from cloudqueue import ValidationError
-from cloudqueue.cli import build_parser
+from cloudqueue.cli import _serve_config, build_parser
 from cloudqueue.engine.core.cron import parse_cron
 
 
@@ -42,3 +44,27 @@ def test_other_field_counts_get_no_suggestion() -> None:
     with pytest.raises(ValidationError) as refused:
         parse_cron("0 0 0 * * ? 2030")
     assert "got 7" in str(refused.value) and "classic" not in str(refused.value)
+
+
+def test_host_concurrency_on_the_command_line(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("LEANCLOUD_APP_ID", "app"), ("LEANCLOUD_APP_KEY", "k"),
+                        ("LEANCLOUD_APP_MASTER_KEY", "m")):
+        monkeypatch.setenv(name, value)
+    serve = ["serve", "--data-dir", str(tmp_path), "--concurrency", "64"]
+    (fixed,) = _serve_config(build_parser().parse_args(serve)).apps
+    (adaptive,) = _serve_config(build_parser().parse_args(
+        [*serve, "--host-concurrency", "adaptive"])).apps
+    assert (fixed.host_concurrency, adaptive.host_concurrency) == ("fixed", "adaptive")
+    assert adaptive.concurrency == 64  # the ceiling
+    config = tmp_path / "cloudqueue.toml"
+    config.write_text("[[apps]]\napp_id = 'a'\napp_key = 'k'\nmaster_key = 'm'\n"
+                      "[[apps]]\napp_id = 'b'\napp_key = 'k'\nmaster_key = 'm'\n"
+                      "host_concurrency = 'adaptive'\n")
+    given = ["serve", "--config", str(config)]
+    assert [a.host_concurrency for a in _serve_config(build_parser().parse_args(given)).apps
+            ] == ["fixed", "adaptive"]
+    assert [a.host_concurrency for a in _serve_config(build_parser().parse_args(
+        [*given, "--host-concurrency", "fixed"])).apps] == ["fixed", "fixed"]  # every app's
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*serve, "--host-concurrency", "auto"])

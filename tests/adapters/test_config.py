@@ -123,6 +123,14 @@ def test_an_app_may_let_clients_enqueue(tmp_path: Path, setting: str,
          "apps[0].max_timeout_ms must be a whole number of ms >= 1"),
         (GOOD.replace('timezone = "Asia/Shanghai"', 'timezone = "localtime"'),
          "unknown time zone 'localtime'"),
+        (GOOD.replace("concurrency = 4", 'host_concurency = "adaptive"'),
+         "apps[0]: unknown setting 'host_concurency'; did you mean 'host_concurrency'?"),
+        (GOOD.replace("concurrency = 4", 'host_concurrency = "adaptiv"'),
+         'apps[0].host_concurrency must be "fixed" (concurrency runs in flight) or "adaptive" '
+         "(as many as the host takes, up to concurrency), got 'adaptiv' (did you mean "
+         "'adaptive'?)"),
+        (GOOD.replace("concurrency = 4", "host_concurrency = true"),
+         "apps[0].host_concurrency must be \"fixed\""),
         (GOOD.replace('"http://127.0.0.1:3000"', '"127.0.0.1:3000"'),
          "apps[0].function_host: function host 127.0.0.1:3000 is not an http:// or https:// URL"),
     ],
@@ -170,6 +178,13 @@ def test_adaptive_concurrency_is_on_by_default_and_can_be_turned_off(tmp_path: P
     assert load_config(write(tmp_path, GOOD)).adaptive_concurrency is True
     off = load_config(write(tmp_path, "adaptive_concurrency = false\n" + GOOD))
     assert off.adaptive_concurrency is False
+
+
+def test_host_concurrency_is_fixed_by_default_and_adaptive_per_app(tmp_path: Path) -> None:
+    text = GOOD.replace("concurrency = 4", 'concurrency = 64\nhost_concurrency = "adaptive"')
+    first, second = load_config(write(tmp_path, text)).apps
+    assert (first.concurrency, first.host_concurrency) == (64, "adaptive")
+    assert second.host_concurrency == "fixed"
 
 
 def test_env_credentials_are_leanengines_variables(tmp_path: Path) -> None:

@@ -389,6 +389,28 @@ async def test_health_endpoints(queue: Queue) -> None:
     assert await (await queue.client.get("/__health/ready")).json() == {"status": "ready"}
 
 
+async def test_readiness_shows_each_adaptive_apps_host_limit(tmp_path: Path) -> None:
+    engine = Engine(data_dir=tmp_path / "a", concurrency=8, clock=FakeClock(T0),
+                    host_concurrency="adaptive")
+
+    @engine.define
+    async def work(params: Any, ctx: Any) -> Any:
+        return None
+
+    tenants = {A.app_id: QueueApp(A, engine),
+               B.app_id: QueueApp(B, Engine(data_dir=tmp_path / "b", clock=FakeClock(T0)))}
+    async with TestClient(TestServer(create_app(tenants), host="127.0.0.1")) as client:
+        shown = {"limit": 1, "ceiling": 8, "runCap": 1, "latencyMs": None, "baselineMs": None,
+                 "hostErrors": 0, "backoffs": 0}
+        assert await (await client.get("/__health/ready")).json() == {
+            "status": "ready", "hostConcurrency": {A.app_id: shown}}  # only the adaptive app
+        for uid in [await engine.enqueue("work") for _ in range(4)]:
+            await engine.wait(uid, timeout=10_000)
+        ready = await (await client.get("/__health/ready")).json()
+        assert ready["hostConcurrency"][A.app_id] == {**shown, "limit": 2, "runCap": 2,
+                                                      "latencyMs": 0.0, "baselineMs": 0.0}
+
+
 Probe = Callable[[], Awaitable[None]]
 
 

@@ -19,7 +19,12 @@ from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.adapters.client import QueueClient, QueueUnavailableError
 from cloudqueue.adapters.http_invoker.h1 import ConnectFailed, HostClient
 from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
-from cloudqueue.adapters.http_invoker.outcome import classify_response
+from cloudqueue.adapters.http_invoker.outcome import (
+    answer_too_large,
+    broken_after_sending,
+    classify_response,
+    timed_out,
+)
 from cloudqueue.engine.core.events import FailureKind
 from cloudqueue.engine.runtime.functions import Failed
 from cloudqueue.testing import settle
@@ -162,6 +167,47 @@ async def test_refused_is_the_one_uncharged_outcome_even_at_most_once(
 def test_no_answer_is_ever_unavailable(status: int, body: bytes, kind: FailureKind) -> None:
     outcome = classify_response(status, "application/json", body)
     assert isinstance(outcome, Failed) and (outcome.kind, outcome.status_code) == (kind, status)
+
+
+@pytest.mark.parametrize(("status", "content_type", "body", "host_error"), [
+    (503, "text/html", b"<html>busy</html>", True),  # a proxy's, or a server shedding load
+    (502, "application/json", b'{"message":"no healthy upstream"}', True),
+    (503, "application/json", b'{"code":124,"error":"The request timed out."}', True),
+    (500, "text/plain", b"Internal Server Error", True),  # the server's page, not the function
+    (429, "text/plain", b"Too Many Requests", True),
+    (429, "application/json", b'{"code":429,"error":"Too many requests."}', True),
+    (503, "application/json", b'{"code":1,"error":"the function said no"}', False),
+    (500, "application/json", b'{"code":1,"error":"TypeError: x is undefined"}', False),
+    (400, "application/json", b'{"code":1,"error":"bad params"}', False),
+    (404, "text/plain", b"Not Found", False),
+])
+def test_the_host_failing_a_call_is_told_from_the_function_failing_it(
+        status: int, content_type: str, body: bytes, host_error: bool) -> None:
+    outcome = classify_response(status, content_type, body)
+    assert isinstance(outcome, Failed) and outcome.host_error is host_error
+
+
+def test_no_answer_in_time_and_a_broken_connection_are_the_hosts_failures() -> None:
+    late, broken, large = timed_out(1_000), broken_after_sending("reset"), answer_too_large(10)
+    assert isinstance(late, Failed) and isinstance(broken, Failed) and isinstance(large, Failed)
+    assert late.host_error and broken.host_error
+    assert not large.host_error  # the function answered: too much, but it did
+
+
+async def test_a_gateways_503_backs_the_host_limit_off(gateway: Any) -> None:
+    scripted, port = await gateway([503])
+    clock = FakeClock(T0)
+    invoker = HttpInvoker(f"http://127.0.0.1:{port}", KEYS, probe_min_ms=1)
+    async with Engine(clock=clock, invoker=invoker, concurrency=4,
+                      host_concurrency="adaptive") as queue:
+        uid = await queue.enqueue("resize", attempts=1, backoff=1_000)
+        await _update(queue, uid, "retry")
+        await _probed(invoker)
+        rule = queue.host_limit
+        assert rule is not None and (rule.host_errors, rule.backoffs) == (1, 1)
+        clock.advance(1_000)
+        assert (await queue.wait(uid, timeout=5000)).status == "success"
+    assert rule.host_errors == 1 and len(scripted.calls) == 2
 
 
 async def test_a_connection_gone_before_the_request_is_written_is_connect_failed(
