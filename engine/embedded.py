@@ -99,7 +99,6 @@ class Engine:
         self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
                                     self.watchers)
         self._state = "new"
-        self._froze = False
         self.recovery: RecoveryReport | None = None
         self.compaction = CompactionSchedule(self.compact, lambda: self._state == "running",
                                              self.data_dir)
@@ -130,7 +129,6 @@ class Engine:
                            self.compaction.soon)
         opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
         self.store, self.recovery = opened.store, opened.report
-        self._froze = opened.froze
         self._driver = build_driver(self.config, self.core, self.store, self.clock,
                                     self._invoker, self.watchers)
         self._state = "running"
@@ -166,11 +164,10 @@ class Engine:
         await self.store.close()
         self.watchers.close()
         self._state = "closed"
-        if self._froze:
-            # Frozen objects are never collected, and the engine's own (its core, its driver)
-            # were frozen with what it loaded: left frozen, their reference cycles would keep
-            # every task this engine held alive until the process ends.
-            gc.unfreeze()
+        # Frozen objects are never collected, and the engine's own (its core, its driver) were
+        # frozen at start (open_and_replay): left frozen, their reference cycles would keep
+        # every task this engine held alive until the process ends.
+        gc.unfreeze()
 
     async def __aenter__(self) -> Engine:
         await self.start()
