@@ -31,6 +31,7 @@ class Role(IntEnum):
     NONE = 0
     APP = 1
     MASTER = 2
+    OPERATOR = 3  # the server's operator token: what the master key may do, on every app
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ _SIGN_HEADERS = ("X-LC-Sign", "X-AVOSCloud-Request-Sign")
 _KEY_HEADERS = ("X-LC-Key", "X-AVOSCloud-Application-Key")
 RUN_TOKEN_HEADER = "X-CloudQueue-Run-Token"
 CREDENTIAL_HEADERS = (*_ID_HEADERS, *_SIGN_HEADERS, *_KEY_HEADERS, "X-AVOSCloud-Master-Key",
-                      "X-LC-Hook-Key", RUN_TOKEN_HEADER)
+                      "X-LC-Hook-Key", RUN_TOKEN_HEADER, "Authorization")
+MIN_OPERATOR_TOKEN_CHARS = 16
 _MAX_RUN_DIGITS = 19  # a run number is a 64-bit count
 _MAX_EXPIRY_DIGITS = 15  # epoch milliseconds until the year 33658
 
@@ -114,13 +116,16 @@ def _role_from_key(value: str, app: AppKeys) -> Role:
     return Role.APP if _same(value, app.master_key) else Role.NONE
 
 
-def authenticate(headers: Mapping[str, str], apps: Mapping[str, AppKeys]
-                 ) -> tuple[AppKeys | None, Role]:
-    """The app the request names and the role its credentials prove (``Role.NONE`` if none)."""
+def authenticate(headers: Mapping[str, str], apps: Mapping[str, AppKeys],
+                 operator_token: str | None = None) -> tuple[AppKeys | None, Role]:
+    """The app the request names and the role its credentials prove (``Role.NONE`` if none).
+    ``Authorization: Bearer <operator_token>`` proves ``OPERATOR`` on whichever app it names."""
     app_id = _first(headers, _ID_HEADERS)
     app = apps.get(app_id) if app_id else None
     if app is None:
         return None, Role.NONE
+    if operator_token is not None and is_operator(headers, operator_token):
+        return app, Role.OPERATOR
     sign = _first(headers, _SIGN_HEADERS)
     if sign is not None:
         return app, _role_from_sign(sign, app)
@@ -131,6 +136,15 @@ def authenticate(headers: Mapping[str, str], apps: Mapping[str, AppKeys]
     if master:
         return app, Role.MASTER if _same(master, app.master_key) else Role.NONE
     return app, Role.NONE
+
+
+def is_operator(headers: Mapping[str, str], operator_token: str | None) -> bool:
+    """The request carries ``Authorization: Bearer <operator_token>`` (a server that has none
+    set admits nobody this way)."""
+    if not operator_token:
+        return False
+    scheme, _, given = (headers.get("Authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and _same(given.strip(), operator_token)
 
 
 def sign(key: str, timestamp_ms: int, master: bool = False) -> str:

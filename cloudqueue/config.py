@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cloudqueue.adapters.auth import AppKeys
+from cloudqueue.adapters.auth import MIN_OPERATOR_TOKEN_CHARS, AppKeys
 from cloudqueue.engine.config import HOST_CONCURRENCY
 from cloudqueue.engine.core.cron import check_timezone
 from cloudqueue.engine.core.errors import ConfigError, ValidationError
@@ -86,6 +86,9 @@ class ServeConfig:
     # adapters/http_api/logs.py: a warning or error that repeats is logged once per this many
     # seconds, with how many were held back (0: every one)
     log_repeat_interval_s: int = 10
+    # the operator token (``Authorization: Bearer <token>``): what an app's master key may do, on
+    # every app, and the server-wide views (None: no operator access)
+    admin_token: str | None = None
 
 
 _WHOLE_SETTINGS = {  # name -> least value
@@ -96,7 +99,8 @@ _WHOLE_SETTINGS = {  # name -> least value
 _ZERO_IS_OFF = frozenset({"gc_freeze_ms", "gc_full_collect_s", "header_timeout_ms",
                           "body_timeout_ms", "idle_timeout_ms", "log_repeat_interval_s"})
 _FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
-_TOP_KEYS = frozenset({"host", "data_dir", "apps", *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
+_TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", *_WHOLE_SETTINGS,
+                       *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
                        "schedule_concurrency", "strict_options", "functions",
@@ -159,6 +163,24 @@ def check_host_concurrency(mode: Any, where: str) -> str:
                       f"(as many as the host takes, up to concurrency), got {mode!r}{hint}")
 
 
+def dev_admin_token(data_dir: Path) -> str:
+    """The development server's operator token, kept beside the development app's keys in
+    ``dev-credentials.json`` (added to a file made before there was one)."""
+    path = data_dir / "dev-credentials.json"
+    _dev_keys(data_dir)
+    stored = json.loads(path.read_text())
+    token = stored.get("admin_token")
+    if isinstance(token, str) and len(token) >= MIN_OPERATOR_TOKEN_CHARS:
+        return token
+    stored["admin_token"] = secrets.token_hex(16)
+    partial = path.with_name(path.name + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(stored, f)
+    os.replace(partial, path)
+    return str(stored["admin_token"])
+
+
 def _dev_keys(data_dir: Path) -> AppKeys:
     path = data_dir / "dev-credentials.json"
     if path.exists():
@@ -172,7 +194,7 @@ def _dev_keys(data_dir: Path) -> AppKeys:
         return keys
     data_dir.mkdir(parents=True, exist_ok=True)
     stored = {"app_id": "cloudqueue-dev", "app_key": secrets.token_hex(12),
-              "master_key": secrets.token_hex(12)}
+              "master_key": secrets.token_hex(12), "admin_token": secrets.token_hex(16)}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(stored, f)
@@ -215,7 +237,19 @@ def _settings(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     for name in ("host", "data_dir"):
         if name in data and not isinstance(data[name], str):
             raise ConfigError(f"{where}: {name} must be a string")
+    if "admin_token" in data:
+        settings["admin_token"] = check_admin_token(data["admin_token"], f"{where}: admin_token")
     return settings
+
+
+def check_admin_token(token: Any, where: str) -> str:
+    """An operator token long enough not to be guessed; ConfigError naming ``where``."""
+    if not isinstance(token, str) or len(token) < MIN_OPERATOR_TOKEN_CHARS or not (
+            token.isascii() and token.isprintable()) or " " in token:
+        raise ConfigError(f"{where} must be at least {MIN_OPERATOR_TOKEN_CHARS} printable ASCII "
+                          "characters without spaces (e.g. python3 -c 'import secrets; "
+                          "print(secrets.token_hex(16))')")
+    return token
 
 
 def _refuse_unknown(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:

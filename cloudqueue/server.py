@@ -68,8 +68,10 @@ from cloudqueue.config import (
     AppConfig,
     ServeConfig,
     apps_from_env,
+    check_admin_token,
     check_app_id,
     check_function_host,
+    dev_admin_token,
     load_config,
 )
 from cloudqueue.engine.config import EngineConfig
@@ -83,8 +85,8 @@ from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
 from cloudqueue.engine.runtime.log_options import LogOptions
 
 __all__ = ["DEFAULT_PORT", "AppConfig", "Running", "ServeConfig", "StartupRefused",
-           "apps_from_env", "build_app", "check_app_id", "check_function_host", "load_config",
-           "running", "serve"]
+           "apps_from_env", "build_app", "check_admin_token", "check_app_id",
+           "check_function_host", "dev_admin_token", "load_config", "running", "serve"]
 
 log = logging.getLogger("cloudqueue.serve")
 
@@ -112,7 +114,7 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
         engine.register(*import_functions(app.functions))
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
                                             app.client_enqueue)
-    return create_app(tenants)
+    return create_app(tenants, operator_token=config.admin_token)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,14 @@ from aiohttp import web
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
 from cloudqueue.adapters.http_api import schedules, stream
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
-from cloudqueue.adapters.http_api.tenants import APPS, QueueApp, caller, refusal, tenant
+from cloudqueue.adapters.http_api.tenants import (
+    APPS,
+    OPERATOR_TOKEN,
+    QueueApp,
+    caller,
+    refusal,
+    tenant,
+)
 from cloudqueue.adapters.http_api.wire import (
     EnqueueRequest,
     parse_batch_body,
@@ -282,10 +289,14 @@ async def openapi(request: web.Request) -> web.FileResponse:
 
 
 def create_app(apps: Mapping[str, QueueApp], *,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
-    """The aiohttp application; engines are started and stopped with it."""
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               operator_token: str | None = None) -> web.Application:
+    """The aiohttp application; engines are started and stopped with it. ``operator_token``:
+    ``Authorization: Bearer <it>`` may do what each app's master key may."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
     app[APPS] = dict(apps)
+    if operator_token is not None:
+        app[OPERATOR_TOKEN] = operator_token
     app.router.add_post(f"{BASE}/tasks", enqueue)
     app.router.add_post(f"{BASE}/tasks/batch", enqueue_batch)
     app.router.add_get(f"{BASE}/tasks", list_tasks)

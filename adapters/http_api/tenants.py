@@ -71,6 +71,8 @@ class QueueApp:
 
 
 APPS = web.AppKey("apps", dict[str, QueueApp])
+# the server's operator token (``admin_token``), or None: no operator access
+OPERATOR_TOKEN = web.AppKey("operator_token", str)
 
 
 def refusal(request: web.Request) -> ValidationError | UnauthorizedError:
@@ -86,25 +88,24 @@ def caller(request: web.Request) -> tuple[QueueApp, Role]:
         UnauthorizedError: no app, or wrong credentials.
     """
     apps = request.app[APPS]
-    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()})
+    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()},
+                              request.app.get(OPERATOR_TOKEN))
     if keys is None or role is Role.NONE:
         raise refusal(request)
     return apps[keys.app_id], role
 
 
 def tenant(request: web.Request, need: Role) -> QueueApp:
-    """The app the request's credentials prove, if they carry role ``need``.
+    """The app the request's credentials prove, if they carry role ``need`` (the operator
+    token carries every role).
 
     Raises:
         ValidationError: a credential header that is not UTF-8 text (400, naming it).
         UnauthorizedError: no app, or wrong credentials.
         ForbiddenError: app credentials where the master key is needed.
     """
-    apps = request.app[APPS]
-    keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()})
-    if keys is None or role is Role.NONE:
-        raise refusal(request)
+    queue_app, role = caller(request)
     if role < need:
         raise ForbiddenError("That operation isn't allowed for clients. It needs the master key "
                              "(X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,master).")
-    return apps[keys.app_id]
+    return queue_app
