@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from cloudqueue.engine.core.batch_codec import (
     KIND_NAMES,
@@ -91,7 +91,7 @@ class Inspection:
     snapshot_seq: int = 0
     snapshot_tasks: list[Task] = field(default_factory=list)
     snapshot_schedules: list[Schedule] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
@@ -167,7 +167,7 @@ def _size(path: Path) -> str:
 
 
 def replay(snapshot_tasks: Iterable[Task], snapshot_seq: int, events: Iterable[Event],
-           lenient: bool = False, counters: dict[str, int] | None = None,
+           lenient: bool = False, counters: dict[str, Any] | None = None,
            schedules: Iterable[Schedule] = ()) -> tuple[EngineCore, int]:
     """A core rebuilt from a snapshot and events as a start rebuilds it (``rebuild``; no
     recovery, no runs). With ``lenient`` (repair), events that no longer make sense (their cause
@@ -247,7 +247,7 @@ def repair(directory: Path, out: TextIO) -> int:
 
 
 def _salvage_snapshot(directory: Path, out: TextIO
-                      ) -> tuple[list[Task], int, list[Schedule], dict[str, int]]:
+                      ) -> tuple[list[Task], int, list[Schedule], dict[str, Any]]:
     for seq, path in reversed(list_snapshots(directory)):
         try:
             contents = read_snapshot(path)

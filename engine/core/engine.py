@@ -35,9 +35,20 @@ submission the store refused (``forget``: the log holds neither).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cloudqueue.engine.core.actions import (
+    MAX_BULK,
+    Actor,
+    AuditEntry,
+    AuditLog,
+    BulkAction,
+    BulkResult,
+    DispatchState,
+    TaskFilter,
+    selected,
+)
 from cloudqueue.engine.core.commands import Append, Command, TaskFinished
 from cloudqueue.engine.core.dispatch import Dispatch
 from cloudqueue.engine.core.errors import (
@@ -47,6 +58,8 @@ from cloudqueue.engine.core.errors import (
     UnknownTaskError,
 )
 from cloudqueue.engine.core.events import (
+    ActionTaken,
+    DispatchPaused,
     Event,
     FailureKind,
     ProgressReported,
@@ -61,6 +74,8 @@ from cloudqueue.engine.core.events import (
     ScheduleSkipped,
     TaskCancelled,
     TaskPurged,
+    TaskRetried,
+    TaskRunNow,
     TaskSubmitted,
     TaskWoken,
     dispatch_table,
@@ -72,7 +87,7 @@ from cloudqueue.engine.core.quotas import Quotas, QuotaTracker
 from cloudqueue.engine.core.runs import Runs
 from cloudqueue.engine.core.schedule_ops import ScheduleBook
 from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
-from cloudqueue.engine.core.states import Trigger, can_fire
+from cloudqueue.engine.core.states import TaskState, Trigger, can_fire
 from cloudqueue.engine.core.task import (
     MAX_RESULT_BYTES,
     Task,
@@ -117,6 +132,9 @@ class EngineCore:
         self._dispatch = Dispatch(self._table, self._runs, self._emit_new, self._seq, self.apply,
                                   self.config.schedule_concurrency)
         self.last_seq = 0
+        # an operator paused the app's dispatch at this time (None: it runs): no run starts
+        self.paused_ms: int | None = None
+        self.audit_log = AuditLog()  # the last operator actions
         self._appliers = self._make_appliers()
 
     # ------------------------------------------------------------------ reads
@@ -135,8 +153,10 @@ class EngineCore:
 
     @property
     def has_ready(self) -> bool:
-        """Some task may start now (in either concurrency group)."""
+        """Some task may start now (in either concurrency group; none while paused)."""
         table = self._table
+        if self.paused_ms is not None:
+            return False
         return bool(table.ready) or bool(table.ready_scheduled) or any(
             table.ready_by_function.values())
 
@@ -149,8 +169,10 @@ class EngineCore:
     @property
     def can_start(self) -> bool:
         """A tick would start a run now: a task is ready and its group has a free slot (under
-        ``run_cap`` too)."""
+        ``run_cap`` too), and dispatch is not paused."""
         table, own_group = self._table, self.config.schedule_concurrency
+        if self.paused_ms is not None:
+            return False
         if table.ready_scheduled and own_group is not None \
                 and len(table.running_scheduled) < own_group:
             return True
@@ -182,8 +204,12 @@ class EngineCore:
         return self.info(task), task.changed_seq
 
     def info(self, task: Task) -> TaskInfo:
-        """The task as a reader sees it: with a progress report held for its window."""
-        return self.progress.shown(task, task.info())
+        """The task as a reader sees it: with a progress report held for its window, and
+        whether the app's dispatch is paused (an unfinished task's)."""
+        info = self.progress.shown(task, task.info())
+        if self.paused_ms is not None and not task.state.is_final:
+            info = replace(info, app_paused=True)
+        return info
 
     @property
     def ticked_ms(self) -> int:
@@ -297,14 +323,104 @@ class EngineCore:
                 now_ms if options.priority is None else options.priority)))
         return [Append(tuple(events))]
 
-    def cancel(self, unique_id: str, now_ms: int) -> list[Command]:
-        """Cancel a queued or retry-waiting task. Raises ``UnknownTaskError`` or
-        ``InvalidTransitionError`` (running or finished tasks)."""
+    def cancel(self, unique_id: str, now_ms: int, actor: Actor | None = None) -> list[Command]:
+        """Cancel a queued or retry-waiting task (``actor``: logged as an operator action, who
+        did it first). Raises ``UnknownTaskError`` or ``InvalidTransitionError`` (running or
+        finished tasks)."""
         task = self._live_task(unique_id, now_ms)
         if not can_fire(task.state, Trigger.CANCEL):
             raise InvalidTransitionError(unique_id, task.state.value, Trigger.CANCEL.value)
-        event = self._emit(TaskCancelled(self._seq(), now_ms, unique_id))
-        return [Append((event,)), TaskFinished(task)]
+        events = self._action(actor, "cancel", now_ms, target=unique_id)
+        events.append(self._emit(TaskCancelled(self._seq(), now_ms, unique_id)))
+        return [Append(tuple(events)), TaskFinished(task)]
+
+    # ------------------------------------------------------------------ operator actions
+
+    def retry(self, unique_id: str, now_ms: int, actor: Actor) -> list[Command]:
+        """Queue a failed or cancelled task again: fresh runs (attempt 0), the same uniqueId,
+        params and options, ready at once. Raises ``UnknownTaskError``, or
+        ``InvalidTransitionError`` (a task not finished, or one that succeeded: its result
+        stands)."""
+        task = self._live_task(unique_id, now_ms)
+        if not can_fire(task.state, Trigger.RETRY):
+            why = ("it succeeded (its result stands; enqueue it anew to run it again)"
+                   if task.state is TaskState.SUCCESS else "it has not finished")
+            raise InvalidTransitionError(unique_id, task.state.value, Trigger.RETRY.value,
+                                         reason=why)
+        events = self._action(actor, "retry", now_ms, target=unique_id)
+        events.append(self._emit(TaskRetried(self._seq(), now_ms, unique_id)))
+        return [Append(tuple(events))]
+
+    def run_now(self, unique_id: str, now_ms: int, actor: Actor) -> list[Command]:
+        """Make a task that waits for its delay or for its retry ready at once (it starts when
+        a slot is free). Raises ``UnknownTaskError``, or ``InvalidTransitionError`` (a task
+        that is not waiting for either)."""
+        task = self._live_task(unique_id, now_ms)
+        if not self._waiting_for_time(task, now_ms):
+            why = ("it waits only for a free slot" if task.state is TaskState.QUEUED
+                   else "it is not waiting for a delay or a retry")
+            raise InvalidTransitionError(unique_id, task.state.value, "run_now", reason=why)
+        events = self._action(actor, "run_now", now_ms, target=unique_id)
+        events.append(self._emit(TaskRunNow(self._seq(), now_ms, unique_id)))
+        return [Append(tuple(events))]
+
+    def _waiting_for_time(self, task: Task, now_ms: int) -> bool:
+        if task.state is TaskState.RETRY_WAIT:
+            return True
+        return (task.state is TaskState.QUEUED and task.started_ms is None
+                and task.run_now_ms is None and task.options.delay_ms > 0
+                and now_ms < task.created_ms + task.options.delay_ms)
+
+    def set_paused(self, paused: bool, now_ms: int, actor: Actor) -> list[Command]:
+        """Pause the app's dispatch (no run starts; runs in flight finish; enqueues are still
+        accepted) or resume it. Nothing is logged when it is already so."""
+        if (self.paused_ms is not None) == paused:
+            return []
+        events = self._action(actor, "pause" if paused else "resume", now_ms)
+        events.append(self._emit(DispatchPaused(self._seq(), now_ms, paused)))
+        return [Append(tuple(events))]
+
+    def dispatch_state(self) -> DispatchState:
+        return DispatchState(self.paused_ms is not None, self.paused_ms)
+
+    def bulk(self, action: BulkAction, chosen: TaskFilter, now_ms: int, actor: Actor, *,
+             dry_run: bool = False, limit: int = MAX_BULK) -> tuple[list[Command], BulkResult]:
+        """Retry, cancel or purge the tasks ``chosen`` takes (``filter.states`` among those
+        ``action`` applies to), oldest first, at most ``limit``: one action record and a fact
+        per task, in one ``Append``. ``dry_run``: nothing changes, the count is what would.
+        Nothing is logged when no task matches."""
+        tasks = selected(self._table.tasks.values(), chosen,
+                         lambda task: not expired(task, now_ms))
+        taken = tasks[:max(0, min(limit, MAX_BULK))]
+        result = BulkResult(len(taken), len(tasks), dry_run)
+        if dry_run or not taken:
+            return [], result
+        events = self._action(actor, action.value, now_ms, chosen=chosen, count=len(taken))
+        finished: list[Command] = []
+        facts: dict[BulkAction, type[TaskRetried | TaskCancelled | TaskPurged]] = {
+            BulkAction.RETRY: TaskRetried, BulkAction.CANCEL: TaskCancelled,
+            BulkAction.PURGE: TaskPurged}
+        fact = facts[action]
+        for task in taken:
+            events.append(self._emit(fact(self._seq(), now_ms, task.unique_id)))
+            if action is BulkAction.CANCEL:
+                finished.append(TaskFinished(task))
+        return [Append(tuple(events)), *finished], result
+
+    def audit(self, limit: int) -> list[AuditEntry]:
+        """The last ``limit`` operator actions, newest first."""
+        return self.audit_log.newest(limit)
+
+    def _action(self, actor: Actor | None, action: str, now_ms: int, *,
+                target: str | None = None, chosen: TaskFilter | None = None,
+                count: int = 1) -> list[Event]:
+        """The record of an operator action (none without an ``actor``), applied."""
+        if actor is None:
+            return []
+        return [self._emit(ActionTaken(
+            self._seq(), now_ms, action, actor.by, actor.via, target,
+            None if chosen is None else chosen.to_record(),
+            count if target is not None or chosen is not None else 0))]
 
     def forget(self, unique_id: str) -> None:
         """Undo a submission the store could not make durable (disk full): the log holds
@@ -372,13 +488,23 @@ class EngineCore:
         self._runs.interrupted(now_ms, events, finished)
         return [Append(tuple(events)), *finished] if events else []
 
-    def counters(self) -> dict[str, int]:
-        """State a snapshot must keep beyond the tasks (the records it was counted from go)."""
-        return {"quota_day": self.quota.day, "quota_day_count": self.quota.day_count}
+    def counters(self) -> dict[str, Any]:
+        """State a snapshot must keep beyond the tasks (the records it was counted from go):
+        the day's enqueue count, since when dispatch is paused, the audit list."""
+        counters: dict[str, Any] = {"quota_day": self.quota.day,
+                                    "quota_day_count": self.quota.day_count}
+        if self.paused_ms is not None:
+            counters["paused_ms"] = self.paused_ms
+        audit = self.audit_log.to_record()
+        if audit:
+            counters["audit"] = audit
+        return counters
 
-    def restore_counters(self, counters: dict[str, int]) -> None:
+    def restore_counters(self, counters: dict[str, Any]) -> None:
         self.quota.day = counters.get("quota_day", -1)
         self.quota.day_count = counters.get("quota_day_count", 0)
+        self.paused_ms = counters.get("paused_ms")
+        self.audit_log.restore(counters.get("audit"))
 
     def restore(self, task: Task) -> None:
         """Insert a task read from a snapshot; what derives from it is rebuilt by the rules
@@ -396,7 +522,8 @@ class EngineCore:
 
     def tick(self, now_ms: int, *, dispatch: bool = True) -> list[Command]:
         """Fire every timer due at ``now_ms`` and (unless ``dispatch`` is False, e.g. while the
-        store refuses work) start ready tasks while slots are free."""
+        store refuses work, or an operator paused dispatch) start ready tasks while slots are
+        free."""
         events: list[Event] = []
         commands: list[Command] = []
         tasks, fired, timers = self._table.tasks, Timers.fired, self._timers
@@ -412,7 +539,7 @@ class EngineCore:
                     self._dispatch.timer_fired(kind, task, now_ms, events, commands)
         for unique_id in self.progress.due(now_ms):
             self._runs.log_progress(tasks[unique_id], events)
-        if dispatch:
+        if dispatch and self.paused_ms is None:
             self._dispatch.fill(now_ms, self.run_limit, events, commands)
         return [Append(tuple(events)), *commands] if events else commands
 
@@ -438,12 +565,19 @@ class EngineCore:
             RunContinued: table.continued,
             TaskCancelled: table.cancelled,
             TaskPurged: table.purged,
+            TaskRetried: table.retried,
+            TaskRunNow: table.run_now,
+            DispatchPaused: self._apply_paused,
+            ActionTaken: self.audit_log.apply,
             ProgressReported: table.progress,
             ScheduleSet: book.apply,
             SchedulePaused: book.apply,
             ScheduleDeleted: book.apply,
             ScheduleSkipped: book.apply,
         })
+
+    def _apply_paused(self, event: DispatchPaused) -> None:
+        self.paused_ms = event.t_ms if event.paused else None
 
     def _apply_submitted(self, event: TaskSubmitted) -> None:
         self._table.submitted(event)

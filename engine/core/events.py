@@ -209,10 +209,78 @@ class ScheduleSkipped:
         return self.name
 
 
+# ---------------------------------------------------------------------- operator actions
+#
+# An operator action (docs/operating.md, "Operator actions") is logged as one ``ActionTaken``
+# (who, what, on which task or filter, how many) followed, in the same batch, by the facts it
+# causes: ``TaskRetried``, ``TaskRunNow``, ``TaskCancelled``, ``TaskPurged`` (one per task) or
+# ``DispatchPaused``. The core's audit list is the fold of the ``ActionTaken`` records.
+
+
+@logged(14, "retry", live="queued")
+@value
+class TaskRetried:
+    """A failed or cancelled task queued again by an operator: fresh runs (attempt 0), the same
+    uniqueId, params and options, ready at once (its delay does not hold again)."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+
+
+@logged(15, "runnow", live="queued")
+@value
+class TaskRunNow:
+    """An operator made a delayed task, or one waiting for its retry, ready at once."""
+
+    seq: int
+    t_ms: int
+    unique_id: str
+
+
+@logged(16, "dpause")
+@value
+class DispatchPaused:
+    """The app's dispatch was paused (no new runs start; enqueues are still accepted) or
+    resumed."""
+
+    seq: int
+    t_ms: int
+    paused: bool
+
+    @property
+    def unique_id(self) -> str:
+        return ""  # the app's, no task's
+
+
+@logged(17, "action")
+@value
+class ActionTaken:
+    """Who did what: an operator action, the head of the facts it causes (logged after it, in
+    the same batch). ``by`` is the credential (``master``, ``operator``, ``embedded``), ``via``
+    what the caller says it is (``cli``, ``dashboard``; None: unsaid). ``target`` names the task
+    (an action on one task) or is None; ``filter`` is a bulk action's filter (wire names,
+    times in epoch ms), ``count`` how many tasks it changed."""
+
+    seq: int
+    t_ms: int
+    action: str
+    by: str
+    via: str | None
+    target: str | None
+    filter: dict[str, Any] | None
+    count: int
+
+    @property
+    def unique_id(self) -> str:
+        return ""  # the head of an action: the facts after it name the tasks
+
+
 # every registered event (mypy's view of the registry; a test holds the two equal)
 Event = (TaskSubmitted | RunStarted | RunSucceeded | RunFailed | RunRequeued | TaskCancelled
          | TaskPurged | ProgressReported | RunContinued | ScheduleSet | SchedulePaused
-         | ScheduleDeleted | ScheduleSkipped | TaskWoken)
+         | ScheduleDeleted | ScheduleSkipped | TaskWoken | TaskRetried | TaskRunNow
+         | DispatchPaused | ActionTaken)
 
 
 EVENT_TYPES: tuple[EventType, ...] = registered()

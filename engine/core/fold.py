@@ -6,7 +6,8 @@ applier sets a task's fields from an event and fires its state machine; then ``p
 where the task belongs from its fields alone. A restore from a snapshot sets the fields and calls
 the same ``place``: live, replay and restore cannot disagree on derived state.
 
-    queued      ready (or a START timer, while a first run's delay has not passed)
+    queued      ready (or a START timer, while a first run's delay has not passed and no
+                operator said run now: ``run_now_ms``)
     running     the running set, and a TIMEOUT timer at started + timeout
     retry_wait  a WAKE timer at retryAt
     final       an EXPIRE timer at finished + keepResult
@@ -26,6 +27,8 @@ from cloudqueue.engine.core.events import (
     RunSucceeded,
     TaskCancelled,
     TaskPurged,
+    TaskRetried,
+    TaskRunNow,
     TaskSubmitted,
     TaskWoken,
 )
@@ -33,7 +36,7 @@ from cloudqueue.engine.core.options import DeliveryMode
 from cloudqueue.engine.core.quotas import QuotaTracker
 from cloudqueue.engine.core.ready_queue import ReadyQueue
 from cloudqueue.engine.core.states import TaskState, Trigger, fire
-from cloudqueue.engine.core.task import Task, pack_params
+from cloudqueue.engine.core.task import ABSENT, Task, pack_params
 from cloudqueue.engine.core.timers import TimerKind, Timers
 
 _QUEUED, _RUNNING, _RETRY_WAIT = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
@@ -72,7 +75,7 @@ class TaskTable:
         state = task.state
         if state is _QUEUED:
             delay_ms = task.options.delay_ms
-            if delay_ms > 0 and task.started_ms is None:
+            if delay_ms > 0 and task.started_ms is None and task.run_now_ms is None:
                 self._arm(task, _START, task.created_ms + delay_ms, task.unique_id)
             elif self.function_limits and task.function in self.function_limits:
                 self.ready_by_function[task.function].push(task.unique_id, task.priority,
@@ -236,6 +239,28 @@ class TaskTable:
         task.error = "the task was cancelled"
         task.retry_at_ms = None
         self._finish(task, event.t_ms)
+
+    def retried(self, event: TaskRetried) -> None:
+        """Fresh runs: what the task's runs left is cleared; it is ready at once."""
+        task = self._changing(event.unique_id, event.seq)
+        fire(task, Trigger.RETRY)
+        task.attempt = 0
+        task.started_ms = task.finished_ms = task.status_code = task.retry_at_ms = None
+        task.result, task.error = ABSENT, None
+        task.checkpoint, task.slices = None, 0
+        task.progress, task.progress_ms, task.messages = None, None, ()
+        task.run_now_ms = event.t_ms
+        self.unfinished += 1
+        self.place(task)
+
+    def run_now(self, event: TaskRunNow) -> None:
+        """Ready at once: a retry's wait ends, a first run's delay no longer holds."""
+        task = self._changing(event.unique_id, event.seq)
+        if task.state is _RETRY_WAIT:
+            fire(task, Trigger.WAKE)
+            task.retry_at_ms = None
+        task.run_now_ms = event.t_ms
+        self.place(task)
 
     def purged(self, event: TaskPurged) -> None:
         self.remove(self.tasks[event.unique_id])

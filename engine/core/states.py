@@ -8,6 +8,7 @@ States and triggers::
       │  │              │ └────requeue──────> queued   (host unavailable, lost run under
       │  │              │                               atLeastOnce, continuation: no attempt spent)
       │  └──cancel──> cancelled <──cancel── retry_wait
+      └──retry── failed, cancelled   (an operator's retry: fresh runs, the same uniqueId)
 
 ``TASK_MACHINE`` is the single shared ``transitions.Machine`` (never one per task). A transition
 through it costs tens of microseconds, which at three transitions per task would cap the queue
@@ -60,6 +61,7 @@ class Trigger(StrEnum):
     REQUEUE = "requeue"
     WAKE = "wake"
     CANCEL = "cancel"
+    RETRY = "retry"  # an operator queues a failed or cancelled task again
 
 
 TRANSITIONS: tuple[dict[str, object], ...] = (
@@ -71,6 +73,8 @@ TRANSITIONS: tuple[dict[str, object], ...] = (
     {"trigger": Trigger.WAKE, "source": TaskState.RETRY_WAIT, "dest": TaskState.QUEUED},
     {"trigger": Trigger.CANCEL, "source": [TaskState.QUEUED, TaskState.RETRY_WAIT],
      "dest": TaskState.CANCELLED},
+    {"trigger": Trigger.RETRY, "source": [TaskState.FAILED, TaskState.CANCELLED],
+     "dest": TaskState.QUEUED},
 )
 
 TASK_MACHINE = Machine(

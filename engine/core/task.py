@@ -224,6 +224,9 @@ class Task:
     progress_logged_ms: int | None = None  # derived: when a report was last logged
     checkpoint: Any = None  # what the last slice handed on (continuation)
     slices: int = 0  # runs that ended "continue" so far
+    # when an operator made the task ready at once (run now, or a retry): its delay no longer
+    # holds (``TaskTable.place``); None: it never was
+    run_now_ms: int | None = None
     # derived: the seq of the latest logged event that changed this task (0 for a task restored
     # from a snapshot, which is durable); readers outside show it once that seq is durable
     changed_seq: int = 0
@@ -286,6 +289,7 @@ class TaskInfo:
     progress_ms: int | None = None
     messages: tuple[tuple[int, str], ...] = ()
     slices: int = 0
+    app_paused: bool = False  # unfinished, and the app's dispatch is paused: no run starts
 
     @property
     def status(self) -> str:
@@ -300,7 +304,8 @@ class TaskInfo:
 
     def to_wire(self) -> dict[str, Any]:
         """The LeanCloud TaskInfo dict, plus extension fields (state, function, attempt,
-        maxRuns, createdAt, startedAt, expiresAt, schedule). Absent fields are left out."""
+        maxRuns, createdAt, startedAt, expiresAt, schedule, slices, progress, appPaused). Absent
+        fields are left out."""
         wire: dict[str, Any] = {"uniqueId": self.unique_id, "status": self.status}
         if self.finished_ms is not None:
             wire["finishedAt"] = iso_ms(self.finished_ms)
@@ -326,6 +331,8 @@ class TaskInfo:
             extra["schedule"] = self.schedule
         if self.slices:
             extra["slices"] = self.slices
+        if self.app_paused:
+            extra["appPaused"] = True
         if self.progress is not None:
             extra["progress"] = {**json_safe(self.progress),
                                  "updatedAt": iso_ms(self.progress_ms or 0),

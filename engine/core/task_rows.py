@@ -15,6 +15,8 @@ The columns of row version 1::
      started_ms, finished_ms, status_code, error, retry_at_ms, schedule, result, progress,
      continuation]
 
+Row version 2 adds ``run_now_ms`` (when an operator made the task ready at once; null: never).
+
 ``options`` is the dict of non-default fields (as in the log); ``result`` is ``[value]`` or null
 while it is absent (a JSON null result is ``[null]``); ``progress`` is null or ``[progress,
 progress_ms, [[t_ms, message], ...]]``; ``continuation`` null or ``[checkpoint, slices]``.
@@ -169,6 +171,8 @@ TASK_COLUMNS = (
     Column("progress", take=_progress, restore=_restore_progress),
     Column("continuation", take=lambda t: [t.checkpoint, t.slices] if t.slices else None,
            restore=_restore_continuation),
+    # row version 2: when an operator made the task ready at once (its delay no longer holds)
+    Column("run_now_ms", since=2),
 )
 TASK_ROWS = RowLayout(Task, TASK_COLUMNS)
 ROW_VERSION = TASK_ROWS.version

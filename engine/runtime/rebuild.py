@@ -9,6 +9,7 @@ make of them, and a start that would fail fails in ``log verify`` too.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from cloudqueue.engine.core.engine import EngineCore
 from cloudqueue.engine.core.events import Event
@@ -19,7 +20,7 @@ from cloudqueue.engine.runtime.log_file import apply_logged
 
 def rebuild(core: EngineCore, events: Iterable[Event], *, snapshot_seq: int = 0,
             snapshot_tasks: Iterable[Task] = (), snapshot_schedules: Iterable[Schedule] = (),
-            counters: dict[str, int] | None = None) -> EngineCore:
+            counters: dict[str, Any] | None = None) -> EngineCore:
     """Fill ``core`` (new, empty) with a snapshot's contents and fold ``events`` (those after
     the snapshot's seq) into it; no recovery decisions are taken (a start takes them next).
 

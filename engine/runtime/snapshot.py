@@ -64,7 +64,7 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
 class SnapshotContents(NamedTuple):
     seq: int
     tasks: list[Task]
-    counters: dict[str, int]
+    counters: dict[str, Any]
     schedules: list[Schedule]
 
 
@@ -76,10 +76,10 @@ CHUNK_TASKS = 4_096
 CHUNK_BYTES = 4 * 1024 * 1024
 
 
-def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, int] | None = None,
+def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, Any] | None = None,
                     schedules: Iterable[Schedule] = ()) -> bytes:
-    """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (e.g. the day's
-    enqueue count for quotas)."""
+    """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (the day's
+    enqueue count for quotas, since when dispatch is paused, the audit list)."""
     task_rows = [task_to_row(task) for task in tasks]
     schedule_records = [schedule_to_record(found) for found in schedules]
     count = len(task_rows) + len(schedule_records)

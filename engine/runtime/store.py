@@ -42,7 +42,7 @@ class StoredState:
     snapshot_seq: int = 0
     events: list[Event] = field(default_factory=list)
     report: Any = None  # an OpenReport, or None when there is nothing to say
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
     snapshot_schedules: list[Schedule] = field(default_factory=list)
 
     @property

@@ -6,6 +6,8 @@ files of formats no longer written hold the first ``FORMAT_2_SAMPLES``)."""
 from __future__ import annotations
 
 from cloudqueue.engine.core.events import (
+    ActionTaken,
+    DispatchPaused,
     Event,
     FailureKind,
     ProgressReported,
@@ -20,6 +22,8 @@ from cloudqueue.engine.core.events import (
     ScheduleSkipped,
     TaskCancelled,
     TaskPurged,
+    TaskRetried,
+    TaskRunNow,
     TaskSubmitted,
     TaskWoken,
 )
@@ -49,6 +53,13 @@ EVENTS: list[Event] = [
     ScheduleDeleted(16, T + 11, "s"),
     ScheduleSkipped(17, T + 12, "s", 3, T),
     TaskWoken(18, T + 13, "b"),
+    ActionTaken(19, T + 14, "retry", "operator", "cli", "b", None, 1),
+    TaskRetried(20, T + 14, "b"),
+    ActionTaken(21, T + 15, "cancel", "master", None, None,
+                {"state": ["queued"], "function": "f", "createdFrom": T, "createdTo": T + 9}, 2),
+    TaskRunNow(22, T + 16, "b"),
+    ActionTaken(23, T + 17, "pause", "embedded", None, None, None, 0),
+    DispatchPaused(24, T + 17, True),
 ]
 
 FORMAT_2_SAMPLES = 17  # the samples there were when format 2 was last written

@@ -5,8 +5,10 @@ top) agree with the live core on every task, the next deadline and what the next
 The live core is what answered callers; the folded and restored ones are what a restart, a
 ``cloudqueue log`` command or a compaction would make of the log. A disagreement means a restart
 changes what the queue does. Two machines drive it: the model test's steps (with its model's
-checks), and a broader one with schedules, progress reports, requeued runs and continuations
-(checked only against the replayed cores).
+checks), and a broader one with schedules, progress reports, requeued runs, continuations and
+operator actions (retry, run now, cancel, pause and resume, bulk retry, cancel and purge by
+filter: checked only against the replayed cores, which must also agree on the paused state and
+the audit list).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from cloudqueue.engine.core.actions import Actor, BulkAction, task_filter
 from cloudqueue.engine.core.batch_codec import decode_log_payload, encode_batch
 from cloudqueue.engine.core.codec import schedule_from_record, schedule_to_record
 from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
@@ -128,12 +131,12 @@ def check_replay(live: RecordingCore, config: CoreConfig, start_ms: int) -> None
     at = now if deadline is None else max(now, deadline)
     ahead = copy.deepcopy(live)
     ahead.progress.clear()  # held progress reports are not logged: a restart never has them
-    expected = (task_state(live), schedule_state(live), live.last_seq)
+    expected = (task_state(live), schedule_state(live), live.last_seq, live.counters())
     expected_tick = comparable(ahead.tick(at))
     expected_after = (task_state(ahead), ahead.next_deadline_ms(), ahead.running_count,
                       ahead.ready_count)
     for name, other in others.items():
-        found = (task_state(other), schedule_state(other), other.last_seq)
+        found = (task_state(other), schedule_state(other), other.last_seq, other.counters())
         assert found == expected, f"{name}: {diff(expected, found)}"
         tick = comparable(other.tick(at))
         assert tick == expected_tick, f"{name}, the tick at {at}: {diff(expected_tick, tick)}"
@@ -265,6 +268,35 @@ class BroadMachine(RuleBasedStateMachine):
                 self.live.pause_schedule(name, paused, self.now)
         except EngineError:
             pass
+
+    @precondition(lambda self: self.core is not None and len(self.core) > 0)
+    @rule(pick=st.integers(0, 63), how=st.sampled_from(["retry", "run_now", "cancel"]),
+          via=st.sampled_from([None, "cli"]))
+    def operate(self, pick: int, how: str, via: str | None) -> None:
+        """An operator's action on one of the tasks (refused, as often as not, by its
+        state)."""
+        actor, live = Actor("operator", via), self.live
+        ids = sorted(task.unique_id for task in live.tasks())
+        act = {"retry": live.retry, "run_now": live.run_now, "cancel": live.cancel}[how]
+        try:
+            act(ids[pick % len(ids)], self.now, actor)
+        except EngineError:
+            pass
+
+    @rule(paused=st.sampled_from([True, False, False]))  # paused a third of the time
+    def pause(self, paused: bool) -> None:
+        self.live.set_paused(paused, self.now, Actor("master"))
+
+    @rule(action=st.sampled_from(list(BulkAction)),
+          function=st.sampled_from([None, "work", "tick"]),
+          since=st.sampled_from([None, 0, 1_000, 5_000]), limit=st.integers(1, 4),
+          dry_run=st.booleans())
+    def bulk(self, action: BulkAction, function: str | None, since: int | None, limit: int,
+             dry_run: bool) -> None:
+        chosen = task_filter(action, function=function,
+                             created_from=None if since is None else T0 + since)
+        self.live.bulk(action, chosen, self.now, Actor("operator", "cli"), dry_run=dry_run,
+                       limit=limit)
 
     @precondition(lambda self: self.core is not None)
     @rule(dt=st.sampled_from([0, 500, 5_000]))

@@ -22,6 +22,8 @@ LEGAL = {
     (S.RUNNING, T.REQUEUE): S.QUEUED,
     (S.RETRY_WAIT, T.WAKE): S.QUEUED,
     (S.RETRY_WAIT, T.CANCEL): S.CANCELLED,
+    (S.FAILED, T.RETRY): S.QUEUED,
+    (S.CANCELLED, T.RETRY): S.QUEUED,
 }
 ALL_PAIRS = list(itertools.product(TaskState, Trigger))
 

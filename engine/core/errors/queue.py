@@ -136,8 +136,11 @@ class InvalidTransitionError(EngineError):
     code = 409
     error_type = "invalid_transition"
 
-    def __init__(self, task_id: str, state: str, trigger: str) -> None:
-        super().__init__(f"Task '{task_id}' is {state}: cannot {trigger.replace('_', ' ')} it")
+    def __init__(self, task_id: str, state: str, trigger: str, *,
+                 reason: str | None = None) -> None:
+        what = "run it now" if trigger == "run_now" else f"{trigger.replace('_', ' ')} it"
+        super().__init__(f"Task '{task_id}' is {state}: cannot {what}"
+                         + (f" ({reason})" if reason else ""))
         self.task_id = task_id
         self.state = state
         self.trigger = trigger
