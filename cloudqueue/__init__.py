@@ -17,6 +17,7 @@ assembly, log tool) in this package's own modules.
 
 from cloudqueue.adapters.client import QueueClient
 from cloudqueue.engine.config import EngineConfig
+from cloudqueue.engine.core.actions import Actor, AuditEntry, BulkResult, DispatchState
 from cloudqueue.engine.core.errors import (
     ConfigError,
     DiskFullError,
@@ -49,11 +50,15 @@ from cloudqueue.engine.runtime.functions import Continue, Run, RunContext
 from cloudqueue.engine.runtime.log_options import LogOptions
 
 __all__ = [
+    "Actor",
+    "AuditEntry",
+    "BulkResult",
     "Clock",
     "ConfigError",
     "Continue",
     "DeliveryMode",
     "DiskFullError",
+    "DispatchState",
     "DuplicateTaskError",
     "Engine",
     "EngineClosedError",

@@ -22,6 +22,18 @@ from cloudqueue.engine.assembly import (
     store_opener,
 )
 from cloudqueue.engine.config import EngineConfig, EngineOptions
+from cloudqueue.engine.core.actions import (
+    EMBEDDED,
+    MAX_AUDIT,
+    MAX_BULK,
+    Actor,
+    AuditEntry,
+    BulkAction,
+    BulkResult,
+    DispatchState,
+    TaskFilter,
+    bulk_filter,
+)
 from cloudqueue.engine.core.batch_items import Item, parse_batch, parse_each
 from cloudqueue.engine.core.commands import Command, TaskFinished
 from cloudqueue.engine.core.cron import CronExpr, check_interval, check_timezone, parse_cron
@@ -313,15 +325,116 @@ class Engine:
         except DiskFullError:  # the disk filled before the task was stored: it never existed
             raise UnknownTaskError(unique_id) from None
 
-    async def cancel(self, unique_id: str) -> TaskInfo:
-        """Cancel a queued or retry-waiting task; returns its final info. Raises
+    async def cancel(self, unique_id: str, *, actor: Actor | None = None) -> TaskInfo:
+        """Cancel a queued or retry-waiting task; returns its final info. An operator action:
+        logged with ``actor`` (default ``embedded``) in the audit list. Raises
         ``UnknownTaskError``, or ``InvalidTransitionError`` (running or already finished)."""
         self._check_open()
-        commands = self.core.cancel(unique_id, self.clock.now_ms())
+        commands = self.core.cancel(unique_id, self.clock.now_ms(), actor or EMBEDDED)
         # the snapshot taken at the moment of cancelling: with keepResult 0 the task is gone now
         info = next(c.info for c in commands if isinstance(c, TaskFinished))
         await self._apply(commands)
         return info
+
+    # ------------------------------------------------------------------ operator actions
+
+    async def retry(self, unique_id: str, *, actor: Actor | None = None) -> TaskInfo:
+        """Queue a failed or cancelled task again, now: fresh runs (attempt 0), the same
+        uniqueId, params and options; its info once durable. Raises ``UnknownTaskError``, or
+        ``InvalidTransitionError`` (a task not finished, or one that succeeded)."""
+        return await self._on_task(unique_id, self.core.retry, actor)
+
+    async def run_now(self, unique_id: str, *, actor: Actor | None = None) -> TaskInfo:
+        """Make a task waiting for its ``delay`` or for its retry ready at once (it starts when
+        a slot is free; a restart does not bring the wait back). Raises ``UnknownTaskError``,
+        or ``InvalidTransitionError`` (a task waiting for neither)."""
+        return await self._on_task(unique_id, self.core.run_now, actor)
+
+    async def _on_task(self, unique_id: str, act: Any, actor: Actor | None) -> TaskInfo:
+        self._check_open()
+        now_ms = self.clock.now_ms()
+        commands = act(unique_id, now_ms, actor or EMBEDDED)
+        info = self.core.task_info(unique_id, now_ms)
+        await self._apply(commands)
+        return info
+
+    async def pause(self, *, actor: Actor | None = None) -> DispatchState:
+        """Pause dispatch: no run starts (runs in flight finish; timers still fire; enqueues
+        are still accepted and durable) until ``resume``, across restarts too."""
+        return await self._set_paused(True, actor)
+
+    async def resume(self, *, actor: Actor | None = None) -> DispatchState:
+        return await self._set_paused(False, actor)
+
+    async def _set_paused(self, paused: bool, actor: Actor | None) -> DispatchState:
+        self._check_open()
+        await self._apply(self.core.set_paused(paused, self.clock.now_ms(), actor or EMBEDDED))
+        return self.core.dispatch_state()
+
+    async def dispatch_state(self) -> DispatchState:
+        """Whether dispatch is paused, and since when (durable, as ``get_task_info``'s)."""
+        found = self.core.dispatch_state()
+        await self._everything_durable()
+        return found
+
+    async def retry_tasks(self, *, state: Any = None, function: str | None = None,
+                          created_from: int | None = None, created_to: int | None = None,
+                          dry_run: bool = False, limit: int = MAX_BULK,
+                          actor: Actor | None = None) -> BulkResult:
+        """``retry`` every failed or cancelled task the filter takes: ``state`` (one or a list
+        of failed, cancelled; default both), ``function``, created at or after
+        ``created_from`` and before ``created_to`` (epoch ms); oldest first, at most ``limit``
+        (and ``MAX_BULK``) in one write. ``dry_run``: change nothing, count what would change.
+        Raises ``ValidationError`` for a bad filter."""
+        return await self.bulk(BulkAction.RETRY, bulk_filter(
+            BulkAction.RETRY, state, function, created_from, created_to), dry_run=dry_run,
+            limit=limit, actor=actor)
+
+    async def cancel_tasks(self, *, state: Any = None, function: str | None = None,
+                           created_from: int | None = None, created_to: int | None = None,
+                           dry_run: bool = False, limit: int = MAX_BULK,
+                           actor: Actor | None = None) -> BulkResult:
+        """``cancel`` every queued or retry-waiting task the filter takes (as
+        ``retry_tasks``'s; ``state`` among queued, retry_wait)."""
+        return await self.bulk(BulkAction.CANCEL, bulk_filter(
+            BulkAction.CANCEL, state, function, created_from, created_to), dry_run=dry_run,
+            limit=limit, actor=actor)
+
+    async def purge_tasks(self, *, state: Any = None, function: str | None = None,
+                          created_from: int | None = None, created_to: int | None = None,
+                          dry_run: bool = False, limit: int = MAX_BULK,
+                          actor: Actor | None = None) -> BulkResult:
+        """Forget every finished task the filter takes (as ``retry_tasks``'s; ``state`` among
+        success, failed, cancelled): gone as when its keepResult ends, its uniqueId free."""
+        return await self.bulk(BulkAction.PURGE, bulk_filter(
+            BulkAction.PURGE, state, function, created_from, created_to), dry_run=dry_run,
+            limit=limit, actor=actor)
+
+    async def bulk(self, action: BulkAction, chosen: TaskFilter, *, dry_run: bool = False,
+                   limit: int = MAX_BULK, actor: Actor | None = None) -> BulkResult:
+        """``retry_tasks``, ``cancel_tasks`` or ``purge_tasks`` with a filter built already
+        (the HTTP API); durable when it returns."""
+        self._check_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BULK:
+            raise ValidationError(f"limit must be a whole number from 1 to {MAX_BULK}, got "
+                                  f"{limit!r}", "limit")
+        commands, result = self.core.bulk(action, chosen, self.clock.now_ms(),
+                                          actor or EMBEDDED, dry_run=dry_run, limit=limit)
+        if commands:
+            await self._apply(commands)
+        else:
+            await self._everything_durable()
+        return result
+
+    async def audit(self, limit: int = 50) -> list[AuditEntry]:
+        """The last ``limit`` (1 to 200) operator actions, newest first: who, what, on which
+        task or filter, how many, when (durable, as ``get_task_info``'s)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_AUDIT:
+            raise ValidationError(f"limit must be a whole number from 1 to {MAX_AUDIT}, got "
+                                  f"{limit!r}", "limit")
+        found = self.core.audit(limit)
+        await self._everything_durable()
+        return found
 
     async def wait(self, unique_id: str, timeout: int | None = None) -> TaskInfo:
         """The task's info once it is final (success, failed or cancelled) and durable;

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from cloudqueue.engine.core.actions import MAX_BULK, AuditEntry, BulkResult, DispatchState
 from cloudqueue.engine.core.errors import EngineError, ValidationError
 from cloudqueue.engine.core.schedules import ScheduleInfo
 from cloudqueue.engine.core.states import TaskState
@@ -55,7 +56,9 @@ def task_filter(state: TaskState | str | None, status: str | None
 
 
 class Queue(Protocol):
-    """A task queue: tasks (enqueue, read, cancel, list, wait, watch) and named schedules."""
+    """A task queue: tasks (enqueue, read, cancel, list, wait, watch), operator actions (retry,
+    run now, pause and resume dispatch, bulk retry, cancel and purge, the audit list) and named
+    schedules."""
 
     async def enqueue(self, function: str, params: Any = None, **options: Any) -> str:
         """Queue a task; its uniqueId once it is durable. Options as LeanCloud's, snake_case,
@@ -79,6 +82,49 @@ class Queue(Protocol):
 
     async def cancel(self, unique_id: str) -> TaskInfo:
         """Cancel a queued or retry-waiting task; its final info."""
+        ...
+
+    async def retry(self, unique_id: str) -> TaskInfo:
+        """Queue a failed or cancelled task again, now (fresh runs, the same uniqueId); its
+        info. ``InvalidTransitionError`` for a task not finished or one that succeeded."""
+        ...
+
+    async def run_now(self, unique_id: str) -> TaskInfo:
+        """Make a task waiting for its delay or its retry ready at once; its info."""
+        ...
+
+    async def pause(self) -> DispatchState:
+        """Pause dispatch: no run starts until ``resume`` (enqueues are still accepted)."""
+        ...
+
+    async def resume(self) -> DispatchState: ...
+
+    async def dispatch_state(self) -> DispatchState:
+        """Whether dispatch is paused, and since when."""
+        ...
+
+    async def retry_tasks(self, *, state: Any = None, function: str | None = None,
+                          created_from: int | None = None, created_to: int | None = None,
+                          dry_run: bool = False, limit: int = MAX_BULK) -> BulkResult:
+        """Retry the failed or cancelled tasks a filter takes (``state``, ``function``,
+        created in ``[created_from, created_to)``, epoch ms), oldest first, at most
+        ``limit``; ``dry_run`` counts them only."""
+        ...
+
+    async def cancel_tasks(self, *, state: Any = None, function: str | None = None,
+                           created_from: int | None = None, created_to: int | None = None,
+                           dry_run: bool = False, limit: int = MAX_BULK) -> BulkResult:
+        """Cancel the queued or retry-waiting tasks a filter takes (as ``retry_tasks``)."""
+        ...
+
+    async def purge_tasks(self, *, state: Any = None, function: str | None = None,
+                          created_from: int | None = None, created_to: int | None = None,
+                          dry_run: bool = False, limit: int = MAX_BULK) -> BulkResult:
+        """Forget the finished tasks a filter takes (as ``retry_tasks``)."""
+        ...
+
+    async def audit(self, limit: int = 50) -> list[AuditEntry]:
+        """The last ``limit`` operator actions, newest first."""
         ...
 
     async def list_tasks(self, state: TaskState | str | None = None,

@@ -27,13 +27,25 @@ from cloudqueue.adapters.client.schedules import check_upcoming, preview_body, s
 from cloudqueue.adapters.client.transport import Transport
 from cloudqueue.adapters.client.wire import (
     MAX_LIST_LIMIT,
+    audit_entry_from_wire,
+    bulk_result_from_wire,
     check_count,
     check_state,
+    dispatch_state_from_wire,
     fire_time_ms,
     schedule_info_from_wire,
     segment,
     task_info_from_wire,
     wire_options,
+)
+from cloudqueue.engine.core.actions import (
+    MAX_AUDIT,
+    MAX_BULK,
+    AuditEntry,
+    BulkAction,
+    BulkResult,
+    DispatchState,
+    bulk_filter,
 )
 from cloudqueue.engine.core.batch_items import MAX_BATCH_ITEMS, parse_each
 from cloudqueue.engine.core.errors import (
@@ -51,7 +63,7 @@ from cloudqueue.engine.core.options import (
 )
 from cloudqueue.engine.core.schedules import ScheduleInfo, check_schedule_name
 from cloudqueue.engine.core.states import TaskState
-from cloudqueue.engine.core.task import TaskInfo
+from cloudqueue.engine.core.task import TaskInfo, iso_ms
 from cloudqueue.engine.queue import TaskPage, task_filter
 
 
@@ -64,10 +76,15 @@ class QueueClient(Transport):
         app_id: the LeanCloud app id (``X-LC-Id``).
         app_key: the app key: reads only (``get_task_info``, ``wait``, ``watch``).
         master_key: the master key: everything. Used instead of ``app_key`` when both are given.
+        admin_token: the server's operator token (``Authorization: Bearer``): what the master
+            key may, on any app the server serves; used when no key is given.
+        via: what this caller is, in the audit list of operator actions (``cli``, ``dashboard``;
+            the ``X-CloudQueue-Actor`` header).
         timeout_ms: bound on each request, connection included.
 
     Raises:
-        ConfigError: no key, a base URL that is not http(s), or a timeout that is not positive.
+        ConfigError: no key or token, a base URL that is not http(s), a bad ``via``, or a timeout
+            that is not positive.
     """
 
     # ------------------------------------------------------------------ tasks
@@ -196,6 +213,98 @@ class QueueClient(Transport):
         answer = await self._call("cancel", "POST", f"/tasks/{segment(unique_id)}/cancel",
                                   unique_id=unique_id)
         return task_info_from_wire(answer)
+
+    # ------------------------------------------------------------------ operator actions
+
+    async def retry(self, unique_id: str) -> TaskInfo:
+        """Queue a failed or cancelled task again, now: fresh runs, the same uniqueId (master
+        key or operator token); its info.
+
+        Raises:
+            UnknownTaskError: no such task.
+            InvalidTransitionError: the task has not finished, or it succeeded.
+            ForbiddenError, UnauthorizedError, QueueUnavailableError, UnexpectedResponseError:
+                as ``cancel``.
+        """
+        answer = await self._call("retry", "POST", f"/tasks/{segment(unique_id)}/retry",
+                                  unique_id=unique_id)
+        return task_info_from_wire(answer)
+
+    async def run_now(self, unique_id: str) -> TaskInfo:
+        """Make a task waiting for its delay or its retry ready at once; its info. Raises as
+        ``retry`` (``InvalidTransitionError``: it waits for neither)."""
+        answer = await self._call("run_now", "POST", f"/tasks/{segment(unique_id)}/run-now",
+                                  unique_id=unique_id)
+        return task_info_from_wire(answer)
+
+    async def pause(self) -> DispatchState:
+        """Pause the app's dispatch: no run starts until ``resume`` (runs in flight finish;
+        enqueues are still accepted and durable). Raises as ``list_tasks``."""
+        return dispatch_state_from_wire(await self._call("pause", "POST", "/pause"))
+
+    async def resume(self) -> DispatchState:
+        """Resume the app's dispatch. Raises as ``list_tasks``."""
+        return dispatch_state_from_wire(await self._call("resume", "POST", "/resume"))
+
+    async def dispatch_state(self) -> DispatchState:
+        """Whether the app's dispatch is paused, and since when. Raises as ``list_tasks``."""
+        return dispatch_state_from_wire(await self._call("dispatch_state", "GET", "/dispatch"))
+
+    async def retry_tasks(self, *, state: Any = None, function: str | None = None,
+                          created_from: int | None = None, created_to: int | None = None,
+                          dry_run: bool = False, limit: int = MAX_BULK) -> BulkResult:
+        """Retry the failed or cancelled tasks a filter takes, in one request: ``state`` (one
+        or a list; default both), ``function``, created in ``[created_from, created_to)``
+        (epoch ms); oldest first, at most ``limit`` (1 to 10,000). ``dry_run``: count only.
+
+        Raises:
+            ValidationError: a bad filter (no request made), or one the server refused.
+            ForbiddenError, UnauthorizedError, QueueUnavailableError,
+            UnexpectedResponseError: as ``list_tasks``.
+        """
+        return await self._bulk(BulkAction.RETRY, state, function, created_from, created_to,
+                                dry_run, limit)
+
+    async def cancel_tasks(self, *, state: Any = None, function: str | None = None,
+                           created_from: int | None = None, created_to: int | None = None,
+                           dry_run: bool = False, limit: int = MAX_BULK) -> BulkResult:
+        """Cancel the queued or retry-waiting tasks a filter takes (as ``retry_tasks``)."""
+        return await self._bulk(BulkAction.CANCEL, state, function, created_from, created_to,
+                                dry_run, limit)
+
+    async def purge_tasks(self, *, state: Any = None, function: str | None = None,
+                          created_from: int | None = None, created_to: int | None = None,
+                          dry_run: bool = False, limit: int = MAX_BULK) -> BulkResult:
+        """Forget the finished tasks a filter takes (as ``retry_tasks``)."""
+        return await self._bulk(BulkAction.PURGE, state, function, created_from, created_to,
+                                dry_run, limit)
+
+    async def _bulk(self, action: BulkAction, state: Any, function: str | None,
+                    created_from: int | None, created_to: int | None, dry_run: bool,
+                    limit: int) -> BulkResult:
+        chosen = bulk_filter(action, state, function, created_from, created_to)
+        if not isinstance(dry_run, bool):
+            raise ValidationError(f"dry_run must be True or False, got {dry_run!r}", "dryRun")
+        body: dict[str, Any] = {key: value for key, value in chosen.to_record().items()
+                                if key not in ("createdFrom", "createdTo")}
+        for key, ms in (("createdFrom", chosen.created_from_ms),
+                        ("createdTo", chosen.created_to_ms)):
+            if ms is not None:
+                body[key] = iso_ms(ms)
+        body["dryRun"] = dry_run
+        body["limit"] = check_count(limit, "limit", MAX_BULK)
+        return bulk_result_from_wire(await self._call(action.value, "POST",
+                                                      f"/tasks/{action.value}", json_body=body))
+
+    async def audit(self, limit: int = 50) -> list[AuditEntry]:
+        """The last ``limit`` (1 to 200) operator actions, newest first. Raises as
+        ``list_tasks``."""
+        query = {"limit": str(check_count(limit, "limit", MAX_AUDIT))}
+        answer = await self._call("audit", "GET", "/audit", query=query)
+        results = answer.get("results") if isinstance(answer, Mapping) else None
+        if not isinstance(results, list):
+            raise UnexpectedResponseError("the audit answer has no results array", 200)
+        return [audit_entry_from_wire(item) for item in results]
 
     async def list_tasks(self, state: TaskState | str | None = None,
                          limit: int = 100, *, status: str | None = None) -> TaskPage:

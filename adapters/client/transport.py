@@ -1,8 +1,9 @@
 """The client's HTTP side: one signed request and its typed answer, and a task's event stream.
 
 Requests are signed as the SDK signs them (``X-LC-Sign: md5(ts + key),ts[,master]``), with the
-master key when one is given, else with the app key. Keys never appear in an error message or a
-repr.
+master key when one is given, else with the app key; or, with none of them but the server's
+operator token, carry ``Authorization: Bearer <token>``. Keys and tokens never appear in an error
+message or a repr.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ from cloudqueue.adapters.auth import sign
 from cloudqueue.adapters.client.answers import Answer
 from cloudqueue.adapters.client.sse import SSEParser, event_update
 from cloudqueue.adapters.client.wire import segment
+from cloudqueue.engine.core.actions import check_via
 from cloudqueue.engine.core.errors import (
     ConfigError,
     QueueUnavailableError,
     UnexpectedResponseError,
+    ValidationError,
 )
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.core.task import TaskInfo
 
 API_BASE = "/1.1/engine/cloud-queue"
+ACTOR_HEADER = "X-CloudQueue-Actor"  # what the caller says it is, in the audit list
 # the longest silence an event stream may keep: well over the server's 15 s keep-alive
 EVENTS_READ_TIMEOUT_S = 60.0
 
@@ -38,15 +42,16 @@ class Transport:
     entered): what ``QueueClient`` sends its requests through."""
 
     def __init__(self, base_url: str, app_id: str, app_key: str | None = None,
-                 master_key: str | None = None, *, timeout_ms: int = 30_000) -> None:
+                 master_key: str | None = None, *, admin_token: str | None = None,
+                 via: str | None = None, timeout_ms: int = 30_000) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
         if not app_id:
             raise ConfigError("app_id must not be empty")
-        if not master_key and not app_key:
-            raise ConfigError("give app_key (to read tasks) or master_key (to enqueue, cancel "
-                              "and list them)")
+        if not master_key and not app_key and not admin_token:
+            raise ConfigError("give app_key (to read tasks), master_key (to enqueue, cancel "
+                              "and list them) or admin_token (the server's operator token)")
         if not timeout_ms > 0:
             raise ConfigError(f"timeout_ms must be > 0, got {timeout_ms}")
         self._base = url.with_query(None).with_fragment(None)
@@ -54,11 +59,17 @@ class Transport:
         self.app_id = app_id
         self._key = master_key or app_key or ""
         self._master = bool(master_key)
+        # the operator token, used when no key is given
+        self._bearer = None if master_key or app_key else admin_token
+        try:
+            self.via = check_via(via)
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
         self.timeout_ms = timeout_ms
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # keys stay out of logs and tracebacks
-        role = "master" if self._master else "app"
+        role = "operator" if self._bearer else "master" if self._master else "app"
         return f"{type(self).__name__}({self._shown_base!r}, app_id={self.app_id!r}, role={role})"
 
     async def __aenter__(self) -> Self:
@@ -81,7 +92,14 @@ class Transport:
             await session.close()
 
     def _headers(self) -> dict[str, str]:
-        return {"X-LC-Sign": sign(self._key, int(time.time() * 1000), master=self._master)}
+        if self._bearer is not None:
+            headers = {"Authorization": f"Bearer {self._bearer}"}
+        else:
+            headers = {"X-LC-Sign": sign(self._key, int(time.time() * 1000),
+                                         master=self._master)}
+        if self.via is not None:
+            headers[ACTOR_HEADER] = self.via
+        return headers
 
     def _url(self, raw_path: str, query: Mapping[str, str] | None) -> URL:
         url = self._base.with_path(self._base.raw_path.rstrip("/") + API_BASE + raw_path,

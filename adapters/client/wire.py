@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from cloudqueue.engine.core.actions import AuditEntry, BulkResult, DispatchState
 from cloudqueue.engine.core.errors import UnexpectedResponseError, ValidationError
 from cloudqueue.engine.core.options import OPTION_NAMES, BackoffType, DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec
@@ -60,6 +61,7 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
         expires_ms=_time_ms(wire, "expiresAt"),
         schedule=_typed(wire, "schedule", str, None),
         slices=_typed(wire, "slices", int, 0),
+        app_paused=wire.get("appPaused") is True,
         **_progress(wire),
     )
 
@@ -128,6 +130,46 @@ def kind_of(value: Any) -> str:
         return f"string {value[:40]!r}"
     return type(value).__name__
 
+
+
+def dispatch_state_from_wire(wire: Any) -> DispatchState:
+    """``{"paused", "pausedAt"}`` (pause, resume, dispatch) as a ``DispatchState``."""
+    if not isinstance(wire, Mapping) or not isinstance(wire.get("paused"), bool):
+        raise UnexpectedResponseError("the dispatch answer has no boolean paused")
+    return DispatchState(wire["paused"], _time_ms(wire, "pausedAt"))
+
+
+def bulk_result_from_wire(wire: Any) -> BulkResult:
+    """``{"count", "matched", "dryRun"}`` (a bulk action's answer) as a ``BulkResult``."""
+    if not isinstance(wire, Mapping):
+        raise UnexpectedResponseError(f"a bulk answer must be a JSON object, got "
+                                      f"{kind_of(wire)}")
+    what = "bulk answer"
+    count, matched = (_typed(wire, key, int, None, what) for key in ("count", "matched"))
+    dry_run = wire.get("dryRun")
+    if count is None or matched is None or not isinstance(dry_run, bool):
+        raise UnexpectedResponseError("the bulk answer lacks its count, matched or dryRun")
+    return BulkResult(count, matched, dry_run)
+
+
+def audit_entry_from_wire(wire: Any) -> AuditEntry:
+    """One entry of ``GET /audit`` as the ``AuditEntry`` the embedded engine answers with."""
+    if not isinstance(wire, Mapping):
+        raise UnexpectedResponseError(f"an audit entry must be a JSON object, got "
+                                      f"{kind_of(wire)}")
+    what = "audit entry"
+    seq, count = (_typed(wire, key, int, None, what) for key in ("seq", "count"))
+    action, by = (_typed(wire, key, str, None, what) for key in ("action", "by"))
+    at_ms = _time_ms(wire, "at")
+    if seq is None or count is None or action is None or by is None or at_ms is None:
+        raise UnexpectedResponseError("the audit entry lacks its seq, at, action, by or count")
+    shown = wire.get("filter")
+    chosen = None
+    if isinstance(shown, Mapping):
+        chosen = {key: _time_ms(shown, key) if key in ("createdFrom", "createdTo") else value
+                  for key, value in shown.items()}
+    return AuditEntry(seq, at_ms, action, by, _typed(wire, "via", str, None, what),
+                      _typed(wire, "uniqueId", str, None, what), chosen, count)
 
 
 def fire_time_ms(value: Any) -> int:

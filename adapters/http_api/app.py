@@ -7,7 +7,9 @@ LeanCloud's endpoints:
 Extensions (master):
     GET  /1.1/engine/cloud-queue/tasks?state=&limit= list tasks, newest first
     POST /1.1/engine/cloud-queue/tasks/batch          bulk enqueue: {"tasks": [...], "atomic"}
-    POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel
+    POST /1.1/engine/cloud-queue/tasks/{uniqueId}/cancel      (master or operator token)
+    operator actions: retry, run now, pause, resume, bulk retry/cancel/purge, the audit list
+                                                     (see ``actions``)
     POST /1.1/engine/cloud-queue/tasks/{uniqueId}/progress   (the run's token, see below)
     GET  /1.1/engine/cloud-queue/tasks/{uniqueId}/checkpoint (the run's token)
     /1.1/engine/cloud-queue/schedules...              schedules (see ``schedules``)
@@ -29,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
-from cloudqueue.adapters.http_api import schedules, stream
+from cloudqueue.adapters.http_api import actions, schedules, stream
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
 from cloudqueue.adapters.http_api.tenants import (
     APPS,
@@ -199,12 +201,6 @@ async def task_info(request: web.Request) -> web.Response:
     return web.json_response(info.to_wire())
 
 
-async def cancel(request: web.Request) -> web.Response:
-    queue_app = tenant(request, Role.MASTER)
-    info = await queue_app.engine.cancel(request.match_info["unique_id"])
-    return web.json_response(info.to_wire())
-
-
 def _run_of(request: web.Request) -> tuple[QueueApp, str, int]:
     """The app, task and run a function host speaks for: X-LC-Id names the app and
     X-CloudQueue-Run-Token (handed to the host with the call) proves the run."""
@@ -260,6 +256,10 @@ async def ready(request: web.Request) -> web.Response:
             problems[app_id] = str(failure)
     limits = _host_limits(apps)
     shown: dict[str, Any] = {"hostConcurrency": limits} if limits else {}
+    paused = {app_id: queue_app.engine.core.dispatch_state().to_wire()["pausedAt"]
+              for app_id, queue_app in apps.items() if queue_app.engine.core.paused_ms is not None}
+    if paused:  # still ready: an operator holds the runs back, enqueues are taken
+        shown["paused"] = paused
     if problems:
         return web.json_response({"status": "not ready", "apps": problems, **shown}, status=503)
     return web.json_response({"status": "ready", **shown})
@@ -302,10 +302,11 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app.router.add_get(f"{BASE}/tasks", list_tasks)
     # any id without "/" (aiohttp's default pattern would refuse ids containing braces)
     app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}", task_info)
-    app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/cancel", cancel)
+    app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/cancel", actions.cancel)
     app.router.add_post(f"{BASE}/tasks/{{unique_id:[^/]+}}/progress", progress)
     app.router.add_get(f"{BASE}/tasks/{{unique_id:[^/]+}}/checkpoint", checkpoint)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
+    actions.add_routes(app.router, BASE)
     schedules.add_routes(app.router, BASE)
     stream.add_routes(app.router, BASE)
     app.router.add_get("/__health/live", live)

@@ -104,8 +104,14 @@ def tenant(request: web.Request, need: Role) -> QueueApp:
         UnauthorizedError: no app, or wrong credentials.
         ForbiddenError: app credentials where the master key is needed.
     """
+    return tenant_role(request, need)[0]
+
+
+def tenant_role(request: web.Request, need: Role) -> tuple[QueueApp, Role]:
+    """``tenant``, and the role the credentials proved (MASTER or OPERATOR, where ``need`` is
+    MASTER)."""
     queue_app, role = caller(request)
     if role < need:
         raise ForbiddenError("That operation isn't allowed for clients. It needs the master key "
                              "(X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,master).")
-    return queue_app
+    return queue_app, role

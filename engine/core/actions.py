@@ -93,7 +93,7 @@ class TaskFilter:
         return record
 
 
-def task_filter(action: BulkAction | str, state: Any = None, function: Any = None,
+def bulk_filter(action: BulkAction | str, state: Any = None, function: Any = None,
                 created_from: Any = None, created_to: Any = None) -> TaskFilter:
     """The filter of a bulk ``action``: ``state`` one state or several (default: every state
     the action applies to), ``function`` a name, ``created_from`` / ``created_to`` epoch ms.
@@ -117,7 +117,8 @@ def _states(action: BulkAction, state: Any, allowed: tuple[TaskState, ...]
     names = ", ".join(s.value for s in allowed)
     states: list[TaskState] = []
     for item in given:
-        found = TaskState(item) if item in TaskState._value2member_map_ else None
+        found = (TaskState(item) if isinstance(item, str)
+                 and item in TaskState._value2member_map_ else None)
         if found is None or found not in allowed:
             shown = repr(item) if isinstance(item, str) else _describe(item)
             raise ValidationError(f"{action.value} applies to tasks that are {names}; state "

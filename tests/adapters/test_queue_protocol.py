@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 
 from cloudqueue import (
+    BulkResult,
+    DispatchState,
     DuplicateTaskError,
     Engine,
     FakeClock,
+    InvalidTransitionError,
     Queue,
     QueueClient,
     Run,
@@ -208,3 +211,57 @@ async def test_one_function_body_runs_in_process_and_behind_the_function_host(
     for info in (in_process, behind_host):
         assert (info.state, info.return_value, info.slices) == (
             TaskState.SUCCESS, {"installed": "blog", "slices": 3, "attempt": 1}, 2)
+
+
+async def test_operator_actions_through_the_protocol(queue: Queue) -> None:
+    """Retry, run now, pause and resume, bulk cancel, retry and purge by filter, and the audit
+    list: the same calls and answers from either queue (only who acted differs: the embedded
+    engine's own caller, or the client's master key)."""
+    by = "embedded" if isinstance(queue, Engine) else "master"
+    broken = await queue.enqueue("add", {"a": 1}, unique_id="broken", attempts=0)  # no "b"
+    assert (await queue.wait(broken, timeout=10_000)).state is TaskState.FAILED
+    retried = await queue.retry(broken)
+    assert (retried.state, retried.attempt, retried.error) == (TaskState.QUEUED, 0, None)
+    again = await queue.wait(broken, timeout=10_000)
+    assert (again.state, again.attempt) == (TaskState.FAILED, 1)
+    with pytest.raises(InvalidTransitionError) as running:
+        await queue.retry(await queue.enqueue("add", {"a": 1, "b": 1}, delay=3_600_000,
+                                              unique_id="later"))
+    assert (running.value.state, str(running.value)) == (
+        "queued", "Task 'later' is queued: cannot retry it (it has not finished)")
+    assert (await queue.run_now("later")).state is TaskState.QUEUED
+    assert (await queue.wait("later", timeout=10_000)).return_value == 2
+
+    paused = await queue.pause()
+    assert paused == DispatchState(True, T0) == await queue.dispatch_state()
+    held = await queue.enqueue("add", {"a": 2, "b": 2}, unique_id="held")  # still accepted
+    assert (await queue.get_task_info(held)).app_paused
+    with pytest.raises(TimeoutError):
+        await queue.wait(held, timeout=50)
+    assert await queue.resume() == DispatchState(False)
+    assert (await queue.wait(held, timeout=10_000)).return_value == 4
+
+    for i in range(3):
+        await queue.enqueue("add", {"a": i, "b": 0}, delay=3_600_000, unique_id=f"d{i}")
+    assert await queue.cancel_tasks(dry_run=True) == BulkResult(3, 3, True)
+    assert await queue.cancel_tasks(function="add", created_from=T0, limit=2) == \
+        BulkResult(2, 3)
+    assert await queue.cancel_tasks(created_to=T0) == BulkResult(0, 0)
+    assert await queue.retry_tasks(state="cancelled") == BulkResult(2, 2)
+    assert [(await queue.wait(f"d{i}", timeout=10_000)).return_value for i in (0, 1)] == [0, 1]
+    assert await queue.purge_tasks(state=["success"]) == BulkResult(4, 4)
+    with pytest.raises(UnknownTaskError):
+        await queue.get_task_info("d0")
+    with pytest.raises(ValidationError) as bad:
+        await queue.retry_tasks(state="queued")
+    assert bad.value.field == "state"
+
+    entries = await queue.audit()
+    assert [(e.action, e.by, e.target, e.count) for e in entries] == [
+        ("purge", by, None, 4), ("retry", by, None, 2), ("cancel", by, None, 2),
+        ("resume", by, None, 0), ("pause", by, None, 0), ("run_now", by, "later", 1),
+        ("retry", by, "broken", 1)]
+    assert entries[0].filter == {"state": ["success"]}
+    assert entries[2].filter == {"state": ["queued", "retry_wait"], "function": "add",
+                                 "createdFrom": T0}
+    assert [e.action for e in await queue.audit(2)] == ["purge", "retry"]

@@ -52,7 +52,9 @@ CREDENTIALS = [
 ]
 
 # operationId -> the role it needs; operations without one need none.
-NEEDS = {"enqueue": 2, "listTasks": 2, "cancelTask": 2, "getTaskInfo": 1}
+NEEDS = {"enqueue": 2, "listTasks": 2, "cancelTask": 2, "getTaskInfo": 1,
+         **dict.fromkeys(["retryTask", "runTaskNow", "retryTasks", "cancelTasks", "purgeTasks",
+                          "pauseDispatch", "resumeDispatch", "getDispatch", "getAudit"], 2)}
 
 
 @dataclass

@@ -16,8 +16,8 @@ from cloudqueue.engine.core.actions import (
     BulkAction,
     BulkResult,
     DispatchState,
+    bulk_filter,
     check_via,
-    task_filter,
 )
 from cloudqueue.engine.core.commands import Append, Command, Invoke, TaskFinished
 from cloudqueue.engine.core.engine import EngineCore
@@ -231,7 +231,7 @@ def bulk_harness() -> Harness:
 
 def test_bulk_retry_takes_failed_and_cancelled_tasks_oldest_first_up_to_the_limit() -> None:
     h = bulk_harness()
-    chosen = task_filter(BulkAction.RETRY)
+    chosen = bulk_filter(BulkAction.RETRY)
     assert chosen.states == (TaskState.FAILED, TaskState.CANCELLED)
     dry = h.core.bulk(BulkAction.RETRY, chosen, T0 + 100, OP, dry_run=True)
     assert dry == ([], BulkResult(4, 4, True))
@@ -250,15 +250,15 @@ def test_bulk_filters_by_state_function_and_created_time() -> None:
     h = bulk_harness()
     count = {}
     for name, action, chosen in [
-        ("failed", "retry", task_filter("retry", state="failed")),
-        ("cancelled", "retry", task_filter("retry", state=["cancelled"])),
-        ("from T0+10", "retry", task_filter("retry", created_from=T0 + 10)),
-        ("to T0+10", "retry", task_filter("retry", created_to=T0 + 10)),
-        ("between", "retry", task_filter("retry", created_from=T0 + 10, created_to=T0 + 30)),
-        ("purge g", "purge", task_filter("purge", function="g")),
-        ("purge all", "purge", task_filter("purge")),
-        ("cancel g", "cancel", task_filter("cancel", function="g")),
-        ("cancel all", "cancel", task_filter("cancel")),
+        ("failed", "retry", bulk_filter("retry", state="failed")),
+        ("cancelled", "retry", bulk_filter("retry", state=["cancelled"])),
+        ("from T0+10", "retry", bulk_filter("retry", created_from=T0 + 10)),
+        ("to T0+10", "retry", bulk_filter("retry", created_to=T0 + 10)),
+        ("between", "retry", bulk_filter("retry", created_from=T0 + 10, created_to=T0 + 30)),
+        ("purge g", "purge", bulk_filter("purge", function="g")),
+        ("purge all", "purge", bulk_filter("purge")),
+        ("cancel g", "cancel", bulk_filter("cancel", function="g")),
+        ("cancel all", "cancel", bulk_filter("cancel")),
     ]:
         count[name] = h.core.bulk(BulkAction(action), chosen, T0 + 100, OP,
                                   dry_run=True)[1].count
@@ -268,12 +268,12 @@ def test_bulk_filters_by_state_function_and_created_time() -> None:
 
 def test_bulk_cancel_and_purge_log_a_fact_per_task_after_the_action() -> None:
     h = bulk_harness()
-    commands, result = h.core.bulk(BulkAction.CANCEL, task_filter("cancel"), T0 + 100, OP)
+    commands, result = h.core.bulk(BulkAction.CANCEL, bulk_filter("cancel"), T0 + 100, OP)
     events = logged(h._keep(commands))
     assert result == BulkResult(2, 2)
     assert [type(e) for e in events] == [ActionTaken, TaskCancelled, TaskCancelled]
     assert [c.task.unique_id for c in of(TaskFinished, commands)] == ["q1", "q2"]
-    commands, result = h.core.bulk(BulkAction.PURGE, task_filter("purge", function="f"),
+    commands, result = h.core.bulk(BulkAction.PURGE, bulk_filter("purge", function="f"),
                                    T0 + 200, OP)
     events = logged(h._keep(commands))
     assert result == BulkResult(5, 5)
@@ -281,7 +281,7 @@ def test_bulk_cancel_and_purge_log_a_fact_per_task_after_the_action() -> None:
         "f1", "f2", "f3", "c1", "q1"]
     assert sorted(t.unique_id for t in h.core.tasks()) == ["q2", "s1"]
     # nothing matches now: nothing is logged
-    assert h.core.bulk(BulkAction.PURGE, task_filter("purge", function="f"), T0 + 300, OP) == (
+    assert h.core.bulk(BulkAction.PURGE, bulk_filter("purge", function="f"), T0 + 300, OP) == (
         [], BulkResult(0, 0))
     again = replayed(h)
     assert sorted(t.unique_id for t in again.tasks()) == ["q2", "s1"]
@@ -301,7 +301,7 @@ def test_bulk_cancel_and_purge_log_a_fact_per_task_after_the_action() -> None:
 def test_a_filter_is_checked(action: str, given: dict[str, Any], field: str,
                              message: str | None) -> None:
     with pytest.raises(ValidationError) as refused:
-        task_filter(action, **given)
+        bulk_filter(action, **given)
     assert refused.value.field == field
     if message is not None:
         assert str(refused.value) == message
@@ -311,7 +311,7 @@ def test_one_request_changes_at_most_max_bulk_tasks() -> None:
     h = Harness()
     delayed = TaskOptions(delay_ms=60_000)
     h.core.submit_many([(f"t{i}", "f", {}, delayed) for i in range(MAX_BULK + 2)], T0)
-    commands, result = h.core.bulk(BulkAction.CANCEL, task_filter("cancel"), T0 + 1, OP,
+    commands, result = h.core.bulk(BulkAction.CANCEL, bulk_filter("cancel"), T0 + 1, OP,
                                    limit=MAX_BULK + 5)
     assert result == BulkResult(MAX_BULK, MAX_BULK + 2)
     assert len(logged(commands)) == MAX_BULK + 1
@@ -346,7 +346,7 @@ def test_the_audit_list_keeps_the_newest_actions_and_survives_a_snapshot() -> No
 
 def test_a_filter_is_shown_in_the_audit_list_with_its_times() -> None:
     h = bulk_harness()
-    h.core.bulk(BulkAction.PURGE, task_filter("purge", state="failed", function="f",
+    h.core.bulk(BulkAction.PURGE, bulk_filter("purge", state="failed", function="f",
                                               created_from=T0, created_to=T0 + 1_000),
                 T0 + 100, OP)
     assert h.core.audit(1)[0].to_wire()["filter"] == {
@@ -366,3 +366,10 @@ def test_what_a_caller_calls_itself_is_checked(via: Any) -> None:
     with pytest.raises(ValidationError):
         check_via(via)
     assert check_via("dashboard/1.2") == "dashboard/1.2" and check_via(None) is None
+
+
+@pytest.mark.parametrize("state", [[{"a": 1}], [["failed"]], [None], 5, {"failed": True}])
+def test_a_state_that_is_not_a_name_is_refused(state: Any) -> None:
+    with pytest.raises(ValidationError) as refused:
+        bulk_filter("retry", state)
+    assert refused.value.field == "state"

@@ -22,7 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cloudqueue.engine.core.actions import Actor, BulkAction, task_filter
+from cloudqueue.engine.core.actions import Actor, BulkAction, bulk_filter
 from cloudqueue.engine.core.batch_codec import decode_log_payload, encode_batch
 from cloudqueue.engine.core.codec import schedule_from_record, schedule_to_record
 from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
@@ -293,7 +293,7 @@ class BroadMachine(RuleBasedStateMachine):
           dry_run=st.booleans())
     def bulk(self, action: BulkAction, function: str | None, since: int | None, limit: int,
              dry_run: bool) -> None:
-        chosen = task_filter(action, function=function,
+        chosen = bulk_filter(action, function=function,
                              created_from=None if since is None else T0 + since)
         self.live.bulk(action, chosen, self.now, Actor("operator", "cli"), dry_run=dry_run,
                        limit=limit)
