@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloudqueue import cron_cli
+from cloudqueue import cron_cli, tasks_cli
 
 if TYPE_CHECKING:
     from cloudqueue.config import ServeConfig
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     _add_host(commands)
     cron_cli.add_parser(commands)
+    tasks_cli.add_parsers(commands)
     _verbose_anywhere(commands)
     return parser
 

@@ -31,15 +31,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cloudqueue.cli_connection import (
+    DEFAULT_URL,
+    UsageError,
+    add_connection_options,
+    find_connection,
+)
 from cloudqueue.engine.core.cron import (
     MAX_PREVIEW,
     CronExpr,
@@ -54,7 +58,6 @@ from cloudqueue.engine.core.task import iso_ms
 
 __all__ = ["DEFAULT_URL", "add_parser", "build_parser", "main", "run"]
 
-DEFAULT_URL = "http://127.0.0.1:3100"
 MAX_UPCOMING = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DELIVERY_MODES = ("atLeastOnce", "atMostOnce")
@@ -66,10 +69,6 @@ _OPTIONS = (("attempts", "attempts"), ("backoff", "backoff"), ("delivery_mode", 
 _SHOWN = ("name", "function", "params", "cron", "interval", "timezone", "paused", "attempts",
           "backoff", "deliveryMode", "timeout", "keepResult", "lastFiredAt")
 _MS_FIELDS = {"interval", "backoff", "timeout", "keepResult"}
-
-
-class UsageError(Exception):
-    """The command cannot run as given (exit status 2)."""
 
 
 # ---------------------------------------------------------------------------- the parser
@@ -91,16 +90,7 @@ def _json(value: str) -> Any:
 
 def _connection_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("connection")
-    group.add_argument("--url", help=f"the server's base URL (default $CLOUDQUEUE_URL, else "
-                                     f"{DEFAULT_URL})")
-    group.add_argument("--app-id", help="the app id (default $LEANCLOUD_APP_ID, else the "
-                                        "development app's)")
-    group.add_argument("--master-key", help="the app's master key (default "
-                                            "$LEANCLOUD_APP_MASTER_KEY, else the development "
-                                            "app's; prefer the variable: arguments show in ps)")
-    group.add_argument("--data-dir", type=Path, default=Path("data"),
-                       help="where `cloudqueue serve` keeps dev-credentials.json (default ./data)")
+    add_connection_options(parent, token=False)
     parent.add_argument("--json", action="store_true", help="print the server's JSON answer")
     return parent
 
@@ -224,33 +214,9 @@ async def _remote(args: argparse.Namespace) -> int:
 
 def _connection(args: argparse.Namespace) -> tuple[str, str, str]:
     """The URL, app id and master key: arguments, else the environment, else the dev app's."""
-    url = args.url or os.environ.get("CLOUDQUEUE_URL") or DEFAULT_URL
-    app_id = args.app_id or os.environ.get("LEANCLOUD_APP_ID") or None
-    master_key = args.master_key or os.environ.get("LEANCLOUD_APP_MASTER_KEY") or None
-    if app_id is None or master_key is None:
-        dev = _dev_credentials(args.data_dir)
-        if dev is not None and app_id in (None, dev[0]):
-            app_id, master_key = dev[0], master_key or dev[1]
-    if app_id is None or master_key is None:
-        raise UsageError("no credentials: give --app-id and --master-key (or set "
-                         "LEANCLOUD_APP_ID and LEANCLOUD_APP_MASTER_KEY), or --data-dir where "
-                         "`cloudqueue serve` wrote dev-credentials.json")
-    return url, app_id, master_key
-
-
-def _dev_credentials(data_dir: Path) -> tuple[str, str] | None:
-    path = data_dir / "dev-credentials.json"
-    try:
-        stored = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {path}: {type(exc).__name__}") from None
-    app_id = stored.get("app_id") if isinstance(stored, dict) else None
-    master_key = stored.get("master_key") if isinstance(stored, dict) else None
-    if not isinstance(app_id, str) or not isinstance(master_key, str):
-        raise UsageError(f"{path} has no app_id and master_key")
-    return app_id, master_key
+    found = find_connection(args, token=False)
+    assert found.master_key is not None  # without the operator token: always a master key
+    return found.url, found.app_id, found.master_key
 
 
 # ---------------------------------------------------------------------------- the actions

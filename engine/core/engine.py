@@ -343,7 +343,7 @@ class EngineCore:
         stands)."""
         task = self._live_task(unique_id, now_ms)
         if not can_fire(task.state, Trigger.RETRY):
-            why = ("it succeeded (its result stands; enqueue it anew to run it again)"
+            why = ("it succeeded: its result stands; enqueue it anew to run it again"
                    if task.state is TaskState.SUCCESS else "it has not finished")
             raise InvalidTransitionError(unique_id, task.state.value, Trigger.RETRY.value,
                                          reason=why)

@@ -102,7 +102,7 @@ async def test_refusals_are_leancloud_error_bodies_naming_the_state(tmp_path: Pa
         await enqueue(client, {"function": "work", "delay": 60_000, "uniqueId": "later"})
         body = await call(client, "POST", "/tasks/done/retry", master(), status=409)
         assert body == {"code": 409, "error": "Task 'done' is success: cannot retry it (it "
-                        "succeeded (its result stands; enqueue it anew to run it again))",
+                        "succeeded: its result stands; enqueue it anew to run it again)",
                         "type": "invalid_transition", "uniqueId": "done", "state": "success",
                         "trigger": "retry"}
         body = await call(client, "POST", "/tasks/done/run-now", master(), status=409)

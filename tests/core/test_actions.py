@@ -98,8 +98,8 @@ def test_a_cancelled_task_may_be_retried_a_succeeded_or_unfinished_one_may_not()
     h.succeed(run, T0 + 1)
     with pytest.raises(InvalidTransitionError) as success:
         h.core.retry("done", T0 + 2, OP)
-    assert str(success.value) == ("Task 'done' is success: cannot retry it (it succeeded (its "
-                                  "result stands; enqueue it anew to run it again))")
+    assert str(success.value) == ("Task 'done' is success: cannot retry it (it succeeded: its "
+                                  "result stands; enqueue it anew to run it again)")
     assert success.value.body()["state"] == "success"
     with pytest.raises(InvalidTransitionError, match="is queued: cannot retry it"):
         h.core.retry("waiting", T0 + 2, OP)

@@ -48,7 +48,7 @@ async def test_inspect_summarises_records_and_live_tasks(tmp_path: Path) -> None
     await make_log(tmp_path)
     status, text = call("inspect", tmp_path)
     assert status == CLEAN
-    assert "records: 7 (cancel 1, sub 6)" in text
+    assert "records: 8 (action 1, cancel 1, sub 6)" in text  # the cancel is an operator action
     assert "live tasks: 6 (cancelled 1, queued 5)" in text
     assert "tail: clean" in text
 
@@ -78,7 +78,7 @@ async def test_verify_reports_an_unfinished_split_batch_as_a_torn_tail(
     assert status == TORN
     assert "ends inside a batch split over frames" in text and "its 8 records" in text
     status, text = call("inspect", tmp_path)
-    assert status == TORN and "records: 7 (cancel 1, sub 6)" in text  # as the engine reads it
+    assert status == TORN and "records: 8 (action 1, cancel 1, sub 6)" in text  # as it reads it
     async with Engine(data_dir=tmp_path) as queue:  # the start cuts it
         assert len(queue.core.tasks()) == 6
     assert call("verify", tmp_path)[0] == CLEAN
