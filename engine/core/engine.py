@@ -12,9 +12,12 @@ Every change is an event, and ``apply(event)`` is the one way state changes. The
 points (``submit``, ``cancel``, ``run_succeeded``, ``run_failed``, ``run_requeued``,
 ``run_continued``, ``tick``) check the request, build the event with the next ``seq``, ``apply``
 it, and return commands: ``Append`` (log these events) first, then ``Invoke`` / ``CancelRun`` /
-``TaskFinished``. A restart rebuilds the state from a snapshot (``restore_*``: fields set, then
-the same derivation ``apply`` ends with) and the events after it (the same ``apply``), then
-``recover(now_ms)`` decides the fate of runs the crash interrupted and logs that decision too.
+``TaskFinished``. An operator's action (``retry``, ``run_now``, ``set_paused``, ``bulk``, and
+``cancel`` given an actor) logs an ``ActionTaken`` record before its facts; the audit list and
+the paused state are folded from them like the tasks are. A restart rebuilds the state from a
+snapshot (``restore_*``: fields set, then the same derivation ``apply`` ends with) and the
+events after it (the same ``apply``), then ``recover(now_ms)`` decides the fate of runs the
+crash interrupted and logs that decision too.
 
 Worked example (concurrency 1, attempts 1, backoff 1000)::
 
