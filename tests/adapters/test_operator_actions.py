@@ -30,12 +30,13 @@ def operator(via: str | None = None) -> dict[str, str]:
 def new_engine(data_dir: Path, clock: FakeClock) -> Engine:
     engine = Engine(data_dir=data_dir, clock=clock, concurrency=2)
 
-    @engine.define
     async def work(params: Any, run: RunContext) -> Any:
         if params.get("fail"):
             raise RuntimeError("fails on purpose")
         return params.get("n")
 
+    engine.define("work")(work)
+    engine.define("other")(work)  # a second function, for filters
     return engine
 
 
@@ -156,7 +157,8 @@ async def test_bulk_actions_by_filter_count_first_then_act_in_one_write(tmp_path
         for i in range(5):
             clock.set(T0 + 1_000 * i)
             await enqueue(client, {"function": "work" if i < 4 else "other",
-                                   "params": {"n": i}, "uniqueId": f"t{i}", "attempts": 0})
+                                   "params": {"n": i, "fail": i == 4}, "uniqueId": f"t{i}",
+                                   "attempts": 0})
         second = iso_ms(T0 + 1_000)
         body = {"function": "work", "createdFrom": second, "dryRun": True}
         assert await call(client, "POST", "/tasks/cancel", operator(), body) == {
@@ -179,7 +181,7 @@ async def test_bulk_actions_by_filter_count_first_then_act_in_one_write(tmp_path
             await engine.wait(uid, timeout=10_000)
         assert await call(client, "POST", "/tasks/purge", master(),
                           {"state": ["success", "failed"], "dryRun": True}) == {
-            "count": 4, "matched": 4, "dryRun": True}  # t4's function is unknown: failed
+            "count": 4, "matched": 4, "dryRun": True}  # t4 failed
         assert await call(client, "POST", "/tasks/purge", master(), {}) == {
             "count": 5, "matched": 5, "dryRun": False}
         await call(client, "GET", "/tasks/t0", master(), status=404)
