@@ -120,6 +120,11 @@ class Engine:
         return self._driver
 
     @property
+    def has_function_host(self) -> bool:
+        """Tasks of functions not registered here go to another invoker (a function host)."""
+        return self._invoker is not self.functions
+
+    @property
     def run_cap(self) -> int:
         """Runs the engine lets be in flight right now: ``concurrency``, or less while adaptive
         concurrency (the loop-lag cap or the host limit) holds runs back."""

@@ -117,7 +117,9 @@ def _enqueue_request(queue_app: QueueApp, body: dict[str, Any]) -> EnqueueReques
         merged = queue_app.engine.functions.with_defaults(function, body, wire=True)
         if merged is not body:  # a new dict only when the function declares defaults
             body = dict(merged)
-    return parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
+    request = parse_enqueue(body, queue_app.engine.limits, strict=queue_app.strict_options)
+    queue_app.check_function(request.function)
+    return request
 
 
 async def enqueue(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cloudqueue.adapters.auth import AppKeys, Role, authenticate, malformed_credentials
 from cloudqueue.engine.core.errors import ForbiddenError, UnauthorizedError, ValidationError
+from cloudqueue.engine.core.names import near_miss
 from cloudqueue.engine.core.options import WIRE_OPTION_NAMES
 from cloudqueue.engine.embedded import Engine
 
@@ -35,6 +36,23 @@ class QueueApp:
     strict_options: bool = False
     client_enqueue: bool | frozenset[str] = False
     _ignored: set[str] = field(default_factory=set, repr=False)
+
+    def check_function(self, function: str) -> None:
+        """Refuse (400) a function this app cannot run: when it runs functions in-process and
+        has no function host, a task for any other name would only fail ("No such cloud
+        function") after its retries. (An app with neither takes tasks for later: its start
+        says it has nothing to run them yet.)"""
+        engine = self.engine
+        if engine.has_function_host or function in engine.functions:
+            return
+        names = engine.functions.names()
+        if not names:
+            return
+        meant = near_miss(function, frozenset(names))
+        hint = f"did you mean {meant!r}? " if meant else ""
+        raise ValidationError(f"no function {function!r} in this app: {hint}it runs "
+                              f"{', '.join(names)} in-process and has no function host "
+                              "(serve --function-host URL)", "function")
 
     def check_client_enqueue(self, body: dict[str, Any]) -> None:
         """Refuse (403) what an app-key caller may not enqueue: anything, when the app does not

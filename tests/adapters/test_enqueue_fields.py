@@ -124,3 +124,31 @@ async def test_an_app_with_strict_options_refuses_unknown_fields(client: Client)
     assert status == 400 and body["field"] == "color"
     status, body, _ = await post(client, {"function": "f", "prod": 1}, B)
     assert status == 200
+
+
+async def test_an_app_running_functions_only_in_process_refuses_a_name_it_cannot_run(
+        tmp_path: Path) -> None:
+    """The Quick start's server has in-process functions and no function host: a misspelt
+    function is a 400 naming the ones it runs, not a task that fails after its retries. With a
+    function host, or with no functions yet, any name is taken."""
+    from cloudqueue.engine.runtime.functions import FunctionRegistry
+
+    async def hello(params: Any, run: Any) -> str:
+        return "hi"
+
+    alone = Engine(data_dir=tmp_path / "a")
+    alone.define("hello")(hello)
+    hosted = Engine(data_dir=tmp_path / "b", invoker=FunctionRegistry())  # another invoker
+    hosted.define("hello")(hello)
+    tenants = {A.app_id: QueueApp(A, alone), B.app_id: QueueApp(B, hosted)}
+    async with TestClient(TestServer(create_app(tenants), host="127.0.0.1")) as client:
+        status, body, _ = await post(client, {"function": "helo"})
+        assert (status, body["code"], body["field"]) == (400, 1, "function")
+        assert body["error"] == ("no function 'helo' in this app: did you mean 'hello'? it runs "
+                                 "hello in-process and has no function host (serve "
+                                 "--function-host URL)")
+        assert (await alone.list_tasks()).total == 0
+        assert (await post(client, {"function": "hello"}))[0] == 200
+        assert (await post(client, {"function": "helo"}, B))[0] == 200  # the host's to judge
+    for engine in (alone, hosted):
+        await engine.close()
