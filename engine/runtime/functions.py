@@ -278,7 +278,18 @@ def traceback_text(exc: BaseException) -> str:
             frame.filename = _relative(frame.filename, roots)
         pending.extend(t for t in (current.__cause__, current.__context__) if t is not None)
         pending.extend(current.exceptions or ())
-    return "".join(trace.format())
+    return "".join(_short_lines("".join(trace.format())))
+
+
+_MAX_LINE = 500  # a traceback's line (a source line, an exception's message) is cut to this
+
+
+def _short_lines(text: str) -> list[str]:
+    """``text``'s lines, each cut to ``_MAX_LINE`` characters: a huge message (the run's error
+    has it whole) leaves room for the frames in the traceback's cap."""
+    return [line if len(line) <= _MAX_LINE else f"{line[:_MAX_LINE]}... "
+            f"({len(line) - _MAX_LINE} more characters)\n"
+            for line in text.splitlines(keepends=True)]
 
 
 def _path_roots() -> list[str]:
