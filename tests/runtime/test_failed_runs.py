@@ -40,7 +40,7 @@ def missing_trace(trace: str) -> None:
                                           '    raise KeyError("missing thing")',
                                           "KeyError: 'missing thing'", "")
     assert where.startswith('  File "') and not where.startswith('  File "/')
-    assert where.endswith(f'test_run_history.py", line {MISSING_LINE}, in missing')
+    assert where.endswith(f'test_failed_runs.py", line {MISSING_LINE}, in missing')
 
 
 def failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
