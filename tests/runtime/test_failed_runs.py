@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,6 @@ def test_a_json_line_of_another_logger_and_an_exception() -> None:
     except ValueError:
         record = logging.getLogger("cloudqueue.serve").makeRecord(
             "cloudqueue.serve", logging.ERROR, __file__, 1, "app %s: %d", ("a", 5), None)
-        import sys
         record.exc_info = sys.exc_info()
     parsed = json.loads(JsonFormatter().format(record))
     assert (parsed["level"], parsed["logger"], parsed["message"]) == (
