@@ -31,6 +31,7 @@ from cloudqueue.engine.core.events import (
     TaskWoken,
 )
 from cloudqueue.engine.core.history import (
+    KEPT_RUNS,
     RunOutcome,
     RunRecord,
     failure_outcome,
@@ -279,16 +280,23 @@ class TaskTable:
 
 
 _SUCCESS, _CONTINUED = RunOutcome.SUCCESS, RunOutcome.CONTINUED
+_new_tuple = tuple.__new__
 
 
 def _ran(task: Task, t_ms: int, outcome: RunOutcome, status_code: int | None = None,
          error: str | None = None, traceback: str | None = None) -> None:
     """Keep the run that just ended in the task's history (before its state moves on: its
-    attempt and slice are still the run's)."""
+    attempt and slice are still the run's). Every replayed run's end passes here: the record
+    is built as the plain tuple it is, and appended directly while nothing is dropped."""
     started_ms = task.started_ms
-    task.runs = with_run(task.runs, RunRecord(
-        task.attempt, task.slices, t_ms if started_ms is None else started_ms, t_ms, outcome,
-        status_code, error, traceback))
+    record = _new_tuple(RunRecord, (task.attempt, task.slices,
+                                    t_ms if started_ms is None else started_ms, t_ms, outcome,
+                                    status_code, error, traceback))
+    runs = task.runs
+    if traceback is None and len(runs) < KEPT_RUNS:
+        task.runs = (*runs, record)
+    else:
+        task.runs = with_run(runs, record)
 
 
 def _gives_up(task: Task, kind: FailureKind) -> bool:
