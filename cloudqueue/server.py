@@ -15,6 +15,7 @@ TOML file describing many apps::
     idle_timeout_ms = 75000                  # an idle keep-alive connection closes after
     max_connections = 1000                   # more wait in the listen backlog
     log_repeat_interval_s = 10               # a repeated warning or error: one line this often
+    log_format = "text"                      # or "json": one JSON object per line
     [[apps]]
     app_id = "myApp"                         # letters, digits, _ - . (it names a directory)
     app_key = "..."
@@ -109,7 +110,8 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
             host_concurrency=app.host_concurrency, max_timeout_ms=app.max_timeout_ms,
             quotas=app.quotas, timezone=app.timezone,
             schedule_concurrency=app.schedule_concurrency,
-            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
+            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync),
+            name=app.keys.app_id),
             invoker=invoker, clock=clock)
         engine.register(*import_functions(app.functions))
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,

@@ -45,7 +45,7 @@ def store_opener(config: EngineConfig, store: Store | None, clock: Clock) -> Sto
 def build_driver(config: EngineConfig, core: EngineCore, store: Store, clock: Clock,
                  invoker: Invoker, watchers: Watchers) -> Driver:
     return Driver(core, store, clock, invoker, watchers, adaptive=config.adaptive_concurrency,
-                  host_adaptive=config.host_concurrency == "adaptive")
+                  host_adaptive=config.host_concurrency == "adaptive", name=config.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -325,9 +325,10 @@ class EngineCore:
         return self._runs.succeeded(unique_id, run_seq, result, now_ms, status_code)
 
     def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
-                   kind: FailureKind = FailureKind.ERROR,
-                   status_code: int | None = None) -> list[Command]:
-        return self._runs.failed(unique_id, run_seq, error, now_ms, kind, status_code)
+                   kind: FailureKind = FailureKind.ERROR, status_code: int | None = None,
+                   traceback: str | None = None) -> list[Command]:
+        return self._runs.failed(unique_id, run_seq, error, now_ms, kind, status_code,
+                                 traceback)
 
     def run_requeued(self, unique_id: str, run_seq: int, reason: str,
                      now_ms: int) -> list[Command]:

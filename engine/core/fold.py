@@ -4,7 +4,8 @@
 ``(priority, seq)``), the running set, each task's one timer, the count of unfinished tasks. An
 applier sets a task's fields from an event and fires its state machine; then ``place`` derives
 where the task belongs from its fields alone. A restore from a snapshot sets the fields and calls
-the same ``place``: live, replay and restore cannot disagree on derived state.
+the same ``place``: live, replay and restore cannot disagree on derived state. Each run's end
+is also kept in the task's history (``Task.runs``, ``engine.core.history``), by the same appliers.
 
     queued      ready (or a START timer, while a first run's delay has not passed)
     running     the running set, and a TIMEOUT timer at started + timeout
@@ -28,6 +29,14 @@ from cloudqueue.engine.core.events import (
     TaskPurged,
     TaskSubmitted,
     TaskWoken,
+)
+from cloudqueue.engine.core.history import (
+    KEPT_RUNS,
+    RunOutcome,
+    RunRecord,
+    failure_outcome,
+    requeue_outcome,
+    with_run,
 )
 from cloudqueue.engine.core.options import DeliveryMode
 from cloudqueue.engine.core.quotas import QuotaTracker
@@ -198,6 +207,7 @@ class TaskTable:
 
     def succeeded(self, event: RunSucceeded) -> None:
         task = self._changing(event.unique_id, event.seq)
+        _ran(task, event.t_ms, _SUCCESS, event.status_code)
         fire(task, Trigger.SUCCEED)
         task.result = event.result
         task.status_code = event.status_code
@@ -206,6 +216,8 @@ class TaskTable:
 
     def failed(self, event: RunFailed) -> None:
         task = self._changing(event.unique_id, event.seq)
+        _ran(task, event.t_ms, failure_outcome(event.kind, event.error, event.status_code),
+             event.status_code, event.error, event.traceback)
         task.error = event.error
         task.status_code = event.status_code
         if _gives_up(task, event.kind):
@@ -218,12 +230,14 @@ class TaskTable:
 
     def requeued(self, event: RunRequeued) -> None:
         task = self._changing(event.unique_id, event.seq)
+        _ran(task, event.t_ms, requeue_outcome(event.reason), error=event.reason)
         fire(task, Trigger.REQUEUE)
         task.attempt -= 1
         self.place(task)
 
     def continued(self, event: RunContinued) -> None:
         task = self._changing(event.unique_id, event.seq)
+        _ran(task, event.t_ms, _CONTINUED)
         fire(task, Trigger.REQUEUE)
         task.attempt -= 1  # the next slice runs as the same attempt
         task.checkpoint = event.checkpoint
@@ -245,7 +259,6 @@ class TaskTable:
         task.changed_seq = event.seq
         task.progress, task.progress_ms = dict(event.progress), event.t_ms
         task.messages = event.messages
-        task.progress_logged_ms = event.t_ms
 
     def remove(self, task: Task) -> None:
         """The task is gone: purged, or withdrawn before the store made it durable."""
@@ -266,9 +279,30 @@ class TaskTable:
         self.place(task)
 
 
+_SUCCESS, _CONTINUED = RunOutcome.SUCCESS, RunOutcome.CONTINUED
+_new_tuple = tuple.__new__
+
+
+def _ran(task: Task, t_ms: int, outcome: RunOutcome, status_code: int | None = None,
+         error: str | None = None, traceback: str | None = None) -> None:
+    """Keep the run that just ended in the task's history (before its state moves on: its
+    attempt and slice are still the run's). Every replayed run's end passes here: the record
+    is built as the plain tuple it is, and appended directly while nothing is dropped."""
+    started_ms = task.started_ms
+    record = _new_tuple(RunRecord, (task.attempt, task.slices,
+                                    t_ms if started_ms is None else started_ms, t_ms, outcome,
+                                    status_code, error, traceback))
+    runs = task.runs
+    if traceback is None and len(runs) < KEPT_RUNS:
+        task.runs = (*runs, record)
+    else:
+        task.runs = with_run(runs, record)
+
+
 def _gives_up(task: Task, kind: FailureKind) -> bool:
     if kind is FailureKind.LOST or kind is FailureKind.DEADLINE:
         return True
-    if kind is FailureKind.UNKNOWN and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
+    if ((kind is FailureKind.UNKNOWN or kind is FailureKind.TIMEOUT)
+            and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE):
         return True
     return task.attempt >= task.options.max_runs
