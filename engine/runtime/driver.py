@@ -37,6 +37,7 @@ from cloudqueue.engine.runtime.functions import (
     Unavailable,
 )
 from cloudqueue.engine.runtime.host_limit import HostLimit
+from cloudqueue.engine.runtime.metrics import EngineMetrics
 from cloudqueue.engine.runtime.pacing import RunCap, SharedLagMonitor
 from cloudqueue.engine.runtime.store import Store
 from cloudqueue.engine.runtime.watchers import Watchers
@@ -47,9 +48,10 @@ log = logging.getLogger("cloudqueue.driver")
 class Driver:
     def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker,
                  watchers: Watchers | None = None, *, adaptive: bool = False,
-                 host_adaptive: bool = False) -> None:
+                 host_adaptive: bool = False, metrics: EngineMetrics | None = None) -> None:
         self.core = core
         self.watchers = watchers
+        self.metrics = metrics  # told every event and finished task it carries out
         self.store = store
         self.clock = clock
         self.invoker = invoker
@@ -181,6 +183,8 @@ class Driver:
                 self.store.append(command.events)
                 if self.watchers:
                     self.watchers.events(command.events)
+                if self.metrics is not None:
+                    self.metrics.events(command.events)
             elif isinstance(command, Invoke):
                 self._runs[command.run_seq] = asyncio.create_task(self._run(command))
             elif isinstance(command, CancelRun):
@@ -191,8 +195,6 @@ class Driver:
                     self._host_answered(command.run_seq, host_error=True)  # no answer in time
             elif isinstance(command, TaskFinished):
                 self._finished(command)
-                if self.watchers:
-                    self.watchers.finished(command.info)
 
     async def _run(self, command: Invoke) -> None:
         try:
@@ -263,6 +265,14 @@ class Driver:
                 del self._waiters[unique_id]
 
     def _finished(self, finished: TaskFinished) -> None:
+        """A task reached its final state: its waiters, its watchers and the metrics hear."""
+        self._wake_waiters(finished)
+        if self.watchers:
+            self.watchers.finished(finished.info)
+        if self.metrics is not None:
+            self.metrics.task_finished(finished.task)
+
+    def _wake_waiters(self, finished: TaskFinished) -> None:
         waiters = self._waiters.pop(finished.task.unique_id, None)
         if not waiters:
             return
