@@ -89,6 +89,8 @@ class ServeConfig:
     # the operator token (``Authorization: Bearer <token>``): what an app's master key may do, on
     # every app, and the server-wide views (None: no operator access)
     admin_token: str | None = None
+    # GET /metrics (docs/metrics.md), and the engines' counting behind it: false leaves both out
+    metrics: bool = True
 
 
 _WHOLE_SETTINGS = {  # name -> least value
@@ -98,7 +100,7 @@ _WHOLE_SETTINGS = {  # name -> least value
 }
 _ZERO_IS_OFF = frozenset({"gc_freeze_ms", "gc_full_collect_s", "header_timeout_ms",
                           "body_timeout_ms", "idle_timeout_ms", "log_repeat_interval_s"})
-_FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
+_FLAG_SETTINGS = ("access_log", "adaptive_concurrency", "metrics")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", *_WHOLE_SETTINGS,
                        *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
