@@ -311,7 +311,7 @@ class Engine:
             raise
         await self._apply(commands, poke=False)
         if metrics is not None:
-            metrics.acknowledged(self.clock.monotonic_ms() - started)
+            metrics.ack.observe((self.clock.monotonic_ms() - started) / 1000)
         return unique_id
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:

@@ -26,6 +26,7 @@ names cannot grow the metrics without bound. (A function named ``other`` shares 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -88,20 +89,21 @@ class Histogram:
 
 
 class FunctionLabels:
-    """A function's label: its name for the first ``cap`` names, then ``OTHER``."""
+    """A function's label: its name for the first ``cap`` names, then ``OTHER``. (``known``
+    holds the names given their own label: a hot path looks there first.)"""
 
-    __slots__ = ("_labels", "cap")
+    __slots__ = ("cap", "known")
 
     def __init__(self, cap: int = FUNCTION_LABELS) -> None:
-        self._labels: dict[str, str] = {}
+        self.known: dict[str, str] = {}
         self.cap = cap
 
     def __call__(self, function: str) -> str:
-        label = self._labels.get(function)
+        label = self.known.get(function)
         if label is None:
-            if len(self._labels) >= self.cap:
+            if len(self.known) >= self.cap:
                 return OTHER  # (not remembered: names past the cap take no memory)
-            label = self._labels[function] = function
+            label = self.known[function] = function
         return label
 
 
@@ -128,10 +130,11 @@ class EngineMetrics:
     def __init__(self, core: EngineCore, *, function_labels: int = FUNCTION_LABELS) -> None:
         self._core = core
         self.label = FunctionLabels(function_labels)
-        self.enqueued: dict[str, int] = {}
-        self.finished: dict[tuple[str, str], int] = {}
-        self.runs: dict[tuple[str, str], int] = {}
-        self.quota_rejections: dict[str, int] = {}
+        self._known = self.label.known
+        self.enqueued: defaultdict[str, int] = defaultdict(int)
+        self.finished: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.runs: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.quota_rejections: defaultdict[str, int] = defaultdict(int)
         self.ack = Histogram(ACK_BUCKETS)
         self.queue_wait = Histogram(QUEUE_WAIT_BUCKETS)
         self.run_duration: dict[str, Histogram] = {}
@@ -157,14 +160,13 @@ class EngineMetrics:
 
     def task_finished(self, task: Task) -> None:
         """``task`` reached its final state (success, failed or cancelled)."""
-        key = (self.label(task.function), task.state.value)
-        self.finished[key] = self.finished.get(key, 0) + 1
+        self.finished[self.label(task.function), task.state.value] += 1
 
     def acknowledged(self, elapsed_ms: float) -> None:
         self.ack.observe(elapsed_ms / 1000)
 
     def quota_rejected(self, quota: str) -> None:
-        self.quota_rejections[quota] = self.quota_rejections.get(quota, 0) + 1
+        self.quota_rejections[quota] += 1
 
     # ------------------------------------------------------------------ read when collected
 
@@ -187,9 +189,9 @@ class EngineMetrics:
         # ready again since before this process started: its last run's start is a bound
         return task.started_ms if task.started_ms is not None else task.created_ms
 
-    def _submitted(self, event: TaskSubmitted) -> None:
-        label = self.label(event.function)
-        self.enqueued[label] = self.enqueued.get(label, 0) + 1
+    def _submitted(self, event: TaskSubmitted) -> None:  # (the enqueue's hot path: inlined)
+        label = self._known.get(event.function) or self.label(event.function)
+        self.enqueued[label] += 1
 
     def _started(self, event: RunStarted) -> None:
         task = self._core.task(event.unique_id)
@@ -213,8 +215,7 @@ class EngineMetrics:
             if histogram is None:
                 histogram = self.run_duration[label] = Histogram(RUN_BUCKETS)
             histogram.observe((t_ms - started_ms) / 1000)
-        key = (label, outcome)
-        self.runs[key] = self.runs.get(key, 0) + 1
+        self.runs[label, outcome] += 1
 
     def _succeeded(self, event: RunSucceeded) -> None:
         self._ended(event.unique_id, event.run_seq, event.t_ms, "success")
