@@ -38,9 +38,7 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from benchmarks._harness import Case, Stopwatch, Target, Trial, main, now_ns
-from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.adapters.http_api.metrics import QueueCollector
-from cloudqueue.adapters.http_api.tenants import QueueApp
 from cloudqueue.engine.core.commands import Invoke
 from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.options import TaskOptions
@@ -289,7 +287,7 @@ async def _scrape_trial(held: int, scrapes: int) -> Trial:
         for i in range(0, (held - 1) // 2):
             await queue.cancel(f"t{i}")
         registry = CollectorRegistry()
-        registry.register(QueueCollector({"bench": QueueApp(AppKeys("bench", "k", "m"), queue)}))
+        registry.register(QueueCollector({"bench": queue}))
         watch = Stopwatch()
         for _ in range(scrapes):
             generate_latest(registry)

@@ -65,7 +65,8 @@ def add_route(app: web.Application, *, listen_host: str | None) -> None:
     is loopback, else to the operator token only."""
     apps: dict[str, QueueApp] = app[APPS]
     registry = CollectorRegistry()
-    registry.register(QueueCollector(apps))
+    registry.register(QueueCollector({app_id: queue_app.engine
+                                      for app_id, queue_app in apps.items()}))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -96,11 +97,13 @@ def _unauthorized(message: str) -> web.Response:
 
 
 class QueueCollector:
-    """Every app's metrics, read from its engine when collected (a ``prometheus_client``
-    collector). Families and their meaning: docs/metrics.md."""
+    """The metrics of each engine of ``engines`` (app id -> engine), read when collected: a
+    ``prometheus_client`` collector, which a service embedding an ``Engine`` may register in
+    its own registry too (``REGISTRY.register(QueueCollector({"myApp": engine}))``). Families
+    and their meaning: docs/metrics.md."""
 
-    def __init__(self, apps: Mapping[str, QueueApp]) -> None:
-        self._apps = apps
+    def __init__(self, engines: Mapping[str, Engine]) -> None:
+        self._engines = engines
 
     def describe(self) -> Iterator[Metric]:
         """The families' names, without reading any engine (for ``?name[]=`` filters)."""
@@ -108,8 +111,8 @@ class QueueCollector:
 
     def collect(self) -> Iterator[Metric]:
         families = _Families()
-        for app_id, queue_app in self._apps.items():
-            families.add(app_id, queue_app.engine)
+        for app_id, engine in self._engines.items():
+            families.add(app_id, engine)
         yield from families.all()
 
 
