@@ -205,9 +205,9 @@ class _Families:
         for function, count in counted.enqueued.items():
             self.enqueued.add_metric([app, function], count)
         for (function, status), count in counted.finished.items():
-            self.finished.add_metric([app, function, status], count)
+            self.finished.add_metric([app, function, str(status)], count)
         for (function, outcome), count in counted.runs.items():
-            self.runs.add_metric([app, function, outcome], count)
+            self.runs.add_metric([app, function, str(outcome)], count)
         for quota in QUOTAS:  # every quota from 0, so that increase() sees the first refusal
             self.quota.add_metric([app, quota], counted.quota_rejections.get(quota, 0))
         _histogram(self.ack, [app], counted.ack)

@@ -160,7 +160,9 @@ class EngineMetrics:
 
     def task_finished(self, task: Task) -> None:
         """``task`` reached its final state (success, failed or cancelled)."""
-        self.finished[self.label(task.function), task.state.value] += 1
+        function = task.function
+        # (a StrEnum is its value: the state itself is the key, no ``.value`` read per task)
+        self.finished[self._known.get(function) or self.label(function), task.state] += 1
 
     def acknowledged(self, elapsed_ms: float) -> None:
         self.ack.observe(elapsed_ms / 1000)
@@ -197,7 +199,9 @@ class EngineMetrics:
         task = self._core.task(event.unique_id)
         if task is None:  # (purged in the same batch: nothing left to measure)
             return
-        self._in_flight[event.seq] = (event.t_ms, self.label(task.function))
+        function = task.function
+        self._in_flight[event.seq] = (event.t_ms, self._known.get(function)
+                                      or self.label(function))
         ready = self._ready_since.pop(event.unique_id, None)
         if ready is None and event.attempt == 1 and task.slices == 0:
             ready = task.created_ms + task.options.delay_ms
@@ -221,7 +225,7 @@ class EngineMetrics:
         self._ended(event.unique_id, event.run_seq, event.t_ms, "success")
 
     def _failed(self, event: RunFailed) -> None:
-        self._ended(event.unique_id, event.run_seq, event.t_ms, event.kind.value)
+        self._ended(event.unique_id, event.run_seq, event.t_ms, event.kind)
 
     def _requeued(self, event: RunRequeued) -> None:
         self._ended(event.unique_id, event.run_seq, event.t_ms, "requeued")

@@ -19,11 +19,13 @@ from cloudqueue.adapters.auth import AppKeys, sign
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
 from cloudqueue.adapters.http_api.metrics import is_loopback
 from cloudqueue.adapters.http_api.tenants import APPS
+from cloudqueue.adapters.http_invoker.invoker import HttpInvoker
 from cloudqueue.config import AppConfig, ServeConfig, load_config
 from cloudqueue.engine.core.quotas import Quotas
 from cloudqueue.engine.runtime.log_store import LogStore
 from cloudqueue.server import build_app
 from cloudqueue.testing import settle
+from tests.waiting import until
 
 A = AppKeys("appA", "appA-key-0123456789", "appA-master-0123456789")
 B = AppKeys("appB", "appB-key-0123456789", "appB-master-0123456789")
@@ -292,3 +294,42 @@ async def test_metrics_false_leaves_out_the_endpoint_and_the_counting(tmp_path: 
         await engine.enqueue("f", delay=60_000)
         assert engine.metrics is None
         assert engine.core.tasks_by_state()[TaskState.QUEUED] == 1  # the core counts states anyway
+
+
+async def test_an_unreachable_host_reads_as_down_and_its_runs_as_requeued(
+        tmp_path: Path, unused_tcp_port: int) -> None:
+    clock = FakeClock(T0)
+    invoker = HttpInvoker(f"http://127.0.0.1:{unused_tcp_port}", A, probe_min_ms=60_000,
+                          clock=clock)
+    engine = Engine(data_dir=tmp_path / "q", concurrency=8, host_concurrency="adaptive",
+                    invoker=invoker, clock=clock)
+    app = create_app({A.app_id: QueueApp(A, engine)}, listen_host="::1")
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        response = await client.post(URL, json={"function": "work", "uniqueId": "w"},
+                                     headers=master())
+        assert response.status == 200
+        await until(lambda: not invoker.available, "the host found unreachable")
+        await settle(engine)
+        samples = await scrape(client)
+    assert value(samples, "cloudqueue_host_up", app="appA") == 0
+    assert series(samples, "cloudqueue_runs_total") == {
+        (("function", "work"), ("outcome", "requeued")): 1}
+    assert series(samples, "cloudqueue_tasks")[(("state", "queued"),)] == 1
+    assert series(samples, "cloudqueue_run_limit") == {
+        (("limit", "concurrency"),): 8, (("limit", "current"),): 1, (("limit", "host"),): 1}
+
+
+async def test_counters_start_at_zero_after_a_restart_while_the_gauges_hold_the_log(
+        tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with Engine(data_dir=tmp_path / "q", clock=clock) as engine:
+        for n in range(3):
+            await engine.enqueue("later", delay=60_000, unique_id=f"t{n}")
+        await engine.cancel("t0")
+        assert engine.metrics is not None
+        assert dict(engine.metrics.enqueued) == {"later": 3}
+    async with Engine(data_dir=tmp_path / "q", clock=clock) as engine:
+        assert engine.metrics is not None
+        assert (dict(engine.metrics.enqueued), dict(engine.metrics.finished)) == ({}, {})
+        by_state = engine.core.tasks_by_state()
+        assert (by_state[TaskState.QUEUED], by_state[TaskState.CANCELLED]) == (2, 1)
