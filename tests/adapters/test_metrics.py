@@ -119,19 +119,20 @@ async def test_a_known_sequence_reads_back_exactly(
 
     await advance(200)  # +500: s2 succeeded (0.3 s); b1 started (waited 0.5 s) and failed
     await advance(1000)  # +1500: b1's retry woke, started at once and failed for good
-    response = await client.post(URL, json={"function": "later", "delay": 60_000,
-                                            "uniqueId": "d1"}, headers=master())
+    response = await client.post(URL, json={"function": "slow", "params": {"ms": 1},
+                                            "delay": 60_000, "uniqueId": "d1"},
+                                 headers=master())
     assert response.status == 200
     assert (await client.post(f"{URL}/d1/cancel", headers=master())).status == 200
     await settle(engine)
     samples = await scrape(client)
 
     assert series(samples, "cloudqueue_tasks_enqueued_total") == {
-        (("function", "slow"),): 2, (("function", "boom"),): 1, (("function", "later"),): 1}
+        (("function", "slow"),): 3, (("function", "boom"),): 1}
     assert series(samples, "cloudqueue_tasks_finished_total") == {
         (("function", "slow"), ("status", "success")): 2,
         (("function", "boom"), ("status", "failed")): 1,
-        (("function", "later"), ("status", "cancelled")): 1}
+        (("function", "slow"), ("status", "cancelled")): 1}
     assert series(samples, "cloudqueue_runs_total") == {
         (("function", "slow"), ("outcome", "success")): 2,
         (("function", "boom"), ("outcome", "error")): 2}
