@@ -118,10 +118,10 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     config = dataclasses.replace(config, **limits)
     if args.access_log:
         config = dataclasses.replace(config, access_log=True)
-    if args.no_metrics:
-        config = dataclasses.replace(config, metrics=False)
     if args.fixed_concurrency:
         config = dataclasses.replace(config, adaptive_concurrency=False)
+    if args.no_metrics:
+        config = dataclasses.replace(config, metrics=False)
     return config
 
 

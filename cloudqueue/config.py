@@ -67,6 +67,8 @@ class ServeConfig:
     # a line per request on the "aiohttp.access" logger: off by default, because at a thousand
     # requests a second writing it costs the server 6-18 % of its CPU
     access_log: bool = False
+    # GET /metrics (docs/metrics.md), and the engines' counting behind it: false leaves both out
+    metrics: bool = True
     # engine/runtime/pacing.py: while the event loop lags, keep fewer runs in flight than each
     # app's concurrency, so that acknowledgements stay fast (tasks wait; nothing is dropped)
     adaptive_concurrency: bool = True
@@ -89,8 +91,6 @@ class ServeConfig:
     # the operator token (``Authorization: Bearer <token>``): what an app's master key may do, on
     # every app, and the server-wide views (None: no operator access)
     admin_token: str | None = None
-    # GET /metrics (docs/metrics.md), and the engines' counting behind it: false leaves both out
-    metrics: bool = True
 
 
 _WHOLE_SETTINGS = {  # name -> least value

@@ -7,6 +7,8 @@ TOML file describing many apps::
     port = 3100
     data_dir = "data"
     access_log = false                       # a log line per request (costs CPU at load)
+    metrics = true                           # GET /metrics (docs/metrics.md); false: none, and
+                                             # the engines count nothing for it
     adaptive_concurrency = true              # fewer runs in flight while the server is overloaded
     gc_freeze_ms = 1000                      # freeze long-lived objects out of the GC (0: off)
     gc_full_collect_s = 900                  # then a full collection this often (0: never)
@@ -15,8 +17,6 @@ TOML file describing many apps::
     idle_timeout_ms = 75000                  # an idle keep-alive connection closes after
     max_connections = 1000                   # more wait in the listen backlog
     log_repeat_interval_s = 10               # a repeated warning or error: one line this often
-    metrics = true                           # GET /metrics (docs/metrics.md); false: none, and
-                                             # the engines count nothing for it
     [[apps]]
     app_id = "myApp"                         # letters, digits, _ - . (it names a directory)
     app_key = "..."
@@ -110,10 +110,9 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
         engine = Engine(EngineConfig(
             concurrency=app.concurrency, adaptive_concurrency=config.adaptive_concurrency,
             host_concurrency=app.host_concurrency, max_timeout_ms=app.max_timeout_ms,
-            quotas=app.quotas, timezone=app.timezone,
+            quotas=app.quotas, timezone=app.timezone, metrics=config.metrics,
             schedule_concurrency=app.schedule_concurrency,
-            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync),
-            metrics=config.metrics),
+            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
             invoker=invoker, clock=clock)
         engine.register(*import_functions(app.functions))
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
