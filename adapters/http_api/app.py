@@ -31,8 +31,8 @@ from typing import Any
 from aiohttp import web
 
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
-from cloudqueue.adapters.http_api import metrics as metrics_route
 from cloudqueue.adapters.http_api import schedules, stream
+from cloudqueue.adapters.http_api.metrics import add_route as add_metrics_route
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
 from cloudqueue.adapters.http_api.tenants import (
     APPS,
@@ -317,7 +317,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app.router.add_get("/__health/live", live)
     app.router.add_get("/__health/ready", ready)
     if metrics:
-        metrics_route.add_route(app, listen_host=listen_host)
+        add_metrics_route(app, listen_host=listen_host)
     app.cleanup_ctx.append(_engines)
     return app
 
