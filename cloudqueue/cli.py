@@ -123,6 +123,8 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         config = dataclasses.replace(config, log_format=args.log_format)
     if args.fixed_concurrency:
         config = dataclasses.replace(config, adaptive_concurrency=False)
+    if args.no_metrics:
+        config = dataclasses.replace(config, metrics=False)
     return config
 
 
@@ -227,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep --concurrency runs in flight even while the server is "
                             "overloaded (by default it starts fewer while its event loop lags, "
                             "so that enqueues are still acknowledged quickly)")
+    serve.add_argument("--no-metrics", action="store_true",
+                       help="no GET /metrics, and nothing counted for it (TOML: metrics = "
+                            "false)")
     serve.add_argument("--host-concurrency", choices=("fixed", "adaptive"),
                        help="fixed (default): --concurrency runs in flight at the function "
                             "host; adaptive: as many as the host takes without its latency "

@@ -72,7 +72,7 @@ from cloudqueue.engine.core.quotas import Quotas, QuotaTracker
 from cloudqueue.engine.core.runs import Runs
 from cloudqueue.engine.core.schedule_ops import ScheduleBook
 from cloudqueue.engine.core.schedules import Schedule, ScheduleSpec
-from cloudqueue.engine.core.states import Trigger, can_fire
+from cloudqueue.engine.core.states import TaskState, Trigger, can_fire
 from cloudqueue.engine.core.task import (
     MAX_RESULT_BYTES,
     Task,
@@ -132,6 +132,18 @@ class EngineCore:
     def ready_count(self) -> int:
         table = self._table
         return len(table.ready) + sum(len(queue) for queue in table.ready_by_function.values())
+
+    def tasks_by_state(self) -> dict[TaskState, int]:
+        """How many tasks are held in each state (kept as events are applied)."""
+        return dict(self._table.by_state)
+
+    def ready_heads(self) -> list[Task]:
+        """Of each ready queue, the task that was made ready longest ago (in push order: a
+        restart pushes them again in the order the snapshot and the log give them)."""
+        table = self._table
+        queues = [table.ready, table.ready_scheduled, *table.ready_by_function.values()]
+        heads = [queue.first() for queue in queues if queue]
+        return [table.tasks[unique_id] for unique_id in heads if unique_id is not None]
 
     @property
     def has_ready(self) -> bool:

@@ -1,7 +1,8 @@
 """The tasks, and the fold of task events into them.
 
 ``TaskTable`` holds every task and what derives from the tasks' fields: the ready queues (by
-``(priority, seq)``), the running set, each task's one timer, the count of unfinished tasks. An
+``(priority, seq)``), the running set, each task's one timer, the count of unfinished tasks and
+of tasks in each state (``by_state``: every transition goes through ``_fire``). An
 applier sets a task's fields from an event and fires its state machine; then ``place`` derives
 where the task belongs from its fields alone. A restore from a snapshot sets the fields and calls
 the same ``place``: live, replay and restore cannot disagree on derived state. Each run's end
@@ -68,6 +69,7 @@ class TaskTable:
         self.ready_by_function: dict[str, ReadyQueue] = {}
         self.running_by_function: dict[str, int] = {}
         self.unfinished = 0
+        self.by_state = dict.fromkeys(TaskState, 0)  # tasks held in each state (metrics)
         self._timers = timers
         self._arm = timers.arm
         self._quota = quota
@@ -158,11 +160,12 @@ class TaskTable:
         """Insert tasks read from a snapshot (fields set; derived state none) and place them.
         Returns the highest seq they name."""
         by_id, place, last_seq = self.tasks, self.place, 0
-        unfinished, final = 0, _FINAL
+        unfinished, final, by_state = 0, _FINAL, self.by_state
         for task in tasks:
             by_id[task.unique_id] = task
             task.timer = None
             task.timer_token = 0
+            by_state[task.state] += 1
             if task.state not in final:
                 unfinished += 1
             place(task)
@@ -182,6 +185,7 @@ class TaskTable:
         task.schedule = event.schedule
         self.tasks[event.unique_id] = task
         self.unfinished += 1
+        self.by_state[_QUEUED] += 1
         if event.schedule is None:  # a schedule's firings are not enqueues against the quota
             self._quota.counted(event.t_ms)
         self.place(task)
@@ -191,8 +195,8 @@ class TaskTable:
         task = self._changing(event.unique_id, event.seq)
         if task.state is _RETRY_WAIT:
             # A log written before wakes were logged: the start implies the wake.
-            fire(task, Trigger.WAKE)
-        fire(task, Trigger.START)
+            self._fire(task, Trigger.WAKE)
+        self._fire(task, Trigger.START)
         task.attempt = event.attempt
         task.run_seq = event.seq
         task.started_ms = event.t_ms
@@ -201,14 +205,14 @@ class TaskTable:
 
     def woken(self, event: TaskWoken) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.WAKE)
+        self._fire(task, Trigger.WAKE)
         task.retry_at_ms = None
         self.place(task)
 
     def succeeded(self, event: RunSucceeded) -> None:
         task = self._changing(event.unique_id, event.seq)
         _ran(task, event.t_ms, _SUCCESS, event.status_code)
-        fire(task, Trigger.SUCCEED)
+        self._fire(task, Trigger.SUCCEED)
         task.result = event.result
         task.status_code = event.status_code
         task.error = None
@@ -221,24 +225,24 @@ class TaskTable:
         task.error = event.error
         task.status_code = event.status_code
         if _gives_up(task, event.kind):
-            fire(task, Trigger.GIVE_UP)
+            self._fire(task, Trigger.GIVE_UP)
             self._finish(task, event.t_ms)
         else:
-            fire(task, Trigger.RETRY_LATER)
+            self._fire(task, Trigger.RETRY_LATER)
             task.retry_at_ms = event.t_ms + task.options.retry_wait_ms(task.unique_id, task.attempt)
             self.place(task)
 
     def requeued(self, event: RunRequeued) -> None:
         task = self._changing(event.unique_id, event.seq)
         _ran(task, event.t_ms, requeue_outcome(event.reason), error=event.reason)
-        fire(task, Trigger.REQUEUE)
+        self._fire(task, Trigger.REQUEUE)
         task.attempt -= 1
         self.place(task)
 
     def continued(self, event: RunContinued) -> None:
         task = self._changing(event.unique_id, event.seq)
         _ran(task, event.t_ms, _CONTINUED)
-        fire(task, Trigger.REQUEUE)
+        self._fire(task, Trigger.REQUEUE)
         task.attempt -= 1  # the next slice runs as the same attempt
         task.checkpoint = event.checkpoint
         task.slices += 1
@@ -246,7 +250,7 @@ class TaskTable:
 
     def cancelled(self, event: TaskCancelled) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.CANCEL)
+        self._fire(task, Trigger.CANCEL)
         task.error = "the task was cancelled"
         task.retry_at_ms = None
         self._finish(task, event.t_ms)
@@ -264,8 +268,15 @@ class TaskTable:
         """The task is gone: purged, or withdrawn before the store made it durable."""
         del self.tasks[task.unique_id]
         self.unplace(task)
+        self.by_state[task.state] -= 1
         if not task.state.is_final:
             self.unfinished -= 1
+
+    def _fire(self, task: Task, trigger: Trigger) -> None:
+        """Move ``task`` by ``trigger`` (``fire``), counting it in its new state."""
+        before, by_state = task.state, self.by_state
+        by_state[fire(task, trigger)] += 1  # (raises before counting when illegal)
+        by_state[before] -= 1
 
     def _changing(self, unique_id: str, seq: int) -> Task:
         task = self.tasks[unique_id]

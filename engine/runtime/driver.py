@@ -43,6 +43,7 @@ from cloudqueue.engine.runtime.functions import (
     Unavailable,
 )
 from cloudqueue.engine.runtime.host_limit import HostLimit
+from cloudqueue.engine.runtime.metrics import EngineMetrics
 from cloudqueue.engine.runtime.pacing import RunCap, SharedLagMonitor
 from cloudqueue.engine.runtime.store import Store
 from cloudqueue.engine.runtime.watchers import Watchers
@@ -56,10 +57,12 @@ runs_log = logging.getLogger("cloudqueue.runs")
 class Driver:
     def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker,
                  watchers: Watchers | None = None, *, adaptive: bool = False,
-                 host_adaptive: bool = False, name: str | None = None) -> None:
+                 host_adaptive: bool = False, name: str | None = None,
+                 metrics: EngineMetrics | None = None) -> None:
         self.core = core
         self.name = name  # the app's, in log lines
         self.watchers = watchers
+        self.metrics = metrics  # told every event and finished task it carries out
         self.store = store
         self.clock = clock
         self.invoker = invoker
@@ -201,14 +204,14 @@ class Driver:
                     self._host_answered(command.run_seq, host_error=True)  # no answer in time
             elif isinstance(command, TaskFinished):
                 self._finished(command)
-                if self.watchers:
-                    self.watchers.finished(command.info)
 
     def _append(self, append: Append, commands: Sequence[Command]) -> None:
         events = append.events
         self.store.append(events)
         if self.watchers:
             self.watchers.events(events)
+        if self.metrics is not None:
+            self.metrics.events(events)
         for event in events:
             if type(event) is RunFailed:
                 self._log_failure(event, commands)
@@ -310,6 +313,14 @@ class Driver:
                 del self._waiters[unique_id]
 
     def _finished(self, finished: TaskFinished) -> None:
+        """A task reached its final state: its waiters, its watchers and the metrics hear."""
+        self._wake_waiters(finished)
+        if self.watchers:
+            self.watchers.finished(finished.info)
+        if self.metrics is not None:
+            self.metrics.task_finished(finished.task)
+
+    def _wake_waiters(self, finished: TaskFinished) -> None:
         waiters = self._waiters.pop(finished.task.unique_id, None)
         if not waiters:
             return

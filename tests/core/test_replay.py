@@ -13,6 +13,7 @@ its other fields.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import fields, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from cloudqueue.engine.core.framing import scan
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.schedules import ScheduleSpec
+from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import Task
 from cloudqueue.engine.core.task_rows import task_from_row, task_to_row
 from cloudqueue.engine.runtime.rebuild import rebuild
@@ -144,6 +146,10 @@ def check_replay(live: RecordingCore, config: CoreConfig, start_ms: int) -> None
                  other.ready_count)
         assert after == expected_after, f"{name}, after the tick at {at}: " \
                                         f"{diff(expected_after, after)}"
+    for name, core in {"live": live, "ahead": ahead, **others}.items():
+        counted = Counter(task.state for task in core.tasks())
+        assert core.tasks_by_state() == {state: counted[state] for state in TaskState}, \
+            f"{name}: tasks by state (counted as events are applied) differ from the tasks"
 
 
 # ------------------------------------------------------------------------------------------------
