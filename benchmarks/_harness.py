@@ -104,7 +104,7 @@ class Case:
         return f"{self.name}[{shown}]" if shown else self.name
 
 
-_LABEL_PARAMS = ("store", "producers", "concurrency")
+_LABEL_PARAMS = ("store", "producers", "concurrency", "metrics")
 # Below this CPU time / wall time a trial was slowed by other processes, not by the engine.
 BUSY_CPU_SHARE = 0.9
 

@@ -5,6 +5,14 @@ Run from the repository root::
     python -m benchmarks.bench_embedded            # full run (~65 s of CPU, 1-2 min on 2 cores)
     python -m benchmarks.bench_embedded --quick    # tiny sizes: checks only that it runs
     python -m benchmarks.bench_embedded --case end_to_end_noop --out /tmp/e2e.jsonl
+    python -m benchmarks.bench_embedded --case enqueue_metrics --case metrics_scrape
+
+``enqueue_metrics`` measures enqueue with the engine's metrics counting on and off, two engines
+side by side in alternating chunks (``EngineConfig(metrics=...)``: what ``metrics = false``
+turns off in the server);
+``metrics_scrape`` times one ``GET /metrics`` collection with 100,000 tasks held, 50,000 of them
+ready behind 50,000 cancelled ones (the backlog's age looks at the ready queues' heads only; a
+scan of every task, for comparison, is its ``scan_ms``).
 
 Every engine case takes a store and records its label in its JSON line: ``MemoryStore``
 ("memory": every event is durable the moment it is appended, no fsync) for every case, and the
@@ -20,12 +28,18 @@ import contextlib
 import shutil
 import sys
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
 from benchmarks._harness import Case, Stopwatch, Target, Trial, main, now_ns
+from cloudqueue.adapters.http_api.metrics import QueueCollector
 from cloudqueue.engine.core.commands import Invoke
 from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.options import TaskOptions
@@ -235,6 +249,85 @@ def _enqueue_cases(store: StoreSpec, total: int) -> list[Case]:
     return cases
 
 
+async def metrics_trial(store: StoreSpec, total: int, producers: int, chunk: int) -> Trial:
+    """``total`` enqueues into each of two engines alive side by side, one with the metrics'
+    counting off and one with it on, in alternating chunks of ``chunk`` (off first, then on
+    first, ...), so that both meet the same load from the rest of the machine. The headline is
+    the engine with metrics on; ``off_per_s`` the other, ``cost_pct`` how much longer an
+    enqueue took with them (wall time) and ``cpu_cost_pct`` how much more CPU it took."""
+    with store.engine_options() as off_options, store.engine_options() as on_options:
+        async with Engine(concurrency=1, metrics=False, **off_options) as off, \
+                Engine(concurrency=1, metrics=True, **on_options) as on:
+            spent = {False: [0, 0], True: [0, 0]}  # metrics -> [wall ns, cpu ns]
+            done, seen = 0, _Interleaving()
+            while done < total:
+                n = min(chunk, total - done)
+                order = ((False, off), (True, on)) if (done // chunk) % 2 == 0 else \
+                    ((True, on), (False, off))
+                for metrics, queue in order:
+                    shares = [n // producers + (1 if p < n % producers else 0)
+                              for p in range(producers)]
+                    watch = Stopwatch()
+                    await asyncio.gather(*(_produce(queue, p, shares[p], [], seen)
+                                           for p in range(producers)))
+                    wall_ns, cpu_ns = watch.read()
+                    spent[metrics][0] += wall_ns
+                    spent[metrics][1] += cpu_ns
+                done += n
+    (off_wall, off_cpu), (on_wall, on_cpu) = spent[False], spent[True]
+    return Trial(total, on_wall, on_cpu, (), {
+        "off_per_s": total / (off_wall / 1e9), "on_per_s": total / (on_wall / 1e9),
+        "cost_pct": (on_wall / off_wall - 1) * 100, "cpu_cost_pct": (on_cpu / off_cpu - 1) * 100})
+
+
+def _metrics_cases(total: int) -> list[Case]:
+    """Enqueue with the metrics' counting on beside off (the memory store shows the counting's
+    share most: it has no fsync)."""
+    chunk = max(1, total // 20)
+    return [Case("enqueue_metrics", {"store": store.label, "n": n, "producers": producers,
+                                     "chunk": chunk, "metrics": "on vs off",
+                                     "delay_ms": FAR_DELAY_MS},
+                 partial(_run_async, metrics_trial, store, n, producers, chunk), "enqueues/s")
+            for store, producers, n in ((MEMORY, 1, total), (MEMORY, 64, total),
+                                        (LOG, 64, max(1, total * 2 // 5)))]
+
+
+def scrape_trial(held: int, scrapes: int) -> Trial:
+    """``held`` tasks in an engine on the memory store, one running (it never ends), half of
+    the rest cancelled first (the ready queue's oldest entries gone), the others ready; then
+    ``scrapes`` collections of ``GET /metrics``'s answer for it."""
+    return asyncio.run(_scrape_trial(held, scrapes))
+
+
+async def _scrape_trial(held: int, scrapes: int) -> Trial:
+    async with Engine(concurrency=1) as queue:
+        stop = asyncio.Event()
+
+        @queue.define
+        async def hold(params: Any, ctx: RunContext) -> None:
+            await stop.wait()
+
+        await queue.enqueue("hold")
+        for first in range(0, held - 1, 10_000):
+            await queue.enqueue_many({"function": "hold", "unique_id": f"t{i}"}
+                                     for i in range(first, min(first + 10_000, held - 1)))
+        for i in range(0, (held - 1) // 2):
+            await queue.cancel(f"t{i}")
+        registry = CollectorRegistry()
+        registry.register(QueueCollector({"bench": queue}))
+        watch = Stopwatch()
+        for _ in range(scrapes):
+            generate_latest(registry)
+        elapsed_ns, cpu_ns = watch.read()
+        started = time.perf_counter()
+        Counter(task.state for task in queue.core.tasks())  # what a scan per scrape would cost
+        scan_ms = (time.perf_counter() - started) * 1000
+        stop.set()
+    return Trial(scrapes, elapsed_ns, cpu_ns, (), {
+        "scrape_ms": elapsed_ns / scrapes / 1e6, "scan_ms": scan_ms, "held": float(held),
+        "ready": float(queue.core.ready_count)})
+
+
 def _end_to_end_cases(store: StoreSpec, total: int) -> list[Case]:
     return [Case("end_to_end_noop",
                  {"store": store.label, "n": total, "concurrency": concurrency,
@@ -251,6 +344,10 @@ def build_cases(quick: bool) -> list[Case]:
         cases += _enqueue_cases(store, n_enqueue)
     for store in END_TO_END_STORES:
         cases += _end_to_end_cases(store, n_end_to_end)
+    cases += _metrics_cases(n_enqueue)
+    held, scrapes = (2_000, 5) if quick else (100_000, 50)
+    cases.append(Case("metrics_scrape", {"store": "memory", "held": held, "scrapes": scrapes},
+                      partial(scrape_trial, held, scrapes), "scrapes/s"))
     for concurrency in (1, 256):
         cases.append(Case("core_submit_tick",
                           {"store": "none", "n": n_core, "concurrency": concurrency},

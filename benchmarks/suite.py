@@ -65,7 +65,7 @@ _PEER_KEYS = {"producers": ("producers", "concurrency", "in_flight", "clients"),
 # Peers count only when they acknowledge after an fsync, as the targets assume.
 DURABLE_PEER_FSYNC = (None, "always")
 _VARIANT_KEYS = ("server", "store", "fsync", "producers", "concurrency", "items_per_call", "phase",
-                 "client")
+                 "client", "metrics")
 
 
 # ---------------------------------------------------------------------- rendering (pure)

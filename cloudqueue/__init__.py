@@ -38,6 +38,7 @@ from cloudqueue.engine.core.errors import (
     UnknownTaskError,
     ValidationError,
 )
+from cloudqueue.engine.core.history import RunOutcome, RunRecord
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import ScheduleInfo
 from cloudqueue.engine.core.states import TaskState
@@ -78,6 +79,8 @@ __all__ = [
     "RemoteQuotaExceededError",
     "Run",
     "RunContext",
+    "RunOutcome",
+    "RunRecord",
     "ScheduleInfo",
     "SystemClock",
     "TaskInfo",

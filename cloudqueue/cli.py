@@ -35,11 +35,12 @@ def _serve(args: argparse.Namespace) -> int:
     (2 for a bad configuration), never a traceback."""
     import asyncio
 
-    from cloudqueue import server
+    from cloudqueue import log_format, server
     from cloudqueue.engine.core.errors import ConfigError
 
     try:
         config = _serve_config(args)
+        log_format.use(config.log_format)
         asyncio.run(server.serve(config))
     except ConfigError as exc:
         where = f" in {args.config}" if args.config is not None else ""
@@ -118,8 +119,12 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     config = dataclasses.replace(config, **limits)
     if args.access_log:
         config = dataclasses.replace(config, access_log=True)
+    if args.log_format is not None:
+        config = dataclasses.replace(config, log_format=args.log_format)
     if args.fixed_concurrency:
         config = dataclasses.replace(config, adaptive_concurrency=False)
+    if args.no_metrics:
+        config = dataclasses.replace(config, metrics=False)
     return config
 
 
@@ -133,6 +138,17 @@ def _whole(least: int, most: int | None = None) -> Callable[[str], int]:
         bound = f"from {least} to {most}" if most is not None else f">= {least}"
         raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
     return parse
+
+
+def _log_format(text: str) -> str:
+    """An argparse type: ``text`` or ``json`` (a near miss named)."""
+    from cloudqueue.engine.core.errors import ConfigError
+    from cloudqueue.log_format import check_log_format
+
+    try:
+        return check_log_format(text, "--log-format")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _version() -> str:
@@ -205,10 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file describing many apps")
     serve.add_argument("--access-log", action="store_true",
                        help="log a line per request (off by default: it costs CPU at load)")
+    serve.add_argument("--log-format", type=_log_format, metavar="text|json",
+                       help="text (default): a line per record; json: one JSON object per "
+                            "line, with a failed run's app, function, uniqueId, attempt, error "
+                            "and traceback as fields (with --config: its log_format)")
     serve.add_argument("--fixed-concurrency", action="store_true",
                        help="keep --concurrency runs in flight even while the server is "
                             "overloaded (by default it starts fewer while its event loop lags, "
                             "so that enqueues are still acknowledged quickly)")
+    serve.add_argument("--no-metrics", action="store_true",
+                       help="no GET /metrics, and nothing counted for it (TOML: metrics = "
+                            "false)")
     serve.add_argument("--host-concurrency", choices=("fixed", "adaptive"),
                        help="fixed (default): --concurrency runs in flight at the function "
                             "host; adaptive: as many as the host takes without its latency "

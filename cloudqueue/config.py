@@ -30,6 +30,7 @@ from cloudqueue.engine.core.names import near_miss
 from cloudqueue.engine.core.quotas import Quotas
 from cloudqueue.engine.core.redact import redact_url
 from cloudqueue.engine.runtime.log_file import FsyncPolicy
+from cloudqueue.log_format import check_log_format
 
 DEFAULT_PORT = 3100
 APP_ID_RULE = ("1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit "
@@ -67,6 +68,8 @@ class ServeConfig:
     # a line per request on the "aiohttp.access" logger: off by default, because at a thousand
     # requests a second writing it costs the server 6-18 % of its CPU
     access_log: bool = False
+    # GET /metrics (docs/metrics.md), and the engines' counting behind it: false leaves both out
+    metrics: bool = True
     # engine/runtime/pacing.py: while the event loop lags, keep fewer runs in flight than each
     # app's concurrency, so that acknowledgements stay fast (tasks wait; nothing is dropped)
     adaptive_concurrency: bool = True
@@ -89,6 +92,8 @@ class ServeConfig:
     # the operator token (``Authorization: Bearer <token>``): what an app's master key may do, on
     # every app, and the server-wide views (None: no operator access)
     admin_token: str | None = None
+    # cloudqueue/log_format.py: "text" lines, or "json": one JSON object per line
+    log_format: str = "text"
 
 
 _WHOLE_SETTINGS = {  # name -> least value
@@ -98,9 +103,9 @@ _WHOLE_SETTINGS = {  # name -> least value
 }
 _ZERO_IS_OFF = frozenset({"gc_freeze_ms", "gc_full_collect_s", "header_timeout_ms",
                           "body_timeout_ms", "idle_timeout_ms", "log_repeat_interval_s"})
-_FLAG_SETTINGS = ("access_log", "adaptive_concurrency")
-_TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", *_WHOLE_SETTINGS,
-                       *_FLAG_SETTINGS})
+_FLAG_SETTINGS = ("access_log", "adaptive_concurrency", "metrics")
+_TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", "log_format",
+                       *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
                        "schedule_concurrency", "strict_options", "functions",
@@ -239,6 +244,8 @@ def _settings(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: {name} must be a string")
     if "admin_token" in data:
         settings["admin_token"] = check_admin_token(data["admin_token"], f"{where}: admin_token")
+    if "log_format" in data:
+        settings["log_format"] = check_log_format(data["log_format"], f"{where}: log_format")
     return settings
 
 

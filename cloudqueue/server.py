@@ -7,6 +7,8 @@ TOML file describing many apps::
     port = 3100
     data_dir = "data"
     access_log = false                       # a log line per request (costs CPU at load)
+    metrics = true                           # GET /metrics (docs/metrics.md); false: none, and
+                                             # the engines count nothing for it
     adaptive_concurrency = true              # fewer runs in flight while the server is overloaded
     gc_freeze_ms = 1000                      # freeze long-lived objects out of the GC (0: off)
     gc_full_collect_s = 900                  # then a full collection this often (0: never)
@@ -15,6 +17,7 @@ TOML file describing many apps::
     idle_timeout_ms = 75000                  # an idle keep-alive connection closes after
     max_connections = 1000                   # more wait in the listen backlog
     log_repeat_interval_s = 10               # a repeated warning or error: one line this often
+    log_format = "text"                      # or "json": one JSON object per line
     [[apps]]
     app_id = "myApp"                         # letters, digits, _ - . (it names a directory)
     app_key = "..."
@@ -57,6 +60,7 @@ from aiohttp import web
 from cloudqueue.adapters.http_api.app import APPS, AppStartError, QueueApp, create_app
 from cloudqueue.adapters.http_api.listener import Listener, bind
 from cloudqueue.adapters.http_api.logs import AccessLog, rate_limit_logs
+from cloudqueue.adapters.http_api.metrics import is_loopback
 from cloudqueue.adapters.http_api.protocol import (
     ConnectionCount,
     ConnectionLimits,
@@ -107,14 +111,16 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
         engine = Engine(EngineConfig(
             concurrency=app.concurrency, adaptive_concurrency=config.adaptive_concurrency,
             host_concurrency=app.host_concurrency, max_timeout_ms=app.max_timeout_ms,
-            quotas=app.quotas, timezone=app.timezone,
+            quotas=app.quotas, timezone=app.timezone, metrics=config.metrics,
             schedule_concurrency=app.schedule_concurrency,
-            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync)),
+            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync),
+            name=app.keys.app_id),
             invoker=invoker, clock=clock)
         engine.register(*import_functions(app.functions))
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
                                             app.client_enqueue)
-    return create_app(tenants, operator_token=config.admin_token)
+    return create_app(tenants, operator_token=config.admin_token, metrics=config.metrics,
+                      listen_host=config.host)
 
 
 @dataclass(frozen=True)
@@ -277,3 +283,10 @@ def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits,
         log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
     log.info("cloudqueue listening on http://%s:%d (data in %s; at most %d connections)",
              config.host, port, config.data_dir, limits.max_connections)
+    if config.metrics and not is_loopback(config.host):
+        if config.admin_token is None:
+            log.warning("GET /metrics answers 401 to everyone: the server listens on %s (not "
+                        "loopback) and has no admin_token to scrape with", config.host or "*")
+        else:
+            log.info("GET /metrics needs Authorization: Bearer <admin_token> (the server "
+                     "listens on %s, not loopback)", config.host or "*")

@@ -19,6 +19,7 @@ from cloudqueue.engine.runtime.clock import Clock
 from cloudqueue.engine.runtime.driver import Driver
 from cloudqueue.engine.runtime.functions import Invoker
 from cloudqueue.engine.runtime.log_file import LogNeedsRepairError, RecoveryReport
+from cloudqueue.engine.runtime.metrics import EngineMetrics
 from cloudqueue.engine.runtime.rebuild import rebuild
 from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks, StoreOpener
 from cloudqueue.engine.runtime.watchers import Watchers
@@ -43,9 +44,11 @@ def store_opener(config: EngineConfig, store: Store | None, clock: Clock) -> Sto
 
 
 def build_driver(config: EngineConfig, core: EngineCore, store: Store, clock: Clock,
-                 invoker: Invoker, watchers: Watchers) -> Driver:
+                 invoker: Invoker, watchers: Watchers,
+                 metrics: EngineMetrics | None = None) -> Driver:
     return Driver(core, store, clock, invoker, watchers, adaptive=config.adaptive_concurrency,
-                  host_adaptive=config.host_concurrency == "adaptive")
+                  host_adaptive=config.host_concurrency == "adaptive", name=config.name,
+                  metrics=metrics)
 
 
 @dataclass(frozen=True, slots=True)

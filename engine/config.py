@@ -42,6 +42,9 @@ class EngineConfig:
         data_dir: keep tasks in a durable log in this directory (replayed on start). Without
             it (and without a ``store``) tasks are kept in memory only.
         log: how that log is written.
+        name: the queue's name in its log lines (``cloudqueue serve``: the app id); None: none.
+        metrics: count what the engine does for its metrics (``Engine.metrics``,
+            ``GET /metrics``: docs/metrics.md); False leaves the counting out.
 
     Raises:
         ValueError: a concurrency below 1, an unknown host_concurrency; ``ValidationError`` for
@@ -57,6 +60,8 @@ class EngineConfig:
     schedule_concurrency: int | None = None
     data_dir: Path | None = None
     log: LogOptions = field(default_factory=LogOptions)
+    name: str | None = None
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -77,7 +82,8 @@ class EngineConfig:
            file_ops: FileOps | None = None, concurrency: int = 1,
            adaptive_concurrency: bool = False, host_concurrency: str = "fixed",
            max_timeout_ms: int = 600_000, quotas: Quotas | None = None, timezone: str = "UTC",
-           schedule_concurrency: int | None = None) -> EngineConfig:
+           schedule_concurrency: int | None = None, name: str | None = None,
+           metrics: bool = True) -> EngineConfig:
         """A config from ``Engine``'s keywords (the log's options flat beside the rest)."""
         log = LogOptions(fsync=fsync, compact_bytes=compact_bytes, file_ops=file_ops)
         if segment_bytes is not None:
@@ -86,7 +92,8 @@ class EngineConfig:
                    host_concurrency=host_concurrency, max_timeout_ms=max_timeout_ms,
                    quotas=quotas or Quotas(), timezone=timezone,
                    schedule_concurrency=schedule_concurrency,
-                   data_dir=Path(data_dir) if data_dir is not None else None, log=log)
+                   data_dir=Path(data_dir) if data_dir is not None else None, log=log, name=name,
+                   metrics=metrics)
 
 
 class EngineOptions(TypedDict, total=False):
@@ -104,3 +111,5 @@ class EngineOptions(TypedDict, total=False):
     quotas: Quotas | None
     timezone: str
     schedule_concurrency: int | None
+    name: str | None
+    metrics: bool

@@ -43,6 +43,7 @@ from cloudqueue.engine.core.errors import (
     EngineClosedError,
     EngineError,
     LogError,
+    QuotaExceededError,
     UnknownTaskError,
     ValidationError,
 )
@@ -66,6 +67,7 @@ from cloudqueue.engine.runtime.functions import FunctionRegistry, Invoker, Route
 from cloudqueue.engine.runtime.host_limit import HostLimit
 from cloudqueue.engine.runtime.ids import random_uuid
 from cloudqueue.engine.runtime.log_file import RecoveryReport
+from cloudqueue.engine.runtime.metrics import EngineMetrics
 from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks
 from cloudqueue.engine.runtime.watchers import Watchers
 
@@ -108,8 +110,10 @@ class Engine:
         self.functions.progress_sink = self.report_progress
         self.functions.limit_sink = self._set_function_limit
         self.watchers = Watchers(self._info_or_none)
+        # what the engine counts for GET /metrics (None with EngineConfig(metrics=False))
+        self.metrics = EngineMetrics(self.core) if config.metrics else None
         self._driver = build_driver(config, self.core, self.store, self.clock, self._invoker,
-                                    self.watchers)
+                                    self.watchers, self.metrics)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
         self.compaction = CompactionSchedule(self.compact, lambda: self._state == "running",
@@ -137,6 +141,12 @@ class Engine:
         ``backoffs``); None otherwise."""
         return self._driver.host_limit
 
+    @property
+    def host_available(self) -> bool | None:
+        """Whether the function host answers (False while dispatch is paused and the host is
+        probed); None without a function host."""
+        return None if self._invoker is self.functions else self._invoker.available
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -147,7 +157,7 @@ class Engine:
         opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
         self.store, self.recovery = opened.store, opened.report
         self._driver = build_driver(self.config, self.core, self.store, self.clock,
-                                    self._invoker, self.watchers)
+                                    self._invoker, self.watchers, self.metrics)
         self._state = "running"
         await self._invoker.start()
         self.store.start()
@@ -275,7 +285,14 @@ class Engine:
         self._check_open()
         if not batch:
             return []
-        await self._apply(self.core.submit_many(batch, self.clock.now_ms()), poke=False)
+        started = self._taking()
+        try:
+            commands = self.core.submit_many(batch, self.clock.now_ms())
+        except QuotaExceededError as exc:
+            self._quota_rejected(exc)
+            raise
+        await self._apply(commands, poke=False)
+        self._acknowledged(started)
         return [item[0] for item in batch]
 
     async def submit_each(self, batch: Sequence[Item | EngineError]) -> list[str | EngineError]:
@@ -284,9 +301,15 @@ class Engine:
         self._check_open()
         valid = [item for item in batch if not isinstance(item, EngineError)]
         indexes = [i for i, item in enumerate(batch) if not isinstance(item, EngineError)]
-        commands, refused = self.core.submit_each(valid, self.clock.now_ms(), indexes)
+        started = self._taking()
+        try:
+            commands, refused = self.core.submit_each(valid, self.clock.now_ms(), indexes)
+        except QuotaExceededError as exc:
+            self._quota_rejected(exc)
+            raise
         if commands:
             await self._apply(commands, poke=False)
+            self._acknowledged(started)
         answers = iter([item[0] if why is None else why
                         for item, why in zip(valid, refused, strict=True)])
         return [item if isinstance(item, EngineError) else next(answers) for item in batch]
@@ -294,9 +317,18 @@ class Engine:
     async def submit(self, function: str, params: Any, options: TaskOptions) -> str:
         """``enqueue`` for callers that validated already (the HTTP API): same guarantees."""
         self._check_open()
+        metrics = self.metrics
+        started = self.clock.monotonic_ms() if metrics is not None else 0.0
         unique_id = options.unique_id or random_uuid()
-        commands = self.core.submit(unique_id, function, params, options, self.clock.now_ms())
+        try:
+            commands = self.core.submit(unique_id, function, params, options,
+                                        self.clock.now_ms())
+        except QuotaExceededError as exc:
+            self._quota_rejected(exc)
+            raise
         await self._apply(commands, poke=False)
+        if metrics is not None:
+            metrics.ack.observe((self.clock.monotonic_ms() - started) / 1000)
         return unique_id
 
     async def get_task_info(self, unique_id: str) -> TaskInfo:
@@ -572,6 +604,19 @@ class Engine:
         seq = self.core.last_seq
         if self.store.durable_seq < seq:
             await self.store.wait_durable(seq)
+
+    def _taking(self) -> float:
+        """When an enqueue call is taken (monotonic ms), for its acknowledgement's time."""
+        return self.clock.monotonic_ms() if self.metrics is not None else 0.0
+
+    def _acknowledged(self, started_ms: float) -> None:
+        """An enqueue call taken at ``started_ms`` (monotonic) is acknowledged now."""
+        if self.metrics is not None:
+            self.metrics.acknowledged(self.clock.monotonic_ms() - started_ms)
+
+    def _quota_rejected(self, exc: QuotaExceededError) -> None:
+        if self.metrics is not None:
+            self.metrics.quota_rejected(exc.quota)
 
     @property
     def idle(self) -> bool:

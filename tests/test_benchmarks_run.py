@@ -25,6 +25,10 @@ QUICK_CASES = {
     ("end_to_end_noop", "log", 256),
     ("core_submit_tick", "none", 1),
     ("core_submit_tick", "none", 256),
+    ("enqueue_metrics", "memory", 1),
+    ("enqueue_metrics", "memory", 64),
+    ("enqueue_metrics", "log", 64),
+    ("metrics_scrape", "memory", 2_000),
 }
 
 
@@ -38,6 +42,8 @@ def _key(record: dict[str, Any]) -> tuple[str, str, int]:
     params = record["params"]
     if record["case"] == "end_to_end_noop":
         return record["case"], params["store"], params["concurrency"]
+    if record["case"] == "metrics_scrape":
+        return record["case"], params["store"], params["held"]
     return record["case"], params["store"], params.get("producers", params.get("concurrency"))
 
 

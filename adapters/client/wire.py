@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from cloudqueue.engine.core.actions import AuditEntry, BulkResult, DispatchState
 from cloudqueue.engine.core.errors import UnexpectedResponseError, ValidationError
+from cloudqueue.engine.core.history import RunRecord, outcome_named
 from cloudqueue.engine.core.options import OPTION_NAMES, BackoffType, DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec
 from cloudqueue.engine.core.states import TaskState
@@ -27,8 +28,8 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
     ``state`` comes from the ``state`` field, or from ``status`` when it is absent or unknown (a
     plain LeanCloud server sends no ``state``: ``failed`` then also covers a cancelled task).
     Missing extension fields read as ``function=""``, ``attempt=0``, ``max_runs=0``,
-    ``created_ms=0``, ``schedule=None``. ``result`` is ``ABSENT`` unless the dict has a
-    ``result`` key (a JSON null result stays None).
+    ``created_ms=0``, ``schedule=None``, ``runs=()``. ``result`` is ``ABSENT`` unless the dict
+    has a ``result`` key (a JSON null result stays None).
 
     Args:
         wire: the decoded JSON body of a task-info answer.
@@ -61,9 +62,32 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
         expires_ms=_time_ms(wire, "expiresAt"),
         schedule=_typed(wire, "schedule", str, None),
         slices=_typed(wire, "slices", int, 0),
+        runs=_runs(wire),
         app_paused=wire.get("appPaused") is True,
         **_progress(wire),
     )
+
+
+def _runs(wire: Mapping[str, Any]) -> tuple[RunRecord, ...]:
+    """The ``runs`` extension: one ``RunRecord`` per entry (``durationMs`` is derived)."""
+    runs = wire.get("runs")
+    if runs is None:
+        return ()
+    if not isinstance(runs, list) or not all(isinstance(run, Mapping) for run in runs):
+        raise UnexpectedResponseError("the TaskInfo's runs must be an array of objects")
+    what = "TaskInfo's run"
+    records = []
+    for run in runs:
+        started = _time_ms(run, "startedAt")
+        if started is None:
+            raise UnexpectedResponseError("a run in the TaskInfo's runs has no startedAt")
+        outcome = _typed(run, "outcome", str, None, what)
+        records.append(RunRecord(
+            _typed(run, "attempt", int, 0, what), _typed(run, "slice", int, 0, what), started,
+            _time_ms(run, "finishedAt"), None if outcome is None else outcome_named(outcome),
+            _typed(run, "statusCode", int, None, what), _typed(run, "error", str, None, what),
+            _typed(run, "traceback", str, None, what)))
+    return tuple(records)
 
 
 def _progress(wire: Mapping[str, Any]) -> dict[str, Any]:

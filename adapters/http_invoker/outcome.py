@@ -143,5 +143,5 @@ def answer_too_large(limit: int) -> Outcome:
 
 
 def timed_out(timeout_ms: int) -> Outcome:
-    return Failed(f"cloud function timed out after {timeout_ms} ms", FailureKind.UNKNOWN,
+    return Failed(f"cloud function timed out after {timeout_ms} ms", FailureKind.TIMEOUT,
                   host_error=True)

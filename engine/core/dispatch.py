@@ -54,7 +54,7 @@ class Dispatch:
             failed_ms = min(now_ms, started_ms + timeout_ms)
             events.append(emit(lambda seq: RunFailed(
                 seq, failed_ms, unique_id, run_seq,
-                f"cloud function timed out after {timeout_ms} ms", FailureKind.UNKNOWN)))
+                f"cloud function timed out after {timeout_ms} ms", FailureKind.TIMEOUT)))
             commands.append(CancelRun(unique_id, run_seq))
             if task.state.is_final:
                 commands.append(TaskFinished(task))

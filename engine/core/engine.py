@@ -154,6 +154,18 @@ class EngineCore:
         table = self._table
         return len(table.ready) + sum(len(queue) for queue in table.ready_by_function.values())
 
+    def tasks_by_state(self) -> dict[TaskState, int]:
+        """How many tasks are held in each state (kept as events are applied)."""
+        return dict(self._table.by_state)
+
+    def ready_heads(self) -> list[Task]:
+        """Of each ready queue, the task that was made ready longest ago (in push order: a
+        restart pushes them again in the order the snapshot and the log give them)."""
+        table = self._table
+        queues = [table.ready, table.ready_scheduled, *table.ready_by_function.values()]
+        heads = [queue.first() for queue in queues if queue]
+        return [table.tasks[unique_id] for unique_id in heads if unique_id is not None]
+
     @property
     def has_ready(self) -> bool:
         """Some task may start now (in either concurrency group; none while paused)."""
@@ -444,9 +456,10 @@ class EngineCore:
         return self._runs.succeeded(unique_id, run_seq, result, now_ms, status_code)
 
     def run_failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
-                   kind: FailureKind = FailureKind.ERROR,
-                   status_code: int | None = None) -> list[Command]:
-        return self._runs.failed(unique_id, run_seq, error, now_ms, kind, status_code)
+                   kind: FailureKind = FailureKind.ERROR, status_code: int | None = None,
+                   traceback: str | None = None) -> list[Command]:
+        return self._runs.failed(unique_id, run_seq, error, now_ms, kind, status_code,
+                                 traceback)
 
     def run_requeued(self, unique_id: str, run_seq: int, reason: str,
                      now_ms: int) -> list[Command]:

@@ -35,6 +35,9 @@ class FailureKind(StrEnum):
     #                      deliveryMode decides
     LOST = "lost"        # the queue restarted while the run was in flight (atMostOnce only)
     DEADLINE = "deadline"  # a continued task's overall deadline passed: final
+    TIMEOUT = "timeout"  # no answer within the run's timeout: an unknown outcome like UNKNOWN
+    #                      (deliveryMode decides). Logs written before it hold timeouts as
+    #                      UNKNOWN (history.failure_outcome still tells them)
 
 
 @logged(0, "sub", live="queued", optional=2, options=OPTIONS)
@@ -73,9 +76,13 @@ class RunSucceeded:
     status_code: int | None = None
 
 
-@logged(3, "fail", live="retry", kind=enum_value(FailureKind))
+@logged(3, "fail", live="retry", optional=1, kind=enum_value(FailureKind))
 @value
 class RunFailed:
+    """A run failed. ``traceback``: an in-process function's, when it raised (at most
+    ``history.MAX_TRACEBACK_CHARS``); left out of the record when None, so a record without one
+    is written as before it existed."""
+
     seq: int
     t_ms: int
     unique_id: str
@@ -83,6 +90,7 @@ class RunFailed:
     error: str
     kind: FailureKind = FailureKind.ERROR
     status_code: int | None = None
+    traceback: str | None = None
 
 
 @logged(4, "requeue", live="queued")

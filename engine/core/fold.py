@@ -1,10 +1,12 @@
 """The tasks, and the fold of task events into them.
 
 ``TaskTable`` holds every task and what derives from the tasks' fields: the ready queues (by
-``(priority, seq)``), the running set, each task's one timer, the count of unfinished tasks. An
+``(priority, seq)``), the running set, each task's one timer, the count of unfinished tasks and
+of tasks in each state (``by_state``: every transition goes through ``_fire``). An
 applier sets a task's fields from an event and fires its state machine; then ``place`` derives
 where the task belongs from its fields alone. A restore from a snapshot sets the fields and calls
-the same ``place``: live, replay and restore cannot disagree on derived state.
+the same ``place``: live, replay and restore cannot disagree on derived state. Each run's end
+is also kept in the task's history (``Task.runs``, ``engine.core.history``), by the same appliers.
 
     queued      ready (or a START timer, while a first run's delay has not passed and no
                 operator said run now: ``run_now_ms``)
@@ -31,6 +33,14 @@ from cloudqueue.engine.core.events import (
     TaskRunNow,
     TaskSubmitted,
     TaskWoken,
+)
+from cloudqueue.engine.core.history import (
+    KEPT_RUNS,
+    RunOutcome,
+    RunRecord,
+    failure_outcome,
+    requeue_outcome,
+    with_run,
 )
 from cloudqueue.engine.core.options import DeliveryMode
 from cloudqueue.engine.core.quotas import QuotaTracker
@@ -62,6 +72,7 @@ class TaskTable:
         self.ready_by_function: dict[str, ReadyQueue] = {}
         self.running_by_function: dict[str, int] = {}
         self.unfinished = 0
+        self.by_state = dict.fromkeys(TaskState, 0)  # tasks held in each state (metrics)
         self._timers = timers
         self._arm = timers.arm
         self._quota = quota
@@ -152,11 +163,12 @@ class TaskTable:
         """Insert tasks read from a snapshot (fields set; derived state none) and place them.
         Returns the highest seq they name."""
         by_id, place, last_seq = self.tasks, self.place, 0
-        unfinished, final = 0, _FINAL
+        unfinished, final, by_state = 0, _FINAL, self.by_state
         for task in tasks:
             by_id[task.unique_id] = task
             task.timer = None
             task.timer_token = 0
+            by_state[task.state] += 1
             if task.state not in final:
                 unfinished += 1
             place(task)
@@ -176,6 +188,7 @@ class TaskTable:
         task.schedule = event.schedule
         self.tasks[event.unique_id] = task
         self.unfinished += 1
+        self.by_state[_QUEUED] += 1
         if event.schedule is None:  # a schedule's firings are not enqueues against the quota
             self._quota.counted(event.t_ms)
         self.place(task)
@@ -185,8 +198,8 @@ class TaskTable:
         task = self._changing(event.unique_id, event.seq)
         if task.state is _RETRY_WAIT:
             # A log written before wakes were logged: the start implies the wake.
-            fire(task, Trigger.WAKE)
-        fire(task, Trigger.START)
+            self._fire(task, Trigger.WAKE)
+        self._fire(task, Trigger.START)
         task.attempt = event.attempt
         task.run_seq = event.seq
         task.started_ms = event.t_ms
@@ -195,13 +208,14 @@ class TaskTable:
 
     def woken(self, event: TaskWoken) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.WAKE)
+        self._fire(task, Trigger.WAKE)
         task.retry_at_ms = None
         self.place(task)
 
     def succeeded(self, event: RunSucceeded) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.SUCCEED)
+        _ran(task, event.t_ms, _SUCCESS, event.status_code)
+        self._fire(task, Trigger.SUCCEED)
         task.result = event.result
         task.status_code = event.status_code
         task.error = None
@@ -209,25 +223,29 @@ class TaskTable:
 
     def failed(self, event: RunFailed) -> None:
         task = self._changing(event.unique_id, event.seq)
+        _ran(task, event.t_ms, failure_outcome(event.kind, event.error, event.status_code),
+             event.status_code, event.error, event.traceback)
         task.error = event.error
         task.status_code = event.status_code
         if _gives_up(task, event.kind):
-            fire(task, Trigger.GIVE_UP)
+            self._fire(task, Trigger.GIVE_UP)
             self._finish(task, event.t_ms)
         else:
-            fire(task, Trigger.RETRY_LATER)
+            self._fire(task, Trigger.RETRY_LATER)
             task.retry_at_ms = event.t_ms + task.options.retry_wait_ms(task.unique_id, task.attempt)
             self.place(task)
 
     def requeued(self, event: RunRequeued) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.REQUEUE)
+        _ran(task, event.t_ms, requeue_outcome(event.reason), error=event.reason)
+        self._fire(task, Trigger.REQUEUE)
         task.attempt -= 1
         self.place(task)
 
     def continued(self, event: RunContinued) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.REQUEUE)
+        _ran(task, event.t_ms, _CONTINUED)
+        self._fire(task, Trigger.REQUEUE)
         task.attempt -= 1  # the next slice runs as the same attempt
         task.checkpoint = event.checkpoint
         task.slices += 1
@@ -235,7 +253,7 @@ class TaskTable:
 
     def cancelled(self, event: TaskCancelled) -> None:
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.CANCEL)
+        self._fire(task, Trigger.CANCEL)
         task.error = "the task was cancelled"
         task.retry_at_ms = None
         self._finish(task, event.t_ms)
@@ -243,7 +261,7 @@ class TaskTable:
     def retried(self, event: TaskRetried) -> None:
         """Fresh runs: what the task's runs left is cleared; it is ready at once."""
         task = self._changing(event.unique_id, event.seq)
-        fire(task, Trigger.RETRY)
+        self._fire(task, Trigger.RETRY)
         task.attempt = 0
         task.started_ms = task.finished_ms = task.status_code = task.retry_at_ms = None
         task.result, task.error = ABSENT, None
@@ -257,7 +275,7 @@ class TaskTable:
         """Ready at once: a retry's wait ends, a first run's delay no longer holds."""
         task = self._changing(event.unique_id, event.seq)
         if task.state is _RETRY_WAIT:
-            fire(task, Trigger.WAKE)
+            self._fire(task, Trigger.WAKE)
             task.retry_at_ms = None
         task.run_now_ms = event.t_ms
         self.place(task)
@@ -270,14 +288,20 @@ class TaskTable:
         task.changed_seq = event.seq
         task.progress, task.progress_ms = dict(event.progress), event.t_ms
         task.messages = event.messages
-        task.progress_logged_ms = event.t_ms
 
     def remove(self, task: Task) -> None:
         """The task is gone: purged, or withdrawn before the store made it durable."""
         del self.tasks[task.unique_id]
         self.unplace(task)
+        self.by_state[task.state] -= 1
         if not task.state.is_final:
             self.unfinished -= 1
+
+    def _fire(self, task: Task, trigger: Trigger) -> None:
+        """Move ``task`` by ``trigger`` (``fire``), counting it in its new state."""
+        before, by_state = task.state, self.by_state
+        by_state[fire(task, trigger)] += 1  # (raises before counting when illegal)
+        by_state[before] -= 1
 
     def _changing(self, unique_id: str, seq: int) -> Task:
         task = self.tasks[unique_id]
@@ -291,9 +315,30 @@ class TaskTable:
         self.place(task)
 
 
+_SUCCESS, _CONTINUED = RunOutcome.SUCCESS, RunOutcome.CONTINUED
+_new_tuple = tuple.__new__
+
+
+def _ran(task: Task, t_ms: int, outcome: RunOutcome, status_code: int | None = None,
+         error: str | None = None, traceback: str | None = None) -> None:
+    """Keep the run that just ended in the task's history (before its state moves on: its
+    attempt and slice are still the run's). Every replayed run's end passes here: the record
+    is built as the plain tuple it is, and appended directly while nothing is dropped."""
+    started_ms = task.started_ms
+    record = _new_tuple(RunRecord, (task.attempt, task.slices,
+                                    t_ms if started_ms is None else started_ms, t_ms, outcome,
+                                    status_code, error, traceback))
+    runs = task.runs
+    if traceback is None and len(runs) < KEPT_RUNS:
+        task.runs = (*runs, record)
+    else:
+        task.runs = with_run(runs, record)
+
+
 def _gives_up(task: Task, kind: FailureKind) -> bool:
     if kind is FailureKind.LOST or kind is FailureKind.DEADLINE:
         return True
-    if kind is FailureKind.UNKNOWN and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
+    if ((kind is FailureKind.UNKNOWN or kind is FailureKind.TIMEOUT)
+            and task.options.delivery_mode is DeliveryMode.AT_MOST_ONCE):
         return True
     return task.attempt >= task.options.max_runs

@@ -101,7 +101,7 @@ class PendingProgress:
         if "message" in report:
             messages = (*messages, (now_ms, report["message"]))[-KEPT_MESSAGES:]
         self._held[task.unique_id] = ({**progress, **report}, now_ms, messages)
-        logged = task.progress_logged_ms
+        logged = task.progress_ms  # the time of the last report logged (a restore keeps it)
         if logged is not None and now_ms - logged < PROGRESS_WINDOW_MS:
             self._due.setdefault(task.unique_id, logged + PROGRESS_WINDOW_MS)
             return True

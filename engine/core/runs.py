@@ -28,6 +28,7 @@ from cloudqueue.engine.core.events import (
     RunSucceeded,
 )
 from cloudqueue.engine.core.fold import TaskTable
+from cloudqueue.engine.core.history import RESTART_REASON, storable_traceback
 from cloudqueue.engine.core.options import DeliveryMode
 from cloudqueue.engine.core.progress import PendingProgress, checkpoint_problem
 from cloudqueue.engine.core.task import Task, storable_text, unstorable
@@ -70,15 +71,18 @@ class Runs:
         return [*late, Append(events), TaskFinished(self._table.tasks[unique_id])]
 
     def failed(self, unique_id: str, run_seq: int, error: str, now_ms: int,
-               kind: FailureKind = FailureKind.ERROR,
-               status_code: int | None = None) -> list[Command]:
-        """Record a failed run; the task retries after ``backoff`` or fails for good."""
+               kind: FailureKind = FailureKind.ERROR, status_code: int | None = None,
+               traceback: str | None = None) -> list[Command]:
+        """Record a failed run; the task retries after ``backoff`` or fails for good.
+        ``traceback`` (an in-process function's) is kept cut to its innermost frames."""
         late = self._timers_first(unique_id, run_seq, now_ms)
         if late is None or (late and not self.current(unique_id, run_seq)):
             return late or []
         error = storable_text(error)
+        if traceback is not None:
+            traceback = storable_text(storable_traceback(traceback))
         events = self._run_ended(unique_id, lambda seq: RunFailed(
-            seq, now_ms, unique_id, run_seq, error, kind, status_code))
+            seq, now_ms, unique_id, run_seq, error, kind, status_code, traceback))
         return late + self._with_finish([Append(events)], unique_id)
 
     def requeued(self, unique_id: str, run_seq: int, reason: str,
@@ -161,7 +165,7 @@ class Runs:
             else:
                 events.append(self._emit(partial(
                     RunRequeued, t_ms=now_ms, unique_id=unique_id, run_seq=run_seq,
-                    reason="the queue restarted during the run")))
+                    reason=RESTART_REASON)))
 
     # ------------------------------------------------------------------ progress
 

@@ -12,6 +12,7 @@ from typing import Any
 import msgpack
 
 from cloudqueue.engine.core.errors import ValidationError
+from cloudqueue.engine.core.history import RunRecord, in_flight
 from cloudqueue.engine.core.options import MAX_PARAMS_DEPTH, TaskOptions, check_params
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.value import value
@@ -221,7 +222,9 @@ class Task:
     progress: dict[str, Any] | None = None
     progress_ms: int | None = None
     messages: tuple[tuple[int, str], ...] = ()
-    progress_logged_ms: int | None = None  # derived: when a report was last logged
+    # the runs that ended, oldest first, the last history.KEPT_RUNS (a task that never ran
+    # holds the one empty tuple)
+    runs: tuple[RunRecord, ...] = ()
     checkpoint: Any = None  # what the last slice handed on (continuation)
     slices: int = 0  # runs that ended "continue" so far
     # when an operator made the task ready at once (run now, or a retry): its delay no longer
@@ -252,6 +255,9 @@ class Task:
             progress_ms=self.progress_ms,
             messages=self.messages,
             slices=self.slices,
+            runs=(in_flight(self.runs, self.attempt, self.slices, self.started_ms)
+                  if self.state is TaskState.RUNNING and self.started_ms is not None
+                  else self.runs),
         )
 
 
@@ -289,6 +295,8 @@ class TaskInfo:
     progress_ms: int | None = None
     messages: tuple[tuple[int, str], ...] = ()
     slices: int = 0
+    # the latest runs, oldest first; a run in flight is the last, without an end
+    runs: tuple[RunRecord, ...] = ()
     app_paused: bool = False  # unfinished, and the app's dispatch is paused: no run starts
 
     @property
@@ -304,8 +312,8 @@ class TaskInfo:
 
     def to_wire(self) -> dict[str, Any]:
         """The LeanCloud TaskInfo dict, plus extension fields (state, function, attempt,
-        maxRuns, createdAt, startedAt, expiresAt, schedule, slices, progress, appPaused). Absent
-        fields are left out."""
+        maxRuns, createdAt, startedAt, expiresAt, schedule, slices, progress, runs,
+        appPaused). Absent fields are left out."""
         wire: dict[str, Any] = {"uniqueId": self.unique_id, "status": self.status}
         if self.finished_ms is not None:
             wire["finishedAt"] = iso_ms(self.finished_ms)
@@ -338,7 +346,27 @@ class TaskInfo:
                                  "updatedAt": iso_ms(self.progress_ms or 0),
                                  "messages": [{"at": iso_ms(t), "message": m}
                                               for t, m in self.messages]}
+        if self.runs:
+            extra["runs"] = [run_to_wire(run) for run in self.runs]
         return extra
+
+
+def run_to_wire(run: RunRecord) -> dict[str, Any]:
+    """An entry of ``runs`` in task info (docs/protocol.md §1.5): absent values left out."""
+    wire: dict[str, Any] = {"attempt": run.attempt, "slice": run.slice,
+                            "startedAt": iso_ms(run.started_ms)}
+    if run.finished_ms is not None:
+        wire["finishedAt"] = iso_ms(run.finished_ms)
+        wire["durationMs"] = run.finished_ms - run.started_ms
+    if run.outcome is not None:
+        wire["outcome"] = str(run.outcome)
+    if run.status_code is not None:
+        wire["statusCode"] = run.status_code
+    if run.error is not None:
+        wire["error"] = run.error
+    if run.traceback is not None:
+        wire["traceback"] = run.traceback
+    return wire
 
 
 def iso_ms(epoch_ms: int) -> str:

@@ -15,11 +15,13 @@ The columns of row version 1::
      started_ms, finished_ms, status_code, error, retry_at_ms, schedule, result, progress,
      continuation]
 
-Row version 2 adds ``run_now_ms`` (when an operator made the task ready at once; null: never).
-
 ``options`` is the dict of non-default fields (as in the log); ``result`` is ``[value]`` or null
 while it is absent (a JSON null result is ``[null]``); ``progress`` is null or ``[progress,
 progress_ms, [[t_ms, message], ...]]``; ``continuation`` null or ``[checkpoint, slices]``.
+
+Row version 2 adds ``runs``: the task's run history (``engine.core.history.runs_to_row``), null
+for a task that has not finished a run; rows of version 1 read with none. Row version 3 adds
+``run_now_ms``: when an operator made the task ready at once (null: never).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import MISSING, fields
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from cloudqueue.engine.core.codec import UnknownRecordKindError, options_from_dict, options_to_dict
+from cloudqueue.engine.core.history import runs_from_row, runs_to_row
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import ABSENT, Task, pack_params, unpacked
 
@@ -171,8 +174,9 @@ TASK_COLUMNS = (
     Column("progress", take=_progress, restore=_restore_progress),
     Column("continuation", take=lambda t: [t.checkpoint, t.slices] if t.slices else None,
            restore=_restore_continuation),
-    # row version 2: when an operator made the task ready at once (its delay no longer holds)
-    Column("run_now_ms", since=2),
+    Column("runs", since=2, default=None, store=runs_to_row, load=runs_from_row),
+    # row version 3: when an operator made the task ready at once (its delay no longer holds)
+    Column("run_now_ms", since=3),
 )
 TASK_ROWS = RowLayout(Task, TASK_COLUMNS)
 ROW_VERSION = TASK_ROWS.version

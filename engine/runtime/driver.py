@@ -13,6 +13,11 @@ Two rules may hold runs in flight below the app's ``concurrency``, each off unle
 loop-lag cap (``pacing.py``: the queue's own event loop is overloaded) and the host limit
 (``host_limit.py``: the function host slows or errs). The core's ``run_cap`` is the lower of the
 two.
+
+Every failed run is logged on ``cloudqueue.runs``, one line each, whatever failed it (the
+function, the host, a timeout, a restart): at WARNING when the task will retry, at ERROR when the
+task failed for good, with the app, function, uniqueId, attempt, error and traceback as the
+record's ``structured`` fields (``cloudqueue.log_format`` writes them as text or JSON).
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
 from cloudqueue.engine.core.engine import EngineCore
 from cloudqueue.engine.core.errors import LogError
-from cloudqueue.engine.core.events import FailureKind
-from cloudqueue.engine.core.task import TaskInfo
+from cloudqueue.engine.core.events import FailureKind, RunFailed
+from cloudqueue.engine.core.task import Task, TaskInfo, iso_ms
 from cloudqueue.engine.runtime.clock import Clock, TimerCancel
 from cloudqueue.engine.runtime.functions import (
     Continued,
@@ -37,19 +43,26 @@ from cloudqueue.engine.runtime.functions import (
     Unavailable,
 )
 from cloudqueue.engine.runtime.host_limit import HostLimit
+from cloudqueue.engine.runtime.metrics import EngineMetrics
 from cloudqueue.engine.runtime.pacing import RunCap, SharedLagMonitor
 from cloudqueue.engine.runtime.store import Store
 from cloudqueue.engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue.driver")
+# one line per failed run: not rate-limited like the server's other warnings (a filter on
+# "cloudqueue" does not see a child's records)
+runs_log = logging.getLogger("cloudqueue.runs")
 
 
 class Driver:
     def __init__(self, core: EngineCore, store: Store, clock: Clock, invoker: Invoker,
                  watchers: Watchers | None = None, *, adaptive: bool = False,
-                 host_adaptive: bool = False) -> None:
+                 host_adaptive: bool = False, name: str | None = None,
+                 metrics: EngineMetrics | None = None) -> None:
         self.core = core
+        self.name = name  # the app's, in log lines
         self.watchers = watchers
+        self.metrics = metrics  # told every event and finished task it carries out
         self.store = store
         self.clock = clock
         self.invoker = invoker
@@ -176,11 +189,11 @@ class Driver:
     # ------------------------------------------------------------------ commands
 
     def execute(self, commands: Iterable[Command]) -> None:
+        if not isinstance(commands, Sequence):  # (a failure's line looks ahead in them)
+            commands = list(commands)
         for command in commands:
             if isinstance(command, Append):
-                self.store.append(command.events)
-                if self.watchers:
-                    self.watchers.events(command.events)
+                self._append(command, commands)
             elif isinstance(command, Invoke):
                 self._runs[command.run_seq] = asyncio.create_task(self._run(command))
             elif isinstance(command, CancelRun):
@@ -191,8 +204,17 @@ class Driver:
                     self._host_answered(command.run_seq, host_error=True)  # no answer in time
             elif isinstance(command, TaskFinished):
                 self._finished(command)
-                if self.watchers:
-                    self.watchers.finished(command.info)
+
+    def _append(self, append: Append, commands: Sequence[Command]) -> None:
+        events = append.events
+        self.store.append(events)
+        if self.watchers:
+            self.watchers.events(events)
+        if self.metrics is not None:
+            self.metrics.events(events)
+        for event in events:
+            if type(event) is RunFailed:
+                self._log_failure(event, commands)
 
     async def _run(self, command: Invoke) -> None:
         try:
@@ -235,8 +257,10 @@ class Driver:
             commands = self.core.run_succeeded(uid, run_seq, outcome.result, now_ms,
                                                outcome.status_code)
         elif isinstance(outcome, Failed):
-            commands = self.core.run_failed(uid, run_seq, self.invoker.scrub(outcome.error),
-                                            now_ms, outcome.kind, outcome.status_code)
+            scrub, trace = self.invoker.scrub, outcome.traceback
+            commands = self.core.run_failed(uid, run_seq, scrub(outcome.error), now_ms,
+                                            outcome.kind, outcome.status_code,
+                                            None if trace is None else scrub(trace))
         elif isinstance(outcome, Unavailable):
             commands = self.core.run_requeued(uid, run_seq, self.invoker.scrub(outcome.reason),
                                               now_ms)
@@ -247,6 +271,32 @@ class Driver:
         except LogError as exc:  # the store refuses: it failed closed and says why
             log.error("could not record the outcome of %s: %s", uid, exc)
         self.poke()
+
+    def _log_failure(self, event: RunFailed, commands: Sequence[Command]) -> None:
+        """The line for a failed run: WARNING if its task retries, ERROR if it failed for good
+        (a ``TaskFinished`` among the same commands says so)."""
+        uid = event.unique_id
+        finished = _finished_task(commands, uid)
+        task = finished or self.core.task(uid)
+        if task is None or not task.runs:
+            return
+        run = task.runs[-1]  # a task's run ends at most once among one call's commands
+        scrub = self.invoker.scrub
+        fields: dict[str, Any] = {"app": self.name, "function": task.function, "uniqueId": uid,
+                                  "attempt": run.attempt, "maxRuns": task.options.max_runs,
+                                  "outcome": str(run.outcome), "error": scrub(event.error)}
+        if event.traceback is not None:
+            fields["traceback"] = scrub(event.traceback)
+        app = f", app {self.name}" if self.name is not None else ""
+        which = f"attempt {run.attempt} of {task.options.max_runs}"
+        if finished is not None:
+            runs_log.error("task %s (%s%s) failed for good on %s: %s", uid, task.function, app,
+                           which, fields["error"], extra={"structured": fields})
+        else:
+            retry = task.retry_at_ms
+            then = f"retry at {iso_ms(retry)}" if retry is not None else "will retry"
+            runs_log.warning("task %s (%s%s): %s failed, %s: %s", uid, task.function, app,
+                             which, then, fields["error"], extra={"structured": fields})
 
     # ------------------------------------------------------------------ waiters
 
@@ -263,6 +313,14 @@ class Driver:
                 del self._waiters[unique_id]
 
     def _finished(self, finished: TaskFinished) -> None:
+        """A task reached its final state: its waiters, its watchers and the metrics hear."""
+        self._wake_waiters(finished)
+        if self.watchers:
+            self.watchers.finished(finished.info)
+        if self.metrics is not None:
+            self.metrics.task_finished(finished.task)
+
+    def _wake_waiters(self, finished: TaskFinished) -> None:
         waiters = self._waiters.pop(finished.task.unique_id, None)
         if not waiters:
             return
@@ -283,6 +341,14 @@ class Driver:
                     future.set_exception(exc)
             return
         _resolve(waiters, info)
+
+
+def _finished_task(commands: Sequence[Command], unique_id: str) -> Task | None:
+    """The task a ``TaskFinished`` among ``commands`` names, if one names ``unique_id``."""
+    for command in commands:
+        if isinstance(command, TaskFinished) and command.task.unique_id == unique_id:
+            return command.task
+    return None
 
 
 def _host_error(outcome: Outcome) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback as tb
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import field
 from typing import Any, Protocol, TypeAlias
@@ -103,6 +106,7 @@ class Failed:
     kind: FailureKind = FailureKind.ERROR
     status_code: int | None = None
     host_error: bool = False
+    traceback: str | None = None  # an in-process function's, when it raised
 
 
 @value
@@ -240,12 +244,66 @@ class FunctionRegistry(Invoker):
         try:
             value = await fn(command.params, ctx)
         except Exception as exc:  # the function's failure is an outcome, not our error
-            return Failed(str(exc) or type(exc).__name__)
+            return Failed(error_text(exc), traceback=traceback_text(exc))
         if isinstance(value, Continue):
             return Continued(value.checkpoint)
         # whether the log can store it is decided where every outcome becomes an event
         # (EngineCore.run_succeeded), the same for every invoker
         return Succeeded({"result": value})
+
+
+def error_text(exc: BaseException) -> str:
+    """A function's exception as a run's error: its type and message, as Python's traceback
+    ends (``KeyError: 'missing thing'``), or its type alone when it has no message."""
+    message = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {message}" if message else name
+
+
+def traceback_text(exc: BaseException) -> str:
+    """``exc``'s traceback from the function's own frame inwards (the invoker's frame left
+    out), with each file shown relative to the ``sys.path`` entry it was imported from
+    (``tasks.py``, ``requests/api.py``): shorter, and the same on every machine."""
+    trace = tb.TracebackException(type(exc), exc, exc.__traceback__.tb_next
+                                  if exc.__traceback__ is not None else None)
+    roots = _path_roots()
+    seen: set[int] = set()
+    pending = [trace]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            frame.filename = _relative(frame.filename, roots)
+        pending.extend(t for t in (current.__cause__, current.__context__) if t is not None)
+        pending.extend(current.exceptions or ())
+    return "".join(_short_lines("".join(trace.format())))
+
+
+_MAX_LINE = 500  # a traceback's line (a source line, an exception's message) is cut to this
+
+
+def _short_lines(text: str) -> list[str]:
+    """``text``'s lines, each cut to ``_MAX_LINE`` characters: a huge message (the run's error
+    has it whole) leaves room for the frames in the traceback's cap."""
+    return [line if len(line) <= _MAX_LINE else f"{line[:_MAX_LINE]}... "
+            f"({len(line) - _MAX_LINE} more characters)\n"
+            for line in text.splitlines(keepends=True)]
+
+
+def _path_roots() -> list[str]:
+    """The import path's directories, longest first, each ending with the separator."""
+    roots = {os.path.join(os.path.abspath(entry or os.curdir), "")
+             for entry in sys.path if isinstance(entry, str)}
+    return sorted(roots, key=len, reverse=True)
+
+
+def _relative(filename: str, roots: list[str]) -> str:
+    for root in roots:
+        if filename.startswith(root):
+            return filename[len(root):]
+    return filename
 
 
 class Routed(Invoker):

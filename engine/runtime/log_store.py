@@ -36,6 +36,7 @@ from cloudqueue.engine.runtime.log_file import (
 )
 from cloudqueue.engine.runtime.log_sync import DiskFullBackoff, DurableWaiters, IntervalSync
 from cloudqueue.engine.runtime.log_writer import SegmentWriter, SyncFailed, unknown_outcome
+from cloudqueue.engine.runtime.metrics import Histogram
 from cloudqueue.engine.runtime.snapshot import remove_covered, write_snapshot
 from cloudqueue.engine.runtime.store import Store, StoredState, StoreHooks, StoreOpener
 
@@ -143,6 +144,11 @@ class LogStore:
     def syncs(self) -> int:
         """fsyncs of the log's segments since it was opened."""
         return self._file.syncs
+
+    @property
+    def fsync_seconds(self) -> Histogram:
+        """How long each of those fsyncs took (for the metrics)."""
+        return self._file.fsync_seconds
 
     @property
     def busy(self) -> bool:

@@ -26,6 +26,7 @@ from cloudqueue.engine.runtime.log_file import (
     segment_name,
 )
 from cloudqueue.engine.runtime.log_sync import IntervalSync
+from cloudqueue.engine.runtime.metrics import FSYNC_BUCKETS, Histogram
 
 log = logging.getLogger("cloudqueue.log")
 
@@ -73,6 +74,7 @@ class SegmentWriter:
         self.synced_size = self.size
         self.failed = False  # after a failed fsync nothing is synced and trusted
         self.syncs = 0
+        self.fsync_seconds = Histogram(FSYNC_BUCKETS)  # each sync's fsync, on the log's clock
         self.rotate_error: Exception | None = None  # set in the IO thread, read after it
 
     @property
@@ -106,7 +108,10 @@ class SegmentWriter:
     def sync(self) -> None:
         if self.failed:
             raise LogError("the log failed; not syncing")
+        clock = self.schedule.clock
+        started = clock.monotonic_ms()
         self.ops.fsync(self.fd)
+        self.fsync_seconds.observe((clock.monotonic_ms() - started) / 1000)
         self.synced_size = self.size
         self.syncs += 1
         self.schedule.synced()

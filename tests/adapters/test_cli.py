@@ -1,6 +1,6 @@
 """Small things the command line owes a newcomer: ``--version``, ``-v`` on either side of the
 subcommand, a classic five-field cron expression answered with the six-field form; and
-``--host-concurrency``."""
+``--host-concurrency``, ``--log-format``."""
 
 from __future__ import annotations
 
@@ -68,3 +68,24 @@ def test_host_concurrency_on_the_command_line(tmp_path: Path,
         [*given, "--host-concurrency", "fixed"])).apps] == ["fixed", "fixed"]  # every app's
     with pytest.raises(SystemExit):
         build_parser().parse_args([*serve, "--host-concurrency", "auto"])
+
+
+def test_log_format_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in (("LEANCLOUD_APP_ID", "app"), ("LEANCLOUD_APP_KEY", "k"),
+                        ("LEANCLOUD_APP_MASTER_KEY", "m")):
+        monkeypatch.setenv(name, value)
+    serve = ["serve", "--data-dir", str(tmp_path)]
+    assert _serve_config(build_parser().parse_args(serve)).log_format == "text"
+    assert _serve_config(build_parser().parse_args(
+        [*serve, "--log-format", "json"])).log_format == "json"
+    config = tmp_path / "cloudqueue.toml"
+    config.write_text("log_format = 'json'\n[[apps]]\napp_id = 'a'\napp_key = 'k'\n"
+                      "master_key = 'm'\n")
+    given = ["serve", "--config", str(config)]
+    assert _serve_config(build_parser().parse_args(given)).log_format == "json"
+    assert _serve_config(build_parser().parse_args(
+        [*given, "--log-format", "text"])).log_format == "text"  # the flag wins
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*serve, "--log-format", "JSON"])
+    assert "got 'JSON' (did you mean 'json'?)" in capsys.readouterr().err

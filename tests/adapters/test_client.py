@@ -182,7 +182,11 @@ async def test_task_info_round_trip_equals_the_servers_view(server: Server,
         "success", {"result": 3}, None, 1)
     assert (await queue.get_task_info(none)).result == {"result": None}
     info = await queue.get_task_info(failed)
-    assert (info.status, info.result, info.error) == ("failed", ABSENT, "boom on attempt 1")
+    assert (info.status, info.result, info.error) == (
+        "failed", ABSENT, "RuntimeError: boom on attempt 1")
+    (run,) = info.runs
+    assert (run.attempt, run.outcome, run.error) == (1, "failed", info.error)
+    assert run.traceback is not None and run.traceback.endswith(f"\n{info.error}\n")
     info = await queue.get_task_info(retrying)
     assert info.state is TaskState.RETRY_WAIT and info.status == "queued"
     assert info.retry_at_ms is not None and info.finished_ms is None

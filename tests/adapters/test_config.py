@@ -133,6 +133,11 @@ def test_an_app_may_let_clients_enqueue(tmp_path: Path, setting: str,
          "apps[0].host_concurrency must be \"fixed\""),
         (GOOD.replace('"http://127.0.0.1:3000"', '"127.0.0.1:3000"'),
          "apps[0].function_host: function host 127.0.0.1:3000 is not an http:// or https:// URL"),
+        ('log_format = "jsn"\n' + GOOD, 'log_format must be "text" or "json" (one JSON object '
+                                         "per line), got 'jsn' (did you mean 'json'?)"),
+        ("log_format = 1\n" + GOOD, 'log_format must be "text" or "json"'),
+        ('log_fromat = "json"\n' + GOOD, "unknown setting 'log_fromat'; did you mean "
+                                          "'log_format'?"),
     ],
 )
 def test_a_bad_file_is_refused_saying_what_to_fix(tmp_path: Path, text: str,
@@ -178,6 +183,11 @@ def test_adaptive_concurrency_is_on_by_default_and_can_be_turned_off(tmp_path: P
     assert load_config(write(tmp_path, GOOD)).adaptive_concurrency is True
     off = load_config(write(tmp_path, "adaptive_concurrency = false\n" + GOOD))
     assert off.adaptive_concurrency is False
+
+
+def test_log_format_is_text_by_default_or_json(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).log_format == "text"
+    assert load_config(write(tmp_path, 'log_format = "json"\n' + GOOD)).log_format == "json"
 
 
 def test_host_concurrency_is_fixed_by_default_and_adaptive_per_app(tmp_path: Path) -> None:

@@ -63,6 +63,11 @@ def new_engine(tmp_path: Path) -> Engine:
         return params["a"] + params["b"]
 
     engine.define("install")(install)
+
+    @engine.define
+    async def lookup(params: Any, run: RunContext) -> Any:
+        raise KeyError("missing thing")
+
     return engine
 
 
@@ -171,6 +176,27 @@ async def test_watch_and_run_through_the_protocol(queue: Queue) -> None:
     # a final task's stream is its state alone
     assert [(kind, info.state) async for kind, info in queue.watch(uid)] == [
         ("state", TaskState.SUCCESS)]
+
+
+async def test_run_history_through_the_protocol(queue: Queue) -> None:
+    """``runs``: each run of a task, the same from either queue (and from the client, the
+    same as the server's own view: ``get_task_info`` equals what ``wait`` saw)."""
+    sliced = await queue.wait(await queue.enqueue("install", {"template": "blog"}),
+                              timeout=10_000)
+    assert [tuple(run) for run in sliced.runs] == [
+        (1, 0, T0, T0, "continued", None, None, None),
+        (1, 1, T0, T0, "continued", None, None, None),
+        (1, 2, T0, T0, "success", None, None, None)]
+    failed = await queue.wait(await queue.enqueue("lookup", attempts=0, unique_id="lookup"),
+                              timeout=10_000)
+    (run,) = failed.runs
+    assert (failed.error, run.attempt, run.outcome, run.duration_ms, run.error) == (
+        "KeyError: 'missing thing'", 1, "failed", 0, "KeyError: 'missing thing'")
+    assert run.traceback is not None and run.traceback.startswith(
+        "Traceback (most recent call last):\n")
+    assert run.traceback.endswith('in lookup\n    raise KeyError("missing thing")\n'
+                                  "KeyError: 'missing thing'\n")
+    assert await queue.get_task_info("lookup") == failed
 
 
 async def test_schedules_through_the_protocol(queue: Queue) -> None:

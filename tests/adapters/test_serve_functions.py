@@ -92,3 +92,63 @@ def test_a_module_that_cannot_load_is_one_line_saying_why(tmp_path: Path,
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 2, output
         assert expected in output and "Traceback" not in output
+
+
+FAILING = textwrap.dedent('''
+    import cloudqueue
+
+    @cloudqueue.define("lookup", attempts=1, backoff=1)
+    async def lookup(params, run):
+        raise KeyError("missing thing")
+''')
+
+
+async def test_a_failed_run_over_rest_and_in_the_json_log(tmp_path: Path,
+                                                          unused_tcp_port: int) -> None:
+    """``raise KeyError("missing thing")`` reads ``KeyError: 'missing thing'`` with its
+    traceback over REST; each failed run is one JSON line on stderr naming the app (never its
+    keys)."""
+    (tmp_path / "failing.py").write_text(FAILING)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    keys = {"LEANCLOUD_APP_ID": "shop", "LEANCLOUD_APP_KEY": "shop-app-key-5",
+            "LEANCLOUD_APP_MASTER_KEY": "shop-master-key-6"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LEANCLOUD_")}, **keys}
+    with (tmp_path / "stderr").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cloudqueue", "serve", "--port", str(unused_tcp_port),
+             "--functions", "failing", "--log-format", "json"],
+            env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, stdout=subprocess.DEVNULL,
+            stderr=stderr, text=True)
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_ready(session, base)
+                headers = {"X-LC-Id": "shop", "X-LC-Key": "shop-master-key-6,master"}
+                async with session.post(f"{base}/1.1/engine/cloud-queue/tasks",
+                                        json={"function": "lookup", "uniqueId": "L1"},
+                                        headers=headers) as response:
+                    assert response.status == 200, await response.text()
+                info = await final(session, f"{base}/1.1/engine/cloud-queue/tasks/L1", headers)
+        finally:
+            stop(process)
+    assert (info["status"], info["error"]) == ("failed", "KeyError: 'missing thing'")
+    first, second = info["runs"]
+    assert [(r["attempt"], r["outcome"], r["error"]) for r in (first, second)] == [
+        (1, "failed", "KeyError: 'missing thing'"), (2, "failed", "KeyError: 'missing thing'")]
+    trace = second["traceback"]
+    assert "traceback" not in first
+    assert trace == ('Traceback (most recent call last):\n  File "failing.py", line 6, in lookup\n'
+                     '    raise KeyError("missing thing")\nKeyError: \'missing thing\'\n')
+
+    text = (tmp_path / "stderr").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    failed = [line for line in lines if line["logger"] == "cloudqueue.runs"]
+    assert [(f["level"], f["attempt"]) for f in failed] == [("WARNING", 1), ("ERROR", 2)]
+    for line in failed:
+        assert {k: line[k] for k in ("app", "function", "uniqueId", "maxRuns", "outcome",
+                                     "error", "traceback")} == {
+            "app": "shop", "function": "lookup", "uniqueId": "L1", "maxRuns": 2,
+            "outcome": "failed", "error": "KeyError: 'missing thing'", "traceback": trace}
+    assert failed[1]["message"] == ("task L1 (lookup, app shop) failed for good on attempt 2 "
+                                    "of 2: KeyError: 'missing thing'")
+    assert "shop-master-key-6" not in text and "shop-app-key-5" not in text

@@ -78,7 +78,11 @@ def test_a_failed_task_is_retried_with_fresh_runs_the_same_id_params_and_options
     (run,) = h.tick(T0 + 100)
     assert (run.unique_id, run.attempt, run.params, run.timeout_ms) == ("a", 1, {"n": 1}, 2_000)
     h.succeed(run, T0 + 200, "ok")
-    assert h.core.task_info("a", T0 + 200).return_value == "ok"
+    done = h.core.task_info("a", T0 + 200)
+    assert done.return_value == "ok"
+    # the run history keeps the runs before the retry; the new ones count from attempt 1
+    assert [(r.attempt, r.started_ms, r.outcome) for r in done.runs] == [
+        (1, T0, "failed"), (1, T0 + 100, "success")]
 
 
 def test_a_retried_task_keeps_its_place_in_line_and_ignores_its_delay() -> None:

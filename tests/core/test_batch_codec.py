@@ -24,6 +24,7 @@ from cloudqueue.engine.core.codec import UnknownRecordKindError
 from cloudqueue.engine.core.errors import LogFormatRetiredError
 from cloudqueue.engine.core.events import Event, TaskSubmitted
 from cloudqueue.engine.core.framing import scan
+from cloudqueue.engine.core.history import RunOutcome, RunRecord
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import ABSENT, Task
@@ -146,11 +147,15 @@ def _task(**changes: Any) -> Task:
     _task(state=TaskState.RETRY_WAIT, error="boom", retry_at_ms=T + 5, attempt=2),
     _task(schedule="nightly", progress={"percent": 5}, progress_ms=T, messages=((T, "hi"),)),
     _task(checkpoint={"at": 3}, slices=2),
-], ids=["queued", "running", "null-result", "result", "retry", "progress", "continued"])
+    _task(state=TaskState.RETRY_WAIT, error="KeyError: 'x'", retry_at_ms=T + 9, attempt=2,
+          runs=(RunRecord(1, 0, T, T + 4, RunOutcome.UNAVAILABLE, None, "refused"),
+                RunRecord(1, 0, T + 4, T + 8, RunOutcome.FAILED, None, "KeyError: 'x'",
+                          "Traceback\n"))),
+], ids=["queued", "running", "null-result", "result", "retry", "progress", "continued",
+        "runs"])
 def test_every_task_state_round_trips_as_a_snapshot_row(task: Task) -> None:
     back = task_from_row(msgpack.unpackb(msgpack.packb(task_to_row(task)), raw=False))
-    fields = [f for f in Task.__slots__ if f not in ("timer", "timer_token",
-                                                     "progress_logged_ms")]
+    fields = [f for f in Task.__slots__ if f not in ("timer", "timer_token")]
     assert {f: getattr(back, f) for f in fields} == {f: getattr(task, f) for f in fields}
     assert (back.result is ABSENT) == (task.result is ABSENT)
 

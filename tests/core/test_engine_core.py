@@ -105,6 +105,9 @@ def test_success_is_final_with_result_status_code_and_finished_at() -> None:
         "result": {"result": {"ok": True}}, "state": "success", "function": "f", "attempt": 1,
         "maxRuns": 2, "createdAt": iso_ms(T0), "startedAt": iso_ms(T0),
         "expiresAt": iso_ms(T0 + 7 + 300_000),
+        "runs": [{"attempt": 1, "slice": 0, "startedAt": iso_ms(T0),
+                  "finishedAt": iso_ms(T0 + 7), "durationMs": 7, "outcome": "success",
+                  "statusCode": 200}],
     }
 
 
@@ -120,6 +123,9 @@ def test_failed_run_retries_at_failure_time_plus_backoff() -> None:
         "uniqueId": "a", "status": "queued", "statusCode": 500, "error": "boom (attempt 1)",
         "retryAt": iso_ms(T0 + 1_010), "state": "retry_wait", "function": "f", "attempt": 1,
         "maxRuns": 3, "createdAt": iso_ms(T0), "startedAt": iso_ms(T0),
+        "runs": [{"attempt": 1, "slice": 0, "startedAt": iso_ms(T0),
+                  "finishedAt": iso_ms(T0 + 10), "durationMs": 10, "outcome": "failed",
+                  "statusCode": 500, "error": "boom (attempt 1)"}],
     }
     assert h.core.next_deadline_ms() == T0 + 1_010
     assert h.tick(T0 + 1_009) == []
@@ -273,7 +279,7 @@ def test_an_answer_handled_past_the_deadline_before_the_timer_is_a_timeout(outco
     assert "result" not in info
     assert of(TaskFinished, commands)[0].info.state is TaskState.FAILED
     failed = [e for e in h.events if isinstance(e, RunFailed)]
-    assert [(e.t_ms, e.kind) for e in failed] == [(T0 + 300, FailureKind.UNKNOWN)]
+    assert [(e.t_ms, e.kind) for e in failed] == [(T0 + 300, FailureKind.TIMEOUT)]
 
 
 def test_an_answer_handled_just_before_the_deadline_counts() -> None:

@@ -150,6 +150,22 @@ def test_len_and_contains_count_live_entries_only() -> None:
     assert "a" not in q
 
 
+def test_first_is_the_task_pushed_longest_ago_whatever_its_priority() -> None:
+    q = ReadyQueue()
+    assert q.first() is None
+    q.push("late-but-urgent", 9, seq=1)
+    q.push("a", 1, seq=2)
+    q.push("b", 0, seq=3)
+    assert (q.first(), q.peek()) == ("late-but-urgent", "b")
+    q.discard("late-but-urgent")
+    assert q.first() == "a"
+    q.pop()  # "b"
+    q.push("late-but-urgent", 9, seq=4)  # pushed again: the newest now
+    assert q.first() == "a"
+    q.pop()  # "a"
+    assert q.first() == "late-but-urgent"
+
+
 def test_contains_is_false_for_non_string_keys() -> None:
     q = ReadyQueue()
     q.push("1", 1, seq=1)

@@ -5,15 +5,16 @@ top) agree with the live core on every task, the next deadline and what the next
 The live core is what answered callers; the folded and restored ones are what a restart, a
 ``cloudqueue log`` command or a compaction would make of the log. A disagreement means a restart
 changes what the queue does. Two machines drive it: the model test's steps (with its model's
-checks), and a broader one with schedules, progress reports, requeued runs, continuations and
-operator actions (retry, run now, cancel, pause and resume, bulk retry, cancel and purge by
-filter: checked only against the replayed cores, which must also agree on the paused state and
-the audit list).
+checks), and a broader one with schedules, progress reports, requeued runs, continuations,
+tracebacks and operator actions (retry, run now, cancel, pause and resume, bulk retry, cancel and
+purge by filter), checked only against the replayed cores, which must also agree on the paused
+state and the audit list. Every task's run history is compared with its other fields.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import fields, replace
 from typing import Any
 
@@ -33,16 +34,17 @@ from cloudqueue.engine.core.framing import scan
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.schedules import ScheduleSpec
+from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import Task
 from cloudqueue.engine.core.task_rows import task_from_row, task_to_row
 from cloudqueue.engine.runtime.rebuild import rebuild
 from tests.core.test_model import WHEELS, QueueMachine
 
 # Fields of a task that derive from its place in the core, not from the log: its timer, the
-# seq of its latest change (0 once restored, which means durable), when its progress was last
-# logged (a window for throttling, restarted by a restart).
-DERIVED = {"timer", "timer_token", "changed_seq", "progress_logged_ms"}
+# seq of its latest change (0 once restored, which means durable).
+DERIVED = {"timer", "timer_token", "changed_seq"}
 TASK_FIELDS = [f.name for f in fields(Task) if f.name not in DERIVED]
+assert "runs" in TASK_FIELDS  # the run history is compared with the rest
 
 
 class RecordingCore(EngineCore):
@@ -82,9 +84,11 @@ def restored(config: CoreConfig, start_ms: int, events: list[Event], cut: int) -
 
 def task_state(core: EngineCore) -> dict[str, dict[str, Any]]:
     """Every task's fields, as the log keeps them (a task's options do not repeat its
-    uniqueId: that is the task's own)."""
+    uniqueId: that is the task's own), and its run history as task info shows it."""
     return {task.unique_id: {name: getattr(task, name) for name in TASK_FIELDS}
-            | {"options": replace(task.options, unique_id=None)} for task in core.tasks()}
+            | {"options": replace(task.options, unique_id=None),
+               "shown runs": [run._asdict() for run in task.info().runs]}
+            for task in core.tasks()}
 
 
 def schedule_state(core: EngineCore) -> list[tuple[Any, ...]]:
@@ -144,6 +148,10 @@ def check_replay(live: RecordingCore, config: CoreConfig, start_ms: int) -> None
                  other.ready_count)
         assert after == expected_after, f"{name}, after the tick at {at}: " \
                                         f"{diff(expected_after, after)}"
+    for name, core in {"live": live, "ahead": ahead, **others}.items():
+        counted = Counter(task.state for task in core.tasks())
+        assert core.tasks_by_state() == {state: counted[state] for state in TaskState}, \
+            f"{name}: tasks by state (counted as events are applied) differ from the tasks"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,7 +244,8 @@ class BroadMachine(RuleBasedStateMachine):
             self._run(live.run_continued(uid, run_seq, {"step": run_seq}, now))
         else:
             kind = FailureKind.ERROR if how == "error" else FailureKind.UNKNOWN
-            self._run(live.run_failed(uid, run_seq, f"boom {run_seq}", now, kind, 500))
+            trace = f"Traceback {run_seq}\n" if how == "error" and run_seq % 2 else None
+            self._run(live.run_failed(uid, run_seq, f"boom {run_seq}", now, kind, 500, trace))
 
     @precondition(lambda self: self.core is not None and bool(self.runs))
     @rule(pick=st.integers(0, 63), percent=st.integers(0, 100), say=st.booleans())

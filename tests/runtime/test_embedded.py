@@ -78,7 +78,7 @@ async def test_exception_fails_the_run_and_retries_after_backoff(queue: Engine,
     await settle(queue)
     wire = (await queue.get_task_info(uid)).to_wire()
     assert (wire["status"], wire["error"], wire["retryAt"]) == (
-        "queued", "boom (attempt 1)", iso_ms(t0 + 1_000))
+        "queued", "RuntimeError: boom (attempt 1)", iso_ms(t0 + 1_000))
     clock.advance(999)
     await settle(queue)
     assert calls == 1

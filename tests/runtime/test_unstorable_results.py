@@ -113,9 +113,14 @@ async def test_an_unstorable_checkpoint_or_error_text_does_not_reach_the_writer(
         await _writer_lives(queue, tmp_path)
     assert cp.state is TaskState.FAILED and cp.attempt == 1 and cp.slices == 0
     assert cp.error is not None and "checkpoint cannot be stored" in cp.error
-    assert err.error is not None and err.error.startswith("bad ? text yyy")
+    error = f"RuntimeError: {message}"
+    assert err.error is not None and err.error.startswith("RuntimeError: bad ? text yyy")
     assert len(err.error) < MAX_ERROR_CHARS + 100
-    assert err.error.endswith(f"... ({len(message) - MAX_ERROR_CHARS} more characters)")
+    assert err.error.endswith(f"... ({len(error) - MAX_ERROR_CHARS} more characters)")
+    # its traceback keeps the function's frame, the message's line cut short
+    trace = err.runs[-1].traceback
+    assert trace is not None and len(trace) < 2_000 and "in raises" in trace
+    assert "RuntimeError: bad ? text yyy" in trace
 
 
 async def test_a_progress_report_the_log_cannot_store_is_refused_to_the_function(
