@@ -165,7 +165,7 @@ def test_wait_exits_1_for_a_failed_task_and_4_when_its_timeout_passes(
     assert waited.returncode == 1
     assert json.loads(waited.stdout)["state"] == "failed"
     assert waited.stderr == (f"cloudqueue tasks wait: task '{failing}' ended failed: "
-                             "invalid literal for int() with base 10: 'many'\n")
+                             "ValueError: invalid literal for int() with base 10: 'many'\n")
     later = own(request, "later")
     server.ok("tasks", "enqueue", "hello", "--unique-id", later, "--delay", "3600000")
     timed_out = server.cli("tasks", "wait", later, "--timeout", "300", process=True)
