@@ -233,27 +233,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 Action = Callable[[Any, argparse.Namespace], Awaitable[Any]]
 
 
+# what stops a command, most specific first, and the exit status it gives
+_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageError, EXIT_USAGE), (QueueUnavailableError, EXIT_UNREACHABLE),
+    (TimeoutError, EXIT_TIMEOUT), (Failed, EXIT_FAILED), (EngineError, EXIT_FAILED))
+_REFUSALS = tuple(kind for kind, _ in _EXIT_CODES)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``tasks`` or ``apps`` command; the exit status. Every failure is one
     line on stderr, never a traceback."""
     name = f"cloudqueue {args.command} {args.action}"
     try:
         return asyncio.run(_remote(args))
-    except UsageError as exc:
+    except _REFUSALS as exc:
         print(f"{name}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except QueueUnavailableError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except TimeoutError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except Failed as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except EngineError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
     except KeyboardInterrupt:
         return 130
 
