@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+import cloudqueue
 from cloudqueue import Engine, Run
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
 from tests.adapters.serving import A
@@ -61,7 +62,7 @@ class Gates:
 
 
 def functions(engine: Engine, gates: Gates) -> None:
-    @engine.define("report")
+    @cloudqueue.define("report")
     async def report(params: Any, run: Run) -> Any:
         assert run.unique_id is not None
         await run.progress(30, message="copied the first third")
@@ -70,7 +71,7 @@ def functions(engine: Engine, gates: Gates) -> None:
         await gates.events[run.unique_id, 2].wait()
         return {"copied": 3}
 
-    @engine.define("flaky")
+    @cloudqueue.define("flaky")
     async def flaky(params: Any, run: Run) -> Any:
         assert run.unique_id is not None
         if run.unique_id not in gates.failed_once:  # the first run of each task fails
@@ -78,9 +79,11 @@ def functions(engine: Engine, gates: Gates) -> None:
             raise RuntimeError("the mail server said no")
         return {"sent": True}
 
-    @engine.define("quick")
+    @cloudqueue.define("quick")
     async def quick(params: Any, run: Run) -> Any:
         return {"ok": True}
+
+    engine.register(report, flaky, quick)
 
 
 @dataclass
@@ -259,7 +262,7 @@ async def test_an_operator_watches_and_acts_on_the_queue_live(
         assert await page.evaluate(f"{q('#view')}.dataset.state") == "queued"
         waiting = "[data-testid=waiting]"
         await page.wait_for(f"!{q(waiting)}.hidden && {q(waiting)}.dataset.reason === 'paused'")
-        assert "paused" in await page.evaluate(text(waiting)).lower()
+        assert "paused" in (await page.evaluate(text(waiting))).lower()
         assert (await queue.info(waiting_id))["state"] == "queued"
         await shot("paused-task")
 
@@ -274,7 +277,7 @@ async def test_an_operator_watches_and_acts_on_the_queue_live(
 
         # the audit list names what the dashboard did
         await go(page, f"#/apps/{A.app_id}/audit")
-        await page.wait_for(f"document.querySelectorAll('[data-testid=audit-row]').length >= 3")
+        await page.wait_for("document.querySelectorAll('[data-testid=audit-row]').length >= 3")
         actions = await page.evaluate(
             "[...document.querySelectorAll('[data-testid=audit-row]')]"
             ".map(r => r.dataset.action)")
@@ -294,13 +297,15 @@ async def test_a_viewer_sees_everything_and_can_change_nothing(
     waiting = await queue.enqueue("quick", delay=3_600_000)
     async with await Browser.launch(chromium) as browser:
         page = await browser.open(f"{queue.url}/dashboard/")
+        await page.send("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                        deviceScaleFactor=1, mobile=False)
         await sign_in(page, VIEWER)
         assert await page.evaluate(f"{q('[data-testid=role]')}.dataset.role") == "viewer"
         assert await page.evaluate(f"!{q('[data-testid=pause]')}")
         assert await page.evaluate(f"!{q('[data-testid=resume]')}")
 
         await click(page, "[data-testid=nav-tasks]")
-        await page.wait_for(f"document.querySelectorAll('[data-testid=task-row]').length === 2")
+        await page.wait_for("document.querySelectorAll('[data-testid=task-row]').length === 2")
         assert await page.evaluate(f"!{q('[data-testid=bulk-actions]')}")
 
         await task_page(page, failed)

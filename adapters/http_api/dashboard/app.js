@@ -623,6 +623,15 @@
         plot.append(svg('path', {d, fill: 'none', stroke: s.color, 'stroke-width': 2,
           'stroke-linejoin': 'round', 'vector-effect': 'non-scaling-stroke'}));
       }
+      // a value with no neighbour draws no line: a dot shows it
+      s.values.forEach((v, i) => {
+        const alone = typeof v === 'number' && typeof s.values[i - 1] !== 'number' &&
+          typeof s.values[i + 1] !== 'number';
+        if (alone) {
+          plot.append(svg('circle', {cx: Math.min(Math.max(x(i), 2), width - 2), cy: y(v), r: 2.5,
+            fill: s.color}));
+        }
+      });
     }
     const last = (s) => [...s.values].reverse().find((v) => typeof v === 'number');
     const legend = h('div', {class: 'legend'}, series.map((s) => {
