@@ -935,6 +935,8 @@
         if (row) {
           const fresh = taskRow(app, info);
           fresh.classList.add('flash');
+          // still shown where it was, marked when it no longer matches the filters
+          fresh.classList.toggle('out', !matches(info));
           row.replaceWith(fresh);
           shown.set(info.uniqueId, fresh);
         } else if (!cursor && matches(info)) {
@@ -945,11 +947,16 @@
       if (added.length) {
         const empty = tbody.querySelector('.empty-row');
         if (empty) empty.remove();
-        added.sort((a, b) => Date.parse(a.createdAt) - Date.parse(b.createdAt));
         for (const info of added) {
+          // newest first: before the first row created earlier; a task older than every row
+          // shown belongs to a later page, unless this is the last one
+          const created = Date.parse(info.createdAt);
+          const later = [...tbody.querySelectorAll('tr[data-testid=task-row]')]
+            .find((tr) => Number(tr.dataset.created) < created);
+          if (!later && next) continue;
           const tr = taskRow(app, info);
           tr.classList.add('flash');
-          tbody.prepend(tr);
+          tbody.insertBefore(tr, later || null);
           shown.set(info.uniqueId, tr);
         }
         if (shown.size > PAGE_SIZE * 3) scheduleRefetch();
@@ -1001,7 +1008,8 @@
   function taskRow(app, info) {
     const state = stateOf(info);
     const percent = percentOf(info.progress);
-    return h('tr', {testid: 'task-row', dataset: {uniqueId: info.uniqueId, state}},
+    return h('tr', {testid: 'task-row', dataset: {uniqueId: info.uniqueId, state,
+      created: String(Date.parse(info.createdAt) || 0)}},
       h('td', {class: 'id mono'}, h('a', {href: appPath(app, 'tasks', info.uniqueId),
         title: info.uniqueId}, info.uniqueId)),
       h('td', {}, info.function || ''),
