@@ -350,3 +350,40 @@ async def test_a_master_key_signs_in_to_its_app_and_a_wrong_one_is_refused(
         await click(page, "[data-testid=search-open]")
         await page.wait_for(f"!{q('[data-testid=search-error]')}.hidden")
         assert "No such task" in await page.evaluate(text("[data-testid=search-error]"))
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+async def test_schedules_are_paused_resumed_and_run_now_from_their_page(
+        server: tuple[Server, Gates], chromium: str) -> None:
+    queue, _ = server
+    async with queue.session.put(
+            f"{queue.url}/1.1/engine/cloud-queue/schedules/new-year",
+            json={"function": "quick", "cron": "0 0 0 1 1 *", "timezone": "UTC"},
+            headers=MASTER) as response:
+        assert response.status == 200, await response.text()
+    async with await Browser.launch(chromium) as browser:
+        page = await browser.open(f"{queue.url}/dashboard/")
+        await sign_in(page, OPERATOR)
+        await click(page, "[data-testid=nav-schedules]")
+        row = "[data-testid=schedule-row][data-name=new-year]"
+        await page.wait_for(f"!!{q(row)}")
+        assert await page.evaluate(f"{q(row)}.dataset.paused") == "false"
+        # its next fire time: the coming 1 January, midnight UTC
+        first = await page.evaluate(f"{q(row + ' time')}.getAttribute('datetime')")
+        assert first.endswith("-01-01T00:00:00.000Z"), first
+
+        await click(page, f"{row} [data-testid=schedule-pause]")
+        await confirm(page)
+        await page.wait_for(f"{q(row)}.dataset.paused === 'true'")
+        await click(page, f"{row} [data-testid=schedule-resume]")
+        await confirm(page)
+        await page.wait_for(f"{q(row)}.dataset.paused === 'false'")
+
+        # run now: one task at once, whose page opens and shows it done
+        await click(page, f"{row} [data-testid=schedule-run-now]")
+        await confirm(page)
+        await page.wait_for("location.hash.includes('/tasks/')")
+        await page.wait_for(state_is("success"))
+        assert await page.evaluate(f"{q('#error-banner')}.hidden"), \
+            await page.evaluate(text("#error-text"))

@@ -451,6 +451,7 @@
     $('sidebar').classList.remove('open');
     const view = $('view');
     view.replaceChildren();
+    for (const key of Object.keys(view.dataset)) if (key !== 'testid') delete view.dataset[key];
     const {parts, query} = parseHash();
     if (!auth) {
       shell(false);
