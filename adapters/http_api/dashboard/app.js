@@ -755,7 +755,8 @@
         limited ? `limit lowered to ${o.runLimit} of concurrency ${o.concurrency} (adaptive)`
           : `run limit ${fmtNumber(o.runLimit)} · concurrency ${fmtNumber(o.concurrency)}`,
         'run-limit', meterOf(running, o.runLimit)),
-      stat('Oldest ready task', o.oldestReadyAgeMs ? fmtDuration(o.oldestReadyAgeMs) : 'none waiting',
+      stat('Oldest ready task', o.oldestReadyAgeMs === null || o.oldestReadyAgeMs === undefined ? '–'
+        : o.oldestReadyAgeMs ? fmtDuration(o.oldestReadyAgeMs) : 'none waiting',
         'how long the longest-waiting ready task has waited', 'oldest-ready'),
       stat('Quotas', quotaLines[0], quotaLines.slice(1).join(' · '), 'quotas', quotaMeter),
       stat('Schedules', h('a', {href: appPath(app, 'schedules')}, fmtNumber(o.schedules)),
