@@ -30,8 +30,9 @@ from cloudqueue.engine.core.errors import ValidationError
 class Role(IntEnum):
     NONE = 0
     APP = 1
-    MASTER = 2
-    OPERATOR = 3  # the server's operator token: what the master key may do, on every app
+    VIEWER = 2  # the server's viewer token: read everything a master key may read, change nothing
+    MASTER = 3
+    OPERATOR = 4  # the server's operator token: what the master key may do, on every app
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,18 @@ def _role_from_key(value: str, app: AppKeys) -> Role:
 
 
 def authenticate(headers: Mapping[str, str], apps: Mapping[str, AppKeys],
-                 operator_token: str | None = None) -> tuple[AppKeys | None, Role]:
+                 operator_token: str | None = None,
+                 viewer_token: str | None = None) -> tuple[AppKeys | None, Role]:
     """The app the request names and the role its credentials prove (``Role.NONE`` if none).
-    ``Authorization: Bearer <operator_token>`` proves ``OPERATOR`` on whichever app it names."""
+    ``Authorization: Bearer <operator_token>`` proves ``OPERATOR`` on whichever app it names,
+    ``Bearer <viewer_token>`` ``VIEWER``."""
     app_id = _first(headers, _ID_HEADERS)
     app = apps.get(app_id) if app_id else None
     if app is None:
         return None, Role.NONE
-    if operator_token is not None and is_operator(headers, operator_token):
-        return app, Role.OPERATOR
+    server_role = bearer_role(headers, operator_token, viewer_token)
+    if server_role is not Role.NONE:
+        return app, server_role
     sign = _first(headers, _SIGN_HEADERS)
     if sign is not None:
         return app, _role_from_sign(sign, app)
@@ -136,6 +140,15 @@ def authenticate(headers: Mapping[str, str], apps: Mapping[str, AppKeys],
     if master:
         return app, Role.MASTER if _same(master, app.master_key) else Role.NONE
     return app, Role.NONE
+
+
+def bearer_role(headers: Mapping[str, str], operator_token: str | None,
+                viewer_token: str | None) -> Role:
+    """``OPERATOR`` or ``VIEWER`` if the request carries ``Authorization: Bearer`` with the
+    server's operator or viewer token (either may be unset), else ``NONE``."""
+    if is_operator(headers, operator_token):
+        return Role.OPERATOR
+    return Role.VIEWER if is_operator(headers, viewer_token) else Role.NONE
 
 
 def is_operator(headers: Mapping[str, str], operator_token: str | None) -> bool:

@@ -107,13 +107,19 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
             port=args.port if args.port is not None else server.DEFAULT_PORT,
             data_dir=data_dir, apps=apps)
         if "LEANCLOUD_APP_ID" not in os.environ:
-            config = dataclasses.replace(config, admin_token=server.dev_admin_token(data_dir))
-            print(f"development app {apps[0].keys.app_id}: its keys and the operator token are "
-                  f"in {data_dir / 'dev-credentials.json'}", flush=True)
+            config = dataclasses.replace(
+                config, admin_token=server.dev_admin_token(data_dir),
+                viewer_token=server.dev_admin_token(data_dir, "viewer_token"))
+            print(f"development app {apps[0].keys.app_id}: its keys, the operator token and the "
+                  f"viewer token are in {data_dir / 'dev-credentials.json'}", flush=True)
     token = os.environ.get("CLOUDQUEUE_ADMIN_TOKEN")
     if token:
         config = dataclasses.replace(config, admin_token=server.check_admin_token(
             token, "CLOUDQUEUE_ADMIN_TOKEN"))
+    token = os.environ.get("CLOUDQUEUE_VIEWER_TOKEN")
+    if token:
+        config = dataclasses.replace(config, viewer_token=server.check_admin_token(
+            token, "CLOUDQUEUE_VIEWER_TOKEN"))
     limits = {name: getattr(args, name) for name in _LIMIT_FLAGS
               if getattr(args, name) is not None}
     config = dataclasses.replace(config, **limits)

@@ -92,6 +92,9 @@ class ServeConfig:
     # the operator token (``Authorization: Bearer <token>``): what an app's master key may do, on
     # every app, and the server-wide views (None: no operator access)
     admin_token: str | None = None
+    # the viewer token (``Authorization: Bearer <token>``): read what an app's master key may
+    # read, on every app (the dashboard's read-only login); None: no viewer access
+    viewer_token: str | None = None
     # cloudqueue/log_format.py: "text" lines, or "json": one JSON object per line
     log_format: str = "text"
 
@@ -104,7 +107,7 @@ _WHOLE_SETTINGS = {  # name -> least value
 _ZERO_IS_OFF = frozenset({"gc_freeze_ms", "gc_full_collect_s", "header_timeout_ms",
                           "body_timeout_ms", "idle_timeout_ms", "log_repeat_interval_s"})
 _FLAG_SETTINGS = ("access_log", "adaptive_concurrency", "metrics")
-_TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", "log_format",
+_TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", "viewer_token", "log_format",
                        *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
@@ -168,22 +171,23 @@ def check_host_concurrency(mode: Any, where: str) -> str:
                       f"(as many as the host takes, up to concurrency), got {mode!r}{hint}")
 
 
-def dev_admin_token(data_dir: Path) -> str:
-    """The development server's operator token, kept beside the development app's keys in
-    ``dev-credentials.json`` (added to a file made before there was one)."""
+def dev_admin_token(data_dir: Path, name: str = "admin_token") -> str:
+    """The development server's operator token (``name``: or its ``viewer_token``), kept beside
+    the development app's keys in ``dev-credentials.json`` (added to a file made before there
+    was one)."""
     path = data_dir / "dev-credentials.json"
     _dev_keys(data_dir)
     stored = json.loads(path.read_text())
-    token = stored.get("admin_token")
+    token = stored.get(name)
     if isinstance(token, str) and len(token) >= MIN_OPERATOR_TOKEN_CHARS:
         return token
-    stored["admin_token"] = secrets.token_hex(16)
+    stored[name] = secrets.token_hex(16)
     partial = path.with_name(path.name + ".new")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(stored, f)
     os.replace(partial, path)
-    return str(stored["admin_token"])
+    return str(stored[name])
 
 
 def _dev_keys(data_dir: Path) -> AppKeys:
@@ -242,11 +246,20 @@ def _settings(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     for name in ("host", "data_dir"):
         if name in data and not isinstance(data[name], str):
             raise ConfigError(f"{where}: {name} must be a string")
-    if "admin_token" in data:
-        settings["admin_token"] = check_admin_token(data["admin_token"], f"{where}: admin_token")
+    settings.update(_tokens(data, where))
     if "log_format" in data:
         settings["log_format"] = check_log_format(data["log_format"], f"{where}: log_format")
     return settings
+
+
+def _tokens(data: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The operator and viewer tokens given, checked (and not the same)."""
+    tokens = {name: check_admin_token(data[name], f"{where}: {name}")
+              for name in ("admin_token", "viewer_token") if name in data}
+    if len(tokens) == 2 and tokens["admin_token"] == tokens["viewer_token"]:
+        raise ConfigError(f"{where}: viewer_token must differ from admin_token (the viewer token "
+                          "is the read-only one)")
+    return tokens
 
 
 def check_admin_token(token: Any, where: str) -> str:

@@ -119,7 +119,8 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
         engine.register(*import_functions(app.functions))
         tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
                                             app.client_enqueue)
-    return create_app(tenants, operator_token=config.admin_token, metrics=config.metrics,
+    return create_app(tenants, operator_token=config.admin_token,
+                      viewer_token=config.viewer_token, metrics=config.metrics,
                       listen_host=config.host)
 
 

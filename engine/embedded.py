@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import heapq
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import Any, Unpack
@@ -56,8 +55,9 @@ from cloudqueue.engine.core.options import (
 )
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec, describe, parse_schedule
 from cloudqueue.engine.core.states import TaskState
-from cloudqueue.engine.core.task import TaskInfo
-from cloudqueue.engine.queue import TaskPage, task_filter
+from cloudqueue.engine.core.task import Task, TaskInfo, unpacked
+from cloudqueue.engine.core.waiting import TaskDetail
+from cloudqueue.engine.queue import TaskPage, parse_cursor, task_filter
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.compaction import CompactionSchedule
 from cloudqueue.engine.runtime.defined import Handler, defined_in
@@ -341,20 +341,51 @@ class Engine:
         return info
 
     async def list_tasks(self, state: TaskState | str | None = None,
-                         limit: int = 100, *, status: str | None = None) -> TaskPage:
-        """Up to ``limit`` tasks newest first, and how many there are; durable as
-        ``get_task_info``'s. ``state`` filters by the detailed state (``queued`` is only tasks
-        waiting for a slot); ``status`` by LeanCloud's three-valued one (``queued`` is every
-        unfinished task, ``retry_wait`` and ``running`` included). Raises ``ValidationError``
-        for both at once or an unknown value."""
-        keep = task_filter(state, status)
-        tasks = [t for t in self.core.tasks() if keep(t.state)]
-        shown = heapq.nlargest(limit, tasks, key=lambda t: t.seq)
+                         limit: int = 100, *, status: str | None = None,
+                         function: str | None = None, created_from: int | None = None,
+                         created_to: int | None = None, cursor: str | None = None) -> TaskPage:
+        """Up to ``limit`` tasks newest first, how many match, and the next page's cursor;
+        durable as ``get_task_info``'s. ``state`` filters by the detailed state (``queued`` is
+        only tasks waiting for a slot); ``status`` by LeanCloud's three-valued one (``queued``
+        is every unfinished task, ``retry_wait`` and ``running`` included); ``function`` and
+        ``created_from``/``created_to`` (epoch ms, from inclusive) narrow it. The count comes
+        from the numbers the queue keeps by state as it works: with a function or a time in
+        the filter it is None. ``cursor``: the ``next`` of the page before, same filter. Raises
+        ``ValidationError`` for state and status at once, an unknown value or a bad cursor."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError(f"limit must be a whole number from 1, got {limit!r}",
+                                  "limit")
+        by_state = task_filter(state, status)
+        below = parse_cursor(cursor)
+        narrowed = function is not None or created_from is not None or created_to is not None
+        if narrowed:
+            low = created_from if created_from is not None else -2 ** 63
+            high = created_to if created_to is not None else 2 ** 63
+
+            def keep(task: Task) -> bool:
+                return (by_state(task.state) and (function is None or task.function == function)
+                        and low <= task.created_ms < high)
+        else:
+            def keep(task: Task) -> bool:
+                return by_state(task.state)
+        shown, more = self.core.page(keep, limit, below)
+        counts = self.core.tasks_by_state()
+        total = None if narrowed else sum(n for s, n in counts.items() if by_state(s))
         seq = max((t.changed_seq for t in shown), default=0)
         infos = [self.core.info(t) for t in shown]
         if self.store.durable_seq < seq:
             await self.store.wait_durable(seq)
-        return TaskPage(infos, len(tasks))
+        return TaskPage(infos, total, None if more is None else str(more))
+
+    async def inspect(self, unique_id: str) -> TaskDetail:
+        """The task's info (durable, as ``get_task_info``'s), its params and options, and why
+        it waits if it does (``engine.core.waiting``). Raises ``UnknownTaskError``."""
+        info = await self.get_task_info(unique_id)
+        task = self.core.task(unique_id)
+        if task is None:  # (purged while its info became durable)
+            raise UnknownTaskError(unique_id)
+        waiting = self.core.waiting(unique_id, self.clock.now_ms(), self.host_available)
+        return TaskDetail(info, unpacked(task.params), task.options, waiting)
 
     async def _until_durable(self, unique_id: str, seq: int) -> None:
         try:
@@ -550,6 +581,16 @@ class Engine:
         self._check_open()
         return await self._schedule_change(
             name, self.core.pause_schedule(name, False, self.clock.now_ms()))
+
+    async def run_schedule_now(self, name: str, *, actor: Actor | None = None) -> str:
+        """Fire schedule ``name`` once now, outside its slots (an operator action, in the audit
+        list): the uniqueId of the task, ``cron:<name>:now:<random>``, once durable. Raises
+        ``UnknownScheduleError``."""
+        self._check_open()
+        unique_id = f"cron:{name}:now:{random_uuid()}"
+        await self._apply(self.core.run_schedule_now(name, unique_id, self.clock.now_ms(),
+                                                     actor or EMBEDDED))
+        return unique_id
 
     async def delete_schedule(self, name: str) -> None:
         self._check_open()

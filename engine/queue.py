@@ -24,15 +24,40 @@ from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import TaskInfo
 
 
-class TaskPage(NamedTuple):
-    """What ``list_tasks`` answers: the tasks shown (newest first) and how many match
-    (``total``); unpacks as ``tasks, total = await queue.list_tasks()``."""
-
+class _Page(NamedTuple):
     tasks: list[TaskInfo]
-    total: int
+    total: int | None
+
+
+class TaskPage(_Page):
+    """What ``list_tasks`` answers: the tasks shown (newest first); how many match
+    (``total``: kept as the queue works, so known without counting; None when the filter
+    names a function or a time, which only a scan could count); and ``next``, the cursor of
+    the page after this one (None: this is the last). Unpacks as
+    ``tasks, total = await queue.list_tasks()``."""
+
+    next: str | None
+
+    def __new__(cls, tasks: list[TaskInfo], total: int | None, next: str | None = None
+                ) -> TaskPage:
+        page = super().__new__(cls, tasks, total)
+        page.next = next
+        return page
 
 
 STATUSES = ("queued", "success", "failed")
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """A page cursor (what ``TaskPage.next`` was) as the seq it stands for. Raises
+    ``ValidationError`` for anything else."""
+    if cursor is None:
+        return None
+    if (isinstance(cursor, str) and 0 < len(cursor) <= 20 and cursor.isascii()
+            and cursor.isdigit()):
+        return int(cursor)
+    raise ValidationError("cursor must be the next of an earlier page of the same listing",
+                          "cursor")
 
 
 def task_filter(state: TaskState | str | None, status: str | None
@@ -128,9 +153,12 @@ class Queue(Protocol):
         ...
 
     async def list_tasks(self, state: TaskState | str | None = None,
-                         limit: int = 100, *, status: str | None = None) -> TaskPage:
-        """Up to ``limit`` tasks (in ``state``, or in LeanCloud's ``status``, when given),
-        newest first, and their count."""
+                         limit: int = 100, *, status: str | None = None,
+                         function: str | None = None, created_from: int | None = None,
+                         created_to: int | None = None, cursor: str | None = None) -> TaskPage:
+        """Up to ``limit`` tasks (in ``state``, or in LeanCloud's ``status``, of ``function``,
+        created in ``[created_from, created_to)`` epoch ms, when given), newest first, their
+        count, and the next page's cursor (pass it as ``cursor`` with the same filter)."""
         ...
 
     async def wait(self, unique_id: str, timeout: int | None = None) -> TaskInfo:

@@ -307,9 +307,13 @@ class QueueClient(Transport):
         return [audit_entry_from_wire(item) for item in results]
 
     async def list_tasks(self, state: TaskState | str | None = None,
-                         limit: int = 100, *, status: str | None = None) -> TaskPage:
-        """Up to ``limit`` (1 to 1000) tasks the server holds (in ``state``, when given),
-        newest first, and how many there are (needs the master key).
+                         limit: int = 100, *, status: str | None = None,
+                         function: str | None = None, created_from: int | None = None,
+                         created_to: int | None = None, cursor: str | None = None) -> TaskPage:
+        """Up to ``limit`` (1 to 1000) tasks the server holds, newest first (in ``state`` or
+        ``status``, of ``function``, created in ``[created_from, created_to)`` epoch ms, when
+        given), how many match (None when the filter names a function or a time), and the
+        next page's cursor (pass it as ``cursor``, same filter). Needs the master key.
 
         Raises:
             ValidationError: a bad state or limit (no request made), or one the server refused.
@@ -322,6 +326,9 @@ class QueueClient(Transport):
             query["state"] = check_state(state).value
         if status is not None:
             query["status"] = status
+        given = {"function": function, "cursor": cursor, "createdFrom": created_from,
+                 "createdTo": created_to}
+        query.update({name: str(value) for name, value in given.items() if value is not None})
         answer = await self._call("list_tasks", "GET", "/tasks", query=query)
         results = answer.get("results") if isinstance(answer, Mapping) else None
         if not isinstance(results, list):
@@ -329,8 +336,9 @@ class QueueClient(Transport):
         tasks = [task_info_from_wire(item) for item in results]
         count = answer.get("count")
         if isinstance(count, bool) or not isinstance(count, int):
-            count = len(tasks)  # a server that does not count
-        return TaskPage(tasks, count)
+            count = None
+        following = answer.get("next")
+        return TaskPage(tasks, count, following if isinstance(following, str) else None)
 
     async def wait(self, unique_id: str, timeout: int | None = None, *,
                    poll_ms: int = 200) -> TaskInfo:

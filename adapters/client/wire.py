@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from cloudqueue.engine.core.actions import AuditEntry, BulkResult, DispatchState
 from cloudqueue.engine.core.errors import UnexpectedResponseError, ValidationError
-from cloudqueue.engine.core.history import RunRecord, outcome_named
+from cloudqueue.engine.core.history import ActionRecord, RunRecord, outcome_named
 from cloudqueue.engine.core.options import OPTION_NAMES, BackoffType, DeliveryMode, TaskOptions
 from cloudqueue.engine.core.schedules import ScheduleInfo, ScheduleSpec
 from cloudqueue.engine.core.states import TaskState
@@ -64,6 +64,7 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
         slices=_typed(wire, "slices", int, 0),
         runs=_runs(wire),
         app_paused=wire.get("appPaused") is True,
+        actions=_actions(wire),
         **_progress(wire),
     )
 
@@ -87,6 +88,26 @@ def _runs(wire: Mapping[str, Any]) -> tuple[RunRecord, ...]:
             _time_ms(run, "finishedAt"), None if outcome is None else outcome_named(outcome),
             _typed(run, "statusCode", int, None, what), _typed(run, "error", str, None, what),
             _typed(run, "traceback", str, None, what)))
+    return tuple(records)
+
+
+def _actions(wire: Mapping[str, Any]) -> tuple[ActionRecord, ...]:
+    """The ``actions`` extension: one ``ActionRecord`` per operator action on the task."""
+    actions = wire.get("actions")
+    if actions is None:
+        return ()
+    if not isinstance(actions, list) or not all(isinstance(a, Mapping) for a in actions):
+        raise UnexpectedResponseError("the TaskInfo's actions must be an array of objects")
+    what = "TaskInfo's action"
+    records = []
+    for action in actions:
+        at = _time_ms(action, "at")
+        if at is None:
+            raise UnexpectedResponseError("an action in the TaskInfo's actions has no at")
+        records.append(ActionRecord(at, _typed(action, "action", str, "", what),
+                                    _typed(action, "by", str, "", what),
+                                    _typed(action, "via", str, None, what),
+                                    action.get("bulk") is True))
     return tuple(records)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from cloudqueue.adapters.auth import Role
-from cloudqueue.adapters.http_api.tenants import QueueApp, tenant_role
+from cloudqueue.adapters.http_api.tenants import QueueApp, tenant, tenant_role
 from cloudqueue.adapters.http_api.wire import parse_json_object, whole_number
 from cloudqueue.engine.core.actions import (
     MAX_AUDIT,
@@ -79,12 +79,12 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def dispatch(request: web.Request) -> web.Response:
-    queue_app, _ = operator(request)
+    queue_app = tenant(request, Role.VIEWER)
     return web.json_response((await queue_app.engine.dispatch_state()).to_wire())
 
 
 async def audit(request: web.Request) -> web.Response:
-    queue_app, _ = operator(request)
+    queue_app = tenant(request, Role.VIEWER)
     limit = whole_number(request.query.get("limit"), "limit", 50, 1, MAX_AUDIT)
     entries = await queue_app.engine.audit(limit)
     return web.json_response({"results": [entry.to_wire() for entry in entries]})

@@ -34,15 +34,18 @@ from typing import Any
 from aiohttp import web
 
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
-from cloudqueue.adapters.http_api import actions, schedules, stream
+from cloudqueue.adapters.http_api import actions, console, schedules, stream
+from cloudqueue.adapters.http_api.actions import wire_time
 from cloudqueue.adapters.http_api.dashboard import add_routes as add_dashboard_routes
 from cloudqueue.adapters.http_api.metrics import add_route as add_metrics_route
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
 from cloudqueue.adapters.http_api.tenants import (
     APPS,
     OPERATOR_TOKEN,
+    VIEWER_TOKEN,
     QueueApp,
     caller,
+    read_only,
     refusal,
     tenant,
 )
@@ -55,6 +58,7 @@ from cloudqueue.adapters.http_api.wire import (
 )
 from cloudqueue.engine.core.batch_items import Item
 from cloudqueue.engine.core.errors import EngineError, ValidationError
+from cloudqueue.engine.core.names import near_miss
 from cloudqueue.engine.core.options import _describe
 from cloudqueue.engine.core.progress import parse_progress
 from cloudqueue.engine.core.quotas import QuotaExceededError
@@ -129,6 +133,8 @@ def _enqueue_request(queue_app: QueueApp, body: dict[str, Any]) -> EnqueueReques
 
 async def enqueue(request: web.Request) -> web.Response:
     queue_app, role = caller(request)
+    if role is Role.VIEWER:
+        raise read_only()
     if role is Role.APP and queue_app.client_enqueue is False:  # before reading the body
         queue_app.check_client_enqueue({})
     body = parse_json_object(await request.read())
@@ -243,11 +249,40 @@ async def progress(request: web.Request) -> web.Response:
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    queue_app = tenant(request, Role.MASTER)
-    limit = whole_number(request.query.get("limit"), "limit", 100, 1, 1000)
-    infos, count = await queue_app.engine.list_tasks(
-        request.query.get("state"), limit, status=request.query.get("status"))
-    return web.json_response({"results": [info.to_wire() for info in infos], "count": count})
+    """Tasks newest first: ``?state=`` or ``?status=``, ``function=``, ``createdFrom=`` and
+    ``createdTo=`` (ISO-8601 or epoch ms), ``limit=`` (1 to 1000), ``cursor=`` (the ``next``
+    of the page before). ``count`` is there when the filter is by state (or status) alone."""
+    queue_app = tenant(request, Role.VIEWER)
+    query = request.query
+    unknown = sorted(set(query) - LIST_FIELDS)
+    if unknown:
+        meant = near_miss(unknown[0], LIST_FIELDS)
+        hint = f"did you mean {meant!r}? " if meant else ""
+        raise ValidationError(f"unknown query parameter {unknown[0]!r}; {hint}the parameters "
+                              f"are {', '.join(sorted(LIST_FIELDS))}", unknown[0])
+    limit = whole_number(query.get("limit"), "limit", 100, 1, 1000)
+    page = await queue_app.engine.list_tasks(
+        query.get("state"), limit, status=query.get("status"), function=query.get("function"),
+        created_from=wire_time(_epoch_or_iso(query.get("createdFrom")), "createdFrom"),
+        created_to=wire_time(_epoch_or_iso(query.get("createdTo")), "createdTo"),
+        cursor=query.get("cursor"))
+    body: dict[str, Any] = {"results": [info.to_wire() for info in page.tasks]}
+    if page.total is not None:
+        body["count"] = page.total
+    if page.next is not None:
+        body["next"] = page.next
+    return web.json_response(body)
+
+
+LIST_FIELDS = frozenset({"state", "status", "function", "createdFrom", "createdTo", "limit",
+                         "cursor"})
+
+
+def _epoch_or_iso(given: str | None) -> str | int | None:
+    """A query's time: epoch ms as digits, else the text (``wire_time`` reads ISO-8601)."""
+    if given is not None and given.isascii() and given.isdigit() and len(given) <= 15:
+        return int(given)
+    return given
 
 
 async def live(request: web.Request) -> web.Response:
@@ -297,10 +332,12 @@ async def openapi(request: web.Request) -> web.FileResponse:
 
 def create_app(apps: Mapping[str, QueueApp], *,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               operator_token: str | None = None, metrics: bool = True,
-               listen_host: str | None = None, dashboard: bool = True) -> web.Application:
+               operator_token: str | None = None, viewer_token: str | None = None,
+               metrics: bool = True, listen_host: str | None = None,
+               dashboard: bool = True) -> web.Application:
     """The aiohttp application; engines are started and stopped with it. ``operator_token``:
-    ``Authorization: Bearer <it>`` may do what each app's master key may. ``metrics``: serve
+    ``Authorization: Bearer <it>`` may do what each app's master key may; ``viewer_token``:
+    ``Bearer <it>`` may read what each app's master key may read. ``metrics``: serve
     ``GET /metrics``, to anyone if ``listen_host`` (where the server listens) is loopback, else
     (None included) to the operator token only. ``dashboard``: serve the web dashboard's
     assets at ``/dashboard/`` (docs/dashboard.md)."""
@@ -308,6 +345,8 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app[APPS] = dict(apps)
     if operator_token is not None:
         app[OPERATOR_TOKEN] = operator_token
+    if viewer_token is not None:
+        app[VIEWER_TOKEN] = viewer_token
     app.router.add_post(f"{BASE}/tasks", enqueue)
     app.router.add_post(f"{BASE}/tasks/batch", enqueue_batch)
     app.router.add_get(f"{BASE}/tasks", list_tasks)
@@ -327,6 +366,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
     if dashboard:
         add_dashboard_routes(app)
     app.cleanup_ctx.append(_engines)
+    console.add_routes(app, BASE)  # (its samplers start once the engines have)
     return app
 
 

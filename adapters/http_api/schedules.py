@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from cloudqueue.adapters.auth import Role
+from cloudqueue.adapters.http_api.actions import operator
 from cloudqueue.adapters.http_api.tenants import tenant
 from cloudqueue.adapters.http_api.wire import parse_json_object, whole_number
 from cloudqueue.engine.core.errors import ValidationError
@@ -60,7 +61,7 @@ async def put(request: web.Request) -> web.Response:
 
 
 async def list_all(request: web.Request) -> web.Response:
-    queue = tenant(request, Role.MASTER).engine
+    queue = tenant(request, Role.VIEWER).engine
     return web.json_response({"results": [i.to_wire() for i in await queue.list_schedules()]})
 
 
@@ -69,7 +70,7 @@ def _name(request: web.Request) -> str:
 
 
 async def show(request: web.Request) -> web.Response:
-    queue = tenant(request, Role.MASTER).engine
+    queue = tenant(request, Role.VIEWER).engine
     count = _count(request.query.get("count"), 5, MAX_UPCOMING)
     return web.json_response((await queue.get_schedule(_name(request), count)).to_wire())
 
@@ -84,6 +85,13 @@ async def resume(request: web.Request) -> web.Response:
     return web.json_response((await queue.resume_schedule(_name(request))).to_wire())
 
 
+async def run_now(request: web.Request) -> web.Response:
+    """One task of the schedule now, outside its slots (an operator action) -> its uniqueId."""
+    queue_app, actor = operator(request)
+    unique_id = await queue_app.engine.run_schedule_now(_name(request), actor=actor)
+    return web.json_response({"uniqueId": unique_id})
+
+
 async def delete(request: web.Request) -> web.Response:
     queue = tenant(request, Role.MASTER).engine
     name = _name(request)
@@ -92,7 +100,7 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def preview(request: web.Request) -> web.Response:
-    queue = tenant(request, Role.MASTER).engine
+    queue = tenant(request, Role.VIEWER).engine
     body = parse_json_object(await request.read())
     interval = body.get("interval")
     if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int)):
@@ -122,3 +130,4 @@ def add_routes(router: web.UrlDispatcher, base: str) -> None:
     router.add_delete(f"{base}/schedules/{name}", delete)
     router.add_post(f"{base}/schedules/{name}/pause", pause)
     router.add_post(f"{base}/schedules/{name}/resume", resume)
+    router.add_post(f"{base}/schedules/{name}/run-now", run_now)

@@ -91,6 +91,8 @@ class QueueApp:
 APPS = web.AppKey("apps", dict[str, QueueApp])
 # the server's operator token (``admin_token``), or None: no operator access
 OPERATOR_TOKEN = web.AppKey("operator_token", str)
+# the server's viewer token (``viewer_token``): read-only access to every app
+VIEWER_TOKEN = web.AppKey("viewer_token", str)
 
 
 def refusal(request: web.Request) -> ValidationError | UnauthorizedError:
@@ -99,7 +101,8 @@ def refusal(request: web.Request) -> ValidationError | UnauthorizedError:
 
 
 def caller(request: web.Request) -> tuple[QueueApp, Role]:
-    """The app the request's credentials prove, and their role (APP or MASTER).
+    """The app the request's credentials prove, and their role (APP, VIEWER, MASTER or
+    OPERATOR).
 
     Raises:
         ValidationError: a credential header that is not UTF-8 text (400, naming it).
@@ -107,7 +110,7 @@ def caller(request: web.Request) -> tuple[QueueApp, Role]:
     """
     apps = request.app[APPS]
     keys, role = authenticate(request.headers, {a: q.keys for a, q in apps.items()},
-                              request.app.get(OPERATOR_TOKEN))
+                              request.app.get(OPERATOR_TOKEN), request.app.get(VIEWER_TOKEN))
     if keys is None or role is Role.NONE:
         raise refusal(request)
     return apps[keys.app_id], role
@@ -125,10 +128,17 @@ def tenant(request: web.Request, need: Role) -> QueueApp:
     return tenant_role(request, need)[0]
 
 
+def read_only() -> ForbiddenError:
+    return ForbiddenError("the viewer token is read-only; this needs the app's master key or the "
+                          "operator token")
+
+
 def tenant_role(request: web.Request, need: Role) -> tuple[QueueApp, Role]:
     """``tenant``, and the role the credentials proved (MASTER or OPERATOR, where ``need`` is
     MASTER)."""
     queue_app, role = caller(request)
+    if role is Role.VIEWER and need > Role.VIEWER:
+        raise read_only()
     if role < need:
         raise ForbiddenError("That operation isn't allowed for clients. It needs the master key "
                              "(X-LC-Sign: <sign>,<ts>,master or X-LC-Key: <masterKey>,master).")

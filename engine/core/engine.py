@@ -98,6 +98,7 @@ from cloudqueue.engine.core.task import (
     expired,
 )
 from cloudqueue.engine.core.timers import TimerKey, TimerKind, Timers
+from cloudqueue.engine.core.waiting import AppFacts, Waiting, why_waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,11 @@ class EngineCore:
         return len(self._table.tasks)
 
     @property
+    def unfinished(self) -> int:
+        """Tasks held that have not finished (what the ``held`` quota counts)."""
+        return self._table.unfinished
+
+    @property
     def running_count(self) -> int:
         return len(self._table.running)
 
@@ -174,6 +180,23 @@ class EngineCore:
             return False
         return bool(table.ready) or bool(table.ready_scheduled) or any(
             table.ready_by_function.values())
+
+    def waiting(self, unique_id: str, now_ms: int, host_up: bool | None) -> Waiting | None:
+        """Why the task waits (``engine.core.waiting``), None for one running or finished.
+        Raises ``UnknownTaskError``."""
+        task = self._live_task(unique_id, now_ms)
+        table, own_group = self._table, self.config.schedule_concurrency
+        if task.schedule is not None and own_group is not None \
+                and task.function not in table.function_limits:
+            running, limit = len(table.running_scheduled), own_group
+        else:
+            running = len(table.running) - len(table.running_scheduled)
+            limit = self.run_limit
+        function_limit = table.function_limits.get(task.function)
+        return why_waiting(task, now_ms, AppFacts(
+            paused=self.paused_ms is not None, host_up=host_up, running=running,
+            run_limit=limit, function_limit=function_limit,
+            function_running=table.running_by_function.get(task.function, 0)))
 
     @property
     def run_limit(self) -> int:
@@ -241,6 +264,23 @@ class EngineCore:
 
     def tasks(self) -> list[Task]:
         return list(self._table.tasks.values())
+
+    def page(self, keep: Callable[[Task], bool], limit: int, below_seq: int | None = None
+             ) -> tuple[list[Task], int | None]:
+        """Up to ``limit`` tasks ``keep`` takes, newest first, of those with a seq below
+        ``below_seq`` (None: all); and the seq to continue below if more may follow (the
+        last one shown's), else None. The table holds tasks in seq order (they are inserted
+        as submitted, a snapshot is written and read in that order), so a page costs the
+        tasks it passes over, not the whole table."""
+        shown: list[Task] = []
+        for task in reversed(self._table.tasks.values()):
+            if below_seq is not None and task.seq >= below_seq:
+                continue
+            if keep(task):
+                if len(shown) == limit:
+                    return shown, shown[-1].seq
+                shown.append(task)
+        return shown, None
 
     def task(self, unique_id: str) -> Task | None:
         return self._table.tasks.get(unique_id)
@@ -493,6 +533,22 @@ class EngineCore:
     def schedules(self) -> list[Schedule]:
         return self._book.all()
 
+    def run_schedule_now(self, name: str, unique_id: str, now_ms: int, actor: Actor
+                         ) -> list[Command]:
+        """An operator fires schedule ``name`` once now, outside its slots: a task of its
+        function, params and options, ``unique_id`` its own (an ordinary task: the schedule's
+        slots and their catch-up are untouched). Raises ``UnknownScheduleError``, or
+        ``DuplicateTaskError`` while ``unique_id`` is held."""
+        spec = self._book.get(name).spec
+        held = self._table.tasks.get(unique_id)
+        if held is not None:
+            raise DuplicateTaskError(unique_id, held.state.wire_status, held.state.value)
+        events = self._action(actor, "run_schedule", now_ms, target=unique_id)
+        priority = now_ms if spec.options.priority is None else spec.options.priority
+        events.append(self._emit(TaskSubmitted(self._seq(), now_ms, unique_id, spec.function,
+                                               spec.params, spec.options, priority)))
+        return [Append(tuple(events))]
+
     # ------------------------------------------------------------------ restart
 
     def recover(self, now_ms: int) -> list[Command]:
@@ -584,13 +640,17 @@ class EngineCore:
             TaskRetried: table.retried,
             TaskRunNow: table.run_now,
             DispatchPaused: self._apply_paused,
-            ActionTaken: self.audit_log.apply,
+            ActionTaken: self._apply_action,
             ProgressReported: table.progress,
             ScheduleSet: book.apply,
             SchedulePaused: book.apply,
             ScheduleDeleted: book.apply,
             ScheduleSkipped: book.apply,
         })
+
+    def _apply_action(self, event: ActionTaken) -> None:
+        self.audit_log.apply(event)
+        self._table.acting(event)
 
     def _apply_paused(self, event: DispatchPaused) -> None:
         self.paused_ms = event.t_ms if event.paused else None

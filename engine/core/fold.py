@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cloudqueue.engine.core.events import (
+    ActionTaken,
     FailureKind,
     ProgressReported,
     RunContinued,
@@ -36,10 +37,12 @@ from cloudqueue.engine.core.events import (
 )
 from cloudqueue.engine.core.history import (
     KEPT_RUNS,
+    ActionRecord,
     RunOutcome,
     RunRecord,
     failure_outcome,
     requeue_outcome,
+    with_action,
     with_run,
 )
 from cloudqueue.engine.core.options import DeliveryMode
@@ -73,6 +76,9 @@ class TaskTable:
         self.running_by_function: dict[str, int] = {}
         self.unfinished = 0
         self.by_state = dict.fromkeys(TaskState, 0)  # tasks held in each state (metrics)
+        # an operator action whose facts follow: (the seq its next fact has, how many facts
+        # are still to come, the record each task it changes keeps)
+        self._acting: tuple[int, int, ActionRecord] | None = None
         self._timers = timers
         self._arm = timers.arm
         self._quota = quota
@@ -251,8 +257,27 @@ class TaskTable:
         task.slices += 1
         self.place(task)
 
+    def acting(self, event: ActionTaken) -> None:
+        """An operator action: the ``count`` task facts logged right after it (consecutive
+        seqs, in its batch) were its doing, and each of those tasks keeps it in its
+        ``actions``."""
+        self._acting = None if event.count <= 0 else (
+            event.seq + 1, event.count,
+            ActionRecord(event.t_ms, event.action, event.by, event.via, event.target is None))
+
+    def _acted(self, task: Task, seq: int) -> None:
+        acting = self._acting
+        if acting is not None:
+            next_seq, remaining, record = acting
+            if next_seq == seq:
+                task.actions = with_action(task.actions, record)
+                self._acting = (seq + 1, remaining - 1, record) if remaining > 1 else None
+            else:
+                self._acting = None
+
     def cancelled(self, event: TaskCancelled) -> None:
         task = self._changing(event.unique_id, event.seq)
+        self._acted(task, event.seq)
         self._fire(task, Trigger.CANCEL)
         task.error = "the task was cancelled"
         task.retry_at_ms = None
@@ -261,6 +286,7 @@ class TaskTable:
     def retried(self, event: TaskRetried) -> None:
         """Fresh runs: what the task's runs left is cleared; it is ready at once."""
         task = self._changing(event.unique_id, event.seq)
+        self._acted(task, event.seq)
         self._fire(task, Trigger.RETRY)
         task.attempt = 0
         task.started_ms = task.finished_ms = task.status_code = task.retry_at_ms = None
@@ -274,6 +300,7 @@ class TaskTable:
     def run_now(self, event: TaskRunNow) -> None:
         """Ready at once: a retry's wait ends, a first run's delay no longer holds."""
         task = self._changing(event.unique_id, event.seq)
+        self._acted(task, event.seq)
         if task.state is _RETRY_WAIT:
             self._fire(task, Trigger.WAKE)
             task.retry_at_ms = None

@@ -69,6 +69,37 @@ class RunRecord(NamedTuple):
         return None if self.finished_ms is None else self.finished_ms - self.started_ms
 
 
+class ActionRecord(NamedTuple):
+    """An operator action on one task (``actions`` in task info): when, what (``retry``,
+    ``run_now``, ``cancel``), by which credential (``master``, ``operator``, ``embedded``), via
+    what the caller said it is (``cli``, ``dashboard``), and whether it was a bulk action."""
+
+    at_ms: int
+    action: str
+    by: str
+    via: str | None = None
+    bulk: bool = False
+
+
+KEPT_ACTIONS = 10  # the operator actions a task keeps, the latest
+
+
+def with_action(actions: tuple[ActionRecord, ...], record: ActionRecord
+                ) -> tuple[ActionRecord, ...]:
+    """``actions`` with ``record`` appended, the oldest dropped past ``KEPT_ACTIONS``."""
+    return (*actions, record)[-KEPT_ACTIONS:]
+
+
+def actions_to_row(actions: tuple[ActionRecord, ...]) -> Any:
+    """The actions as a snapshot row stores them: None when none, else ``[at, action, by,
+    via, bulk]`` each."""
+    return [list(record) for record in actions] if actions else None
+
+
+def actions_from_row(stored: Any) -> tuple[ActionRecord, ...]:
+    return tuple(ActionRecord(*row) for row in stored) if stored else ()
+
+
 def failure_outcome(kind: FailureKind, error: str, status_code: int | None) -> RunOutcome:
     """The outcome of a ``RunFailed`` of ``kind``."""
     if kind is FailureKind.TIMEOUT:

@@ -117,6 +117,20 @@ OPTION_NAMES: tuple[tuple[str, str, str], ...] = (
     ("backoff_max", "backoffMax", "backoff_max_ms"),
 )
 PYTHON_OPTION_NAMES = frozenset(p for p, _, _ in OPTION_NAMES)
+
+
+def options_to_wire(options: TaskOptions) -> dict[str, Any]:
+    """The options as an enqueue body names them (durations in ms), every one the task runs
+    with: ``uniqueId`` is the task's own, ``deadline`` only when set, ``backoffMax`` only for
+    an exponential backoff."""
+    wire: dict[str, Any] = {}
+    for _, name, field in OPTION_NAMES:
+        value = getattr(options, field)
+        if name == "uniqueId" or (name == "deadline" and not value) or (
+                name == "backoffMax" and options.backoff_type is BackoffType.FIXED):
+            continue
+        wire[name] = value.value if isinstance(value, StrEnum) else value
+    return wire
 WIRE_OPTION_NAMES = frozenset(w for _, w, _ in OPTION_NAMES)
 # Body fields LeanCloud's SDKs send that the queue ignores by design: ``prod`` (the SDK's
 # production flag), and ``notify`` and ``retryTimeout`` from older SDKs.

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 
 from cloudqueue.engine.core.errors import ValidationError
-from cloudqueue.engine.core.history import RunRecord, in_flight
+from cloudqueue.engine.core.history import ActionRecord, RunRecord, in_flight
 from cloudqueue.engine.core.options import MAX_PARAMS_DEPTH, TaskOptions, check_params
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.value import value
@@ -230,6 +230,9 @@ class Task:
     # when an operator made the task ready at once (run now, or a retry): its delay no longer
     # holds (``TaskTable.place``); None: it never was
     run_now_ms: int | None = None
+    # the operator actions on it (retry, run now, cancel), oldest first, the last
+    # history.KEPT_ACTIONS
+    actions: tuple[ActionRecord, ...] = ()
     # derived: the seq of the latest logged event that changed this task (0 for a task restored
     # from a snapshot, which is durable); readers outside show it once that seq is durable
     changed_seq: int = 0
@@ -258,6 +261,7 @@ class Task:
             runs=(in_flight(self.runs, self.attempt, self.slices, self.started_ms)
                   if self.state is TaskState.RUNNING and self.started_ms is not None
                   else self.runs),
+            actions=self.actions,
         )
 
 
@@ -298,6 +302,7 @@ class TaskInfo:
     # the latest runs, oldest first; a run in flight is the last, without an end
     runs: tuple[RunRecord, ...] = ()
     app_paused: bool = False  # unfinished, and the app's dispatch is paused: no run starts
+    actions: tuple[ActionRecord, ...] = ()  # operator actions on the task, oldest first
 
     @property
     def status(self) -> str:
@@ -348,6 +353,8 @@ class TaskInfo:
                                               for t, m in self.messages]}
         if self.runs:
             extra["runs"] = [run_to_wire(run) for run in self.runs]
+        if self.actions:
+            extra["actions"] = [action_to_wire(record) for record in self.actions]
         return extra
 
 
@@ -366,6 +373,17 @@ def run_to_wire(run: RunRecord) -> dict[str, Any]:
         wire["error"] = run.error
     if run.traceback is not None:
         wire["traceback"] = run.traceback
+    return wire
+
+
+def action_to_wire(record: ActionRecord) -> dict[str, Any]:
+    """An entry of ``actions`` in task info (docs/protocol.md §1.5)."""
+    wire: dict[str, Any] = {"at": iso_ms(record.at_ms), "action": record.action,
+                            "by": record.by}
+    if record.via is not None:
+        wire["via"] = record.via
+    if record.bulk:
+        wire["bulk"] = True
     return wire
 
 

@@ -21,7 +21,9 @@ progress_ms, [[t_ms, message], ...]]``; ``continuation`` null or ``[checkpoint, 
 
 Row version 2 adds ``runs``: the task's run history (``engine.core.history.runs_to_row``), null
 for a task that has not finished a run; rows of version 1 read with none. Row version 3 adds
-``run_now_ms``: when an operator made the task ready at once (null: never).
+``run_now_ms``: when an operator made the task ready at once (null: never). Row version 4 adds
+``actions``: the operator actions on the task (``engine.core.history.actions_to_row``), null for
+none.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from dataclasses import MISSING, fields
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from cloudqueue.engine.core.codec import UnknownRecordKindError, options_from_dict, options_to_dict
-from cloudqueue.engine.core.history import runs_from_row, runs_to_row
+from cloudqueue.engine.core.history import (
+    actions_from_row,
+    actions_to_row,
+    runs_from_row,
+    runs_to_row,
+)
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.core.task import ABSENT, Task, pack_params, unpacked
 
@@ -177,6 +184,8 @@ TASK_COLUMNS = (
     Column("runs", since=2, default=None, store=runs_to_row, load=runs_from_row),
     # row version 3: when an operator made the task ready at once (its delay no longer holds)
     Column("run_now_ms", since=3),
+    # row version 4: the operator actions on the task (``history.ActionRecord``)
+    Column("actions", since=4, default=None, store=actions_to_row, load=actions_from_row),
 )
 TASK_ROWS = RowLayout(Task, TASK_COLUMNS)
 ROW_VERSION = TASK_ROWS.version

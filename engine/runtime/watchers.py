@@ -45,9 +45,12 @@ class Watchers:
         # updates waiting for their seq to be durable, in seq order: (seq, to whom, update)
         self._held: deque[tuple[int, Queues, Update]] = deque()
         self._releaser: asyncio.Future[None] | None = None
+        # app-wide listeners (the dashboard's event stream): told the uniqueId of every task
+        # that changed, undelayed; what they then read waits for durability on its own
+        self.feeds: list[Callable[[str], None]] = []
 
     def __bool__(self) -> bool:
-        return bool(self._subscribers)
+        return bool(self._subscribers) or bool(self.feeds)
 
     def bind(self, store: Store, last_seq: Callable[[], int]) -> None:
         """Release updates only once durable in ``store``; ``last_seq`` is the seq of the latest
@@ -63,6 +66,12 @@ class Watchers:
 
     def events(self, events: tuple[Event, ...]) -> None:
         """Called with every batch the core emits; cheap when nobody watches."""
+        if self.feeds:
+            for event in events:
+                unique_id = getattr(event, "unique_id", "")
+                if unique_id:
+                    for feed in self.feeds:
+                        feed(unique_id)
         if not self._subscribers:
             return
         for event in events:
@@ -71,6 +80,9 @@ class Watchers:
                 self.notify(event.unique_id, kind)
 
     def notify(self, unique_id: str, kind: str) -> None:
+        if kind == "progress":  # a report held for its window: no event told the feeds
+            for feed in self.feeds:
+                feed(unique_id)
         queues = self._subscribers.get(unique_id)
         info = self._lookup(unique_id) if queues else None
         if not queues or info is None or info.state.is_final:

@@ -48,7 +48,9 @@ async def post(client: Client, body: Any, headers: dict[str, str]) -> tuple[int,
 
 
 async def held(tenants: dict[str, QueueApp], app_id: str) -> int:
-    return (await tenants[app_id].engine.list_tasks()).total
+    total = (await tenants[app_id].engine.list_tasks()).total
+    assert total is not None
+    return total
 
 
 async def test_by_default_only_the_master_key_enqueues(client: Client,

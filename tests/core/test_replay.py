@@ -29,7 +29,7 @@ from cloudqueue.engine.core.codec import schedule_from_record, schedule_to_recor
 from cloudqueue.engine.core.commands import Append, CancelRun, Command, Invoke, TaskFinished
 from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.errors import EngineError
-from cloudqueue.engine.core.events import Event, FailureKind
+from cloudqueue.engine.core.events import ActionTaken, Event, FailureKind
 from cloudqueue.engine.core.framing import scan
 from cloudqueue.engine.core.options import DeliveryMode, TaskOptions
 from cloudqueue.engine.core.progress import parse_progress
@@ -71,9 +71,22 @@ def folded(config: CoreConfig, start_ms: int, events: list[Event]) -> EngineCore
     return rebuild(EngineCore(config, start_ms=start_ms), as_logged(events))
 
 
+def between_batches(events: list[Event], cut: int) -> int:
+    """``cut``, moved past the facts of an operator action it would split from the action's
+    record: they are one batch, and a snapshot is of the core between batches."""
+    for i, event in enumerate(events[:cut]):
+        if isinstance(event, ActionTaken):
+            end = i + 1 + max(event.count, 1)  # its facts (a pause's: one DispatchPaused)
+            if i < cut < end:
+                cut = end
+    return min(cut, len(events))
+
+
 def restored(config: CoreConfig, start_ms: int, events: list[Event], cut: int) -> EngineCore:
-    """A core restored from a snapshot of the first ``cut`` events, rows written and read as a
-    snapshot file holds them, and the rest of the log folded on top."""
+    """A core restored from a snapshot of the first ``cut`` events (moved to the end of a
+    batch), rows written and read as a snapshot file holds them, and the rest of the log
+    folded on top."""
+    cut = between_batches(events, cut)
     before = folded(config, start_ms, events[:cut])
     tasks = [task_from_row(task_to_row(task)) for task in before.tasks()]
     schedules = [schedule_from_record(schedule_to_record(s)) for s in before.schedules()]
