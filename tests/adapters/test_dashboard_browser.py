@@ -173,8 +173,24 @@ def shots(page: Page) -> Any:
     return shot
 
 
+async def picture_for_the_readme(page: Page, queue: Server) -> None:
+    """The overview after a minute of varied work (batches of tasks, one step apart), as
+    docs/images/dashboard.png: only when asked for (CLOUDQUEUE_UPDATE_SCREENSHOTS=1)."""
+    charts = "[data-testid=charts]"
+    for size in (40, 90, 60, 120, 80, 30, 100, 70, 50, 110, 90):
+        points = await page.evaluate(f"Number({q(charts)}.dataset.points)")
+        tasks = ([{"function": "quick"}] * size
+                 + [{"function": "flaky", "attempts": 0}] * (size // 20))
+        async with queue.session.post(f"{queue.url}{TASKS}/batch", json={"tasks": tasks},
+                                      headers=MASTER) as response:
+            assert response.status == 200, await response.text()
+        await page.wait_for(f"Number({q(charts)}.dataset.points) > {points}", 20)
+    await page.evaluate(f"{q('#toast')}.hidden = true")
+    await page.screenshot(README_PICTURE)
+
+
 @pytest.mark.browser
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 async def test_an_operator_watches_and_acts_on_the_queue_live(
         server: tuple[Server, Gates], chromium: str) -> None:
     queue, gates = server
@@ -241,12 +257,17 @@ async def test_an_operator_watches_and_acts_on_the_queue_live(
         await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
         await shot("run-history")
 
-        # the overview counts what happened
+        # the overview counts what happened, and charts it once the first step is sampled
         await go(page, f"#/apps/{A.app_id}/overview")
         await page.wait_for(f"{text('[data-testid=state-count-success]')} === '2'")
+        charts = "[data-testid=charts]"
+        await page.wait_for(f"Number({q(charts)}.dataset.points) >= 1", 20)
+        assert await page.evaluate(
+            f"{q(charts)}.querySelectorAll('svg path, svg circle').length") > 0
+        await page.evaluate(f"{q('#toast')}.hidden = true")
         await shot("overview")
         if os.environ.get("CLOUDQUEUE_UPDATE_SCREENSHOTS") == "1":
-            await page.screenshot(README_PICTURE)
+            await picture_for_the_readme(page, queue)
 
         # pause: the banner shows; a task enqueued meanwhile waits, and its page says why
         await click(page, "[data-testid=pause]")

@@ -621,8 +621,10 @@
         pen = true;
       });
       if (d) {
-        plot.append(svg('path', {d, fill: 'none', stroke: s.color, 'stroke-width': 2,
-          'stroke-linejoin': 'round', 'vector-effect': 'non-scaling-stroke'}));
+        const line = {d, fill: 'none', stroke: s.color, 'stroke-width': 2,
+          'stroke-linejoin': 'round', 'vector-effect': 'non-scaling-stroke'};
+        if (s.dashed) line['stroke-dasharray'] = '5 4'; // visible where it runs over another
+        plot.append(svg('path', line));
       }
       // a value with no neighbour draws no line: a dot shows it
       s.values.forEach((v, i) => {
@@ -643,8 +645,8 @@
         h('b', {}, latest === undefined ? '–' : `${fmtNumber(latest, digits)} ${unit}`));
     }));
     const span = n > 1 ? Date.parse(points[n - 1].at) - Date.parse(points[0].at) : 0;
-    const body = values.length ? h('div', {class: 'plot'}, plot,
-      h('span', {class: 'ymax'}, `${fmtNumber(top, digits)} ${unit}`))
+    const body = values.length ? h('div', {class: 'plot'},
+      h('div', {class: 'ymax'}, `${fmtNumber(top, digits)} ${unit}`), plot)
       : h('div', {class: 'empty'}, 'no data yet');
     return h('div', {class: 'panel chart', testid: 'chart'}, h('h3', {}, title), legend, body,
       h('div', {class: 'xaxis'}, h('span', {}, span ? `−${fmtDuration(span)}` : ''),
@@ -681,7 +683,7 @@
       pauseButton);
     const cards = h('div', {class: 'cards', testid: 'state-cards'});
     const stats = h('div', {class: 'stats'});
-    const charts = h('div', {class: 'charts'});
+    const charts = h('div', {class: 'charts', testid: 'charts'});
     fill(view, head, paused, cards, stats, charts);
 
     const draw = (o) => {
@@ -770,11 +772,12 @@
       return;
     }
     const points = (o.series && o.series.points) || [];
+    charts.dataset.points = String(points.length);
     const col = (key) => points.map((p) => p[key]);
     fill(charts,
       lineChart('Throughput', points, [
         {name: 'enqueued', color: '#2563eb', values: col('enqueuedPerS')},
-        {name: 'finished', color: '#059669', values: col('finishedPerS')},
+        {name: 'finished', color: '#059669', values: col('finishedPerS'), dashed: true},
         {name: 'failed', color: '#dc2626', values: col('failedPerS')},
       ], '/s', 2),
       lineChart('Enqueue ack latency', points, [
