@@ -146,7 +146,14 @@ async def go(page: Page, hash_: str) -> None:
     await page.wait_for(f"location.hash === {json.dumps(hash_)}")
 
 
+CATCH_ERRORS = ("window.pageErrors = []; "
+                "window.addEventListener('error', (e) => pageErrors.push(e.message)); "
+                "window.addEventListener('unhandledrejection', "
+                "(e) => pageErrors.push(String(e.reason)))")
+
+
 async def sign_in(page: Page, secret: str, app_id: str = "") -> None:
+    await page.evaluate(CATCH_ERRORS)  # every script error from here on is kept
     await page.wait_for(f"!!{q('[data-testid=login]')}")
     await page.evaluate(f"{q('#login-app-id')}.value = {json.dumps(app_id)}; "
                         f"{q('#login-secret')}.value = {json.dumps(secret)}")
@@ -304,9 +311,10 @@ async def test_an_operator_watches_and_acts_on_the_queue_live(
             ".map(r => r.dataset.action)")
         assert actions[:3] == ["resume", "pause", "retry"]
 
-        # no API error was shown on the way
+        # no API error was shown on the way, and no script failed
         assert await page.evaluate(f"{q('#error-banner')}.hidden"), \
             await page.evaluate(text("#error-text"))
+        assert await page.evaluate("window.pageErrors") == []
 
 
 @pytest.mark.browser
@@ -339,6 +347,8 @@ async def test_a_viewer_sees_everything_and_can_change_nothing(
             assert await page.evaluate(f"!{q(f'[data-testid={button}]')}"), button
         await page.evaluate("window.scrollTo(0, 0)")
         await page.screenshot(ARTIFACTS / "dashboard-viewer.png")
+
+        assert await page.evaluate("window.pageErrors") == []
 
         # signing out forgets the credentials
         await click(page, "[data-testid=logout]")
