@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 
 import cloudqueue
 from cloudqueue import Engine, Run
+from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
 from tests.adapters.serving import A
 from tests.browser import Browser, Page, find_chromium
@@ -32,6 +33,7 @@ OPERATOR = "operator-token-0123456789abcdef"
 VIEWER = "viewer-token-0123456789abcdef"
 TASKS = "/1.1/engine/cloud-queue/tasks"
 MASTER = {"X-LC-Id": A.app_id, "X-LC-Key": f"{A.master_key},master"}
+B = AppKeys("appB", "appB-key-0123456789", "appB-master-0123456789")
 
 
 @pytest.fixture
@@ -112,8 +114,9 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[Server, Gates]]:
     gates = Gates()
     engine = Engine(data_dir=tmp_path / "a", concurrency=4)
     functions(engine, gates)
-    app = create_app({A.app_id: QueueApp(A, engine)}, operator_token=OPERATOR,
-                     viewer_token=VIEWER)
+    other = Engine(data_dir=tmp_path / "b")
+    app = create_app({A.app_id: QueueApp(A, engine), B.app_id: QueueApp(B, other)},
+                     operator_token=OPERATOR, viewer_token=VIEWER)
     test_server = TestServer(app, host="127.0.0.1")  # a free port on loopback
     await test_server.start_server()
     try:
@@ -330,6 +333,16 @@ async def test_a_viewer_sees_everything_and_can_change_nothing(
                         deviceScaleFactor=1, mobile=False)
         await sign_in(page, VIEWER)
         assert await page.evaluate(f"{q('[data-testid=role]')}.dataset.role") == "viewer"
+        # the token covers both apps: the picker offers them, and switches the view's app
+        picker = "[data-testid=app-picker]"
+        assert await page.evaluate(f"[...{q(picker)}.options].map(o => o.value)") == [
+            A.app_id, B.app_id]
+        await page.evaluate(f"{q(picker)}.value = {json.dumps(B.app_id)}; "
+                            f"{q(picker)}.dispatchEvent(new Event('change'))")
+        await page.wait_for(f"location.hash === '#/apps/{B.app_id}/overview'")
+        await page.wait_for(f"{text('[data-testid=state-count-total]')} === '0'")
+        await go(page, f"#/apps/{A.app_id}/overview")
+        await page.wait_for(f"{text('[data-testid=state-count-total]')} === '2'")
         assert await page.evaluate(f"!{q('[data-testid=pause]')}")
         assert await page.evaluate(f"!{q('[data-testid=resume]')}")
 
@@ -373,6 +386,7 @@ async def test_a_master_key_signs_in_to_its_app_and_a_wrong_one_is_refused(
 
         await sign_in(page, A.master_key, A.app_id)
         assert await page.evaluate(f"{q('[data-testid=role]')}.dataset.role") == "master"
+        assert await page.evaluate(f"{q('#app-picker-label')}.hidden")  # its one app only
 
         # a uniqueId that is no task says so
         await click(page, "[data-testid=nav-tasks]")

@@ -1132,7 +1132,8 @@
         : [h('dt', {}, label), h('dd', {}, value)]);
       fill(facts,
         fact('State', badge(state)), fact('Status', d.status), fact('Function', h('code', {}, d.function)),
-        fact('Attempt', `${d.attempt ?? '–'} of ${d.maxRuns ?? '–'} runs`),
+        fact('Attempt', d.attempt ? `${d.attempt} of ${d.maxRuns ?? '–'} runs`
+          : `not run yet (up to ${d.maxRuns ?? '–'} runs)`),
         fact('Slices', d.slices), fact('Created', timeEl(d.createdAt)),
         fact('Started', d.startedAt ? timeEl(d.startedAt) : null),
         fact('Finished', d.finishedAt ? timeEl(d.finishedAt) : null),
@@ -1171,7 +1172,7 @@
       if (d.result !== undefined) parts.push(h('h2', {}, 'Result'), h('pre', {testid: 'result'}, json(d.result)));
       if (d.error) parts.push(h('h2', {}, state === 'success' ? 'Last error' : 'Error'),
         h('pre', {testid: 'error'}, d.error));
-      if (failedRun) {
+      if (failedRun && state !== 'success') { // (a success's earlier tracebacks: in the history)
         parts.push(h('h2', {}, `Traceback (attempt ${failedRun.attempt})`),
           h('pre', {testid: 'traceback'}, failedRun.traceback));
       }
@@ -1183,7 +1184,9 @@
       const entries = [];
       for (const run of d.runs || []) entries.push({at: run.startedAt, run});
       for (const action of d.actions || []) entries.push({at: action.at, action});
-      entries.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+      // by time; at the same millisecond an action goes first (a retry starts the run after it)
+      entries.sort((a, b) => (Date.parse(a.at) - Date.parse(b.at)) ||
+        (a.action ? -1 : 0) - (b.action ? -1 : 0));
       if (!entries.length) {
         fill(timeline, h('tr', {class: 'empty-row'}, h('td', {colspan: 7}, 'No run yet.')));
         return;
