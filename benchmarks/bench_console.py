@@ -1,11 +1,11 @@
-"""Benchmark of the operator's views: what the dashboard reads, over HTTP, from an app holding
-100,000 tasks.
+"""Benchmark of the operator's views: the dashboard's reads over HTTP, at 100,000 held tasks.
 
 Run from the repository root::
 
     python -m benchmarks.bench_console               # 100,000 tasks, 200 requests a trial (~2 min)
     python -m benchmarks.bench_console --quick       # 2,000 tasks, 20 requests: checks it runs
     python -m benchmarks.bench_console --case list_empty_state --case bulk_dry_run --repeats 5
+    python -m benchmarks.bench_console --tasks 1000000   # another size (this module's flag)
 
 **The server** is built as the tests build it: ``create_app({app_id: QueueApp(keys, engine)},
 operator_token=...)``, served by aiohttp on 127.0.0.1 on a free port, in this process. The
@@ -50,6 +50,7 @@ every case.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
@@ -62,7 +63,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ from benchmarks._harness import (
     Settings,
     Stopwatch,
     Trial,
+    _positive,
     free_port,
     now_ns,
     parse_args,
@@ -122,6 +124,7 @@ class Size:
     burst: int
     requests: int  # per trial
     direct: int  # direct engine calls behind ``engine_us``
+    quick: bool = False
 
     @property
     def bursts(self) -> int:
@@ -129,7 +132,13 @@ class Size:
 
 
 FULL = Size(tasks=100_000, burst=500, requests=200, direct=20)
-QUICK = Size(tasks=2_000, burst=40, requests=20, direct=3)
+QUICK = Size(tasks=2_000, burst=40, requests=20, direct=3, quick=True)
+
+
+def size_for(quick: bool, tasks: int | None = None) -> Size:
+    """The sizes of a run: ``FULL`` or ``QUICK``, with ``tasks`` held if given (``--tasks``)."""
+    size = QUICK if quick else FULL
+    return size if tasks is None else replace(size, tasks=tasks)
 
 
 # ---------------------------------------------------------------------- the server and its fill
@@ -249,8 +258,9 @@ class Server:
         about the middle) and the tasks whose detail is read."""
         assert self.session is not None
         cursor, depth = None, 0
+        walk_page = min(WALK_PAGE, max(1, self.size.tasks // 4))
         while depth < self.size.tasks // 2:
-            query = {"limit": str(WALK_PAGE), **({"cursor": cursor} if cursor else {})}
+            query = {"limit": str(walk_page), **({"cursor": cursor} if cursor else {})}
             async with self.session.get(f"{self.url}/tasks", params=query) as response:
                 page = await response.json()
             depth += len(page["results"])
@@ -258,7 +268,8 @@ class Server:
         assert cursor is not None
         self.deep_cursor, self.deep_depth = cursor, depth
         tasks = list(self.table().values())
-        self.detail_ids = [t.unique_id for t in random.Random(SEED).sample(tasks, 64)]
+        self.detail_ids = [t.unique_id for t in
+                           random.Random(SEED).sample(tasks, min(64, len(tasks)))]
 
     def close(self) -> None:
         if self.loop is None:
@@ -300,6 +311,8 @@ class Server:
     def window(self) -> tuple[int, int]:
         """Two bursts' creation times in the middle of the spread: [from, to)."""
         middle = len(self.burst_times) // 2
+        if middle + 2 >= len(self.burst_times):  # too few bursts: the whole spread
+            return self.burst_times[0], self.clock.now_ms()
         return self.burst_times[middle], self.burst_times[middle + 2]
 
 
@@ -508,10 +521,10 @@ def _answer_figures(request: Request, answer: bytes) -> dict[str, float]:
     return out
 
 
-def run_trial(server: Server, request: Request, size: Size, quick: bool) -> Trial:
+def run_trial(server: Server, request: Request, size: Size) -> Trial:
     if server.engine is None:
         server.start()
-    limit_s = TRIAL_S[quick]
+    limit_s = TRIAL_S[size.quick]
     if request.name == "overview_body":
         trial, answer = server.run(_overview_trial(server, size, limit_s))
     else:
@@ -558,18 +571,18 @@ def _params(size: Size, request: Request) -> dict[str, Any]:
         params["query"] = request.variant
         if request.body is not None:
             params["body"] = request.body
-    params["trial_s_max"] = TRIAL_S[size is QUICK]
+    params["trial_s_max"] = TRIAL_S[size.quick]
     return params
 
 
 def build_cases(quick: bool, server: Server | None = None) -> list[Case]:
-    size = QUICK if quick else FULL
+    size = server.size if server is not None else size_for(quick)
     server = server or Server(size)
     requests = _requests()
     requests.append(Request("overview_body", "in-process, + json.dumps", "CALL",
                             "overview_body()", _fixed(), None, _overview_direct))
     unit = {"overview_body": "builds/s"}
-    return [ConsoleCase(r.name, _params(size, r), partial(run_trial, server, r, size, quick),
+    return [ConsoleCase(r.name, _params(size, r), partial(run_trial, server, r, size),
                         unit.get(r.name, "requests/s"), variant=r.variant)
             for r in requests]
 
@@ -611,12 +624,24 @@ def format_console_table(results: Sequence[tuple[Case, Mapping[str, Any]]]) -> s
     return "\n".join(lines)
 
 
+def _tasks_arg(argv: Sequence[str] | None) -> tuple[int | None, list[str]]:
+    """``--tasks N`` (this module's own flag), and the rest for the harness's parser."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--tasks", type=_positive, default=None)
+    known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    tasks: int | None = known.tasks
+    return tasks, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    tasks, rest = _tasks_arg(argv)
     names = [case.name for case in build_cases(True)]
-    args = parse_args(argv, names, (__doc__ or "").split("\n", 1)[0])
+    description = (__doc__ or "").split("\n", 1)[0] + (
+        " Also --tasks N: hold N tasks instead of 100,000 (2,000 with --quick).")
+    args = parse_args(rest, names, description)
     settings = Settings(quick=args.quick, warmup=0 if args.quick else 1,
                         repeats=args.repeats or (1 if args.quick else 3))
-    server = Server(QUICK if args.quick else FULL)
+    server = Server(size_for(args.quick, tasks))
     cases = [c for c in build_cases(args.quick, server) if not args.cases or c.name in args.cases]
 
     def finish(case: Case, record: dict[str, Any]) -> None:
