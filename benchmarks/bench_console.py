@@ -114,7 +114,9 @@ QUEUED_SHARE = 0.06  # of the bursts, the last ones: enqueued while dispatch is 
 PAGE = 50  # the dashboard's page
 WALK_PAGE = 1_000  # the page used to follow cursors to the middle (the largest allowed)
 TRIAL_S = {False: 20.0, True: 5.0}  # a trial stops after this much wall time, whatever its count
-SETTLE_MS = 60_000
+# a bound on waiting for a burst's runs (and a compaction: a snapshot of 1,000,000 tasks can take
+# a minute on a busy machine), not a pace
+SETTLE_MS = 600_000
 SEED = 20261205
 
 
@@ -251,6 +253,9 @@ class Server:
             await engine.enqueue_many(items)
             await settle(engine, SETTLE_MS)
             self.clock.advance(step_ms)  # (the overview's sampler takes a sample each step)
+            if (index + 1) % max(1, len(bursts) // 10) == 0 and self.size.tasks >= 200_000:
+                print(f"  {sum(len(b) for b in bursts[:index + 1]):,} tasks", file=sys.stderr,
+                      flush=True)
         await settle(engine, SETTLE_MS)
 
     async def _find_targets(self) -> None:
