@@ -136,7 +136,9 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     _add_set(actions, conn)
     for action, func, text in (("pause", _pause, "stop firing a schedule"),
                                ("resume", _resume, "fire a paused schedule again, from now"),
-                               ("delete", _delete, "delete a schedule")):
+                               ("delete", _delete, "delete a schedule"),
+                               ("run-now", _run_now,
+                                "fire a schedule once now, outside its slots")):
         one = actions.add_parser(action, parents=[conn], help=text)
         one.add_argument("name", type=_name, metavar="NAME")
         one.set_defaults(action_func=func)
@@ -157,7 +159,7 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: Any) -> None:
     """Register ``cron`` on ``cloudqueue``'s subcommands (``set_defaults(func=run)``)."""
     cron = subparsers.add_parser(
-        "cron", help="list, show, set, pause, resume, delete or preview schedules",
+        "cron", help="list, show, set, pause, resume, run now, delete or preview schedules",
         description="Manage a running server's schedules; preview fire times offline.")
     _add_actions(cron)
     cron.set_defaults(func=run)
@@ -257,6 +259,10 @@ async def _resume(queue: Any, args: argparse.Namespace) -> Any:
     return (await queue.resume_schedule(args.name)).to_wire()
 
 
+async def _run_now(queue: Any, args: argparse.Namespace) -> Any:
+    return {"uniqueId": await queue.run_schedule_now(args.name)}
+
+
 async def _delete(queue: Any, args: argparse.Namespace) -> Any:
     await queue.delete_schedule(args.name)
     return {"deleted": args.name}
@@ -303,6 +309,8 @@ def _print(args: argparse.Namespace, answer: Any) -> None:
         print(_table(answer["results"]))
     elif args.action == "delete":
         print(f"deleted schedule {answer['deleted']}")
+    elif args.action == "run-now":
+        print(answer["uniqueId"])
     else:
         print(_describe(answer))
 

@@ -162,7 +162,14 @@ def _add_tasks(commands: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--state", choices=_STATES, help="in this detailed state")
     which.add_argument("--status", choices=("queued", "success", "failed"),
                        help="in LeanCloud's status (queued: every unfinished task)")
+    listing.add_argument("--function", help="the tasks of this function")
+    listing.add_argument("--created-from", type=_time_arg, metavar="TIME",
+                         help="created at or after TIME (ISO-8601 with a zone, or epoch ms)")
+    listing.add_argument("--created-to", type=_time_arg, metavar="TIME",
+                         help="created before TIME")
     listing.add_argument("--limit", type=_whole(1, 1000), default=20, help="1-1000 (20)")
+    listing.add_argument("--cursor", metavar="CURSOR",
+                         help="the page after the one that printed this cursor (same filter)")
     listing.set_defaults(run=_list)
     wait = actions.add_parser(
         "wait", parents=[common], help="draw a task's progress until it is final",
@@ -293,8 +300,14 @@ async def _show(queue: Any, args: argparse.Namespace) -> Any:
 
 
 async def _list(queue: Any, args: argparse.Namespace) -> Any:
-    tasks, total = await queue.list_tasks(args.state, args.limit, status=args.status)
-    wire = {"results": [info.to_wire() for info in tasks], "count": total}
+    page = await queue.list_tasks(args.state, args.limit, status=args.status,
+                                  function=args.function, created_from=args.created_from,
+                                  created_to=args.created_to, cursor=args.cursor)
+    wire: dict[str, Any] = {"results": [info.to_wire() for info in page.tasks]}
+    if page.total is not None:
+        wire["count"] = page.total
+    if page.next is not None:
+        wire["next"] = page.next
     return _out(args, wire, _task_table)
 
 
@@ -467,7 +480,10 @@ def _task_table(wire: dict[str, Any]) -> str:
              str(t.get("finishedAt", "-"))) for t in tasks]
     table = _table(("UNIQUE ID", "FUNCTION", "STATE", "RUNS", "CREATED (UTC)",
                     "FINISHED (UTC)"), rows) if rows else "no tasks"
-    return f"{table}\n{len(tasks)} of {wire['count']} tasks"
+    shown = (f"{len(tasks)} of {wire['count']} tasks" if "count" in wire
+             else f"{len(tasks)} task{'' if len(tasks) == 1 else 's'}")
+    following = f"; the next page: --cursor {wire['next']}" if "next" in wire else ""
+    return f"{table}\n{shown}{following}"
 
 
 def _audit_table(wire: dict[str, Any]) -> str:

@@ -193,6 +193,11 @@ class Queue(Protocol):
         """Fire again from now (slots missed while paused are not caught up)."""
         ...
 
+    async def run_schedule_now(self, name: str) -> str:
+        """Fire ``name`` once now, outside its slots (an operator action): the task's
+        uniqueId."""
+        ...
+
     async def delete_schedule(self, name: str) -> None: ...
 
     async def preview_schedule(self, *, cron: str | None = None, interval: int | None = None,

@@ -461,6 +461,16 @@ class QueueClient(Transport):
         return schedule_info_from_wire(
             await self._schedule_call("resume_schedule", "POST", name, "/resume"))
 
+    async def run_schedule_now(self, name: str) -> str:
+        """Fire ``name`` once now, outside its slots (an operator action, in the audit list):
+        the uniqueId of the task it made, once durable. Raises ``UnknownScheduleError``,
+        others as ``get_schedule``."""
+        answer = await self._schedule_call("run_schedule_now", "POST", name, "/run-now")
+        unique_id = answer.get("uniqueId")
+        if not isinstance(unique_id, str):
+            raise UnexpectedResponseError("the run-now answer has no uniqueId", 200)
+        return unique_id
+
     async def delete_schedule(self, name: str) -> None:
         """Delete ``name`` (tasks it already fired are kept). Raises ``UnknownScheduleError``,
         others as ``get_schedule``."""

@@ -289,6 +289,12 @@ def test_set_show_list_pause_resume_delete(served: Served, name: str) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["paused"] is False
 
+    out = cron("run-now", name, env=env)  # one task now, outside the slots
+    assert out.returncode == 0, out.stderr
+    fired = out.stdout.strip()
+    assert fired.startswith(f"cron:{name}:now:")
+    assert json.loads(cron("show", name, "--json", env=env).stdout)["paused"] is False
+
     out = cron("delete", name, env=env)
     assert (out.returncode, out.stdout) == (0, f"deleted schedule {name}\n")
     assert name not in [s["name"] for s in schedules(served)]
@@ -312,7 +318,7 @@ def test_set_an_interval_schedule_paused_with_defaults(served: Served, name: str
     assert "every 60000 ms" in row and "paused" in row
 
 
-@pytest.mark.parametrize("action", ["show", "pause", "resume", "delete"])
+@pytest.mark.parametrize("action", ["show", "pause", "resume", "run-now", "delete"])
 def test_an_unknown_schedule_exits_1(served: Served, inproc: Callable[..., Ran],
                                      action: str) -> None:
     out = inproc(action, "no-such-schedule", env=served.env)

@@ -213,6 +213,12 @@ async def test_schedules_through_the_protocol(queue: Queue) -> None:
     assert shown.upcoming_ms == (T0 + 60_000, T0 + 120_000, T0 + 180_000)
     assert (await queue.pause_schedule("tick")).upcoming_ms == ()
     assert [s.spec.name for s in await queue.list_schedules()] == ["tick"]
+    fired = await queue.run_schedule_now("tick")  # paused or not: an operator's one-off
+    assert fired.startswith("cron:tick:now:")
+    assert (await queue.wait(fired, timeout=10_000)).return_value == 3
+    assert (await queue.get_schedule("tick")).last_slot_ms is None  # its slots untouched
+    with pytest.raises(UnknownScheduleError):
+        await queue.run_schedule_now("nope")
     assert await queue.preview_schedule(interval=60_000, timezone="UTC", from_ms=T0,
                                         count=2) == [T0 + 60_000, T0 + 120_000]
     await queue.delete_schedule("tick")

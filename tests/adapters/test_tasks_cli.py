@@ -248,6 +248,25 @@ def test_bulk_cancel_retry_and_purge_count_first(server: Server,
 # ---------------------------------------------------------------------------- apps, restart
 
 
+def test_list_pages_through_a_filter_with_the_cursor(server: Server,
+                                                    request: pytest.FixtureRequest) -> None:
+    uids = [own(request, f"l{i}") for i in range(3)]
+    for uid in uids:
+        server.ok("tasks", "enqueue", *FAILS, "--unique-id", uid, "--delay", "3600000")
+    since = server.answer("tasks", "show", uids[0])["createdAt"]
+    mine = ("--function", "count-slowly", "--created-from", since)
+    first = server.answer("tasks", "list", *mine, "--limit", "2")
+    assert [t["uniqueId"] for t in first["results"]] == [uids[2], uids[1]]
+    assert "count" not in first  # a function in the filter: not counted
+    table = server.ok("tasks", "list", *mine, "--limit", "2")
+    assert table.endswith(f"2 tasks; the next page: --cursor {first['next']}\n")
+    rest = server.answer("tasks", "list", *mine, "--limit", "2", "--cursor", first["next"])
+    assert ([t["uniqueId"] for t in rest["results"]], "next" in rest) == ([uids[0]], False)
+    assert server.ok("tasks", "list", *mine, "--cursor", first["next"]).endswith(
+        "\n1 task\n")
+    server.ok("tasks", "cancel", *mine)
+
+
 def test_pause_and_every_action_survive_a_restart(tmp_path: Path) -> None:
     """Pause, run now, retry, bulk cancel and purge through the CLI; restart the server: the
     paused state, the tasks and the audit list are what they were; resume runs the tasks."""
