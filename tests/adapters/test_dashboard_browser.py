@@ -92,6 +92,7 @@ def functions(engine: Engine, gates: Gates) -> None:
 class Server:
     url: str
     session: aiohttp.ClientSession
+    engine: Engine  # app A's
 
     async def enqueue(self, function: str, **options: Any) -> str:
         async with self.session.post(f"{self.url}{TASKS}", json={"function": function,
@@ -121,7 +122,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[Server, Gates]]:
     await test_server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
-            yield Server(f"http://127.0.0.1:{test_server.port}", session), gates
+            yield Server(f"http://127.0.0.1:{test_server.port}", session, engine), gates
     finally:
         for event in gates.events.values():  # no run left waiting at a gate
             event.set()
@@ -432,3 +433,65 @@ async def test_schedules_are_paused_resumed_and_run_now_from_their_page(
         await page.wait_for(state_is("success"))
         assert await page.evaluate(f"{q('#error-banner')}.hidden"), \
             await page.evaluate(text("#error-text"))
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+async def test_the_task_list_pages_filters_and_acts_by_filter(
+        server: tuple[Server, Gates], chromium: str) -> None:
+    queue, _ = server
+    failed = [await queue.enqueue("flaky", attempts=0) for _ in range(3)]
+    tasks = [{"function": "quick", "delay": 3_600_000}] * 57
+    async with queue.session.post(f"{queue.url}{TASKS}/batch", json={"tasks": tasks},
+                                  headers=MASTER) as response:
+        assert response.status == 200, await response.text()
+    for unique_id in failed:
+        assert (await queue.engine.wait(unique_id, timeout=10_000)).status == "failed"
+    rows = "document.querySelectorAll('[data-testid=task-row]')"
+    async with await Browser.launch(chromium) as browser:
+        page = await browser.open(f"{queue.url}/dashboard/")
+        await page.send("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                        deviceScaleFactor=1, mobile=False)
+        await sign_in(page, OPERATOR)
+
+        # 60 tasks: a first page of 50 (newest first), the next one of 10, and back
+        await click(page, "[data-testid=nav-tasks]")
+        await page.wait_for(f"{rows}.length === 50")
+        assert "60 tasks" in await page.evaluate(text("[data-testid=task-count]"))
+        assert await page.evaluate(f"{q('[data-testid=first-page]')}.disabled")
+        await click(page, "[data-testid=next-page]")
+        await page.wait_for(f"{rows}.length === 10")
+        last_page = await page.evaluate(f"[...{rows}].map(r => r.dataset.uniqueId)")
+        assert sorted(last_page[-3:]) == sorted(failed)  # the oldest: enqueued first
+        assert await page.evaluate(f"{q('[data-testid=next-page]')}.disabled")
+        await click(page, "[data-testid=first-page]")
+        await page.wait_for(f"{rows}.length === 50")
+
+        # filtered by state (server-side): the three failed tasks
+        await page.evaluate(f"{q('#filter-state')}.value = 'failed'")
+        await click(page, "[data-testid=apply-filters]")
+        await page.wait_for("location.hash.includes('state=failed')")
+        await page.wait_for(f"{rows}.length === 3 && [...{rows}].every("
+                            "r => r.dataset.state === 'failed')")
+
+        # retry by this filter: the dry run's exact count first, then the retry; the list,
+        # read again, has no failed task left, and the three succeed
+        await click(page, "[data-testid=bulk-retry]")
+        await page.wait_for(f"!{q('#modal')}.hidden")
+        assert await page.evaluate(text("[data-testid=bulk-count]")) == "3"
+        assert [(await queue.info(u))["state"] for u in failed] == ["failed"] * 3  # dry run
+        await confirm(page)
+        await page.wait_for(f"{text('[data-testid=toast]')} === 'Retried 3 tasks.'")
+        await page.wait_for(f"{rows}.length === 0 && !!{q('.empty-row')}")
+        for unique_id in failed:
+            assert (await queue.engine.wait(unique_id, timeout=10_000)).status == "success"
+        await click(page, "[data-testid=tab-success]")
+        await page.wait_for(f"{rows}.length === 3")
+        assert sorted(await page.evaluate(f"[...{rows}].map(r => r.dataset.uniqueId)")) == \
+            sorted(failed)
+        # what does not apply to successful tasks is not offered
+        assert await page.evaluate(f"{q('[data-testid=bulk-retry]')}.disabled")
+        assert await page.evaluate(f"{q('[data-testid=bulk-cancel]')}.disabled")
+        assert not await page.evaluate(f"{q('[data-testid=bulk-purge]')}.disabled")
+        await page.screenshot(ARTIFACTS / "dashboard-bulk-retry.png")
+        assert await page.evaluate("window.pageErrors") == []

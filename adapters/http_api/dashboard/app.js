@@ -1048,6 +1048,11 @@
     const spec = BULK[action];
     const button = h('button', {type: 'button', class: `button small${action === 'retry' ? '' : ' danger'}`,
       testid: `bulk-${action}`}, label);
+    if (filters.state && !spec.states.includes(filters.state)) {
+      button.disabled = true; // the server would refuse it: say why beforehand
+      button.title = `${spec.verb} applies to ${spec.states.join(', ')} tasks, not ${filters.state}`;
+      return button;
+    }
     button.addEventListener('click', async () => {
       const body = {};
       for (const key of ['state', 'function', 'createdFrom', 'createdTo']) {
