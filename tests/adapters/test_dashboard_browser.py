@@ -153,7 +153,9 @@ async def go(page: Page, hash_: str) -> None:
 CATCH_ERRORS = ("window.pageErrors = []; "
                 "window.addEventListener('error', (e) => pageErrors.push(e.message)); "
                 "window.addEventListener('unhandledrejection', "
-                "(e) => pageErrors.push(String(e.reason)))")
+                "(e) => pageErrors.push(String(e.reason))); "
+                "document.addEventListener('securitypolicyviolation', "
+                "(e) => pageErrors.push(`CSP refused ${e.violatedDirective}: ${e.blockedURI}`))")
 
 
 async def sign_in(page: Page, secret: str, app_id: str = "") -> None:
