@@ -284,6 +284,8 @@ def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits,
         log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
     log.info("cloudqueue listening on http://%s:%d (data in %s; at most %d connections)",
              config.host, port, config.data_dir, limits.max_connections)
+    log.info("dashboard: http://%s:%d/dashboard/ (docs/dashboard.md)",
+             config.host or "127.0.0.1", port)
     if config.metrics and not is_loopback(config.host):
         if config.admin_token is None:
             log.warning("GET /metrics answers 401 to everyone: the server listens on %s (not "

@@ -37,6 +37,9 @@ def test_the_wheel_holds_one_typed_package(wheel: Path) -> None:
     assert "cloudqueue/py.typed" in names
     assert "cloudqueue/engine/core/engine.py" in names
     assert "cloudqueue/adapters/http_api/openapi.json" in names
+    dashboard = "cloudqueue/adapters/http_api/dashboard"
+    assert {f"{dashboard}/{name}" for name in ("index.html", "app.js", "style.css",
+                                                "favicon.svg")} <= set(names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "cloudqueue = cloudqueue.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -59,3 +62,33 @@ def test_the_installed_package_imports_and_runs_the_demo_outside_a_checkout(
                           capture_output=True, text=True, timeout=60)
     assert demo.returncode == 0, demo.stderr
     assert demo.stdout.count("'status': 'success'") == 3
+
+
+DASHBOARD_CHECK = """
+import asyncio, pathlib
+from aiohttp.test_utils import TestClient, TestServer
+from cloudqueue.adapters.http_api.app import create_app
+from cloudqueue.adapters.http_api.dashboard import ASSETS
+
+async def main():
+    print(ASSETS)
+    async with TestClient(TestServer(create_app({}), host="127.0.0.1")) as client:
+        for name in ("", "app.js", "style.css", "favicon.svg"):
+            response = await client.get("/dashboard/" + name)
+            body = await response.read()
+            print(response.status, body == (ASSETS / (name or "index.html")).read_bytes())
+
+asyncio.run(main())
+"""
+
+
+def test_the_installed_package_serves_the_dashboard(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run([sys.executable, "-c", DASHBOARD_CHECK], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    where, *answers = result.stdout.splitlines()
+    assert Path(where).is_relative_to(site)  # the installed copy, not the checkout's
+    assert answers == ["200 True"] * 4

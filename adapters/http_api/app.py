@@ -17,6 +17,7 @@ Unauthenticated:
     GET  /__health/live, /__health/ready, /1.1/engine/cloud-queue/openapi.json
     GET  /metrics    Prometheus metrics (``metrics.py``): open while the server listens on
                      loopback, else the operator token's only
+    GET  /dashboard/ the web dashboard's assets (``dashboard.py``; its data comes from the API)
 
 Every answer is JSON; every error is ``{"code", "error"}`` with a non-zero code. Credentials are
 checked before the body is read, so a bad caller creates nothing and learns nothing.
@@ -35,6 +36,7 @@ from aiohttp import web
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
 from cloudqueue.adapters.http_api import actions, console, schedules, stream
 from cloudqueue.adapters.http_api.actions import wire_time
+from cloudqueue.adapters.http_api.dashboard import add_routes as add_dashboard_routes
 from cloudqueue.adapters.http_api.metrics import add_route as add_metrics_route
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
 from cloudqueue.adapters.http_api.tenants import (
@@ -331,12 +333,14 @@ async def openapi(request: web.Request) -> web.FileResponse:
 def create_app(apps: Mapping[str, QueueApp], *,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                operator_token: str | None = None, viewer_token: str | None = None,
-               metrics: bool = True, listen_host: str | None = None) -> web.Application:
+               metrics: bool = True, listen_host: str | None = None,
+               dashboard: bool = True) -> web.Application:
     """The aiohttp application; engines are started and stopped with it. ``operator_token``:
     ``Authorization: Bearer <it>`` may do what each app's master key may; ``viewer_token``:
     ``Bearer <it>`` may read what each app's master key may read. ``metrics``: serve
     ``GET /metrics``, to anyone if ``listen_host`` (where the server listens) is loopback, else
-    (None included) to the operator token only."""
+    (None included) to the operator token only. ``dashboard``: serve the web dashboard's
+    assets at ``/dashboard/`` (docs/dashboard.md)."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
     app[APPS] = dict(apps)
     if operator_token is not None:
@@ -359,6 +363,8 @@ def create_app(apps: Mapping[str, QueueApp], *,
     app.router.add_get("/__health/ready", ready)
     if metrics:
         add_metrics_route(app, listen_host=listen_host)
+    if dashboard:
+        add_dashboard_routes(app)
     app.cleanup_ctx.append(_engines)
     console.add_routes(app, BASE)  # (its samplers start once the engines have)
     return app

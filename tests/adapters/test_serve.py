@@ -61,6 +61,7 @@ async def test_serve_acknowledges_shuts_down_on_sigterm_and_replays(
                 assert response.status == 200
         output = stop(process)
         assert "cloudqueue listening on http://127.0.0.1" in output
+        assert f"dashboard: {base}/dashboard/" in output
         assert "shutting down" in output
         assert "aiohttp.access" not in output  # no line per request unless asked for
         process = start(tmp_path, unused_tcp_port, "--access-log")
