@@ -301,13 +301,13 @@ def test_a_snapshot_row_keeps_the_history_and_an_older_row_reads_without_one() -
     task = h.core.task("a")
     assert task is not None
     row = msgpack.unpackb(msgpack.packb(task_to_row(task)), raw=False)
-    # the runs column (row version 2), before run_now_ms (3)
-    assert ROW_VERSION == 3 and row[-2] == [[1, 0, T0, T0 + 1, "failed", None, "KeyError: 'x'",
+    # the runs column (row version 2), before run_now_ms (3) and actions (4)
+    assert ROW_VERSION == 4 and row[-3] == [[1, 0, T0, T0 + 1, "failed", None, "KeyError: 'x'",
                                              "tb\n"], [2, 0, T0 + 1, T0 + 3, "success", 200]]
     back = task_from_row(row)
     assert back.runs == task.runs == (
         RunRecord(1, 0, T0, T0 + 1, RunOutcome.FAILED, None, "KeyError: 'x'", "tb\n"),
         RunRecord(2, 0, T0 + 1, T0 + 3, RunOutcome.SUCCESS, 200))
     assert all(type(r.outcome) is RunOutcome for r in back.runs)
-    assert task_from_row(row[:-1], 2).runs == task.runs  # a row of version 2
-    assert task_from_row(row[:-2], 1).runs == ()  # a row of version 1
+    assert task_from_row(row[:-2], 2).runs == task.runs  # a row of version 2
+    assert task_from_row(row[:-3], 1).runs == ()  # a row of version 1
