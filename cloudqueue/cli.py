@@ -123,14 +123,23 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     limits = {name: getattr(args, name) for name in _LIMIT_FLAGS
               if getattr(args, name) is not None}
     config = dataclasses.replace(config, **limits)
-    if args.access_log:
-        config = dataclasses.replace(config, access_log=True)
     if args.log_format is not None:
         config = dataclasses.replace(config, log_format=args.log_format)
+    return _switches(config, args)
+
+
+def _switches(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
+    """The on/off flags of ``serve``: each one given sets its setting over the config file's."""
+    import dataclasses
+
+    if args.access_log:
+        config = dataclasses.replace(config, access_log=True)
     if args.fixed_concurrency:
         config = dataclasses.replace(config, adaptive_concurrency=False)
     if args.no_metrics:
         config = dataclasses.replace(config, metrics=False)
+    if args.no_dashboard:
+        config = dataclasses.replace(config, dashboard=False)
     return config
 
 
@@ -237,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "so that enqueues are still acknowledged quickly)")
     serve.add_argument("--no-metrics", action="store_true",
                        help="no GET /metrics, and nothing counted for it (TOML: metrics = "
+                            "false)")
+    serve.add_argument("--no-dashboard", action="store_true",
+                       help="do not serve the web dashboard at /dashboard/ (TOML: dashboard = "
                             "false)")
     serve.add_argument("--host-concurrency", choices=("fixed", "adaptive"),
                        help="fixed (default): --concurrency runs in flight at the function "

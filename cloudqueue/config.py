@@ -70,6 +70,9 @@ class ServeConfig:
     access_log: bool = False
     # GET /metrics (docs/metrics.md), and the engines' counting behind it: false leaves both out
     metrics: bool = True
+    # the web dashboard's files at /dashboard/ (docs/dashboard.md); false: not served (the API
+    # it reads stays)
+    dashboard: bool = True
     # engine/runtime/pacing.py: while the event loop lags, keep fewer runs in flight than each
     # app's concurrency, so that acknowledgements stay fast (tasks wait; nothing is dropped)
     adaptive_concurrency: bool = True
@@ -106,7 +109,7 @@ _WHOLE_SETTINGS = {  # name -> least value
 }
 _ZERO_IS_OFF = frozenset({"gc_freeze_ms", "gc_full_collect_s", "header_timeout_ms",
                           "body_timeout_ms", "idle_timeout_ms", "log_repeat_interval_s"})
-_FLAG_SETTINGS = ("access_log", "adaptive_concurrency", "metrics")
+_FLAG_SETTINGS = ("access_log", "adaptive_concurrency", "metrics", "dashboard")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", "viewer_token", "log_format",
                        *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",

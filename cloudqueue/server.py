@@ -9,6 +9,7 @@ TOML file describing many apps::
     access_log = false                       # a log line per request (costs CPU at load)
     metrics = true                           # GET /metrics (docs/metrics.md); false: none, and
                                              # the engines count nothing for it
+    dashboard = true                         # the web dashboard at /dashboard/ (docs/dashboard.md)
     adaptive_concurrency = true              # fewer runs in flight while the server is overloaded
     gc_freeze_ms = 1000                      # freeze long-lived objects out of the GC (0: off)
     gc_full_collect_s = 900                  # then a full collection this often (0: never)
@@ -121,7 +122,7 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
                                             app.client_enqueue)
     return create_app(tenants, operator_token=config.admin_token,
                       viewer_token=config.viewer_token, metrics=config.metrics,
-                      listen_host=config.host)
+                      dashboard=config.dashboard, listen_host=config.host)
 
 
 @dataclass(frozen=True)
@@ -284,8 +285,9 @@ def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits,
         log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
     log.info("cloudqueue listening on http://%s:%d (data in %s; at most %d connections)",
              config.host, port, config.data_dir, limits.max_connections)
-    log.info("dashboard: http://%s:%d/dashboard/ (docs/dashboard.md)",
-             config.host or "127.0.0.1", port)
+    if config.dashboard:
+        log.info("dashboard: http://%s:%d/dashboard/ (docs/dashboard.md)",
+                 config.host or "127.0.0.1", port)
     if config.metrics and not is_loopback(config.host):
         if config.admin_token is None:
             log.warning("GET /metrics answers 401 to everyone: the server listens on %s (not "

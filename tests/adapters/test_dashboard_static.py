@@ -126,3 +126,21 @@ async def test_the_dashboard_can_be_left_out(tmp_path: Path) -> None:
     app = create_app({A.app_id: QueueApp(A, engine)}, dashboard=False)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         assert (await client.get("/dashboard/")).status == 404
+
+
+async def test_serve_leaves_it_out_with_dashboard_false_or_no_dashboard(tmp_path: Path) -> None:
+    from cloudqueue.cli import _serve_config, build_parser
+    from cloudqueue.server import AppConfig, ServeConfig, build_app, load_config
+
+    path = tmp_path / "serve.toml"
+    path.write_text('dashboard = false\n[[apps]]\napp_id = "appA"\napp_key = "k"\n'
+                    'master_key = "m"\n')
+    assert load_config(path).dashboard is False
+    with_file = _serve_config(build_parser().parse_args(["serve", "--config", str(path)]))
+    flagged = _serve_config(build_parser().parse_args(
+        ["serve", "--data-dir", str(tmp_path / "dev"), "--no-dashboard"]))
+    assert (with_file.dashboard, flagged.dashboard) == (False, False)
+    config = ServeConfig(data_dir=tmp_path / "data", apps=(AppConfig(A),), dashboard=False)
+    async with TestClient(TestServer(build_app(config), host="127.0.0.1")) as client:
+        assert (await client.get("/dashboard/")).status == 404
+        assert (await client.get("/__health/live")).status == 200
