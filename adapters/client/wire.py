@@ -69,19 +69,29 @@ def task_info_from_wire(wire: Any) -> TaskInfo:
     )
 
 
+def _entries(wire: Mapping[str, Any], field: str, when: str
+             ) -> list[tuple[Mapping[str, Any], int]]:
+    """An extension array of objects (``runs``, ``actions``): each entry with its required
+    time ``when`` as epoch ms; none when the field is absent."""
+    entries = wire.get(field)
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise UnexpectedResponseError(f"the TaskInfo's {field} must be an array of objects")
+    found = []
+    for entry in entries:
+        at = _time_ms(entry, when)
+        if at is None:
+            raise UnexpectedResponseError(f"an entry of the TaskInfo's {field} has no {when}")
+        found.append((entry, at))
+    return found
+
+
 def _runs(wire: Mapping[str, Any]) -> tuple[RunRecord, ...]:
     """The ``runs`` extension: one ``RunRecord`` per entry (``durationMs`` is derived)."""
-    runs = wire.get("runs")
-    if runs is None:
-        return ()
-    if not isinstance(runs, list) or not all(isinstance(run, Mapping) for run in runs):
-        raise UnexpectedResponseError("the TaskInfo's runs must be an array of objects")
     what = "TaskInfo's run"
     records = []
-    for run in runs:
-        started = _time_ms(run, "startedAt")
-        if started is None:
-            raise UnexpectedResponseError("a run in the TaskInfo's runs has no startedAt")
+    for run, started in _entries(wire, "runs", "startedAt"):
         outcome = _typed(run, "outcome", str, None, what)
         records.append(RunRecord(
             _typed(run, "attempt", int, 0, what), _typed(run, "slice", int, 0, what), started,
@@ -93,22 +103,11 @@ def _runs(wire: Mapping[str, Any]) -> tuple[RunRecord, ...]:
 
 def _actions(wire: Mapping[str, Any]) -> tuple[ActionRecord, ...]:
     """The ``actions`` extension: one ``ActionRecord`` per operator action on the task."""
-    actions = wire.get("actions")
-    if actions is None:
-        return ()
-    if not isinstance(actions, list) or not all(isinstance(a, Mapping) for a in actions):
-        raise UnexpectedResponseError("the TaskInfo's actions must be an array of objects")
     what = "TaskInfo's action"
-    records = []
-    for action in actions:
-        at = _time_ms(action, "at")
-        if at is None:
-            raise UnexpectedResponseError("an action in the TaskInfo's actions has no at")
-        records.append(ActionRecord(at, _typed(action, "action", str, "", what),
-                                    _typed(action, "by", str, "", what),
-                                    _typed(action, "via", str, None, what),
-                                    action.get("bulk") is True))
-    return tuple(records)
+    return tuple(ActionRecord(at, _typed(action, "action", str, "", what),
+                              _typed(action, "by", str, "", what),
+                              _typed(action, "via", str, None, what), action.get("bulk") is True)
+                 for action, at in _entries(wire, "actions", "at"))
 
 
 def _progress(wire: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,22 +50,20 @@ def operator(request: web.Request) -> tuple[QueueApp, Actor]:
     return queue_app, Actor("operator" if role is Role.OPERATOR else "master", via)
 
 
-async def cancel(request: web.Request) -> web.Response:
-    queue_app, actor = operator(request)
-    info = await queue_app.engine.cancel(request.match_info["unique_id"], actor=actor)
-    return web.json_response(info.to_wire())
+def _on_task(act: str) -> Any:
+    """The handler of an action on one task: ``Engine.<act>(uniqueId, actor=...)`` -> its
+    TaskInfo."""
+    async def handle(request: web.Request) -> web.Response:
+        queue_app, actor = operator(request)
+        info = await getattr(queue_app.engine, act)(request.match_info["unique_id"], actor=actor)
+        return web.json_response(info.to_wire())
+
+    return handle
 
 
-async def retry(request: web.Request) -> web.Response:
-    queue_app, actor = operator(request)
-    info = await queue_app.engine.retry(request.match_info["unique_id"], actor=actor)
-    return web.json_response(info.to_wire())
-
-
-async def run_now(request: web.Request) -> web.Response:
-    queue_app, actor = operator(request)
-    info = await queue_app.engine.run_now(request.match_info["unique_id"], actor=actor)
-    return web.json_response(info.to_wire())
+cancel = _on_task("cancel")
+retry = _on_task("retry")
+run_now = _on_task("run_now")
 
 
 async def pause(request: web.Request) -> web.Response:

@@ -98,7 +98,7 @@ from cloudqueue.engine.core.task import (
     expired,
 )
 from cloudqueue.engine.core.timers import TimerKey, TimerKind, Timers
-from cloudqueue.engine.core.waiting import AppFacts, Waiting, why_waiting
+from cloudqueue.engine.core.waiting import AppFacts, Waiting, delayed_until, why_waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,11 +420,8 @@ class EngineCore:
         return [Append(tuple(events))]
 
     def _waiting_for_time(self, task: Task, now_ms: int) -> bool:
-        if task.state is TaskState.RETRY_WAIT:
-            return True
-        return (task.state is TaskState.QUEUED and task.started_ms is None
-                and task.run_now_ms is None and task.options.delay_ms > 0
-                and now_ms < task.created_ms + task.options.delay_ms)
+        return (task.state is TaskState.RETRY_WAIT
+                or delayed_until(task, now_ms) is not None)
 
     def set_paused(self, paused: bool, now_ms: int, actor: Actor) -> list[Command]:
         """Pause the app's dispatch (no run starts; runs in flight finish; enqueues are still

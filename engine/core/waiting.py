@@ -51,6 +51,16 @@ class AppFacts:
     function_limit: int | None = None  # the task's function's own limit, if it has one
 
 
+def delayed_until(task: Task, now_ms: int) -> int | None:
+    """When a queued task's ``delay`` ends, if it still holds the task at ``now_ms`` (it never
+    ran, no operator made it ready); else None."""
+    until = task.created_ms + task.options.delay_ms
+    if (task.state is TaskState.QUEUED and task.options.delay_ms > 0 and task.started_ms is None
+            and task.run_now_ms is None and now_ms < until):
+        return until
+    return None
+
+
 def why_waiting(task: Task, now_ms: int, facts: AppFacts) -> Waiting | None:
     """Why ``task`` waits (see the module docstring); None for a task running or finished."""
     if task.state is TaskState.RETRY_WAIT:
@@ -59,10 +69,9 @@ def why_waiting(task: Task, now_ms: int, facts: AppFacts) -> Waiting | None:
                        "next run waits for its backoff", until)
     if task.state is not TaskState.QUEUED:
         return None
-    delayed_until = task.created_ms + task.options.delay_ms
-    if (task.options.delay_ms > 0 and task.started_ms is None and task.run_now_ms is None
-            and now_ms < delayed_until):
-        return Waiting("delay", "it was enqueued with a delay", delayed_until)
+    until = delayed_until(task, now_ms)
+    if until is not None:
+        return Waiting("delay", "it was enqueued with a delay", until)
     if facts.paused:
         return Waiting("paused", "the app's dispatch is paused: no run starts until an operator "
                        "resumes it")

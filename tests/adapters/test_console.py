@@ -21,6 +21,7 @@ from cloudqueue import Engine, FakeClock, RunContext, TaskState
 from cloudqueue.adapters.http_api.app import QueueApp, create_app
 from cloudqueue.engine.core.task import iso_ms
 from tests.adapters.test_http_api import T0, A, B, app_role, master
+from tests.adapters.test_operator_actions import call, enqueue
 
 OPERATOR = "operator-token-0123456789abcdef"
 VIEWER = "viewer-token-0123456789abcdef00"
@@ -77,19 +78,6 @@ async def served(data_dir: Path, clock: FakeClock, gate: Gate | None = None,
             yield client, engine
         finally:
             gate.open.set()
-
-
-async def call(client: Client, method: str, path: str, headers: dict[str, str],
-               body: Any = None, status: int = 200) -> Any:
-    response = await client.request(method, f"{BASE}{path}", headers=headers, json=body)
-    answer = await response.json()
-    assert response.status == status, answer
-    return answer
-
-
-async def enqueue(client: Client, body: dict[str, Any]) -> str:
-    unique_id: str = (await call(client, "POST", "/tasks", master(), body))["uniqueId"]
-    return unique_id
 
 
 # ---------------------------------------------------------------- who may look, who may act
