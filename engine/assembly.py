@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from cloudqueue.engine.config import EngineConfig
 from cloudqueue.engine.core.commands import Append, Command
@@ -21,7 +23,13 @@ from cloudqueue.engine.runtime.functions import Invoker
 from cloudqueue.engine.runtime.log_file import LogNeedsRepairError, RecoveryReport
 from cloudqueue.engine.runtime.metrics import EngineMetrics
 from cloudqueue.engine.runtime.rebuild import rebuild
-from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks, StoreOpener
+from cloudqueue.engine.runtime.store import (
+    AsyncStoreOpener,
+    MemoryStore,
+    Store,
+    StoreHooks,
+    StoreOpener,
+)
 from cloudqueue.engine.runtime.watchers import Watchers
 
 log = logging.getLogger("cloudqueue")
@@ -57,10 +65,11 @@ class Opened:
     report: RecoveryReport | None
 
 
-async def open_and_replay(opener: StoreOpener, hooks: StoreHooks, core: EngineCore,
-                          config: EngineConfig) -> Opened:
-    """Open the store (in a worker thread: it may read a lot) and rebuild ``core`` from the
-    state it holds. A log that needs repair names its directory in the error."""
+async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHooks,
+                          core: EngineCore, config: EngineConfig) -> Opened:
+    """Open the store (in a worker thread: it may read a lot; an async opener on the loop) and
+    rebuild ``core`` from the state it holds. A log that needs repair names its directory in
+    the error."""
     # Loading builds hundreds of thousands of long-lived objects: cyclic GC passes over them
     # cost ~40% of replay and find nothing. Off while loading; afterwards freeze() moves them,
     # and everything else alive then, out of every later collection too (a fresh engine's
@@ -71,7 +80,10 @@ async def open_and_replay(opener: StoreOpener, hooks: StoreHooks, core: EngineCo
     gc.collect()
     gc.disable()
     try:
-        store, loaded = await asyncio.to_thread(opener, hooks)
+        if _is_async(opener):
+            store, loaded = await cast(AsyncStoreOpener, opener)(hooks)
+        else:
+            store, loaded = await asyncio.to_thread(cast(StoreOpener, opener), hooks)
         started = time.perf_counter()
         try:
             rebuild(core, loaded.events, snapshot_seq=loaded.snapshot_seq,
@@ -91,6 +103,12 @@ async def open_and_replay(opener: StoreOpener, hooks: StoreHooks, core: EngineCo
         report.apply_seconds = time.perf_counter() - started
         log.info("%s: %s", config.data_dir, report.summary())
     return Opened(store, report)
+
+
+def _is_async(opener: object) -> bool:
+    """An ``AsyncStoreOpener`` (a coroutine function, or an object whose call is one)."""
+    return (inspect.iscoroutinefunction(opener)
+            or inspect.iscoroutinefunction(type(opener).__call__))
 
 
 def log_recovery(recovery: list[Command]) -> None:

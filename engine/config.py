@@ -45,6 +45,9 @@ class EngineConfig:
         name: the queue's name in its log lines (``cloudqueue serve``: the app id); None: none.
         metrics: count what the engine does for its metrics (``Engine.metrics``,
             ``GET /metrics``: docs/metrics.md); False leaves the counting out.
+        lease_ms: with a database store (``Engine(store="postgresql://...")``), how long the
+            engine's hold on its app lasts after each renewal: if the process dies, another node
+            takes the app over about this long after (docs/multinode.md).
 
     Raises:
         ValueError: a concurrency below 1, an unknown host_concurrency; ``ValidationError`` for
@@ -62,6 +65,7 @@ class EngineConfig:
     log: LogOptions = field(default_factory=LogOptions)
     name: str | None = None
     metrics: bool = True
+    lease_ms: int = 4_000
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -73,6 +77,8 @@ class EngineConfig:
         if self.schedule_concurrency is not None and self.schedule_concurrency < 1:
             raise ValueError(f"schedule_concurrency must be >= 1, got "
                              f"{self.schedule_concurrency}")
+        if self.lease_ms < 1_000:
+            raise ValueError(f"lease_ms must be >= 1000, got {self.lease_ms}")
         if self.data_dir is not None and not isinstance(self.data_dir, Path):
             object.__setattr__(self, "data_dir", Path(self.data_dir))
 
@@ -83,7 +89,7 @@ class EngineConfig:
            adaptive_concurrency: bool = False, host_concurrency: str = "fixed",
            max_timeout_ms: int = 600_000, quotas: Quotas | None = None, timezone: str = "UTC",
            schedule_concurrency: int | None = None, name: str | None = None,
-           metrics: bool = True) -> EngineConfig:
+           metrics: bool = True, lease_ms: int = 4_000) -> EngineConfig:
         """A config from ``Engine``'s keywords (the log's options flat beside the rest)."""
         log = LogOptions(fsync=fsync, compact_bytes=compact_bytes, file_ops=file_ops)
         if segment_bytes is not None:
@@ -93,7 +99,7 @@ class EngineConfig:
                    quotas=quotas or Quotas(), timezone=timezone,
                    schedule_concurrency=schedule_concurrency,
                    data_dir=Path(data_dir) if data_dir is not None else None, log=log, name=name,
-                   metrics=metrics)
+                   metrics=metrics, lease_ms=lease_ms)
 
 
 class EngineOptions(TypedDict, total=False):
@@ -113,3 +119,4 @@ class EngineOptions(TypedDict, total=False):
     schedule_concurrency: int | None
     name: str | None
     metrics: bool
+    lease_ms: int

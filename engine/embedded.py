@@ -11,7 +11,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import ModuleType, TracebackType
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from cloudqueue.engine.assembly import (
     build_core,
@@ -68,8 +68,18 @@ from cloudqueue.engine.runtime.host_limit import HostLimit
 from cloudqueue.engine.runtime.ids import random_uuid
 from cloudqueue.engine.runtime.log_file import RecoveryReport
 from cloudqueue.engine.runtime.metrics import EngineMetrics
-from cloudqueue.engine.runtime.store import MemoryStore, Store, StoreHooks
+from cloudqueue.engine.runtime.postgres.urls import is_database_url
+from cloudqueue.engine.runtime.store import (
+    AsyncStoreOpener,
+    MemoryStore,
+    Store,
+    StoreHooks,
+    StoreOpener,
+)
 from cloudqueue.engine.runtime.watchers import Watchers
+
+if TYPE_CHECKING:  # (the database's driver loads only when an engine uses one)
+    from cloudqueue.engine.runtime.postgres.sole import Joined
 
 
 class Engine:
@@ -87,18 +97,32 @@ class Engine:
 
     ``config`` is an ``EngineConfig``, or its fields come as keywords (``EngineConfig.of``:
     ``concurrency``, ``data_dir``, ``fsync``, ...). ``store``: a custom ``Store`` instead of
-    ``data_dir``; ``clock``: default the system clock (tests pass a ``FakeClock``); ``invoker``:
+    ``data_dir``, or a PostgreSQL URL (``"postgresql://user@host/db"``): the engine then keeps
+    its tasks in that database, as a node holding its app's lease (its ``name``, else
+    "default"), shared with ``cloudqueue serve --store`` nodes (docs/multinode.md);
+    ``opener``: how the engine gets its store at start, instead of either (the server's
+    nodes); ``clock``: default the system clock (tests pass a ``FakeClock``); ``invoker``:
     runs tasks (default: the in-process functions registered with ``define``).
     """
 
-    def __init__(self, config: EngineConfig | None = None, *, store: Store | None = None,
+    def __init__(self, config: EngineConfig | None = None, *, store: Store | str | None = None,
                  clock: Clock | None = None, invoker: Invoker | None = None,
+                 opener: StoreOpener | AsyncStoreOpener | None = None,
                  **options: Unpack[EngineOptions]) -> None:
         if config is not None and options:
             raise TypeError("give an EngineConfig or its fields as keywords, not both")
         self.config = config = config or EngineConfig.of(**options)
         self.clock = clock or SystemClock()
-        self._open_store = store_opener(config, store, self.clock)
+        self.database_url: str | None = None  # Engine(store="postgresql://..."): joined at start
+        self._joined: Joined | None = None
+        if isinstance(store, str):
+            if not is_database_url(store):
+                raise ValueError(f"store must be a Store or a postgresql:// URL, got {store!r}")
+            if config.data_dir is not None:
+                raise ValueError("give data_dir or store, not both")
+            self.database_url, store = store, None
+        self._open_store: StoreOpener | AsyncStoreOpener = (
+            opener or store_opener(config, store, self.clock))
         self.functions = FunctionRegistry()
         self.limits = Limits(max_timeout_ms=config.max_timeout_ms)
         self.timezone = config.timezone
@@ -154,7 +178,19 @@ class Engine:
             raise RuntimeError(f"engine already {self._state}")
         hooks = StoreHooks(lambda batch: roll_back_unstored(self.core, batch),
                            self.compaction.soon)
-        opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
+        if self.database_url is not None:  # a node of its one app: wait for the app's lease
+            from cloudqueue.engine.runtime.postgres.node import NodeOptions
+            from cloudqueue.engine.runtime.postgres.sole import DEFAULT_APP, join
+            self._joined = await join(self.database_url, self.config.name or DEFAULT_APP,
+                                      self.clock, options=NodeOptions.of(self.config.lease_ms))
+            self._joined.opener.lease.on_valid = lambda: self._driver.poke()
+            self._joined.holder.on_lost = self._lease_lost
+            self._open_store = self._joined.opener
+        try:
+            opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
+        except BaseException:
+            await self._leave_database()
+            raise
         self.store, self.recovery = opened.store, opened.report
         self._driver = build_driver(self.config, self.core, self.store, self.clock,
                                     self._invoker, self.watchers, self.metrics)
@@ -166,6 +202,17 @@ class Engine:
         self._driver.execute(recovery)
         self._driver.start()
         self._driver.poke()
+
+    def _lease_lost(self) -> None:
+        """Another node took this engine's app over: fail closed (``PgStore.fence``)."""
+        fence = getattr(self.store, "fence", None)
+        if fence is not None:
+            fence()
+
+    async def _leave_database(self) -> None:
+        if self._joined is not None:
+            joined, self._joined = self._joined, None
+            await joined.leave()
 
     @property
     def failure(self) -> LogError | None:
@@ -189,6 +236,7 @@ class Engine:
         await self._invoker.close()
         await self.compaction.finish()
         await self.store.close()
+        await self._leave_database()
         self.watchers.close()
         self._state = "closed"
         # Frozen objects are never collected, and the engine's own (its core, its driver) were

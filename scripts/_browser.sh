@@ -5,43 +5,14 @@
 # says why and exports the reason as CLOUDQUEUE_BROWSER_MISSING, and the browser tests skip
 # (they fail instead under CLOUDQUEUE_REQUIRE_BROWSER=1, as in CI).
 CLOUDQUEUE_BROWSER_MISSING=""
-
-# apt-get "$@" as root, quiet, within the lock deadline: dpkg's lock is waited for by apt itself
-# (DPkg::Lock::Timeout); the package lists' and archives' locks are not, so a refusal naming a
-# lock is retried each second until the deadline. Anything else fails at once, apt's error shown.
-_apt_get() {
-  local err left waiting=""
-  while :; do
-    left=$((_apt_deadline - SECONDS))
-    [ "$left" -ge 0 ] || left=0
-    if err="$($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$left" \
-                "$@" 2>&1 >/dev/null)"; then
-      return 0
-    fi
-    if [[ "$err" == *"Could not get lock"* ]] && [ "$SECONDS" -lt "$_apt_deadline" ]; then
-      if [ -z "$waiting" ]; then
-        echo "apt's lock is held by another process; waiting up to $left s for it ..." >&2
-        waiting=1
-      fi
-      sleep 1
-      continue
-    fi
-    printf '%s\n' "$err" >&2
-    [[ "$err" != *"Could not get lock"* ]] || _apt_lock_held=1
-    return 1
-  done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/_apt.sh"
 
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-  fi
   if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
     echo "installing chromium for the browser tests (apt-get) ..." >&2
     _apt_wait=${CLOUDQUEUE_APT_LOCK_TIMEOUT:-120}
     _apt_deadline=$((SECONDS + _apt_wait))
-    if ! _apt_get update -qq; then
+    if ! _apt_update_once; then
       echo "apt-get update failed; trying the install with the package lists at hand" >&2
     fi
     _apt_lock_held=""

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Quick start, command 2: install into .venv (with the test extra), and Debian's chromium for the
-# browser tests when missing, then run the default tests.
+# Quick start, command 2: install into .venv (with the test extra), and Debian's postgresql (for
+# the database store's tests) and chromium (for the browser tests) when missing, then run the
+# default tests.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m slow` for the slow lane.
 # When chromium cannot be installed (apt's lock held too long, no network, no root), the other
 # tests still run, and the last lines say which tests skipped and why.
 set -euo pipefail
 . "$(dirname "$0")/_venv.sh" "test"
 . "$(dirname "$0")/_browser.sh"
+. "$(dirname "$0")/_postgres.sh"
 cd "$ROOT"
 if [ "$#" -eq 0 ]; then
   set -- -m "not slow"

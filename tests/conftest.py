@@ -10,5 +10,19 @@ if str(ROOT) not in sys.path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: needs PostgreSQL (tests/postgres.py starts a "
+                                       "throwaway cluster; scripts/test.sh installs it)")
     config.addinivalue_line("markers", "browser: drives a headless Chromium (scripts/test.sh "
                                        "installs Debian's chromium when it can)")
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A new, empty PostgreSQL database for this test (``tests/postgres.py``)."""
+    from tests import postgres
+    return postgres.new_database()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests import postgres
+    postgres.stop()

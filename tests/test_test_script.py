@@ -64,7 +64,9 @@ def run_test_sh(tmp: Path, apt_get: str | None, *args: str, root: bool = True,
             if not k.startswith("CLOUDQUEUE_") and k not in ("CHROMIUM", "PATH")}
     done = subprocess.run(
         [shutil.which("bash") or "/bin/bash", str(ROOT / "scripts" / "test.sh"), *args],
-        env={**base, "PATH": str(bin_dir), "CLOUDQUEUE_VENV": str(venv), **env},
+        env={**base, "PATH": str(bin_dir), "CLOUDQUEUE_VENV": str(venv),
+             # PostgreSQL "found" (these tests are about chromium), unless a test says otherwise
+             "CLOUDQUEUE_PG_BINDIR": str(tmp / "pg-bin"), **env},
         cwd=tmp, capture_output=True, text=True, timeout=60)
     args_file, calls = notes / "pytest-args", notes / "apt-calls"
     return Run(done.returncode, done.stderr,

@@ -19,12 +19,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgpack
+
 from cloudqueue.engine.core.engine import EngineCore
 from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.core.framing import TailState
+from cloudqueue.engine.runtime.batches import decode_batch
 from cloudqueue.engine.runtime.log_file import BatchReader, list_segments, scan_segment
 from cloudqueue.engine.runtime.rebuild import rebuild
-from cloudqueue.engine.runtime.snapshot import encode_snapshot, list_snapshots, read_snapshot
+from cloudqueue.engine.runtime.snapshot import (
+    SnapshotContents,
+    decode_snapshot,
+    encode_snapshot,
+    list_snapshots,
+    read_snapshot,
+)
 
 
 def fold(directory: Path, seq: int, last_segment: int, now_ms: int) -> bytes:
@@ -48,6 +58,14 @@ def fold(directory: Path, seq: int, last_segment: int, now_ms: int) -> bytes:
     if reader.pending:
         raise LogError("a sealed segment ends inside a batch")
     events = [e for e in reader.events if snapshot_seq < e.seq <= seq]
+    return fold_snapshot(seq, snapshot, events, now_ms)
+
+
+def fold_snapshot(seq: int, snapshot: SnapshotContents | None, events: list[Event],
+                  now_ms: int) -> bytes:
+    """The snapshot at ``seq``: ``snapshot`` (or nothing) with ``events`` (those after it, up to
+    ``seq``) folded in, encoded. Every store compacts through it."""
+    snapshot_seq = snapshot.seq if snapshot is not None else 0
     core = rebuild(EngineCore(start_ms=now_ms), events, snapshot_seq=snapshot_seq,
                    snapshot_tasks=snapshot.tasks if snapshot else (),
                    snapshot_schedules=snapshot.schedules if snapshot else (),
@@ -55,7 +73,26 @@ def fold(directory: Path, seq: int, last_segment: int, now_ms: int) -> bytes:
     return encode_snapshot(seq, core.tasks(), core.counters(), core.schedules())
 
 
+def fold_given(data: bytes) -> bytes:
+    """``fold_snapshot`` of what a store that keeps no files hands over (the PostgreSQL store):
+    msgpack ``[seq, now_ms, snapshot bytes or nil, [batch bytes, ...]]``."""
+    seq, now_ms, snapshot_data, batches = msgpack.unpackb(data, raw=False)
+    snapshot = decode_snapshot(snapshot_data, "snapshot") if snapshot_data else None
+    floor = snapshot.seq if snapshot is not None else 0
+    events = [e for body in batches for e in decode_batch(body) if floor < e.seq <= seq]
+    return fold_snapshot(seq, snapshot, events, now_ms)
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["-"]:  # the state to fold comes on stdin (``fold_given``)
+        try:
+            data = fold_given(sys.stdin.buffer.read())
+        except (LogError, ValueError, TypeError) as exc:
+            print(f"compaction could not fold the state: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
     try:
         directory, seq, last_segment, now_ms = Path(argv[0]), *map(int, argv[1:4])
     except (IndexError, ValueError):

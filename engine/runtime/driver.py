@@ -161,7 +161,8 @@ class Driver:
         try:
             while not self._stopping:
                 self._wake.clear()
-                dispatch = self.store.accepting and self.invoker.available
+                dispatch = (self.store.accepting and self.invoker.available
+                            and self.store.holds_lease)
                 self.execute(self.core.tick(self.clock.now_ms(), dispatch=dispatch))
                 self._arm(self.core.next_deadline_ms())
                 await self._wake.wait()
@@ -220,10 +221,14 @@ class Driver:
         try:
             if self.store.durable_seq < command.durable_seq:
                 await self.store.wait_durable(command.durable_seq)
-            if self.host_limit is not None and self.invoker.at_host(command.function):
-                self._host_runs[command.run_seq] = (self.clock.monotonic_ms(),
-                                                    self.host_limit.epoch)
-            outcome = await self.invoker.invoke(command)
+            if not self.store.holds_lease:  # another node may own the app by now: no call
+                outcome: Outcome = Unavailable("this node's lease on the app lapsed before the "
+                                               "call; nothing was sent")
+            else:
+                if self.host_limit is not None and self.invoker.at_host(command.function):
+                    self._host_runs[command.run_seq] = (self.clock.monotonic_ms(),
+                                                        self.host_limit.epoch)
+                outcome = await self.invoker.invoke(command)
         except LogError:
             self._host_runs.pop(command.run_seq, None)
             return  # the store failed: nothing may run; the engine is failing closed

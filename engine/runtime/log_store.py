@@ -156,6 +156,10 @@ class LogStore:
         return (bool(self._pending) or self._rotation is not None or self._compacting
                 or self._io.busy)
 
+    @property
+    def holds_lease(self) -> bool:
+        return True  # the directory's lock is held for as long as the store is open
+
     def start(self) -> None:
         self._io.start(f"cloudqueue-log:{self.directory.name}")
         self._flusher = asyncio.create_task(self._flush_forever(), name="cloudqueue-log")

@@ -109,29 +109,34 @@ def _chunk_frames(kind: str, items: list[Any]) -> list[bytes]:
 def read_snapshot(path: Path) -> SnapshotContents:
     """What a snapshot file holds (format 2 or 3). Raises ``LogCorruptError`` on any damage or
     a format this version cannot read, ``LogFormatRetiredError`` for format 1."""
-    data = path.read_bytes()
+    return decode_snapshot(path.read_bytes(), path.name, path.parent)
+
+
+def decode_snapshot(data: bytes, name: str, directory: Path | None = None) -> SnapshotContents:
+    """What a snapshot's bytes hold (``name`` says where they came from, in errors): as
+    ``read_snapshot``, for snapshots kept elsewhere than in a file (a database)."""
     try:
         result = scan(data)
     except CorruptRecordError as exc:
-        raise LogCorruptError(path.name, exc.offset, exc.reason) from None
+        raise LogCorruptError(name, exc.offset, exc.reason) from None
     if result.tail is not TailState.CLEAN or len(result.payloads) < 2:
-        raise LogCorruptError(path.name, result.good_end, result.reason or "snapshot incomplete")
+        raise LogCorruptError(name, result.good_end, result.reason or "snapshot incomplete")
     try:
         header = decode_record(result.payloads[0])
         footer = decode_record(result.payloads[-1])
         version = header.get("v") if isinstance(header, dict) else None
         if version == 1:
-            raise LogFormatRetiredError(path.name, path.parent)
+            raise LogFormatRetiredError(name, directory)
         if version not in READ_FORMATS:  # a newer version wrote it: refuse, naming the version
             raise UnknownRecordKindError("snapshot", version)
         tasks, schedules, count = _body(version, result.payloads[1:-1])
     except UnknownRecordKindError as exc:
-        raise LogCorruptError(path.name, 0, f"unreadable snapshot record: {exc}") from None
+        raise LogCorruptError(name, 0, f"unreadable snapshot record: {exc}") from None
     complete = (isinstance(header, dict) and header.get("k") == "snap"
                 and isinstance(footer, dict) and footer.get("k") == "end"
                 and header.get("n") == footer.get("n") == count)
     if not complete:
-        raise LogCorruptError(path.name, 0, "snapshot header, footer and task count disagree")
+        raise LogCorruptError(name, 0, "snapshot header, footer and task count disagree")
     return SnapshotContents(int(header["seq"]), tasks, dict(header.get("counters") or {}),
                             schedules)
 

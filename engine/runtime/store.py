@@ -15,7 +15,7 @@ through the same behaviour tests (``tests/runtime/test_store_contract.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -80,6 +80,13 @@ class Store(Protocol):
         """Writing, syncing or compacting right now (``testing.settle`` waits for quiet)."""
         ...
 
+    @property
+    def holds_lease(self) -> bool:
+        """Whether runs may start now: always, for a store only this process writes; for a
+        store shared by several nodes, while this node's lease on the app holds (the driver
+        asks right before each call)."""
+        ...
+
     def start(self) -> None: ...
 
     def append(self, events: Sequence[Event]) -> None:
@@ -101,6 +108,9 @@ class Store(Protocol):
 
 StoreOpener = Callable[[StoreHooks], tuple[Store, StoredState]]
 """How an engine gets its store: called once at start, in a worker thread (it may read a lot)."""
+
+AsyncStoreOpener = Callable[[StoreHooks], Awaitable[tuple[Store, StoredState]]]
+"""The same, for a store read over the network (a database): awaited on the event loop."""
 
 
 class MemoryStore:
@@ -125,6 +135,10 @@ class MemoryStore:
     @property
     def busy(self) -> bool:
         return False
+
+    @property
+    def holds_lease(self) -> bool:
+        return True
 
     def start(self) -> None:
         return None

@@ -10,7 +10,7 @@ import pytest
 # Every store behind the ``Store`` protocol. A behaviour test that takes ``store_options`` runs
 # once per store, so a new store (a database shared by several nodes) is held to the same
 # behaviour by adding it here.
-STORES = ("memory", "log")
+STORES = ("memory", "log", "postgresql")
 
 
 @pytest.fixture(params=STORES)
@@ -24,4 +24,8 @@ def store_options(store_kind: str, tmp_path: Path) -> dict[str, Any]:
     """``Engine(**store_options)``: the engine's store for this run of the test."""
     if store_kind == "memory":
         return {}
+    if store_kind == "postgresql":
+        from tests import postgres
+        # a lease far longer than any test's FakeClock jump: the tests' time is not the lease's
+        return {"store": postgres.new_database(), "lease_ms": 3_600_000}
     return {"data_dir": tmp_path / "data"}
