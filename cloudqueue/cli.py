@@ -54,6 +54,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    """``cloudqueue db migrate|status``: one line on stderr and exit 1 when the database cannot
+    be used, never a traceback."""
+    import asyncio
+    import os
+
+    from cloudqueue import db_tool
+
+    url = args.store or os.environ.get("CLOUDQUEUE_STORE")
+    if not url:
+        print("cloudqueue db: which database? give --store postgresql://USER@HOST/DB (or set "
+              "CLOUDQUEUE_STORE)", file=sys.stderr)
+        return 2
+    return asyncio.run(db_tool.run(args.action, url))
+
+
 def _host(args: argparse.Namespace) -> int:
     """Run the function host; what stops it from starting is one line on stderr, exit 2 (a key,
     a module) or 1 (the port), never a traceback."""
@@ -120,6 +136,13 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     if token:
         config = dataclasses.replace(config, viewer_token=server.check_admin_token(
             token, "CLOUDQUEUE_VIEWER_TOKEN"))
+    store = args.store or os.environ.get("CLOUDQUEUE_STORE")
+    if store:
+        config = dataclasses.replace(config, store=server.check_url(
+            store, "--store", ("postgresql", "postgres")))
+    if args.node_url:
+        config = dataclasses.replace(config, node_url=server.check_url(
+            args.node_url, "--node-url", ("http", "https")))
     limits = {name: getattr(args, name) for name in _LIMIT_FLAGS
               if getattr(args, name) is not None}
     config = dataclasses.replace(config, **limits)
@@ -226,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_whole(0, 65535), help="port (default 3100; 0: any free)")
     serve.add_argument("--data-dir", type=Path, help="where the logs live (default ./data)")
+    serve.add_argument("--store", metavar="URL",
+                       help="keep tasks in PostgreSQL (postgresql://USER@HOST/DB), shared with "
+                            "other nodes (docs/multinode.md); default: a log in --data-dir")
+    serve.add_argument("--node-url", metavar="URL",
+                       help="with --store: where other nodes reach this one (default "
+                            "http://HOST:PORT)")
     serve.add_argument("--function-host", help="base URL of the LeanEngine app to call")
     serve.add_argument("--functions", metavar="MODULE", action="append", default=[],
                        help="a module of Python functions declared with @cloudqueue.define, "
@@ -266,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout-ms", type=_whole(0),
                        help="close a keep-alive connection idle this long (default 75000)")
     serve.set_defaults(func=_serve)
+    db_cmd = commands.add_parser("db", help="the PostgreSQL store's tables: migrate, status")
+    db_cmd.add_argument("action", choices=["migrate", "status"],
+                        help="migrate: create or bring the tables to this version; status: "
+                             "their version, the nodes alive and who dispatches each app")
+    db_cmd.add_argument("--store", metavar="URL", required=False,
+                        help="postgresql://USER@HOST/DB (default: $CLOUDQUEUE_STORE)")
+    db_cmd.set_defaults(func=_db)
     _add_host(commands)
     cron_cli.add_parser(commands)
     tasks_cli.add_parsers(commands)

@@ -100,17 +100,27 @@ class ServeConfig:
     viewer_token: str | None = None
     # cloudqueue/log_format.py: "text" lines, or "json": one JSON object per line
     log_format: str = "text"
+    # where tasks are kept: None, each app's log in data_dir/<appId> (one node); or a PostgreSQL
+    # URL shared by several nodes (docs/multinode.md), each app dispatched by one node at a time
+    store: str | None = None
+    # with a shared store: the address other nodes forward this node's apps' requests to
+    # (default http://<host>:<port>, the machine's name when host is a wildcard)
+    node_url: str | None = None
+    # with a shared store: an app's lease lasts this long after each renewal (a dead node's apps
+    # move to another within about this long)
+    lease_ms: int = 4_000
 
 
 _WHOLE_SETTINGS = {  # name -> least value
     "port": 0, "shutdown_grace_ms": 0, "gc_freeze_ms": 0, "gc_full_collect_s": 0,
     "header_timeout_ms": 0, "body_timeout_ms": 0, "idle_timeout_ms": 0, "max_connections": 1,
-    "log_repeat_interval_s": 0,
+    "log_repeat_interval_s": 0, "lease_ms": 1_000,
 }
 _ZERO_IS_OFF = frozenset({"gc_freeze_ms", "gc_full_collect_s", "header_timeout_ms",
                           "body_timeout_ms", "idle_timeout_ms", "log_repeat_interval_s"})
 _FLAG_SETTINGS = ("access_log", "adaptive_concurrency", "metrics", "dashboard")
 _TOP_KEYS = frozenset({"host", "data_dir", "apps", "admin_token", "viewer_token", "log_format",
+                       "store", "node_url",
                        *_WHOLE_SETTINGS, *_FLAG_SETTINGS})
 _APP_KEYS = frozenset({"app_id", "app_key", "master_key", "hook_key", "function_host",
                        "concurrency", "max_timeout_ms", "fsync", "quotas", "timezone",
@@ -249,6 +259,11 @@ def _settings(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     for name in ("host", "data_dir"):
         if name in data and not isinstance(data[name], str):
             raise ConfigError(f"{where}: {name} must be a string")
+    for name in ("store", "node_url"):
+        if name in data:
+            settings[name] = check_url(data[name], f"{where}: {name}",
+                                       ("postgresql", "postgres") if name == "store"
+                                       else ("http", "https"))
     settings.update(_tokens(data, where))
     if "log_format" in data:
         settings["log_format"] = check_log_format(data["log_format"], f"{where}: log_format")
@@ -263,6 +278,14 @@ def _tokens(data: Mapping[str, Any], where: str) -> dict[str, str]:
         raise ConfigError(f"{where}: viewer_token must differ from admin_token (the viewer token "
                           "is the read-only one)")
     return tokens
+
+
+def check_url(url: Any, where: str, schemes: tuple[str, ...]) -> str:
+    """``url`` if it is a URL of one of ``schemes``; ConfigError naming ``where`` otherwise."""
+    if not isinstance(url, str) or urlsplit(url).scheme not in schemes:
+        raise ConfigError(f"{where} must be a {' or '.join(s + '://' for s in schemes)} URL, "
+                          f"got {url!r}" if isinstance(url, str) else f"{where} must be a string")
+    return url
 
 
 def check_admin_token(token: Any, where: str) -> str:

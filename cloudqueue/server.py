@@ -51,7 +51,7 @@ import resource
 import shlex
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from typing import Any
 from aiohttp import web
 
 from cloudqueue.adapters.http_api.app import APPS, AppStartError, QueueApp, create_app
+from cloudqueue.adapters.http_api.cluster import ClusterConfig, ClusterRefused
 from cloudqueue.adapters.http_api.listener import Listener, bind
 from cloudqueue.adapters.http_api.logs import AccessLog, rate_limit_logs
 from cloudqueue.adapters.http_api.metrics import is_loopback
@@ -76,6 +77,7 @@ from cloudqueue.config import (
     check_admin_token,
     check_app_id,
     check_function_host,
+    check_url,
     dev_admin_token,
     load_config,
 )
@@ -88,10 +90,12 @@ from cloudqueue.engine.runtime.defined import import_functions
 from cloudqueue.engine.runtime.heap import HeapFreezer
 from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
 from cloudqueue.engine.runtime.log_options import LogOptions
+from cloudqueue.engine.runtime.postgres.urls import shown_url
+from cloudqueue.engine.runtime.store import AsyncStoreOpener
 
 __all__ = ["DEFAULT_PORT", "AppConfig", "Running", "ServeConfig", "StartupRefused",
            "apps_from_env", "build_app", "check_admin_token", "check_app_id",
-           "check_function_host", "dev_admin_token", "load_config", "running", "serve"]
+           "check_function_host", "check_url", "dev_admin_token", "load_config", "running", "serve"]
 
 log = logging.getLogger("cloudqueue.serve")
 
@@ -104,9 +108,16 @@ class StartupRefused(Exception):
     """The server cannot start; the message says why and what command to run."""
 
 
-def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Application:
+def build_app(config: ServeConfig, clock: Clock | None = None,
+              node_url: Callable[[], str] | None = None) -> web.Application:
+    """The server's application. With ``config.store`` (a database) it is a node of several:
+    ``node_url()`` says where other nodes reach it."""
     tenants = {}
-    for app in config.apps:
+    by_id = {app.keys.app_id: app for app in config.apps}
+    handlers = {app.keys.app_id: import_functions(app.functions) for app in config.apps}
+
+    def build(app_id: str, opener: AsyncStoreOpener | None = None) -> Engine:
+        app = by_id[app_id]
         invoker = (HttpInvoker(app.function_host, app.keys, clock=clock)
                    if app.function_host else None)
         engine = Engine(EngineConfig(
@@ -114,15 +125,36 @@ def build_app(config: ServeConfig, clock: Clock | None = None) -> web.Applicatio
             host_concurrency=app.host_concurrency, max_timeout_ms=app.max_timeout_ms,
             quotas=app.quotas, timezone=app.timezone, metrics=config.metrics,
             schedule_concurrency=app.schedule_concurrency,
-            data_dir=config.data_dir / app.keys.app_id, log=LogOptions(fsync=app.fsync),
-            name=app.keys.app_id),
-            invoker=invoker, clock=clock)
-        engine.register(*import_functions(app.functions))
-        tenants[app.keys.app_id] = QueueApp(app.keys, engine, app.strict_options,
+            data_dir=None if config.store else config.data_dir / app.keys.app_id,
+            log=LogOptions(fsync=app.fsync), name=app.keys.app_id),
+            invoker=invoker, clock=clock, opener=opener)
+        engine.register(*handlers[app_id])
+        return engine
+
+    for app in config.apps:
+        tenants[app.keys.app_id] = QueueApp(app.keys, build(app.keys.app_id), app.strict_options,
                                             app.client_enqueue)
+    cluster = None
+    if config.store is not None:
+        cluster = ClusterConfig(config.store, build, node_url or (lambda: _node_url(config, 0)),
+                                lease_ms=config.lease_ms, grace_ms=config.shutdown_grace_ms,
+                                clock=clock)
     return create_app(tenants, operator_token=config.admin_token,
                       viewer_token=config.viewer_token, metrics=config.metrics,
-                      dashboard=config.dashboard, listen_host=config.host)
+                      dashboard=config.dashboard, listen_host=config.host, cluster=cluster)
+
+
+def _node_url(config: ServeConfig, port: int) -> str:
+    """Where other nodes reach this one: ``node_url``, else ``http://host:port`` (the machine's
+    name for a wildcard host)."""
+    if config.node_url:
+        return config.node_url
+    host = config.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -148,7 +180,9 @@ async def running(config: ServeConfig, clock: Clock | None = None) -> AsyncItera
     with rate_limit_logs(config.log_repeat_interval_s):
         sockets = _bind(config)
         extra: dict[str, Any] = {} if config.access_log else {"access_log": None}
-        runner = GuardedAppRunner(build_app(config, clock), limits, count, clock,
+        port = sockets[0].getsockname()[1] if sockets else config.port
+        runner = GuardedAppRunner(build_app(config, clock, lambda: _node_url(config, port)),
+                                  limits, count, clock,
                                   handle_signals=False,
                                   shutdown_timeout=config.shutdown_grace_ms / 1000,
                                   access_log_class=AccessLog, **extra)
@@ -250,6 +284,8 @@ async def _set_up(runner: GuardedAppRunner) -> None:
         await runner.setup()
     except AppStartError as exc:
         raise StartupRefused(app_refusal(exc)) from None
+    except ClusterRefused as exc:
+        raise StartupRefused(str(exc)) from None
 
 
 def app_refusal(exc: AppStartError) -> str:
@@ -283,8 +319,10 @@ def _log_start(config: ServeConfig, port: int, limits: ConnectionLimits,
         target = (" + ".join(part for part in (local, host) if part)
                   or "nothing to run tasks: no --functions module and no --function-host")
         log.info("app %s -> %s (concurrency %d)", app.keys.app_id, target, app.concurrency)
-    log.info("cloudqueue listening on http://%s:%d (data in %s; at most %d connections)",
-             config.host, port, config.data_dir, limits.max_connections)
+    where = (f"tasks in {shown_url(config.store)}" if config.store
+             else f"data in {config.data_dir}")
+    log.info("cloudqueue listening on http://%s:%d (%s; at most %d connections)",
+             config.host, port, where, limits.max_connections)
     if config.dashboard:
         log.info("dashboard: http://%s:%d/dashboard/ (docs/dashboard.md)",
                  config.host or "127.0.0.1", port)

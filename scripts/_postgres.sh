@@ -1,5 +1,5 @@
 # Sourced by test.sh: make sure PostgreSQL's server programs are here for the tests of the
-# database store (tests/postgres.py starts a throwaway cluster of its own; nothing is started
+# database store (tests/pg_cluster.py starts a throwaway cluster of its own; nothing is started
 # here, and no system cluster is used). Installs Debian's postgresql with apt when it can, as
 # _browser.sh installs chromium; when it is still missing, says why, and the tests that need it
 # skip (they fail instead under CLOUDQUEUE_REQUIRE_POSTGRES=1, as in CI).

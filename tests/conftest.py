@@ -10,7 +10,7 @@ if str(ROOT) not in sys.path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "postgres: needs PostgreSQL (tests/postgres.py starts a "
+    config.addinivalue_line("markers", "postgres: needs PostgreSQL (tests/pg_cluster.py starts a "
                                        "throwaway cluster; scripts/test.sh installs it)")
     config.addinivalue_line("markers", "browser: drives a headless Chromium (scripts/test.sh "
                                        "installs Debian's chromium when it can)")
@@ -18,11 +18,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def pg_url() -> str:
-    """A new, empty PostgreSQL database for this test (``tests/postgres.py``)."""
-    from tests import postgres
+    """A new, empty PostgreSQL database for this test (``tests/pg_cluster.py``)."""
+    from tests import pg_cluster as postgres
     return postgres.new_database()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from tests import postgres
+    from tests import pg_cluster as postgres
     postgres.stop()

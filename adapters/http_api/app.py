@@ -36,6 +36,13 @@ from aiohttp import web
 from cloudqueue.adapters.auth import RUN_TOKEN_HEADER, Role, check_run_token
 from cloudqueue.adapters.http_api import actions, console, schedules, stream
 from cloudqueue.adapters.http_api.actions import wire_time
+from cloudqueue.adapters.http_api.cluster import (
+    CLUSTER,
+    Cluster,
+    ClusterConfig,
+    cluster_ctx,
+    forward,
+)
 from cloudqueue.adapters.http_api.dashboard import add_routes as add_dashboard_routes
 from cloudqueue.adapters.http_api.metrics import add_route as add_metrics_route
 from cloudqueue.adapters.http_api.protocol import BodyTimeoutError, describe_protocol_error
@@ -291,17 +298,26 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     problems = {}
-    apps = request.app[APPS]
+    cluster = request.app.get(CLUSTER)
+    every = request.app[APPS]
+    apps = {a: q for a, q in every.items() if q.local}
     for app_id, queue_app in apps.items():
         failure = queue_app.engine.failure
         if failure is not None:
             problems[app_id] = str(failure)
+    if cluster is not None and not cluster.healthy:
+        problems["database"] = "this node cannot reach the database"
     limits = _host_limits(apps)
     shown: dict[str, Any] = {"hostConcurrency": limits} if limits else {}
     paused = {app_id: queue_app.engine.core.dispatch_state().to_wire()["pausedAt"]
               for app_id, queue_app in apps.items() if queue_app.engine.core.paused_ms is not None}
     if paused:  # still ready: an operator holds the runs back, enqueues are taken
         shown["paused"] = paused
+    if cluster is not None:  # which node dispatches each app
+        shown["node"] = cluster.node.node_id
+        shown["dispatching"] = {a: (cluster.node.node_id if q.local else
+                                    getattr(cluster.node.owners.get(a), "node_id", None))
+                                for a, q in every.items()}
     if problems:
         return web.json_response({"status": "not ready", "apps": problems, **shown}, status=503)
     return web.json_response({"status": "ready", **shown})
@@ -334,15 +350,20 @@ def create_app(apps: Mapping[str, QueueApp], *,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                operator_token: str | None = None, viewer_token: str | None = None,
                metrics: bool = True, listen_host: str | None = None,
-               dashboard: bool = True) -> web.Application:
+               dashboard: bool = True, cluster: ClusterConfig | None = None) -> web.Application:
     """The aiohttp application; engines are started and stopped with it. ``operator_token``:
     ``Authorization: Bearer <it>`` may do what each app's master key may; ``viewer_token``:
     ``Bearer <it>`` may read what each app's master key may read. ``metrics``: serve
     ``GET /metrics``, to anyone if ``listen_host`` (where the server listens) is loopback, else
     (None included) to the operator token only. ``dashboard``: serve the web dashboard's
-    assets at ``/dashboard/`` (docs/dashboard.md)."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
+    assets at ``/dashboard/`` (docs/dashboard.md). ``cluster``: this server is a node of
+    several sharing a database (``cluster.py``): each app's engine runs on the node holding its
+    lease, and the others forward its requests there."""
+    middlewares = [errors_as_json] if cluster is None else [errors_as_json, forward]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
     app[APPS] = dict(apps)
+    if cluster is not None:
+        app[CLUSTER] = Cluster(cluster, app[APPS])
     if operator_token is not None:
         app[OPERATOR_TOKEN] = operator_token
     if viewer_token is not None:
@@ -365,7 +386,7 @@ def create_app(apps: Mapping[str, QueueApp], *,
         add_metrics_route(app, listen_host=listen_host)
     if dashboard:
         add_dashboard_routes(app)
-    app.cleanup_ctx.append(_engines)
+    app.cleanup_ctx.append(_engines if cluster is None else cluster_ctx)
     console.add_routes(app, BASE)  # (its samplers start once the engines have)
     return app
 

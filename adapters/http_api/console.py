@@ -189,7 +189,7 @@ async def _sampling(app: web.Application) -> AsyncIterator[None]:
     for app_id, queue_app in app[APPS].items():
         if queue_app.engine.metrics is not None:
             found[app_id] = Recent(queue_app.engine.metrics)
-    samplers = [asyncio.create_task(_sample(app[APPS][app_id], recent))
+    samplers = [asyncio.create_task(_sample(app[APPS][app_id], recent, found))
                 for app_id, recent in found.items()]
     try:
         yield
@@ -199,9 +199,12 @@ async def _sampling(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(*samplers, return_exceptions=True)
 
 
-async def _sample(queue_app: QueueApp, recent: Recent) -> None:
+async def _sample(queue_app: QueueApp, recent: Recent, found: dict[str, Recent]) -> None:
     clock = queue_app.engine.clock
     while True:
+        metrics = queue_app.engine.metrics
+        if metrics is not None and metrics is not recent.metrics:  # a new engine (a node took
+            recent = found[queue_app.keys.app_id] = Recent(metrics)  # the app again)
         recent.sample(clock.now_ms())
         await clock.sleep(recent.step_ms)
 

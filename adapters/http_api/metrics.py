@@ -60,13 +60,32 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+class LocalEngines(Mapping[str, Engine]):
+    """The engines this node runs, read at each collection (a node of several runs the apps it
+    holds the lease of; which those are changes)."""
+
+    def __init__(self, apps: Mapping[str, QueueApp]) -> None:
+        self._apps = apps
+
+    def __getitem__(self, app_id: str) -> Engine:
+        queue_app = self._apps[app_id]
+        if not queue_app.local:
+            raise KeyError(app_id)
+        return queue_app.engine
+
+    def __iter__(self) -> Iterator[str]:
+        return (a for a, q in self._apps.items() if q.local)
+
+    def __len__(self) -> int:
+        return sum(1 for q in self._apps.values() if q.local)
+
+
 def add_route(app: web.Application, *, listen_host: str | None) -> None:
     """Serve ``GET /metrics`` for the apps of ``app`` (its ``APPS``), open when ``listen_host``
     is loopback, else to the operator token only."""
     apps: dict[str, QueueApp] = app[APPS]
     registry = CollectorRegistry()
-    registry.register(QueueCollector({app_id: queue_app.engine
-                                      for app_id, queue_app in apps.items()}))
+    registry.register(QueueCollector(LocalEngines(apps)))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

@@ -35,6 +35,9 @@ class QueueApp:
     engine: Engine
     strict_options: bool = False
     client_enqueue: bool | frozenset[str] = False
+    # this node runs the app's engine (always, on one node; with a shared store, while it holds
+    # the app's lease: otherwise its requests go to the node that does, ``cluster.py``)
+    local: bool = True
     _ignored: set[str] = field(default_factory=set, repr=False)
 
     def check_function(self, function: str) -> None:

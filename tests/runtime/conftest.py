@@ -25,7 +25,7 @@ def store_options(store_kind: str, tmp_path: Path) -> dict[str, Any]:
     if store_kind == "memory":
         return {}
     if store_kind == "postgresql":
-        from tests import postgres
+        from tests import pg_cluster as postgres
         # a lease far longer than any test's FakeClock jump: the tests' time is not the lease's
         return {"store": postgres.new_database(), "lease_ms": 3_600_000}
     return {"data_dir": tmp_path / "data"}

@@ -49,7 +49,7 @@ class Opened:
 def where(store_kind: str, tmp_path: Path) -> Path | str:
     """Where the store of ``store_kind`` keeps things (reopened there by a second ``Opened``)."""
     if store_kind == "postgresql":
-        from tests import postgres
+        from tests import pg_cluster as postgres
         return postgres.new_database()
     return tmp_path
 

@@ -57,7 +57,10 @@ def as_queue_error(exc: BaseException, doing: str) -> LogError:
                                     "new is accepted until it does")
 
 
-UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# what a database call raises when its answer is lost or refused (InternalClientError: a
+# connection cut in the middle of an operation)
+UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+               asyncpg.exceptions._base.InternalClientError)
 
 
 async def connect(url: str, *, min_size: int = 1, max_size: int = MAX_CONNECTIONS,

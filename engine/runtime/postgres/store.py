@@ -76,8 +76,8 @@ DELETE_BATCH_ROWS = 5_000  # covered batches deleted per statement
 DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024  # of batches written since the last snapshot
 
 INSERT_BATCH = """
-INSERT INTO cq_batches (app_id, last_seq, first_seq, epoch, body)
-SELECT $1, $2, $3, $4, $5 FROM cq_leases
+INSERT INTO cq_batches (app_id, last_seq, first_seq, prev_seq, epoch, body)
+SELECT $1, $2, $3, $7, $4, $5 FROM cq_leases
  WHERE app_id = $1 AND epoch = $4 AND owner = $6
    FOR SHARE
 """
@@ -131,6 +131,7 @@ class PgStore:
         self._compacting = False
         self._flusher: asyncio.Task[None] | None = None
         self._backoff = DiskFullBackoff(clock)
+        self.unknown_after_ms = UNKNOWN_AFTER_MS
         self.batches = 0
         self.records = 0
         self.commit_seconds = Histogram(FSYNC_BUCKETS)  # each batch's commit, seconds
@@ -157,7 +158,7 @@ class PgStore:
                     "SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 ORDER BY part",
                     lease.app_id, snapshot_seq)) if head else []
                 rows = await conn.fetch(
-                    "SELECT first_seq, last_seq, body FROM cq_batches "
+                    "SELECT prev_seq, last_seq, body FROM cq_batches "
                     "WHERE app_id = $1 AND last_seq > $2 ORDER BY last_seq",
                     lease.app_id, snapshot_seq)
         if head is not None and len(parts) != head["parts"]:
@@ -165,7 +166,7 @@ class PgStore:
                               f"{len(parts)} of its {head['parts']} parts")
         state = await asyncio.to_thread(_decode_state, lease.app_id, snapshot_seq,
                                         [bytes(p["body"]) for p in parts],
-                                        [(r["first_seq"], r["last_seq"], bytes(r["body"]))
+                                        [(r["prev_seq"], r["last_seq"], bytes(r["body"]))
                                          for r in rows])
         store = cls(pool, lease, clock, last_seq=state.last_seq, snapshot_seq=snapshot_seq,
                     bytes_since_snapshot=sum(len(r["body"]) for r in rows), **options)
@@ -285,7 +286,7 @@ class PgStore:
                         return
                     body = encode_events(batch)
             except UNAVAILABLE as exc:
-                lost_since = self._answer_lost(batch, as_queue_error(exc, "storing tasks"),
+                lost_since = await self._answer_lost(batch, as_queue_error(exc, "storing tasks"),
                                                lost_since)
             await self._backoff.wait()
         else:
@@ -297,18 +298,21 @@ class PgStore:
         started = time.perf_counter()
         async with self.pool.acquire() as conn:
             status = await conn.execute(INSERT_BATCH, self.app_id, batch[-1].seq, batch[0].seq,
-                                        self.lease.epoch, body, self.lease.node_id)
+                                        self.lease.epoch, body, self.lease.node_id,
+                                        self._durable_seq)
         self.commit_seconds.observe(time.perf_counter() - started)
         return not status.endswith(" 0")
 
-    def _answer_lost(self, batch: list[Event], error: LogError, since: float | None) -> float:
+    async def _answer_lost(self, batch: list[Event], error: LogError,
+                           since: float | None) -> float:
         """An attempt's answer was lost: the first time, stop accepting; after
         ``UNKNOWN_AFTER_MS`` of it, tell the batch's callers the outcome is unknown."""
         now = self.clock.monotonic_ms()
+        await self.pool.expire_connections()  # none of them is to be trusted: connect anew
         if since is None:
             self._unavailable(error)
             return now
-        if now - since >= UNKNOWN_AFTER_MS:
+        if now - since >= self.unknown_after_ms:
             self._outcome_unknown(batch, error)
         return since
 
@@ -459,15 +463,15 @@ def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
     snapshot = decode_snapshot(b"".join(parts), f"the snapshot of app {app_id}") if parts \
         else None
     events: list[Event] = []
-    expected = snapshot_seq + 1
-    for first, last, body in rows:
-        if first > expected:
-            raise LogGapError(f"app {app_id}'s events {expected}..{first - 1} are not in the "
-                              "database")
+    stored = snapshot_seq  # the last seq known stored so far
+    for index, (prev, last, body) in enumerate(rows):
+        if prev > stored or (index and prev != stored):
+            raise LogGapError(f"app {app_id}'s batches after seq {stored}, up to seq {prev}, "
+                              "are not in the database")
         for event in decode_batch(body, f"app {app_id}'s batch ending at seq {last}"):
             if event.seq > snapshot_seq:
                 events.append(event)
-        expected = last + 1
+        stored = last
     return StoredState(snapshot_tasks=snapshot.tasks if snapshot else [],
                        snapshot_seq=snapshot_seq, events=events,
                        counters=snapshot.counters if snapshot else {},

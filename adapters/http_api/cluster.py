@@ -1,0 +1,292 @@
+"""The server as one node of several sharing a PostgreSQL store (``serve --store URL``).
+
+Every node serves every app's requests. The node that holds an app's lease (``engine/runtime/
+postgres/node.py``) runs the app's engine; any other node forwards the app's requests to it,
+whole, and streams the answer back (an event stream included), so a client may talk to any
+node. While an app has no owner (its owner died and its lease has not expired yet, or it is
+being handed over) a request waits for the new one, up to ``OWNER_WAIT_MS``, then gets 503 with
+``Retry-After``.
+
+A request is forwarded once: the ``X-CloudQueue-Forwarded`` header marks it, and a node that
+gets a forwarded request for an app it does not hold (the owner moved meanwhile) waits for the
+app to open here or answers 503, rather than passing it on again.
+
+Each app's engine is made anew every time this node takes the app (``NodeApp``): an engine
+reads the app's state at start, and the state another node left is only in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from cloudqueue.adapters.http_api.tenants import APPS, QueueApp
+from cloudqueue.engine.core.errors import EngineError
+from cloudqueue.engine.embedded import Engine
+from cloudqueue.engine.runtime.clock import Clock, SystemClock
+from cloudqueue.engine.runtime.postgres.database import open_database, refusal, shown_url
+from cloudqueue.engine.runtime.postgres.node import Node, NodeOptions
+from cloudqueue.engine.runtime.postgres.store import Lease, PgOpener
+from cloudqueue.engine.runtime.store import AsyncStoreOpener
+
+log = logging.getLogger("cloudqueue.cluster")
+
+FORWARDED_HEADER = "X-CloudQueue-Forwarded"
+OWNER_WAIT_MS = 10_000
+FORWARD_READ_S = 60.0  # an answer from the owner, except an event stream's, within
+_STREAMS = ("/events", "/stream")  # event streams: forwarded as they flow, without a timeout
+# hop-by-hop headers (RFC 9110 7.6.1) and what aiohttp sets itself: never copied across
+_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                  "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
+# what is served by each node itself, whatever app the credentials name
+_LOCAL_SUFFIXES = ("/apps", "/openapi.json")
+
+
+class ClusterRefused(Exception):
+    """The node cannot join: the database cannot be used (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``build(app_id, opener)``: the app's engine, unstarted, on ``opener``; ``url()``: where
+    other nodes reach this one (known once the server has bound its port)."""
+
+    store: str
+    build: Callable[[str, AsyncStoreOpener | None], Engine]
+    url: Callable[[], str]
+    lease_ms: int = 4_000
+    grace_ms: int = 10_000
+    clock: Clock | None = None
+
+
+class NodeApp:
+    """One app on this node: a new engine each time the node takes the app's lease."""
+
+    def __init__(self, queue_app: QueueApp, cluster: Cluster) -> None:
+        self.queue_app = queue_app
+        self.cluster = cluster
+
+    async def acquired(self, lease: Lease) -> None:
+        app_id = self.queue_app.keys.app_id
+        engine = self.cluster.config.build(app_id, PgOpener(self.cluster.pool, lease,
+                                                            self.cluster.clock))
+        lease.on_valid = lambda: engine.driver.poke()
+        await engine.start()
+        self.queue_app.engine = engine
+        self.queue_app.local = True
+
+    async def lost(self) -> None:
+        self.queue_app.local = False
+        engine = self.queue_app.engine
+        fence = getattr(engine.store, "fence", None)
+        if fence is not None:
+            fence()  # nothing more written or started here, before anything else
+        await engine.close(grace_ms=0)
+        self._placeholder()
+
+    async def handover(self) -> None:
+        self.queue_app.local = False  # new requests wait for the next owner
+        await self.queue_app.engine.close(grace_ms=self.cluster.config.grace_ms)
+        self._placeholder()
+
+    def _placeholder(self) -> None:
+        """An engine never started, standing in until the app is taken again (it knows the
+        app's functions and limits; the node answers nothing from it)."""
+        self.queue_app.engine = self.cluster.config.build(self.queue_app.keys.app_id, None)
+
+
+class Cluster:
+    def __init__(self, config: ClusterConfig, apps: dict[str, QueueApp]) -> None:
+        self.config = config
+        self.apps = apps
+        self.clock = config.clock or SystemClock()
+        self.pool: asyncpg.Pool
+        self.node: Node
+        self.session: aiohttp.ClientSession
+
+    async def start(self) -> None:
+        try:
+            self.pool = await open_database(self.config.store)
+        except Exception as exc:
+            raise ClusterRefused(refusal(self.config.store, exc)) from None
+        for queue_app in self.apps.values():
+            queue_app.local = False
+        self.node = Node(self.pool, {app_id: NodeApp(q, self) for app_id, q in self.apps.items()},
+                         self.clock, url=self.config.url(),
+                         options=NodeOptions.of(self.config.lease_ms))
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
+            auto_decompress=False)
+        await self.node.start()
+        log.info("node %s joined the group on %s (%s), dispatching %s", self.node.node_id,
+                 shown_url(self.config.store), self.config.url(),
+                 ", ".join(sorted(self.node.held)) or "no app yet")
+
+    async def stop(self) -> None:
+        await self.node.leave()
+        await self.session.close()
+        await self.pool.close()
+
+    @property
+    def healthy(self) -> bool:
+        """The node's last turn reached the database."""
+        return self.node.failed_turns == 0
+
+    async def owner_url(self, app_id: str, queue_app: QueueApp,
+                        avoid: str | None = None) -> str | None:
+        """Where ``app_id`` is dispatched (None: here, now), waiting up to ``OWNER_WAIT_MS``
+        for it to have an owner (other than at ``avoid``: a node that did not answer).
+
+        Raises:
+            AppMovingError: no node took it in time.
+        """
+        waited = 0
+        while True:
+            if queue_app.local:
+                return None
+            owner = self.node.owners.get(app_id)
+            if (owner is not None and owner.node_id != self.node.node_id and owner.url
+                    and owner.url != avoid):
+                return owner.url
+            if waited >= OWNER_WAIT_MS:
+                raise AppMovingError(app_id)
+            self.node.poke()
+            changed = self.node.changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.1)
+            waited += 100
+
+
+CLUSTER = web.AppKey("cluster", Cluster)
+
+
+class AppMovingError(EngineError):
+    http_status = 503
+    code = 503
+    error_type = "app_moving"
+
+    def __init__(self, app_id: str) -> None:
+        super().__init__(f"app {app_id} has no node dispatching it right now (its node stopped "
+                         "or is handing it over; another takes it within seconds): retry")
+
+
+@web.middleware
+async def forward(request: web.Request,
+                  handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Send an app's request to the node that dispatches it (see the module's doc)."""
+    cluster = request.app.get(CLUSTER)
+    queue_app = request.app[APPS].get(request.headers.get("X-LC-Id", "")) \
+        if cluster is not None else None
+    if (cluster is None or queue_app is None or queue_app.local
+            or not request.path.startswith("/1.1/") or request.path.endswith(_LOCAL_SUFFIXES)):
+        response: web.StreamResponse = await handler(request)
+        return response
+    try:
+        if request.headers.get(FORWARDED_HEADER):  # forwarded once already: not again
+            await _until_local(cluster, queue_app)
+            url = None
+        else:
+            url = await cluster.owner_url(queue_app.keys.app_id, queue_app)
+    except AppMovingError as exc:
+        return _moving(exc)
+    answer = await _proxy(request, cluster, url, queue_app) if url is not None else None
+    if answer is None:
+        answer = await handler(request)
+    return answer
+
+
+async def _until_local(cluster: Cluster, queue_app: QueueApp) -> None:
+    waited = 0
+    while not queue_app.local:
+        if waited >= OWNER_WAIT_MS:
+            raise AppMovingError(queue_app.keys.app_id)
+        cluster.node.poke()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cluster.node.changed.wait(), 0.1)
+        waited += 100
+
+
+def _moving(exc: AppMovingError) -> web.Response:
+    return web.json_response(exc.body(), status=503, headers={"Retry-After": "1"})
+
+
+async def _proxy(request: web.Request, cluster: Cluster, url: str,
+                 queue_app: QueueApp) -> web.StreamResponse | None:
+    """The owner's answer to ``request`` (None: the app is this node's now: answer here)."""
+    body = await request.read()
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    headers[FORWARDED_HEADER] = cluster.node.node_id
+    streaming = request.path.endswith(_STREAMS)
+    timeout = aiohttp.ClientTimeout(total=None, connect=5,
+                                    sock_read=None if streaming else FORWARD_READ_S)
+    for attempt in range(2):
+        try:
+            upstream = await cluster.session.request(
+                request.method, url.rstrip("/") + request.path_qs, headers=headers, data=body,
+                allow_redirects=False, timeout=timeout)
+        except aiohttp.ClientOSError as exc:
+            if not _unsent(exc) or attempt:
+                return _unknown(queue_app, exc)
+            # nothing was sent: safe to try the next owner (its lease expires and another
+            # node takes the app within OWNER_WAIT_MS)
+            try:
+                next_url = await cluster.owner_url(queue_app.keys.app_id, queue_app, avoid=url)
+            except AppMovingError as exc:
+                return _moving(exc)
+            if next_url is None:
+                return None  # the app opened on this node meanwhile
+            url = next_url
+            continue
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _unknown(queue_app, exc)
+        return await _relay(request, upstream)
+    return _moving(AppMovingError(queue_app.keys.app_id))
+
+
+def _unsent(exc: aiohttp.ClientOSError) -> bool:
+    """The request never reached the owner: the connection was refused, or the kept-alive
+    connection it was to go on was found closed before its body went out (aiohttp says "Can not
+    write request body"); a dead owner shows as either."""
+    return (isinstance(exc, aiohttp.ClientConnectorError)
+            or str(exc).startswith("Can not write request"))
+
+
+def _unknown(queue_app: QueueApp, exc: BaseException) -> web.Response:
+    return web.json_response(
+        {"code": 502, "error": f"the node dispatching app {queue_app.keys.app_id} did not "
+                               f"answer ({exc or type(exc).__name__}); whether the request "
+                               "took effect is unknown: retry it (with the same uniqueId, an "
+                               "enqueue is safe to retry)"}, status=502)
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async with upstream:
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        if upstream.content_type != "text/event-stream":
+            data = await upstream.read()
+            return web.Response(status=upstream.status, body=data, headers=headers)
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        with contextlib.suppress(aiohttp.ClientError, ConnectionResetError):
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        return response
+
+
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Join the group at start (taking the apps this node prefers), leave it at stop (handing
+    them back)."""
+    cluster = app[CLUSTER]
+    await cluster.start()
+    try:
+        yield
+    finally:
+        await cluster.stop()
