@@ -42,7 +42,7 @@ async def test_an_empty_database_gets_every_table_at_the_latest_version(pg_url: 
             "SELECT tablename FROM pg_tables WHERE tablename LIKE 'cq_%'")}
         assert tables == {"cq_schema", "cq_batches", "cq_snapshots", "cq_leases", "cq_nodes"}
         # the queue's tables vacuum early (retention deletes their rows in bulk)
-        options = dict(await conn.fetch(OPTIONS))
+        options: dict[str, list[str]] = {r[0]: r[1] for r in await conn.fetch(OPTIONS)}
         assert "autovacuum_vacuum_scale_factor=0.02" in options["cq_batches"]
     finally:
         await conn.close()
