@@ -11,9 +11,10 @@ The tables (prefix ``cq_``, so the queue can share a database with nothing else'
 in the log's own encoding (``batch_codec``), CRC-framed, written only by the app's owner at its
 epoch; ``prev_seq`` is the last seq stored before it (seqs of events rolled back in between are
 never stored), so a missing batch is seen. ``cq_snapshots``: an app's state at ``seq`` (the
-log's snapshot encoding) in parts; the batches it covers are deleted after it. ``cq_leases``: which node dispatches each app, until
-when, at which fencing epoch. ``cq_nodes``: the nodes alive (their heartbeat) and the address
-other nodes forward an app's requests to.
+log's snapshot encoding) in parts; the batches it covers are deleted after it. ``cq_leases``:
+which node dispatches each app, until when, at which fencing epoch. ``cq_nodes``: the nodes
+alive (their heartbeat), the apps each serves, and the address other nodes forward an app's
+requests to.
 """
 
 from __future__ import annotations
