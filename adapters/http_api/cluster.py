@@ -183,8 +183,9 @@ async def forward(request: web.Request,
                   handler: Callable[[web.Request], Any]) -> web.StreamResponse:
     """Send an app's request to the node that dispatches it (see the module's doc)."""
     cluster = request.app.get(CLUSTER)
-    queue_app = request.app[APPS].get(request.headers.get("X-LC-Id", "")) \
-        if cluster is not None else None
+    # the app: X-LC-Id, or ?app= (an EventSource, which cannot send headers)
+    app_id = request.headers.get("X-LC-Id") or request.query.get("app", "")
+    queue_app = request.app[APPS].get(app_id) if cluster is not None else None
     if (cluster is None or queue_app is None or queue_app.local
             or not request.path.startswith("/1.1/") or request.path.endswith(_LOCAL_SUFFIXES)):
         response: web.StreamResponse = await handler(request)

@@ -1,0 +1,71 @@
+"""A node that stops renewing (killed, or frozen past its lease): another node takes its app over
+within the lease, and its runs in flight follow the crash rules (atLeastOnce runs again, not
+charged; atMostOnce fails, its run lost), while the old node, even if it wakes, starts nothing
+and writes nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from cloudqueue import Engine, RunContext, TaskState
+from cloudqueue.engine.runtime.postgres.database import FencedError
+from tests.waiting import until
+
+LEASE_MS = 1_000  # the least a lease may be: the takeover below takes about this long
+
+
+async def test_a_silent_nodes_app_is_taken_over_under_the_crash_rules(pg_url: str) -> None:
+    calls: Counter[str] = Counter()
+    release = asyncio.Event()
+
+    async def hang(params: Any, ctx: RunContext) -> Any:  # on the node that goes silent
+        calls[f"old:{ctx.unique_id}"] += 1
+        await release.wait()
+        return "late"
+
+    async def quick(params: Any, ctx: RunContext) -> Any:  # on the node that takes over
+        calls[f"new:{ctx.unique_id}"] += 1
+        return "done"
+
+    old = Engine(store=pg_url, lease_ms=LEASE_MS, concurrency=3)
+    old.define("f")(hang)
+    await old.start()
+    await old.enqueue("f", unique_id="least", delivery_mode="atLeastOnce")
+    await old.enqueue("f", unique_id="most", delivery_mode="atMostOnce")
+    await old.enqueue("f", unique_id="later", delay=1_500)  # due after the old node went quiet
+    await until(lambda: calls["old:least"] == 1 and calls["old:most"] == 1, "both runs started")
+    # the old node goes silent: its membership turns stop (as if killed or frozen)
+    assert old._joined is not None
+    turning = old._joined.node._task
+    assert turning is not None
+    turning.cancel()
+
+    new = Engine(store=pg_url, lease_ms=LEASE_MS, concurrency=3)
+    new.define("f")(quick)
+    started = asyncio.get_running_loop().time()
+    await new.start()  # waits for the old lease to expire
+    took_s = asyncio.get_running_loop().time() - started
+    try:
+        assert took_s < 3 * LEASE_MS / 1000
+        least = await new.wait("least", timeout=5_000)
+        assert least.state is TaskState.SUCCESS and least.return_value == "done"
+        assert [r.outcome for r in least.runs] == ["lost", "success"]
+        assert least.attempt == 1  # the lost run was not charged
+        most = await new.get_task_info("most")
+        assert most.state is TaskState.FAILED and "atMostOnce" in (most.error or "")
+        later = await new.wait("later", timeout=5_000)
+        assert later.state is TaskState.SUCCESS
+        # the old node wakes: its runs answer, its timer fires; nothing it does counts
+        release.set()
+        await until(lambda: old.failure is not None, "the old node fenced")
+        assert isinstance(old.failure, FencedError)
+        assert not old.store.holds_lease
+        assert calls == Counter({"old:least": 1, "old:most": 1, "new:least": 1,
+                                 "new:later": 1})  # atMostOnce ran once; "later" once, here
+        assert (await new.get_task_info("most")).state is TaskState.FAILED
+    finally:
+        release.set()
+        await new.close()
+        await old.close()
