@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from cloudqueue.engine.core.errors import EngineError
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.postgres.database import open_database, refusal, shown_url
+from cloudqueue.engine.runtime.postgres.health import CHECK_EVERY_MS, DbHealth
 from cloudqueue.engine.runtime.postgres.node import Node, NodeOptions
 from cloudqueue.engine.runtime.postgres.store import Lease, PgOpener
 from cloudqueue.engine.runtime.store import AsyncStoreOpener
@@ -111,26 +113,40 @@ class Cluster:
         self.pool: asyncpg.Pool
         self.node: Node
         self.session: aiohttp.ClientSession
+        self.health = DbHealth()
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        try:
-            self.pool = await open_database(self.config.store)
+        node_id = uuid.uuid4().hex[:12]
+        try:  # each node's connections say whose they are (pg_stat_activity.application_name)
+            self.pool = await open_database(self.config.store,
+                                            application_name=f"cloudqueue node {node_id}")
         except Exception as exc:
             raise ClusterRefused(refusal(self.config.store, exc)) from None
         for queue_app in self.apps.values():
             queue_app.local = False
         self.node = Node(self.pool, {app_id: NodeApp(q, self) for app_id, q in self.apps.items()},
-                         self.clock, url=self.config.url(),
+                         self.clock, url=self.config.url(), node_id=node_id,
                          options=NodeOptions.of(self.config.lease_ms))
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
             auto_decompress=False)
         await self.node.start()
+        await self.health.check(self.pool)
+        self._watch = asyncio.create_task(self._watch_health(), name="cloudqueue-db-health")
         log.info("node %s joined the group on %s (%s), dispatching %s", self.node.node_id,
                  shown_url(self.config.store), self.config.url(),
                  ", ".join(sorted(self.node.held)) or "no app yet")
 
+    async def _watch_health(self) -> None:
+        while True:
+            await self.clock.sleep(CHECK_EVERY_MS)
+            await self.health.check(self.pool)
+
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         await self.node.leave()
         await self.session.close()
         await self.pool.close()

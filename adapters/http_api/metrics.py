@@ -33,9 +33,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudqueue.adapters.auth import is_operator
+from cloudqueue.adapters.http_api.cluster import CLUSTER, Cluster
 from cloudqueue.adapters.http_api.tenants import APPS, OPERATOR_TOKEN, QueueApp
 from cloudqueue.engine.core.states import TaskState
 from cloudqueue.engine.embedded import Engine
@@ -80,12 +81,55 @@ class LocalEngines(Mapping[str, Engine]):
         return sum(1 for q in self._apps.values() if q.local)
 
 
+class DatabaseCollector(Collector):
+    """A node's view of the shared database (``serve --store``): whether it answers, the
+    apps this node dispatches, the queue's tables and the oldest open transaction
+    (``engine/runtime/postgres/health.py``; docs/metrics.md)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self._cluster
+        health = cluster.health
+        up = GaugeMetricFamily("cloudqueue_db_up",
+                               "1 while this node's last turn reached the database.")
+        up.add_metric([], float(cluster.healthy))
+        held = GaugeMetricFamily("cloudqueue_db_apps_dispatched",
+                                 "Apps whose lease this node holds (it runs their engines).")
+        held.add_metric([], float(len(cluster.node.held)))
+        pool = GaugeMetricFamily("cloudqueue_db_connections",
+                                 "This node's connections to the database, by use.",
+                                 labels=["use"])
+        size = cluster.pool.get_size()
+        pool.add_metric(["open"], float(size))
+        pool.add_metric(["busy"], float(size - cluster.pool.get_idle_size()))
+        oldest = GaugeMetricFamily(
+            "cloudqueue_db_oldest_transaction_seconds",
+            "Age of the oldest transaction or snapshot holding back vacuum (0: none).")
+        oldest.add_metric([], health.oldest_age_s)
+        rows = GaugeMetricFamily("cloudqueue_db_table_rows",
+                                 "Rows of the queue's tables, live and dead (not yet vacuumed).",
+                                 labels=["table", "kind"])
+        size_bytes = GaugeMetricFamily("cloudqueue_db_table_bytes",
+                                       "Size of the queue's tables with their indexes and TOAST.",
+                                       labels=["table"])
+        for name, stats in sorted(health.tables.items()):
+            rows.add_metric([name, "live"], float(stats.live))
+            rows.add_metric([name, "dead"], float(stats.dead))
+            size_bytes.add_metric([name], float(stats.bytes))
+        yield from (up, held, pool, oldest, rows, size_bytes)
+
+
 def add_route(app: web.Application, *, listen_host: str | None) -> None:
     """Serve ``GET /metrics`` for the apps of ``app`` (its ``APPS``), open when ``listen_host``
     is loopback, else to the operator token only."""
     apps: dict[str, QueueApp] = app[APPS]
     registry = CollectorRegistry()
     registry.register(QueueCollector(LocalEngines(apps)))
+    cluster = app.get(CLUSTER)
+    if cluster is not None:
+        registry.register(DatabaseCollector(cluster))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
