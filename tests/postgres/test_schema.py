@@ -68,6 +68,20 @@ async def test_each_earlier_version_migrates_to_the_same_tables(previous: int, p
     assert await shape(pg_url) == await shape(fresh)
 
 
+async def test_nodes_starting_at_once_migrate_once(pg_url: str) -> None:
+    import asyncio
+
+    conns = [await asyncpg.connect(pg_url) for _ in range(3)]
+    try:
+        done = await asyncio.gather(*(schema.migrate(conn) for conn in conns))
+        assert {after for _, after in done} == {schema.LATEST}
+        steps = await conns[0].fetch("SELECT version FROM cq_schema ORDER BY version")
+        assert [r[0] for r in steps] == [v for v, _, _ in schema.MIGRATIONS]
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def test_tables_behind_or_ahead_are_refused_with_what_to_run(pg_url: str) -> None:
     with pytest.raises(schema.SchemaError, match="cloudqueue db migrate --store URL"):
         await open_database(pg_url, migrate=False)

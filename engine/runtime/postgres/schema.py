@@ -77,7 +77,11 @@ class SchemaError(RuntimeError):
 
 async def version_of(conn: Any) -> int:
     """The schema version of the database (0: no queue tables yet)."""
-    exists = await conn.fetchval("SELECT to_regclass('cq_schema') IS NOT NULL")
+    # read pg_class itself, not to_regclass: the name cache may still hold "no such table"
+    # from before another node's migration committed
+    exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN "
+                                 "pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE "
+                                 "c.relname = 'cq_schema' AND n.nspname = current_schema())")
     if not exists:
         return 0
     found = await conn.fetchval("SELECT max(version) FROM cq_schema")
@@ -87,23 +91,27 @@ async def version_of(conn: Any) -> int:
 async def migrate(conn: Any, upto: int = LATEST) -> tuple[int, int]:
     """Apply the steps the database lacks, up to ``upto``; ``(version before, version after)``.
 
+    Each step runs in a transaction of its own that first takes a transaction-level advisory
+    lock and reads the version again, so nodes starting at once apply each step once, and no
+    session state is left behind (it works through a transaction-pooling PgBouncer too).
+
     Raises:
         SchemaError: the database is at a version newer than this cloudqueue knows.
     """
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-    try:
-        before = await version_of(conn)
-        if before > LATEST:
-            raise SchemaError(newer(before))
-        for version, note, sql in MIGRATIONS:
-            if before < version <= upto:
-                async with conn.transaction():
-                    await conn.execute(sql)
-                    await conn.execute("INSERT INTO cq_schema (version, note) VALUES ($1, $2)",
-                                       version, note)
-        return before, await version_of(conn)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    before = await version_of(conn)
+    if before > LATEST:
+        raise SchemaError(newer(before))
+    for version, note, sql in MIGRATIONS:
+        if not before < version <= upto:
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if await version_of(conn) >= version:
+                continue  # another node applied it meanwhile
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO cq_schema (version, note) VALUES ($1, $2)",
+                               version, note)
+    return before, await version_of(conn)
 
 
 async def check(conn: Any) -> None:
