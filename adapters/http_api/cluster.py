@@ -34,7 +34,7 @@ from cloudqueue.engine.core.errors import EngineError
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.postgres.database import open_database, refusal, shown_url
-from cloudqueue.engine.runtime.postgres.health import CHECK_EVERY_MS, DbHealth
+from cloudqueue.engine.runtime.postgres.health import DbHealth
 from cloudqueue.engine.runtime.postgres.node import Node, NodeOptions
 from cloudqueue.engine.runtime.postgres.store import Lease, PgOpener
 from cloudqueue.engine.runtime.store import AsyncStoreOpener
@@ -113,8 +113,6 @@ class Cluster:
         self.pool: asyncpg.Pool
         self.node: Node
         self.session: aiohttp.ClientSession
-        self.health = DbHealth()
-        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         node_id = uuid.uuid4().hex[:12]
@@ -132,24 +130,18 @@ class Cluster:
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
             auto_decompress=False)
         await self.node.start()
-        await self.health.check(self.pool)
-        self._watch = asyncio.create_task(self._watch_health(), name="cloudqueue-db-health")
         log.info("node %s joined the group on %s (%s), dispatching %s", self.node.node_id,
                  shown_url(self.config.store), self.config.url(),
                  ", ".join(sorted(self.node.held)) or "no app yet")
 
-    async def _watch_health(self) -> None:
-        while True:
-            await self.clock.sleep(CHECK_EVERY_MS)
-            await self.health.check(self.pool)
-
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
         await self.node.leave()
         await self.session.close()
         await self.pool.close()
+
+    @property
+    def health(self) -> DbHealth:
+        return self.node.health
 
     @property
     def healthy(self) -> bool:

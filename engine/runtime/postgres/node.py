@@ -11,6 +11,9 @@ Each turn (``NodeOptions.turn_ms``) the node, on one connection:
    rather than after the lease expires), and takes the free apps it prefers (``AppHolder
    .acquired``: the epoch bumped, then the app's state read and its dispatch started).
 
+Every ``health.CHECK_EVERY_MS`` it also reads the database's health (``health.py``: the queue's
+tables, and who holds the oldest transaction).
+
 A turn that fails (the database is unavailable) is retried at the next; meanwhile each lease
 stays valid on this node's monotonic clock until ``lease_ms - fence_margin_ms`` after the last
 renewal was sent, after which the app's store refuses to start runs (``Lease.valid``). A node
@@ -36,6 +39,7 @@ from asyncpg.pool import PoolConnectionProxy
 from cloudqueue.engine.runtime.clock import Clock, wait_for
 from cloudqueue.engine.runtime.postgres import leases as sql
 from cloudqueue.engine.runtime.postgres.database import UNAVAILABLE
+from cloudqueue.engine.runtime.postgres.health import CHECK_EVERY_MS, DbHealth
 from cloudqueue.engine.runtime.postgres.leases import LeaseRow, NodeRow, plan
 from cloudqueue.engine.runtime.postgres.store import Lease
 
@@ -102,6 +106,7 @@ class Node:
         self.changed = asyncio.Event()  # set (and replaced) when an app opened or moved away
         self.turns = 0
         self.failed_turns = 0
+        self.health = DbHealth()  # the database watched every CHECK_EVERY_MS (health.py)
         self._task: asyncio.Task[None] | None = None
         self._moving: dict[str, asyncio.Task[None]] = {}  # apps being opened or handed back
         self._stopping = False
@@ -114,6 +119,7 @@ class Node:
         then keep turning."""
         await self.turn()
         await self.settled()
+        await self.health.check(self.pool)
         self._task = asyncio.create_task(self._run(), name=f"cloudqueue-node:{self.node_id}")
 
     async def settled(self) -> None:
@@ -145,12 +151,16 @@ class Node:
         self._wake.set()
 
     async def _run(self) -> None:
+        checked_ms = self.clock.monotonic_ms()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await wait_for(self.clock, self._wake.wait(), self.options.turn_ms)
             self._wake.clear()
             try:
                 await self.turn()
+                if self.clock.monotonic_ms() - checked_ms >= CHECK_EVERY_MS:
+                    checked_ms = self.clock.monotonic_ms()
+                    await self.health.check(self.pool)
             except Exception:  # a bug: keep turning, or every lease would lapse
                 log.exception("node %s: a turn failed", self.node_id)
 
