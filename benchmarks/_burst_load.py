@@ -20,9 +20,10 @@ host's process).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["LoadPlan", "LoadResult", "run_load"]
@@ -107,9 +108,10 @@ def request_bytes(host: str, port: int, path: str, headers: dict[str, str], body
 
 
 class _Generator:
-    def __init__(self, host: str, port: int, plan: LoadPlan,
+    def __init__(self, host: str, ports: Sequence[int], plan: LoadPlan,
                  request_for: Callable[[int], bytes]) -> None:
-        self.host, self.port, self.plan = host, port, plan
+        self.host, self.plan = host, plan
+        self.ports = itertools.cycle(ports)  # connections go to each port in turn
         self.request_for = request_for
         self.idle: list[_Connection] = []
         self.in_flight = 0
@@ -122,7 +124,7 @@ class _Generator:
     async def _connection(self) -> _Connection:
         if self.idle:
             return self.idle.pop()
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await asyncio.open_connection(self.host, next(self.ports))
         self.result.connections += 1
         return _Connection(reader, writer)
 
@@ -202,7 +204,9 @@ class _Generator:
         return result
 
 
-async def run_load(host: str, port: int, plan: LoadPlan,
+async def run_load(host: str, port: int | Sequence[int], plan: LoadPlan,
                    request_for: Callable[[int], bytes]) -> LoadResult:
-    """Run ``plan`` against ``host:port``; ``request_for(i)`` gives request ``i``'s bytes."""
-    return await _Generator(host, port, plan, request_for).run()
+    """Run ``plan`` against ``host:port`` (several ports: the connections spread over them in
+    turn); ``request_for(i)`` gives request ``i``'s bytes."""
+    ports = [port] if isinstance(port, int) else list(port)
+    return await _Generator(host, ports, plan, request_for).run()

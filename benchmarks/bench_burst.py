@@ -30,7 +30,12 @@ cores). Beside ``--out`` go ``burst-<rate>.json`` (the 100 ms time series: sent,
 completed, ack p50/p99/max, depth) and ``burst-<rate>.png`` (matplotlib, the ``bench`` extra);
 ``burst_fixed`` adds ``-fixed``, a ``--quick`` run ``-quick``.
 
-The target (case ``burst``): 1000 QPS held for 30 s with p99 ack latency <= 50 ms. Met
+``burst_two_nodes`` runs the same 1,000/s burst against two ``cloudqueue serve --store`` nodes
+sharing a PostgreSQL cluster started for the trial (fsync and ``synchronous_commit`` on), the
+generator's connections spread over both: the node not dispatching the app forwards its half.
+
+The target (cases ``burst`` and ``burst_two_nodes``): 1000 QPS held for 30 s with p99 ack
+latency <= 50 ms. Met
 only if the rate held (>= 99 % of the offered 1000/s achieved, i.e. ``ops_per_s >= 990``, with no
 request dropped, failed or left unsent) AND p99 <= 50 ms; ``burst_verdict`` in the record says
 which half failed. The ``burst_bend`` cases (5,000/s and 10,000/s for 10 s) show where it bends.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -70,6 +76,7 @@ from benchmarks._harness import (
     run_cases,
 )
 from cloudqueue.adapters.auth import sign
+from cloudqueue.engine.runtime.postgres.local import LocalPostgres
 
 APP_ID, APP_KEY, MASTER_KEY = "burst", "burst-app-key", "burst-master-key"
 KEYS = {"LEANCLOUD_APP_ID": APP_ID, "LEANCLOUD_APP_KEY": APP_KEY,
@@ -80,6 +87,9 @@ HEADERS = {"X-LC-Id": APP_ID, "X-LC-Sign": sign(MASTER_KEY, 1, master=True),
 FUNCTION = "noop"
 TARGET = Target("the 1000 QPS burst over HTTP with tasks draining on the same 2 cores: held "
                 "for 30 s (>= 99 % of 1000/s achieved), p99 ack latency <= 50 ms", 990)
+TWO_NODES = Target("the 1000 QPS burst over HTTP spread over two nodes sharing PostgreSQL "
+                   "(the app dispatched by one, the other forwarding), tasks draining: held "
+                   "for 30 s, p99 ack latency <= 50 ms", 990)
 HELD_SHARE = 0.99
 P99_MAX_MS = report.P99_TARGET_MS
 DEFAULT_SERVER_CONCURRENCY = 32
@@ -96,6 +106,7 @@ class Burst:
     adaptive: bool = True  # the server's adaptive concurrency (off: --fixed-concurrency)
     max_in_flight: int = MAX_IN_FLIGHT
     drain_limit_s: float = DRAIN_LIMIT_S
+    nodes: int = 0  # 0: one server on the log; N: N servers sharing a PostgreSQL store
 
     @property
     def count(self) -> int:
@@ -118,7 +129,8 @@ class BurstCase(Case):
 
 def _series_stem(out_dir: Path, burst: Burst, quick: bool) -> Path:
     fixed = "" if burst.adaptive else "-fixed"
-    return out_dir / f"burst-{burst.rate}{fixed}{'-quick' if quick else ''}"
+    nodes = f"-nodes{burst.nodes}" if burst.nodes else ""
+    return out_dir / f"burst-{burst.rate}{fixed}{nodes}{'-quick' if quick else ''}"
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
@@ -147,17 +159,20 @@ async def _server_counts(session: aiohttp.ClientSession, queue_url: str) -> dict
     return counts
 
 
-async def _run(burst: Burst, queue_url: str, host_url: str, meter: CpuMeter
+async def _run(burst: Burst, queue_urls: Sequence[str], host_url: str, meter: CpuMeter
                ) -> tuple[LoadResult, list[list[Any]], dict[str, int]]:
-    port = int(queue_url.rsplit(":", 1)[1])
+    ports = [int(url.rsplit(":", 1)[1]) for url in queue_urls]
+    queue_url = queue_urls[0]
     path = f"{BASE}/tasks"
-    requests = [request_bytes("127.0.0.1", port, path, HEADERS,
+    requests = [request_bytes("127.0.0.1", ports[0], path, HEADERS,
                               b'{"function":"%s","params":{"i":%d}}' % (FUNCTION.encode(), i))
                 for i in range(burst.count)]
     plan = LoadPlan(burst.rate, burst.count, burst.max_in_flight,
                     time_limit_s=burst.seconds + ACK_GRACE_S)
+    if len(queue_urls) > 1:
+        await _settled(queue_urls)
     meter.start()
-    load = await run_load("127.0.0.1", port, plan, requests.__getitem__)
+    load = await run_load("127.0.0.1", ports, plan, requests.__getitem__)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         await _await_drain(session, host_url, load.acked, burst.drain_limit_s)
         meter.stop()
@@ -166,22 +181,57 @@ async def _run(burst: Burst, queue_url: str, host_url: str, meter: CpuMeter
     return load, completions, counts
 
 
+async def _settled(queue_urls: Sequence[str], limit_s: float = 30.0) -> None:
+    """Wait until every node names the same node as the app's dispatcher and that node says so
+    too (a node that joins is handed its share: the burst starts after that move)."""
+    deadline = time.monotonic() + limit_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            seen = []
+            for url in queue_urls:
+                async with session.get(f"{url}/__health/ready") as answer:
+                    body = await answer.json()
+                seen.append((body.get("node"), body.get("dispatching", {}).get(APP_ID)))
+            owners = {owner for _, owner in seen}
+            if len(owners) == 1 and None not in owners and any(n == o for n, o in seen):
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the nodes did not settle on one dispatcher within {limit_s:g} s")
+
+
 def burst_trial(burst: Burst, out_dir: Path, quick: bool) -> Trial:
     root = Path(tempfile.mkdtemp(prefix="cq-bench-burst-"))
     try:
-        host_port, queue_port = free_port(), free_port()
-        host_argv = ["-m", "benchmarks._burst_host", str(host_port)]
-        with started(host_argv, KEYS, host_port, "/__engine/1/ping", root / "host.log") as host:
-            queue_argv = ["-m", "cloudqueue", "serve", "--port", str(queue_port),
-                          "--data-dir", str(root / "data"), "--function-host", host.base_url,
-                          "--concurrency", str(burst.server_concurrency),
-                          *([] if burst.adaptive else ["--fixed-concurrency"])]
-            with started(queue_argv, KEYS, queue_port, "/__health/ready",
-                         root / "server.log") as queue:
-                meter = CpuMeter({"server": queue.process.pid, "host": host.process.pid,
-                                  "generator": os.getpid()})
-                load, completions, counts = asyncio.run(
-                    _run(burst, queue.base_url, host.base_url, meter))
+        with contextlib.ExitStack() as stack:
+            store: list[str] = []
+            pids: dict[str, int] = {}
+            if burst.nodes:  # a PostgreSQL cluster of its own, fsync and synchronous_commit on
+                cluster = LocalPostgres(Path(tempfile.mkdtemp(prefix="cq-bench-burst-pg-")))
+                stack.callback(shutil.rmtree, cluster.directory, True)
+                stack.callback(cluster.stop, "immediate")
+                cluster.init().start()
+                store = ["--store", cluster.url]
+                if cluster.pid is not None:
+                    pids["postgres"] = cluster.pid
+            host_port = free_port()
+            host_argv = ["-m", "benchmarks._burst_host", str(host_port)]
+            host = stack.enter_context(started(host_argv, KEYS, host_port, "/__engine/1/ping",
+                                               root / "host.log"))
+            queues = []
+            for n in range(max(1, burst.nodes)):
+                queue_port = free_port()
+                queue_argv = ["-m", "cloudqueue", "serve", "--port", str(queue_port),
+                              "--data-dir", str(root / f"data{n}"),
+                              "--function-host", host.base_url,
+                              "--concurrency", str(burst.server_concurrency), *store,
+                              *([] if burst.adaptive else ["--fixed-concurrency"])]
+                queues.append(stack.enter_context(started(
+                    queue_argv, KEYS, queue_port, "/__health/ready", root / f"server{n}.log")))
+            for n, queue in enumerate(queues):
+                pids["server" if len(queues) == 1 else f"server{n}"] = queue.process.pid
+            meter = CpuMeter({**pids, "host": host.process.pid, "generator": os.getpid()})
+            load, completions, counts = asyncio.run(
+                _run(burst, [q.base_url for q in queues], host.base_url, meter))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return _trial(burst, load, completions, counts, meter.shares, out_dir, quick)
@@ -248,22 +298,28 @@ def build_cases(quick: bool, out_dir: Path, concurrency: int = DEFAULT_SERVER_CO
                 ) -> list[Case]:
     # the last plan: the same burst with the server's adaptive concurrency off, for comparison
     if quick:
-        plans = [("burst", 200, 2.0, True), ("burst_bend", 500, 1.0, True),
-                 ("burst_bend", 1000, 1.0, True), ("burst_fixed", 200, 2.0, False)]
+        plans = [("burst", 200, 2.0, True, 0), ("burst_bend", 500, 1.0, True, 0),
+                 ("burst_bend", 1000, 1.0, True, 0), ("burst_fixed", 200, 2.0, False, 0),
+                 ("burst_two_nodes", 200, 2.0, True, 2)]
     else:
-        plans = [("burst", 1000, 30.0, True), ("burst_bend", 5000, 10.0, True),
-                 ("burst_bend", 10000, 10.0, True), ("burst_fixed", 1000, 30.0, False)]
+        plans = [("burst", 1000, 30.0, True, 0), ("burst_bend", 5000, 10.0, True, 0),
+                 ("burst_bend", 10000, 10.0, True, 0), ("burst_fixed", 1000, 30.0, False, 0),
+                 ("burst_two_nodes", 1000, 30.0, True, 2)]
     cases: list[Case] = []
-    for name, rate, seconds, adaptive in plans:
+    for name, rate, seconds, adaptive, nodes in plans:
         burst = Burst(rate, seconds, concurrency, adaptive,
-                      drain_limit_s=20.0 if quick else DRAIN_LIMIT_S)
+                      drain_limit_s=20.0 if quick else DRAIN_LIMIT_S, nodes=nodes)
         params = {"rate_per_s": rate, "seconds": seconds, "n": burst.count,
-                  "server": "cloudqueue serve", "store": "log, fsync always",
+                  "server": f"{nodes} x cloudqueue serve --store" if nodes
+                  else "cloudqueue serve",
+                  "store": "PostgreSQL, synchronous_commit on" if nodes
+                  else "log, fsync always",
                   "server_concurrency": concurrency, "adaptive_concurrency": adaptive,
                   "function_host": "FunctionHost, no-op",
                   "max_in_flight": burst.max_in_flight, "late_after_ms": 5,
                   "latency_from": "scheduled send time"}
-        target = TARGET if name == "burst" and not quick else None
+        target = (TARGET if name == "burst" else TWO_NODES if name == "burst_two_nodes"
+                  else None) if not quick else None
         cases.append(BurstCase(name, params, partial(burst_trial, burst, out_dir, quick),
                                "enqueues/s", target, burst=burst))
     return cases
@@ -274,7 +330,8 @@ def verdict(record: dict[str, Any]) -> None:
     the target, ``target_met`` becomes both (the harness alone compared the rate)."""
     figures, params = record["figures"], record["params"]
     fixed = "" if params.get("adaptive_concurrency", True) else ", fixed concurrency"
-    record["variant"] = f"{params['rate_per_s']}/s x {params['seconds']:g} s{fixed}"
+    nodes = ", two nodes on PostgreSQL" if "--store" in str(params.get("server")) else ""
+    record["variant"] = f"{params['rate_per_s']}/s x {params['seconds']:g} s{fixed}{nodes}"
     offered = figures["offered_per_s"]
     clean = not (figures["dropped"] or figures["errors"] or figures["unsent"]
                  or figures["timed_out"])

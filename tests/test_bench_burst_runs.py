@@ -1,5 +1,6 @@
 """The burst benchmark runs in --quick mode (three real processes on loopback, 200/s for 2 s plus
-two short bends: this checks that it runs and that its figures hang together, not speed)."""
+two short bends, and 200/s over two nodes sharing a PostgreSQL cluster: this checks that it runs
+and that its figures hang together, not speed)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_RATES = [("burst", 200), ("burst_bend", 500), ("burst_bend", 1000), ("burst_fixed", 200)]
-STEMS = ["burst-200-quick", "burst-500-quick", "burst-1000-quick", "burst-200-fixed-quick"]
+QUICK_RATES = [("burst", 200), ("burst_bend", 500), ("burst_bend", 1000), ("burst_fixed", 200),
+               ("burst_two_nodes", 200)]
+STEMS = ["burst-200-quick", "burst-500-quick", "burst-1000-quick", "burst-200-fixed-quick",
+         "burst-200-nodes2-quick"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def test_quick_run_exits_zero_with_one_record_per_case(
     assert proc.returncode == 0, proc.stderr
     records = _records(proc)
     assert [(r["case"], r["params"]["rate_per_s"]) for r in records] == QUICK_RATES
-    assert [r["params"]["adaptive_concurrency"] for r in records] == [True] * 3 + [False]
+    assert [r["params"]["adaptive_concurrency"] for r in records] == [True] * 3 + [False, True]
     assert (out_dir / "results.jsonl").read_text().splitlines() == proc.stdout.splitlines()
 
 

@@ -7,9 +7,10 @@ node. While an app has no owner (its owner died and its lease has not expired ye
 being handed over) a request waits for the new one, up to ``OWNER_WAIT_MS``, then gets 503 with
 ``Retry-After``.
 
-A request is forwarded once: the ``X-CloudQueue-Forwarded`` header marks it, and a node that
-gets a forwarded request for an app it does not hold (the owner moved meanwhile) waits for the
-app to open here or answers 503, rather than passing it on again.
+A request is forwarded once: the ``X-CloudQueue-Forwarded`` header marks it. A node that gets a
+forwarded request for an app it is opening waits for it to open; for an app it does not
+dispatch (it moved, or this node is handing it over) it answers 421 at once, having done
+nothing, and the node that forwarded it asks the app's next owner.
 
 Each app's engine is made anew every time this node takes the app (``NodeApp``): an engine
 reads the app's state at start, and the state another node left is only in the database.
@@ -43,6 +44,7 @@ log = logging.getLogger("cloudqueue.cluster")
 
 FORWARDED_HEADER = "X-CloudQueue-Forwarded"
 OWNER_WAIT_MS = 10_000
+MAX_TRIES = 4  # owners a forwarded request is sent to, at most (each refused it unseen)
 FORWARD_READ_S = 60.0  # an answer from the owner, except an event stream's, within
 _STREAMS = ("/events", "/stream")  # event streams: forwarded as they flow, without a timeout
 # hop-by-hop headers (RFC 9110 7.6.1) and what aiohttp sets itself: never copied across
@@ -81,9 +83,13 @@ class NodeApp:
         engine = self.cluster.config.build(app_id, PgOpener(self.cluster.pool, lease,
                                                             self.cluster.clock))
         lease.on_valid = lambda: engine.driver.poke()
-        await engine.start()
-        self.queue_app.engine = engine
-        self.queue_app.local = True
+        self.cluster.opening.add(app_id)
+        try:
+            await engine.start()
+            self.queue_app.engine = engine
+            self.queue_app.local = True
+        finally:
+            self.cluster.opening.discard(app_id)
 
     async def lost(self) -> None:
         self.queue_app.local = False
@@ -113,6 +119,7 @@ class Cluster:
         self.pool: asyncpg.Pool
         self.node: Node
         self.session: aiohttp.ClientSession
+        self.opening: set[str] = set()  # apps whose lease this node took, engines starting
 
     async def start(self) -> None:
         node_id = uuid.uuid4().hex[:12]
@@ -200,7 +207,9 @@ async def forward(request: web.Request,
         return response
     try:
         if request.headers.get(FORWARDED_HEADER):  # forwarded once already: not again
-            await _until_local(cluster, queue_app)
+            if queue_app.keys.app_id not in cluster.opening:
+                return _misdirected(queue_app)  # the forwarding node asks the owner again
+            await _until_local(cluster, queue_app)  # it opens here: wait for it
             url = None
         else:
             url = await cluster.owner_url(queue_app.keys.app_id, queue_app)
@@ -223,6 +232,14 @@ async def _until_local(cluster: Cluster, queue_app: QueueApp) -> None:
         waited += 100
 
 
+def _misdirected(queue_app: QueueApp) -> web.Response:
+    """421: this node does not dispatch the app (it moved, or is being handed over); nothing was
+    done, and the node that forwarded the request asks the app's next owner."""
+    return web.json_response(
+        {"code": 421, "error": f"app {queue_app.keys.app_id} is not dispatched by this node; "
+                               "nothing was done: ask the node that dispatches it"}, status=421)
+
+
 def _moving(exc: AppMovingError) -> web.Response:
     return web.json_response(exc.body(), status=503, headers={"Retry-After": "1"})
 
@@ -236,27 +253,30 @@ async def _proxy(request: web.Request, cluster: Cluster, url: str,
     streaming = request.path.endswith(_STREAMS)
     timeout = aiohttp.ClientTimeout(total=None, connect=5,
                                     sock_read=None if streaming else FORWARD_READ_S)
-    for attempt in range(2):
+    for _ in range(MAX_TRIES):
         try:
             upstream = await cluster.session.request(
                 request.method, url.rstrip("/") + request.path_qs, headers=headers, data=body,
                 allow_redirects=False, timeout=timeout)
         except aiohttp.ClientOSError as exc:
-            if not _unsent(exc) or attempt:
+            if not _unsent(exc):
                 return _unknown(queue_app, exc)
-            # nothing was sent: safe to try the next owner (its lease expires and another
-            # node takes the app within OWNER_WAIT_MS)
-            try:
-                next_url = await cluster.owner_url(queue_app.keys.app_id, queue_app, avoid=url)
-            except AppMovingError as exc:
-                return _moving(exc)
-            if next_url is None:
-                return None  # the app opened on this node meanwhile
-            url = next_url
-            continue
+            upstream = None  # nothing was sent
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _unknown(queue_app, exc)
-        return await _relay(request, upstream)
+        if upstream is not None and upstream.status != 421:
+            return await _relay(request, upstream)
+        if upstream is not None:
+            upstream.release()  # that node does not dispatch the app (any more): nothing done
+        # safe to ask the next owner (a dead one's lease expires, a leaving one releases it,
+        # and another node takes the app, within OWNER_WAIT_MS)
+        try:
+            next_url = await cluster.owner_url(queue_app.keys.app_id, queue_app, avoid=url)
+        except AppMovingError as exc:
+            return _moving(exc)
+        if next_url is None:
+            return None  # the app opened on this node meanwhile
+        url = next_url
     return _moving(AppMovingError(queue_app.keys.app_id))
 
 

@@ -126,3 +126,17 @@ def test_db_says_in_one_line_what_is_wrong_with_the_database(pg_url: str) -> Non
     assert len(nowhere.stderr.strip().splitlines()) == 1
     none = cli("db", "status")
     assert none.returncode == 2 and "--store" in none.stderr
+
+
+def test_serve_refuses_a_database_it_cannot_use_in_one_line(tmp_path: Any) -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cloudqueue.cli", "serve", "--port", "0",
+                               "--data-dir", str(tmp_path), *args], capture_output=True,
+                              text=True, timeout=60)
+
+    nowhere = serve("--store", "postgresql://u@127.0.0.1:1/db")
+    assert nowhere.returncode == 1 and "Traceback" not in nowhere.stderr
+    assert nowhere.stderr.strip().splitlines()[-1].startswith(
+        "cloudqueue serve: cannot reach the database at postgresql://u@127.0.0.1:1/db")
+    other = serve("--store", "mysql://x")
+    assert other.returncode == 2 and "must be a postgresql:// or postgres:// URL" in other.stderr
