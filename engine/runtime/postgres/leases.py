@@ -89,6 +89,9 @@ LEASES = """
 SELECT app_id, owner, epoch, expires_at < now() AS expired FROM cq_leases
  WHERE app_id = ANY($1::text[])
 """
+# taken first in a takeover's transaction: waits for the batches being inserted to commit, and
+# holds new ones back until the epoch has moved (store.py: the fence)
+TAKE_LOCK = "LOCK TABLE cq_batches IN SHARE MODE"
 # a takeover: free, expired, or already this node's (a new epoch either way)
 TAKE = """
 INSERT INTO cq_leases AS l (app_id, owner, epoch, expires_at)

@@ -240,7 +240,8 @@ class Node:
     async def _take(self, app_id: str) -> None:
         sent_ms = self.clock.monotonic_ms()
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(sql.TAKE_LOCK)
                 epoch = await conn.fetchval(sql.TAKE, app_id, self.node_id,
                                             self.options.lease_ms)
         except UNAVAILABLE as exc:
