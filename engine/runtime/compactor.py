@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
 
@@ -73,20 +74,28 @@ def fold_snapshot(seq: int, snapshot: SnapshotContents | None, events: list[Even
     return encode_snapshot(seq, core.tasks(), core.counters(), core.schedules())
 
 
-def fold_given(data: bytes) -> bytes:
-    """``fold_snapshot`` of what a store that keeps no files hands over (the PostgreSQL store):
-    msgpack ``[seq, now_ms, snapshot bytes or nil, [batch bytes, ...]]``."""
-    seq, now_ms, snapshot_data, batches = msgpack.unpackb(data, raw=False)
-    snapshot = decode_snapshot(snapshot_data, "snapshot") if snapshot_data else None
+def fold_given(stream: BinaryIO) -> bytes:
+    """``fold_snapshot`` of what a store that keeps no files streams on ``stream`` (the
+    PostgreSQL store): msgpack objects, ``[seq, now_ms]``, then ``[True, part]`` for each part
+    of the snapshot to start from (if any) and ``[False, batch]`` for each batch after it."""
+    unpacker = msgpack.Unpacker(stream, raw=False, max_buffer_size=0)
+    seq, now_ms = next(unpacker)
+    parts: list[bytes] = []
+    batches: list[bytes] = []
+    for is_part, body in unpacker:
+        (parts if is_part else batches).append(body)
+    snapshot = decode_snapshot(b"".join(parts), "snapshot") if parts else None
+    del parts
     floor = snapshot.seq if snapshot is not None else 0
     events = [e for body in batches for e in decode_batch(body) if floor < e.seq <= seq]
+    del batches
     return fold_snapshot(seq, snapshot, events, now_ms)
 
 
 def main(argv: list[str]) -> int:
     if argv == ["-"]:  # the state to fold comes on stdin (``fold_given``)
         try:
-            data = fold_given(sys.stdin.buffer.read())
+            data = fold_given(sys.stdin.buffer)
         except (LogError, ValueError, TypeError) as exc:
             print(f"compaction could not fold the state: {exc}", file=sys.stderr)
             return 1

@@ -409,16 +409,7 @@ class PgStore:
                 base = int(head["seq"]) if head else 0
                 if base >= seq:
                     return 0
-                parts = await conn.fetch("SELECT body FROM cq_snapshots WHERE app_id = $1 AND "
-                                         "seq = $2 ORDER BY part", self.app_id, base)
-                rows = await conn.fetch("SELECT body FROM cq_batches WHERE app_id = $1 AND "
-                                        "last_seq > $2 AND first_seq <= $3 ORDER BY last_seq",
-                                        self.app_id, base, seq)
-            given = msgpack.packb([seq, self.clock.now_ms(),
-                                   b"".join(bytes(p["body"]) for p in parts) or None,
-                                   [bytes(r["body"]) for r in rows]], use_bin_type=True)
-            del parts, rows
-            data = await fold_in_child(given)
+                data = await self._fold(conn, base, seq)
             await self._write_snapshot(seq, data)
             self.snapshot_seq = seq
             self.bytes_since_snapshot = max(0, self.bytes_since_snapshot - written_before)
@@ -427,6 +418,32 @@ class PgStore:
             raise as_queue_error(exc, "compacting") from exc
         finally:
             self._compacting = False
+
+    async def _fold(self, conn: Any, base: int, seq: int) -> bytes:
+        """The state at ``seq``, folded in a child process (``compactor``, off this process's
+        loop and GIL) from the snapshot at ``base`` and the batches after it, which are streamed
+        to it row by row: the node never holds them all at once."""
+        child = await start_compactor()
+        try:
+            assert child.stdin is not None and child.stdout is not None
+            packer = msgpack.Packer(use_bin_type=True)
+            child.stdin.write(packer.pack([seq, self.clock.now_ms()]))
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                for query, upto in ((SNAPSHOT_PARTS, base), (COVERED_BATCHES, seq)):
+                    async for row in conn.cursor(query, self.app_id, base, upto, prefetch=16):
+                        child.stdin.write(packer.pack([query is SNAPSHOT_PARTS, row["body"]]))
+                        await child.stdin.drain()
+            child.stdin.close()
+            out, err = await asyncio.gather(child.stdout.read(), _read_all(child.stderr))
+            await child.wait()
+        finally:
+            if child.returncode is None:  # cancelled, or the database failed: no orphan
+                child.kill()
+                await child.wait()
+        if child.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            raise LogError(lines[-1] if lines else f"the compactor exited with {child.returncode}")
+        return out
 
     async def _write_snapshot(self, seq: int, data: bytes) -> None:
         pieces = [data[i:i + SNAPSHOT_PART_BYTES]
@@ -481,25 +498,25 @@ def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
                        snapshot_schedules=snapshot.schedules if snapshot else [])
 
 
-async def fold_in_child(given: bytes) -> bytes:
-    """``compactor.fold_given`` in a child process (off this process's event loop and GIL)."""
+SNAPSHOT_PARTS = ("SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 "
+                  "AND $3::bigint = $2 ORDER BY part")
+COVERED_BATCHES = ("SELECT body FROM cq_batches WHERE app_id = $1 AND last_seq > $2 "
+                   "AND first_seq <= $3 ORDER BY last_seq")
+
+
+async def start_compactor() -> asyncio.subprocess.Process:
+    """``python -m ...compactor -``: it folds what it reads on stdin (``compactor.fold_given``)."""
     root = str(Path(__file__).resolve().parents[3])  # where the ``engine`` package lives
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    child = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cloudqueue.engine.runtime.compactor", "-",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env)
-    try:
-        out, err = await child.communicate(given)
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    if child.returncode != 0:
-        lines = err.decode(errors="replace").strip().splitlines()
-        raise LogError(lines[-1] if lines else f"the compactor exited with {child.returncode}")
-    return out
+
+
+async def _read_all(stream: asyncio.StreamReader | None) -> bytes:
+    return await stream.read() if stream is not None else b""
 
 
 class PgOpener:
