@@ -25,7 +25,7 @@ from cloudqueue.engine.runtime.postgres.urls import is_database_url, shown_url
 __all__ = ["DatabaseUnavailableError", "FencedError", "as_queue_error", "connect",
            "is_database_url", "open_database", "refusal", "shown_url"]
 
-MAX_CONNECTIONS = 6  # per node; the ceiling is 8
+MAX_CONNECTIONS = 6  # per node, whatever its load (a dozen nodes fit the default max_connections)
 STATEMENT_TIMEOUT_MS = 30_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5.0
