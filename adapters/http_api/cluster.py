@@ -31,7 +31,7 @@ import asyncpg
 from aiohttp import web
 
 from cloudqueue.adapters.http_api.tenants import APPS, QueueApp
-from cloudqueue.engine.core.errors import EngineError
+from cloudqueue.engine.core.errors import AppMovingError
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
 from cloudqueue.engine.runtime.postgres.database import open_database, refusal, shown_url
@@ -181,16 +181,6 @@ class Cluster:
 
 
 CLUSTER = web.AppKey("cluster", Cluster)
-
-
-class AppMovingError(EngineError):
-    http_status = 503
-    code = 503
-    error_type = "app_moving"
-
-    def __init__(self, app_id: str) -> None:
-        super().__init__(f"app {app_id} has no node dispatching it right now (its node stopped "
-                         "or is handing it over; another takes it within seconds): retry")
 
 
 @web.middleware

@@ -17,7 +17,8 @@ found``) and a client maps them by ``code`` alone; a 400 keeps LeanCloud's ``cod
 and adds ``"type": "validation"`` and the ``field`` (and ``index``) it refuses.
 
 Every error class is importable from here; they are defined in ``queue.py`` (requests, tasks,
-credentials, quotas, a client's view of a remote queue) and ``log.py`` (the durable log).
+credentials, quotas, a client's view of a remote queue, an app moving between nodes) and
+``log.py`` (the durable log, and a store in a shared database).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from typing import Final
 from cloudqueue.engine.core.errors.log import (
     CorruptionKind,
     CorruptRecordError,
+    DatabaseRefusedError,
+    DatabaseUnavailableError,
     DiskFullError,
+    FencedError,
     LogCorruptError,
     LogError,
     LogFormatRetiredError,
@@ -40,6 +44,7 @@ from cloudqueue.engine.core.errors.log import (
     UnknownRecordKindError,
 )
 from cloudqueue.engine.core.errors.queue import (
+    AppMovingError,
     ConfigError,
     DuplicateTaskError,
     EngineClosedError,
@@ -68,12 +73,17 @@ ERROR_TYPES: dict[str, type[EngineError]] = {
         QuotaExceededError, LogError, LogPoisonedError, DiskFullError, OutcomeUnknownError,
         UnknownRecordKindError, CorruptRecordError, LogNeedsRepairError, LogCorruptError,
         LogInconsistentError, LogGapError, LogFormatRetiredError, LogLockedError,
-        RemoteQuotaExceededError, QueueUnavailableError, UnexpectedResponseError)
+        RemoteQuotaExceededError, QueueUnavailableError, UnexpectedResponseError,
+        DatabaseUnavailableError, FencedError, DatabaseRefusedError, AppMovingError)
     if cls.error_type is not None
 }
 
 __all__ = [
+    "AppMovingError",
     "ConfigError",
+    "DatabaseRefusedError",
+    "DatabaseUnavailableError",
+    "FencedError",
     "CorruptRecordError",
     "CorruptionKind",
     "DiskFullError",

@@ -51,6 +51,27 @@ class OutcomeUnknownError(LogError):
         return {"uniqueId": self.unique_id}
 
 
+class DatabaseUnavailableError(LogError):
+    """A shared store's database did not answer (gone, unreachable, timed out): nothing new is
+    acknowledged until it does; the store recovers by itself once it answers."""
+
+    error_type = "database_unavailable"
+
+
+class FencedError(LogError):
+    """Another node took over this app's dispatch (a newer lease epoch): this node writes nothing
+    more for it."""
+
+    error_type = "fenced"
+
+
+class DatabaseRefusedError(LogError):
+    """An engine cannot use its database (unreachable, refused, its tables of another version, or
+    its app kept by another node)."""
+
+    error_type = "database_refused"
+
+
 class UnknownRecordKindError(LogError):
     """A record this version cannot read (written by a newer version, or damaged in a way the
     checksum could not see). The queue refuses to start rather than misread it.

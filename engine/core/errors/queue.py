@@ -258,3 +258,16 @@ class UnexpectedResponseError(EngineError):
 
 
 # ---------------------------------------------------------------------------- the durable log
+
+
+class AppMovingError(EngineError):
+    """No node dispatches the app right now (its node stopped, or is handing it over): another
+    takes it within seconds. Retry (``Retry-After``)."""
+
+    http_status = 503
+    code = 503
+    error_type = "app_moving"
+
+    def __init__(self, app_id: str) -> None:
+        super().__init__(f"app {app_id} has no node dispatching it right now (its node stopped "
+                         "or is handing it over; another takes it within seconds): retry")

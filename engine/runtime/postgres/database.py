@@ -18,7 +18,12 @@ import asyncio
 
 import asyncpg
 
-from cloudqueue.engine.core.errors import DiskFullError, LogError
+from cloudqueue.engine.core.errors import (
+    DatabaseUnavailableError,
+    DiskFullError,
+    FencedError,
+    LogError,
+)
 from cloudqueue.engine.runtime.postgres import schema
 from cloudqueue.engine.runtime.postgres.urls import is_database_url, shown_url
 
@@ -29,20 +34,6 @@ MAX_CONNECTIONS = 6  # per node, whatever its load (a dozen nodes fit the defaul
 STATEMENT_TIMEOUT_MS = 30_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5.0
-
-
-class DatabaseUnavailableError(LogError):
-    """The database did not answer (gone, unreachable, timed out): nothing new is acknowledged
-    until it does."""
-
-    error_type = "database_unavailable"
-
-
-class FencedError(LogError):
-    """Another node took over this app's dispatch (a newer lease epoch): this node writes
-    nothing more for it."""
-
-    error_type = "fenced"
 
 
 def as_queue_error(exc: BaseException, doing: str) -> LogError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from cloudqueue.engine.core.errors import LogError
+from cloudqueue.engine.core.errors import DatabaseRefusedError
 from cloudqueue.engine.runtime.clock import Clock, wait_for
 from cloudqueue.engine.runtime.postgres.database import open_database, refusal
 from cloudqueue.engine.runtime.postgres.node import Node, NodeOptions
@@ -22,10 +22,6 @@ from cloudqueue.engine.runtime.postgres.store import Lease, PgOpener
 
 DEFAULT_APP = "default"
 WAIT_FOR_LEASE_MS = 15_000  # a dead owner's lease expires within NodeOptions.lease_ms
-
-
-class DatabaseRefusedError(LogError):
-    """The engine cannot use the database (unreachable, refused, tables of another version)."""
 
 
 class _Holder:
