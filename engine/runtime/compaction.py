@@ -50,7 +50,8 @@ class CompactionSchedule:
     async def _compact_once(self) -> None:
         try:
             removed = await self._compact()
-            log.info("compacted the log: %d segment(s) removed", removed)
+            log.info("compacted: %d piece(s) of the log removed (segments, or batches in a "
+                     "database)", removed)
         except LogError as exc:
             log.error("compaction failed: %s", exc)
         except OSError as exc:  # writing the snapshot (e.g. a full disk): the log goes on as is
