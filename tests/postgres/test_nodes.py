@@ -4,6 +4,7 @@ node stopping cleanly hands the app over at once (not after its lease)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -113,3 +114,30 @@ async def test_a_node_stopping_cleanly_hands_its_app_over_at_once(pg_url: str) -
         finally:
             if owner == first:
                 await second_ctx.__aexit__(None, None, None)
+
+
+async def test_nodes_share_the_apps_and_each_answers_for_all(pg_url: str) -> None:
+    keys = [AppKeys(f"app{i}", f"app{i}-key-0123456789", f"app{i}-master-0123456789")
+            for i in range(20)]
+    many = ServeConfig(port=0, store=pg_url, gc_freeze_ms=0, shutdown_grace_ms=2_000,
+                       apps=tuple(AppConfig(k, functions=("tests.postgres.node_functions",))
+                                  for k in keys))
+    async with running(many) as one, running(many) as two, aiohttp.ClientSession() as session:
+        urls = [f"http://127.0.0.1:{one.port}", f"http://127.0.0.1:{two.port}"]
+        # the first node took every app; the second, joining, is handed its share
+        shares: dict[str, int] = {}
+        for _ in range(200):
+            async with session.get(f"{urls[0]}/__health/ready") as answer:
+                ready = await answer.json()
+            owners = list(ready["dispatching"].values())
+            shares = {node: owners.count(node) for node in set(owners)}
+            if len(shares) == 2 and None not in shares:
+                break
+            await asyncio.sleep(0.05)  # (polling the servers: their turns run on real time)
+        # 20 apps over two nodes by rendezvous hashing: both take some (one taking all: 2^-19)
+        assert len(shares) == 2 and sum(shares.values()) == 20 and min(shares.values()) >= 1
+        for i, k in enumerate(keys[:6]):  # each node answers for apps it does not dispatch
+            headers = {"X-LC-Id": k.app_id, "X-LC-Key": f"{k.master_key},master"}
+            async with session.post(f"{urls[i % 2]}{BASE}/tasks", headers=headers,
+                                    json={"function": "echo", "params": {"i": i}}) as answer:
+                assert answer.status == 200, await answer.text()
