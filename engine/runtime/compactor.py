@@ -16,6 +16,8 @@ The child holds the folded state in memory while it runs (about what the queue h
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -93,6 +95,10 @@ def fold_given(stream: BinaryIO) -> bytes:
 
 
 def main(argv: list[str]) -> int:
+    # the fold takes a core for seconds: let the queue's own process (and, beside it, the
+    # database) have the CPU first, so acknowledgements do not wait behind a compaction
+    with contextlib.suppress(OSError):
+        os.nice(10)
     if argv == ["-"]:  # the state to fold comes on stdin (``fold_given``)
         try:
             data = fold_given(sys.stdin.buffer)
