@@ -22,7 +22,7 @@ from cloudqueue.engine.runtime.driver import Driver
 from cloudqueue.engine.runtime.functions import Invoker
 from cloudqueue.engine.runtime.log_file import LogNeedsRepairError, RecoveryReport
 from cloudqueue.engine.runtime.metrics import EngineMetrics
-from cloudqueue.engine.runtime.rebuild import rebuild
+from cloudqueue.engine.runtime.rebuild import rebuild, rebuild_yielding
 from cloudqueue.engine.runtime.store import (
     AsyncStoreOpener,
     MemoryStore,
@@ -76,19 +76,30 @@ async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHo
     # enqueues gain as well: 12% on 1,000-task bulk enqueues). A full collection first, while
     # the heap holds only what was there before, so no garbage is frozen with them (an engine
     # closed earlier in this process, say). The engine unfreezes when it closes.
+    # Not so for a store shared by several nodes: a node opens an app (a takeover) while it
+    # serves others, and a full collection of what it holds stalls its loop for seconds: long
+    # enough for its other leases to lapse. (The server's HeapFreezer freezes in steps.)
+    shared = _is_async(opener)  # a database shared with other nodes: this one serves on
     gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
+    if not shared:
+        gc.collect()
+        gc.disable()
     try:
-        if _is_async(opener):
+        if shared:
             store, loaded = await cast(AsyncStoreOpener, opener)(hooks)
         else:
             store, loaded = await asyncio.to_thread(cast(StoreOpener, opener), hooks)
         started = time.perf_counter()
         try:
-            rebuild(core, loaded.events, snapshot_seq=loaded.snapshot_seq,
-                    snapshot_tasks=loaded.snapshot_tasks,
-                    snapshot_schedules=loaded.snapshot_schedules, counters=loaded.counters)
+            if shared:  # (its leases renewed, its other apps answered) while this one opens
+                await rebuild_yielding(core, loaded.events, snapshot_seq=loaded.snapshot_seq,
+                                       snapshot_tasks=loaded.snapshot_tasks,
+                                       snapshot_schedules=loaded.snapshot_schedules,
+                                       counters=loaded.counters)
+            else:
+                rebuild(core, loaded.events, snapshot_seq=loaded.snapshot_seq,
+                        snapshot_tasks=loaded.snapshot_tasks,
+                        snapshot_schedules=loaded.snapshot_schedules, counters=loaded.counters)
         except BaseException as exc:
             await store.close()
             if isinstance(exc, LogNeedsRepairError) and config.data_dir is not None:
@@ -97,7 +108,8 @@ async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHo
     finally:
         if gc_was_enabled:
             gc.enable()
-    gc.freeze()
+    if not shared:
+        gc.freeze()
     report = loaded.report
     if report is not None:
         report.apply_seconds = time.perf_counter() - started

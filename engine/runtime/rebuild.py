@@ -8,7 +8,8 @@ make of them, and a start that would fail fails in ``log verify`` too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cloudqueue.engine.core.engine import EngineCore
@@ -33,4 +34,27 @@ def rebuild(core: EngineCore, events: Iterable[Event], *, snapshot_seq: int = 0,
     core.restore_counters(counters or {})
     core.last_seq = max(core.last_seq, snapshot_seq)
     apply_logged(core.apply, events)
+    return core
+
+
+STEP = 5_000  # tasks restored, or events applied, between two turns of the event loop
+
+
+async def rebuild_yielding(core: EngineCore, events: Sequence[Event], *, snapshot_seq: int = 0,
+                           snapshot_tasks: Sequence[Task] = (),
+                           snapshot_schedules: Iterable[Schedule] = (),
+                           counters: dict[str, Any] | None = None) -> EngineCore:
+    """``rebuild``, in steps of ``STEP`` with a turn of the event loop between them: for a node
+    that opens an app while it serves others (a takeover), so that its lease renewals and its
+    other apps' requests go on meanwhile. The same calls as ``rebuild``, in the same order."""
+    for start in range(0, len(snapshot_tasks), STEP):
+        core.restore_many(snapshot_tasks[start:start + STEP])
+        await asyncio.sleep(0)
+    for found in snapshot_schedules:
+        core.restore_schedule(found)
+    core.restore_counters(counters or {})
+    core.last_seq = max(core.last_seq, snapshot_seq)
+    for start in range(0, len(events), STEP):
+        apply_logged(core.apply, events[start:start + STEP])
+        await asyncio.sleep(0)
     return core
