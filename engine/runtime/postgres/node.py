@@ -203,14 +203,16 @@ class Node:
         await conn.execute(sql.HEARTBEAT, self.node_id, self.url, sorted(self.apps))
         if not self.held:
             return set()
-        ids = list(self.held)
-        found = await conn.fetch(sql.RENEW, self.node_id, self.options.lease_ms, ids,
-                                 [self.held[a].epoch for a in ids])
+        sent = dict(self.held)
+        found = await conn.fetch(sql.RENEW, self.node_id, self.options.lease_ms, list(sent),
+                                 [lease.epoch for lease in sent.values()])
         renewed = {row["app_id"] for row in found}
         until = sent_ms + self.options.lease_ms - self.options.fence_margin_ms
         now_ms = self.clock.monotonic_ms()
         for app_id in renewed:
-            lease = self.held[app_id]
+            lease = sent[app_id]
+            if self.held.get(app_id) is not lease:  # handed back while the renewal ran
+                continue
             lapsed = not lease.valid(now_ms)
             lease.valid_until_ms = until
             if lapsed and lease.on_valid is not None:  # it may start runs again: wake it

@@ -1,0 +1,73 @@
+"""A node's turn (``Node.turn``) against a scripted connection: an app handed back while the
+turn's renewal is on its way is skipped, not a failed turn."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cloudqueue.engine.runtime.clock import SystemClock
+from cloudqueue.engine.runtime.postgres import leases as sql
+from cloudqueue.engine.runtime.postgres.node import Node
+from cloudqueue.engine.runtime.postgres.store import Lease
+
+
+class Holder:
+    async def acquired(self, lease: Lease) -> None:
+        return None
+
+    async def lost(self) -> None:
+        raise AssertionError("no app was taken over")
+
+    async def handover(self) -> None:
+        return None
+
+
+class Conn:
+    """Answers a turn's statements; the renewal also hands app ``b`` back meanwhile, as a
+    ``_hand_back`` finishing while the statement runs does."""
+
+    def __init__(self) -> None:
+        self.node: Node
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return "OK"
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        if query == sql.RENEW:
+            renewed = [{"app_id": app_id} for app_id in args[2]]
+            del self.node.held["b"]  # handed back while the renewal was on its way
+            return renewed
+        if query == sql.LIVE_NODES:
+            return [{"node_id": self.node.node_id, "url": None, "apps": ["a", "b"]}]
+        if query == sql.LEASES:
+            return [{"app_id": app_id, "owner": self.node.node_id if app_id == "a" else None,
+                     "epoch": 1, "expired": False} for app_id in ("a", "b")]
+        raise AssertionError(query)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return None  # a take: another node was quicker
+
+
+class Pool:
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Conn]:
+        yield self.conn
+
+
+async def test_an_app_handed_back_during_the_renewal_is_skipped() -> None:
+    conn = Conn()
+    clock = SystemClock()
+    node = Node(Pool(conn), {"a": Holder(), "b": Holder()}, clock,  # type: ignore[arg-type]
+                node_id="me")
+    conn.node = node
+    node.held = {"a": Lease("a", "me", 1, 0), "b": Lease("b", "me", 1, 0)}
+    await node.turn()  # raised KeyError: 'b' before
+    assert node.turns == 1
+    assert list(node.held) == ["a"]
+    assert node.held["a"].valid(clock.monotonic_ms())  # its renewal counted
+    assert node.owners["a"].node_id == "me"
