@@ -22,6 +22,7 @@ from cloudqueue.engine.runtime.postgres.leases import rank
 
 now_ns = time.monotonic_ns
 FINAL = frozenset({"success", "failed", "cancelled"})
+CATCH_UP_MS = 250  # a firing created this late after its slot was a catch-up (timers: ~ms)
 
 
 # ---------------------------------------------------------------------- the record file
@@ -250,14 +251,15 @@ class Outage:
     resumed_ms: int | None
 
 
-def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, period_ms: int,
+def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, end_ms: int, period_ms: int,
                tasks: Mapping[str, Mapping[str, Any]], invocations: Counter[str],
                outages: Sequence[Outage]) -> dict[str, Any]:
     """Each slot from ``first_slot_ms`` to ``last_slot_ms``: fired (its task exists), invoked
-    (how often), late (a catch-up: created a second or more after its slot). A slot not fired
-    is *explained* when it fell inside an outage (from a second before the kill to the firing
-    after it): the new owner fires one catch-up, for the latest missed slot, and skips the rest
-    (docs/protocol.md §1.10); any other missed slot is unexplained."""
+    (how often), late (created ``CATCH_UP_MS`` or more after its slot: a catch-up). A slot not
+    fired is *explained* when it fell inside an outage (from a second before the kill to the
+    firing after it): the new owner fires one catch-up, for the latest missed slot, and skips
+    the rest (docs/protocol.md §1.10); any other missed slot is unexplained. A firing for a
+    slot before the first or after ``end_ms`` (the schedule paused) should not exist."""
     expected = list(range(first_slot_ms, last_slot_ms + 1, period_ms))
     prefix = f"cron:{name}:"
     fired = {int(uid[len(prefix):]): info for uid, info in tasks.items()
@@ -267,7 +269,7 @@ def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, period_ms: int,
                 else last_slot_ms + period_ms) for o in outages]
     unexplained = [s for s in missed if not any(lo <= s <= hi for lo, hi in windows)]
     late = sorted(s for s, info in fired.items()
-                  if "createdAt" in info and epoch_ms(info["createdAt"]) - s >= 1_000)
+                  if "createdAt" in info and epoch_ms(info["createdAt"]) - s >= CATCH_UP_MS)
     invoked = {s: invocations.get(f"{prefix}{s}", 0) for s in expected}
     doubled = [s for s, n in invoked.items() if n > 1]
     reruns_lost = [s for s in doubled
@@ -275,10 +277,16 @@ def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, period_ms: int,
     per_outage = []
     for (lo, hi), outage in zip(windows, outages, strict=True):
         inside = [s for s in expected if lo < s <= hi]
+        after = [s for s in sorted(fired) if s > outage.killed_ms - period_ms
+                 and "createdAt" in fired[s] and epoch_ms(fired[s]["createdAt"]) > outage.killed_ms]
+        first = after[0] if after else None
         per_outage.append({"killed_ms": outage.killed_ms, "resumed_ms": outage.resumed_ms,
                            "slots": len(inside),
                            "fired": sum(1 for s in inside if s in fired),
-                           "catch_ups": sum(1 for s in inside if s in late)})
+                           "missed": sum(1 for s in inside if s not in fired),
+                           "first_slot_after": first,
+                           "first_late_ms": epoch_ms(fired[first]["createdAt"]) - first
+                           if first is not None else None})
     return {
         "expected": len(expected), "fired": sum(1 for s in expected if s in fired),
         "fired_once": sum(1 for s in expected if s in fired and invoked[s] == 1),
@@ -286,7 +294,7 @@ def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, period_ms: int,
         "invoked_twice": len(doubled), "invoked_twice_after_lost_run": len(reruns_lost),
         "missed": len(missed), "missed_in_outages": len(missed) - len(unexplained),
         "missed_unexplained": len(unexplained), "catch_ups": len(late),
-        "outside_range": sum(1 for s in fired if s < first_slot_ms or s > last_slot_ms),
+        "outside_range": sum(1 for s in fired if s < first_slot_ms or s > end_ms),
         "examples": {"unexplained": unexplained[:10], "doubled": doubled[:10],
                      "late": late[:10]},
         "outages": per_outage}

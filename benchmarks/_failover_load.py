@@ -16,7 +16,9 @@ a load balancer would skip a backend that refuses connections or stopped answeri
 that finds every node refusing or full is *dropped*. A connection refused (nothing was sent)
 moves the request to the next node and marks the refusing one down for 200 ms; any failure
 after the request was sent (the connection broken, no answer within ``timeout_s``) is counted
-and not retried: its outcome is unknown, and it was not acknowledged.
+and not retried: its outcome is unknown, and it was not acknowledged. Connections are kept
+alive and reused, at most ``IDLE_KEPT`` idle ones per node (after a stall, hundreds of idle
+connections would otherwise fill the node's ``max_connections``).
 
 Every uniqueId answered 200 (ACKNOWLEDGED) is appended to ``acked_path``, one per line. The
 answers are also counted per 100 ms bucket of their arrival, by status (``"200"``, ``"503"``,
@@ -32,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import sys
@@ -46,6 +49,7 @@ BUCKET_NS = 100_000_000
 DOWN_FOR_NS = 200_000_000
 PATH = "/1.1/engine/cloud-queue/tasks"
 SAMPLES = 5
+IDLE_KEPT = 64  # idle keep-alive connections kept per node (more are closed, as a pool would)
 
 
 class _Connection:
@@ -117,6 +121,7 @@ class Load:
         self.sent = 0
         self.stop = asyncio.Event()
         self.samples: dict[str, list[str]] = {}  # a few answers of each status but 200
+        self.reasons: Counter[str] = Counter()  # answers but 200, by status and why
 
     # ------------------------------------------------------------------ one request
 
@@ -179,12 +184,13 @@ class Load:
                     return
             finally:
                 node.in_flight -= 1
-            if keep:
+            if keep and len(node.idle) < IDLE_KEPT:
                 node.idle.append(connection)
             else:
                 connection.close()
             self._note(str(status))
             if status != 200:
+                self.reasons[f"{status} {_reason(body)}"] += 1
                 seen = self.samples.setdefault(str(status), [])
                 if len(seen) < SAMPLES:
                     seen.append(f"{(now_ns() - self.t0) / 1e9:.1f}s port {node.port}: "
@@ -254,10 +260,28 @@ class Load:
                    "bucket_ns": BUCKET_NS,
                    "buckets": [[b, dict(c)] for b, c in sorted(self.buckets.items())],
                    "ack_ms": {"p50": at(50), "p99": at(99), "max": at(100)},
-                   "samples": self.samples}
+                   "samples": self.samples, "reasons": dict(self.reasons)}
         partial = self.summary_path.with_suffix(".partial")
         partial.write_text(json.dumps(summary))
         os.replace(partial, self.summary_path)
+
+
+def _reason(body: bytes) -> str:
+    """Why a node refused, in a few words: the error's ``type``, else (a 502) what the
+    forwarding node's request to the owner ran into, without addresses."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return "not json"
+    if not isinstance(answer, dict):
+        return "?"
+    if "type" in answer:
+        return str(answer["type"])
+    error = str(answer.get("error", ""))
+    if "did not answer (" in error:
+        cause = error.split("did not answer (", 1)[1].rsplit("); whether", 1)[0]
+        return re.sub(r"\S*\d+\.\d+\.\d+\.\d+\S*|\[Errno \d+\] ", "", cause).strip()[:60]
+    return error[:60]
 
 
 def main() -> None:

@@ -144,6 +144,18 @@ def tcp_connections_to(port: int) -> dict[str, int]:
     return found
 
 
+def tcp_inbound(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:``port`` from its clients (the server side)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
 def process_cpu_s(pid: int) -> float | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -226,6 +238,9 @@ class Postgres:
 # ---------------------------------------------------------------------- the nodes
 
 
+# a node's connections: the load's requests in flight (during a failover, up to a few seconds'
+# worth wait for the app's new owner), the other nodes' forwarded ones, the benchmark's
+MAX_CONNECTIONS = 4_000
 APP_KEY_SUFFIX, MASTER_KEY_SUFFIX = "-app-key-0123456789", "-master-key-0123456789"
 
 
@@ -238,7 +253,8 @@ def node_toml(port: int, store: str, lease_ms: int, data_dir: Path,
     """The TOML of one node: ``apps`` maps each app id to its function host's URL."""
     lines = ['host = "127.0.0.1"', f"port = {port}", f'store = "{store}"',
              f'node_url = "http://127.0.0.1:{port}"', f"lease_ms = {lease_ms}",
-             f'data_dir = "{data_dir}"', "dashboard = false", "shutdown_grace_ms = 2000", ""]
+             f'data_dir = "{data_dir}"', "dashboard = false", "shutdown_grace_ms = 2000",
+             f"max_connections = {MAX_CONNECTIONS}", ""]
     for app_id, host in apps.items():
         _, app_key, master_key = app_keys(app_id)
         lines += ["[[apps]]", f'app_id = "{app_id}"', f'app_key = "{app_key}"',

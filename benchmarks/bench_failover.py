@@ -103,6 +103,7 @@ from benchmarks._failover_procs import (
     app_keys,
     node_toml,
     stop_gracefully,
+    tcp_inbound,
 )
 from benchmarks._harness import (
     Case,
@@ -174,7 +175,7 @@ class Cluster:
         self.host_ports: dict[str, int] = {}
         self.session: aiohttp.ClientSession
         self.rng = random.Random(1)
-        self.unsettled: list[dict[str, Any] | None] = []
+        self.unsettled: list[dict[str, Any] | None] = []  # views, then inbound connections
 
     # ------------------------------------------------------------------ start and stop
 
@@ -265,6 +266,7 @@ class Cluster:
                 return time.monotonic() - started
             await asyncio.sleep(0.1)
         self.unsettled = [asdict(v) if v is not None else None for v in views]
+        self.unsettled.append({"inbound": [tcp_inbound(n.port) for n in self.nodes]})
         return None
 
     async def owners(self) -> dict[str, int]:
@@ -408,7 +410,8 @@ class ConnectionSampler:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             self._conn = None
             return  # the database is down: no sample
-        self.samples.append({"t_ns": now_ns(), "per_node": per_node, "activity": activity})
+        self.samples.append({"t_ns": now_ns(), "per_node": per_node, "activity": activity,
+                             "inbound": [tcp_inbound(n.port) for n in cluster.nodes]})
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
@@ -491,7 +494,7 @@ class FailoverRun:
                   "keep_result_ms": KEEP_RESULT_MS, "acked_path": str(self.root / "acked.txt"),
                   "status_path": str(self.root / "load-status.json"),
                   "summary_path": str(self.root / "load-summary.json"),
-                  "per_node_in_flight": 900, "timeout_s": 30}
+                  "per_node_in_flight": 1_500, "timeout_s": 30}
         path = self.root / "load.json"
         path.write_text(json.dumps(config))
         return cluster.processes.start(["-m", "benchmarks._failover_load", str(path)],
@@ -571,11 +574,11 @@ class FailoverRun:
         killed = now_ns()
         victim.kill()
         probes, slowest = await self._probes(apps, f"k{r}", [victim.index], killed)
-        resumed = self._resumed(apps, killed)
         restarted = now_ns()
         victim.start()
         ready_s = await cluster.wait_ready(victim)
         settled_s = await cluster.wait_settled()
+        resumed = self._resumed(apps, killed)  # now: the first runs after the probe's are in
         return {"node": victim.index, "apps": apps, "probes": probes, "failover_s": slowest,
                 **resumed, "down_s": _since(killed, restarted), "ready_s": round(ready_s, 3),
                 "settled_s": settled_s, "window": [killed, now_ns()]}
@@ -587,7 +590,6 @@ class FailoverRun:
         victim.freeze()
         try:
             probes, slowest = await self._probes(apps, f"s{r}", [victim.index], stopped)
-            resumed = self._resumed(apps, stopped)
             hold_ns = stopped + round((self.plan.lease_ms / 1000 + self.plan.beyond_lease_s) * 1e9)
             while now_ns() < hold_ns:  # a duration to hold the node frozen, not a wait for state
                 await asyncio.sleep(0.05)
@@ -595,6 +597,7 @@ class FailoverRun:
             thawed = now_ns()
             victim.thaw()
         settled_s = await cluster.wait_settled()
+        resumed = self._resumed(apps, stopped)
         return {"node": victim.index, "apps": apps, "probes": probes, "failover_s": slowest,
                 **resumed, "frozen_s": _since(stopped, thawed), "settled_s": settled_s,
                 "window": [stopped, now_ns()]}
@@ -693,7 +696,8 @@ class FailoverRun:
                          "acked": counts.get("200", 0),
                          "acked_per_s": round(counts.get("200", 0) / duration_s, 1),
                          "counts": counts, "ack_ms": summary["ack_ms"],
-                         "cpu_s": summary["cpu_s"], "samples": summary.get("samples", {})},
+                         "cpu_s": summary["cpu_s"], "reasons": summary.get("reasons", {}),
+                         "samples": summary.get("samples", {})},
                 "chaos_s": round(chaos_s, 1), "drained_s": drained_s, "checks": checks,
                 "connections": sampler.figures(), "rounds": self.rounds}
 
@@ -744,8 +748,8 @@ class CronRun:
             invocations = read_invocations(cluster.record)
             last_slot = (paused_ms - 1_500) // 1000 * 1000  # clear of the pause itself
             outages = [Outage(k["killed_ms"], k["resumed_ms"]) for k in self.kills]
-            slots = slot_audit(CRON_NAME, first_slot, last_slot, 1_000, tasks, invocations,
-                               outages)
+            slots = slot_audit(CRON_NAME, first_slot, last_slot, paused_ms, 1_000, tasks,
+                               invocations, outages)
             return self._document(slots, drained_s)
         finally:
             await cluster.close()
