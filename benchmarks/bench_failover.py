@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import signal
@@ -387,35 +388,28 @@ class ConnectionSampler:
         self.cluster = cluster
         self.every_s = every_s
         self.samples: list[dict[str, Any]] = []
-        self.paused = False
-        self._conn: asyncpg.Connection | None = None
 
     async def run(self) -> None:
         while True:
-            if not self.paused:
-                await self.sample()
+            await self.sample()
             await asyncio.sleep(self.every_s)
 
     async def sample(self) -> None:
         cluster = self.cluster
         per_node = [n.db_connections(cluster.pg.port) for n in cluster.nodes]
         activity: dict[str, int] = {}
-        try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(cluster.store, timeout=2,
-                                                   server_settings={"application_name":
-                                                                    "bench-sampler"})
-            for row in await self._conn.fetch(self.SQL, timeout=2):
-                activity[f"{row['application_name']}@{row['addr']}"] = int(row["count"])
+        try:  # a connection of its own each time: none is left idle to break at a kill
+            conn = await asyncpg.connect(cluster.store, timeout=2, server_settings={
+                "application_name": "bench-sampler"})
+            try:
+                for row in await conn.fetch(self.SQL, timeout=2):
+                    activity[f"{row['application_name']}@{row['addr']}"] = int(row["count"])
+            finally:
+                conn.terminate()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            self._conn = None
             return  # the database is down: no sample
         self.samples.append({"t_ns": now_ns(), "per_node": per_node, "activity": activity,
                              "inbound": [tcp_inbound(n.port) for n in cluster.nodes]})
-
-    async def close(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
 
     def figures(self) -> dict[str, Any]:
         per_node_max = [max((s["per_node"][i] or 0) for s in self.samples) if self.samples
@@ -472,7 +466,6 @@ class FailoverRun:
             finally:
                 sampling.cancel()
                 await asyncio.gather(sampling, return_exceptions=True)
-                await sampler.close()
                 code = await asyncio.to_thread(stop_gracefully, load, 60)
             if code != 0:
                 self.problems.append(f"the load process exited with {code}")
@@ -827,12 +820,14 @@ def _trial(kind: str, plan: Plan | CronPlan, out_dir: Path, quick: bool,
     root = Path(tempfile.mkdtemp(prefix=f"cq-bench-{kind}-"))
     keep = True  # the logs of a run that failed or broke off stay for a look
     cpu0 = time.process_time_ns()
+    load_before = os.getloadavg()
     try:
         if isinstance(plan, Plan):
             document = asyncio.run(FailoverRun(plan, root).run())
         else:
             document = asyncio.run(CronRun(plan, root).run())
         document["environment"] = environment()
+        document["load_average"] = {"before": load_before, "after": os.getloadavg()}
         document["work_dir"] = str(root)
         documents[kind] = document
         document["bench_cpu_s"] = (time.process_time_ns() - cpu0) / 1e9
@@ -939,7 +934,9 @@ def summary_table(documents: dict[str, Any]) -> str:
                 f"{answers.get('502', 0):,} | {answers.get('broken', 0):,} | "
                 f"{answers.get('timeout', 0):,} | {s['p50']} / {s['max']} |")
         conn = failover["connections"]
-        lines += ["", f"load: {load['acked']:,} acknowledged of {load['scheduled']:,} scheduled "
+        reasons = sorted(load["reasons"].items(), key=lambda kv: -kv[1])
+        lines += ["", "why not 200: " + "; ".join(f"{k}: {v:,}" for k, v in reasons[:8]),
+                  f"load: {load['acked']:,} acknowledged of {load['scheduled']:,} scheduled "
                   f"in {load['duration_s']:.0f} s ({load['acked_per_s']:,.0f}/s); answers "
                   f"{load['counts']}; ack p50 / p99 / max {load['ack_ms']['p50']:.1f} / "
                   f"{load['ack_ms']['p99']:.1f} / {load['ack_ms']['max']:.1f} ms",
