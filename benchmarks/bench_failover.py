@@ -673,6 +673,10 @@ class FailoverRun:
         counts = summary["counts"]
         duration_s = (summary["end_ns"] - summary["t0_ns"]) / 1e9
         tasks = checks["tasks"]
+        broken = {k: n for k, n in tasks["states"].items()
+                  if k.startswith("atLeastOnce:") and k != "atLeastOnce:success"}
+        if broken:  # `record` never fails: an atLeastOnce task must end in success
+            self.problems.append(f"acknowledged atLeastOnce tasks not successful: {broken}")
         kill_p99 = phases["kill"]["failover_s"]["p99"]
         verdict = {
             "lost": tasks["lost"], "at_most_once_twice": tasks["at_most_once_twice"],
