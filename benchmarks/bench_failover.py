@@ -82,6 +82,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from benchmarks._burst_procs import machine_busy_s
 from benchmarks._failover_checks import (
     FINAL,
     NodeView,
@@ -825,6 +826,7 @@ def _trial(kind: str, plan: Plan | CronPlan, out_dir: Path, quick: bool,
     keep = True  # the logs of a run that failed or broke off stay for a look
     cpu0 = time.process_time_ns()
     load_before = os.getloadavg()
+    busy0, wall0 = machine_busy_s(), time.monotonic()
     try:
         if isinstance(plan, Plan):
             document = asyncio.run(FailoverRun(plan, root).run())
@@ -832,6 +834,10 @@ def _trial(kind: str, plan: Plan | CronPlan, out_dir: Path, quick: bool,
             document = asyncio.run(CronRun(plan, root).run())
         document["environment"] = environment()
         document["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        busy1 = machine_busy_s()
+        if busy0 is not None and busy1 is not None:  # every process's, ours included
+            document["machine_cores_busy"] = round((busy1 - busy0) / (time.monotonic() - wall0),
+                                                   2)
         document["work_dir"] = str(root)
         documents[kind] = document
         document["bench_cpu_s"] = (time.process_time_ns() - cpu0) / 1e9
