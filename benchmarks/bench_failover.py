@@ -965,10 +965,11 @@ def summary_table(documents: dict[str, Any]) -> str:
                   f"{v['failover_p99_s']} s (target <= {FAILOVER_P99_TARGET_S:g}: "
                   f"{v['failover_within_target']}); problems: {v['problems'] or 'none'}"]
     for name, document in documents.items():
+        loads = {k: [round(x, 2) for x in v]
+                 for k, v in document.get("load_average", {}).items()}
         lines.append(f"{name}: machine busy {document.get('machine_cores_busy')} cores on "
-                     f"average (every process); load average before / after "
-                     f"{[round(x, 2) for x in document['load_average']['before']]} / "
-                     f"{[round(x, 2) for x in document['load_average']['after']]}")
+                     f"average (every process); load average before {loads.get('before')}, "
+                     f"after {loads.get('after')}")
     cron = documents.get("failover_cron")
     if cron is not None:
         s, f = cron["slots"], cron["failover_s"]
