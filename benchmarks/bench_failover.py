@@ -511,12 +511,14 @@ class FailoverRun:
 
     async def _round(self, kind: str, index: int, body: Any) -> None:
         started = now_ns()
+        acked_before = self._load_status().get("acked", 0)  # ~ the tasks the apps hold
         try:
             result = await body(index)
         except RuntimeError as exc:  # a node that did not come back: a finding, not a crash
             result = {"error": str(exc)}
             self.problems.append(f"{kind} round {index}: {exc}")
-        result.update({"kind": kind, "round": index, "start_ns": started, "end_ns": now_ns()})
+        result.update({"kind": kind, "round": index, "start_ns": started, "end_ns": now_ns(),
+                       "acked_before": acked_before})
         self.rounds.append(result)
         status = self._load_status()
         slowest = result.get("failover_s")
