@@ -672,7 +672,10 @@ class FailoverRun:
                             "recovered": len(slowest),
                             "answers_in_rounds": dict(answers),
                             "settled_s": spread([r["settled_s"] for r in rounds
-                                                 if r.get("settled_s") is not None])}
+                                                 if r.get("settled_s") is not None]),
+                            # (tasks acknowledged before the round, failover, own tasks again)
+                            "by_tasks_held": [[r.get("acked_before"), r.get("failover_s"),
+                                               r.get("resumed_s")] for r in rounds]}
         counts = summary["counts"]
         duration_s = (summary["end_ns"] - summary["t0_ns"]) / 1e9
         tasks = checks["tasks"]
