@@ -457,12 +457,15 @@ class FailoverRun:
                 await self._until_load_runs(load)
                 await asyncio.sleep(plan.warmup_s)  # calm load before the first round
                 started = now_ns()
-                for r in range(plan.kill_rounds):
-                    await self._round("kill", r, self._kill_round)
-                for r in range(plan.stop_rounds):
-                    await self._round("sigstop", r, self._stop_round)
-                for r in range(plan.pg_rounds):
-                    await self._round("pg_kill", r, self._pg_round)
+                phases = (("kill", plan.kill_rounds, self._kill_round),
+                          ("sigstop", plan.stop_rounds, self._stop_round),
+                          ("pg_kill", plan.pg_rounds, self._pg_round))
+                for kind, count, body in phases:
+                    for r in range(count):
+                        if self.problems:  # a round did not recover: no more chaos, audit
+                            self.say(f"no more rounds after: {self.problems[0][:300]}")
+                            break
+                        await self._round(kind, r, body)
                 chaos_s = (now_ns() - started) / 1e9
             finally:
                 sampling.cancel()
