@@ -248,6 +248,8 @@ async def _proxy(request: web.Request, cluster: Cluster, url: str,
             upstream = await cluster.session.request(
                 request.method, url.rstrip("/") + request.path_qs, headers=headers, data=body,
                 allow_redirects=False, timeout=timeout)
+        except aiohttp.ConnectionTimeoutError:  # no connection in time (a frozen owner's
+            upstream = None                       # backlog full): nothing was sent
         except aiohttp.ClientOSError as exc:
             if not _unsent(exc):
                 return _unknown(queue_app, exc)
