@@ -608,16 +608,16 @@ class FailoverRun:
 
     async def _pg_round(self, r: int) -> dict[str, Any]:
         cluster = self.cluster
+        victim = cluster.pg.kill()  # dead before any probe is sent
         killed = now_ns()
 
-        def kill_and_start() -> tuple[dict[str, Any], int, int]:
-            info = cluster.pg.kill()
+        def reaped_and_started() -> tuple[dict[str, Any], int, int]:
+            info = cluster.pg.wait_gone(victim)
             dead = now_ns()
             cluster.pg.start()
             return info, dead, now_ns()
 
-        restart = asyncio.ensure_future(asyncio.to_thread(kill_and_start))
-        await asyncio.sleep(0)
+        restart = asyncio.ensure_future(asyncio.to_thread(reaped_and_started))
         probes, slowest = await self._probes(self.app_ids, f"g{r}", [], killed)
         info, dead, up = await restart
         settled_s = await cluster.wait_settled()
