@@ -466,11 +466,11 @@ class FailoverRun:
                           ("sigstop", plan.stop_rounds, self._stop_round),
                           ("pg_kill", plan.pg_rounds, self._pg_round))
                 for kind, count, body in phases:
-                    for r in range(count):
+                    for r in range(count if not self.problems else 0):
+                        await self._round(kind, r, body)
                         if self.problems:  # a round did not recover: no more chaos, audit
                             self.say(f"no more rounds after: {self.problems[0][:300]}")
                             break
-                        await self._round(kind, r, body)
                 chaos_s = (now_ns() - started) / 1e9
             finally:
                 sampling.cancel()
