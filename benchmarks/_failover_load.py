@@ -10,8 +10,9 @@ Request ``i`` is due at ``t0 + i / rate`` and sent then, whatever the earlier an
 loop): ``POST /1.1/engine/cloud-queue/tasks`` with master credentials for app ``i % apps``,
 ``{"function": "record", "params": {}, "uniqueId": uid, "deliveryMode": mode, "keepResult":
 ...}``. Its uniqueId, chosen here, says its mode and app: ``L<app>-<i>`` (atLeastOnce) or
-``M<app>-<i>`` (atMostOnce), alternating per app, at most 32 characters. Node ``i % nodes``
-gets it, or the next one that is up and has fewer than ``per_node_in_flight`` requests open (as
+``M<app>-<i>`` (atMostOnce), alternating per app, at most 32 characters. The nodes take turns
+(each app's requests going to every node in turn too), a request going to the next node that is
+up and has fewer than ``per_node_in_flight`` requests open when its own is not (as
 a load balancer would skip a backend that refuses connections or stopped answering); a request
 that finds every node refusing or full is *dropped*. A connection refused (nothing was sent)
 moves the request to the next node and marks the refusing one down for 200 ms; any failure
@@ -147,10 +148,14 @@ class Load:
         found[what] += 1
 
     def _pick(self, i: int, tried: int) -> _Node | None:
+        """Request ``i``'s node: they take turns, and each app's requests turn over every node
+        too (``i % nodes`` alone would send an app always to the same node when the apps are a
+        multiple of the nodes)."""
         now = now_ns()
         n = len(self.nodes)
+        start = i + i // len(self.apps)
         for k in range(n):
-            node = self.nodes[(i + tried + k) % n]
+            node = self.nodes[(start + tried + k) % n]
             if node.down_until <= now and node.in_flight < self.cap:
                 return node
         return None

@@ -192,11 +192,8 @@ class Postgres:
     def pid(self) -> int | None:
         return self.local.pid
 
-    def kill(self, wait_s: float = 30.0) -> dict[str, Any]:
-        """``kill -9`` of the postmaster; then wait until it and its children are gone, reaped
-        too (a new postmaster refuses to start while the old pid exists, even as a zombie; the
-        container's init may take a second or two to reap it). SIGKILL any child left after
-        ``wait_s`` and say how many.
+    def kill(self) -> tuple[int, list[int]]:
+        """``kill -9`` of the postmaster, now; (its pid, its children then) for ``wait_gone``.
 
         Raises:
             RuntimeError: PostgreSQL is not running.
@@ -206,6 +203,14 @@ class Postgres:
             raise RuntimeError("PostgreSQL is not running")
         children = children_of(pid)
         os.kill(pid, signal.SIGKILL)
+        return pid, children
+
+    def wait_gone(self, killed: tuple[int, list[int]], wait_s: float = 30.0) -> dict[str, Any]:
+        """After ``kill``: wait until the postmaster and its children are gone, reaped too (a new
+        postmaster refuses to start while the old pid exists, even as a zombie; the container's
+        init may take a second or two to reap it). SIGKILL any child left after ``wait_s`` and
+        say how many."""
+        pid, children = killed
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(alive(c) for c in children):
             time.sleep(0.01)

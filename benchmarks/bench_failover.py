@@ -466,11 +466,11 @@ class FailoverRun:
                           ("sigstop", plan.stop_rounds, self._stop_round),
                           ("pg_kill", plan.pg_rounds, self._pg_round))
                 for kind, count, body in phases:
-                    for r in range(count):
+                    for r in range(count if not self.problems else 0):
+                        await self._round(kind, r, body)
                         if self.problems:  # a round did not recover: no more chaos, audit
                             self.say(f"no more rounds after: {self.problems[0][:300]}")
                             break
-                        await self._round(kind, r, body)
                 chaos_s = (now_ns() - started) / 1e9
             finally:
                 sampling.cancel()
@@ -608,16 +608,16 @@ class FailoverRun:
 
     async def _pg_round(self, r: int) -> dict[str, Any]:
         cluster = self.cluster
+        victim = cluster.pg.kill()  # dead before any probe is sent
         killed = now_ns()
 
-        def kill_and_start() -> tuple[dict[str, Any], int, int]:
-            info = cluster.pg.kill()
+        def reaped_and_started() -> tuple[dict[str, Any], int, int]:
+            info = cluster.pg.wait_gone(victim)
             dead = now_ns()
             cluster.pg.start()
             return info, dead, now_ns()
 
-        restart = asyncio.ensure_future(asyncio.to_thread(kill_and_start))
-        await asyncio.sleep(0)
+        restart = asyncio.ensure_future(asyncio.to_thread(reaped_and_started))
         probes, slowest = await self._probes(self.app_ids, f"g{r}", [], killed)
         info, dead, up = await restart
         settled_s = await cluster.wait_settled()

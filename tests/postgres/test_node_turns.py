@@ -1,5 +1,6 @@
 """A node's turn (``Node.turn``) against a scripted connection: an app handed back while the
-turn's renewal is on its way is skipped, not a failed turn."""
+turn's renewal is on its way, or while the turn stops the apps it lost, is skipped, not a failed
+turn."""
 
 from __future__ import annotations
 
@@ -14,11 +15,18 @@ from cloudqueue.engine.runtime.postgres.store import Lease
 
 
 class Holder:
+    def __init__(self) -> None:
+        self.lost_calls = 0
+        self.meanwhile: Any = None  # what happens while it stops
+
     async def acquired(self, lease: Lease) -> None:
         return None
 
     async def lost(self) -> None:
-        raise AssertionError("no app was taken over")
+        self.lost_calls += 1
+        if self.meanwhile is None:
+            raise AssertionError("no app was taken over")
+        self.meanwhile()
 
     async def handover(self) -> None:
         return None
@@ -28,21 +36,25 @@ class Conn:
     """Answers a turn's statements; the renewal also hands app ``b`` back meanwhile, as a
     ``_hand_back`` finishing while the statement runs does."""
 
-    def __init__(self) -> None:
+    def __init__(self, renew_all: bool = True) -> None:
         self.node: Node
+        self.renew_all = renew_all
 
     async def execute(self, query: str, *args: Any) -> str:
         return "OK"
 
     async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
         if query == sql.RENEW:
+            if not self.renew_all:
+                return []  # both taken over
             renewed = [{"app_id": app_id} for app_id in args[2]]
             del self.node.held["b"]  # handed back while the renewal was on its way
             return renewed
         if query == sql.LIVE_NODES:
             return [{"node_id": self.node.node_id, "url": None, "apps": ["a", "b"]}]
         if query == sql.LEASES:
-            return [{"app_id": app_id, "owner": self.node.node_id if app_id == "a" else None,
+            owner = self.node.node_id if self.renew_all else "other"
+            return [{"app_id": app_id, "owner": owner if app_id == "a" else None,
                      "epoch": 1, "expired": False} for app_id in ("a", "b")]
         raise AssertionError(query)
 
@@ -75,3 +87,16 @@ async def test_an_app_handed_back_during_the_renewal_is_skipped() -> None:
     assert list(node.held) == ["a"]
     assert node.held["a"].valid(clock.monotonic_ms())  # its renewal counted
     assert node.owners["a"].node_id == "me"
+
+
+async def test_an_app_handed_back_while_the_turn_stops_a_lost_one_is_skipped() -> None:
+    conn = Conn(renew_all=False)
+    holders = {"a": Holder(), "b": Holder()}
+    node = Node(Pool(conn), holders, SystemClock(), node_id="me")  # type: ignore[arg-type]
+    conn.node = node
+    node.held = {"a": Lease("a", "me", 1, 0), "b": Lease("b", "me", 1, 0)}
+    holders["a"].meanwhile = lambda: node.held.pop("b")  # b's hand-back finishes meanwhile
+    await node.turn()  # raised KeyError: 'b' before
+    assert node.turns == 1 and node.held == {}
+    assert (holders["a"].lost_calls, holders["b"].lost_calls) == (1, 0)
+    assert node.owners["a"].node_id == "other"

@@ -194,8 +194,10 @@ class Node:
             return
         self.turns += 1
         self.failed_turns = 0
-        for app_id in [a for a in self.held if a not in renewed]:
-            await self._lost(app_id)
+        stale = {a: lease for a, lease in self.held.items() if a not in renewed}
+        for app_id, lease in stale.items():
+            if self.held.get(app_id) is lease:  # (a hand-back may have finished meanwhile)
+                await self._lost(app_id)
         self.owners = {r.app_id: Owner(r.owner, next((n.url for n in nodes
                                                       if n.node_id == r.owner), None), r.epoch)
                        for r in rows.values() if r.owner is not None and not r.expired}
