@@ -133,7 +133,10 @@ class Cluster:
         self.node = Node(self.pool, {app_id: NodeApp(q, self) for app_id, q in self.apps.items()},
                          self.clock, url=self.config.url(), node_id=node_id,
                          options=NodeOptions.of(self.config.lease_ms))
+        # no cap on the forwarding connections: a capped pool makes a request wait for a slot
+        # inside its connect timeout, and a 502 "outcome unknown" for a request never sent
         self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
             auto_decompress=False)
         await self.node.start()
