@@ -26,16 +26,19 @@ class LeasedStore(MemoryStore):
         return self.leased
 
 
-async def test_no_call_goes_out_while_the_lease_has_lapsed() -> None:
-    store = LeasedStore()
-    calls: list[str] = []
-
+def recording(calls: list[str]) -> Any:
+    """A function noting each task it is called for."""
     async def f(params: Any, ctx: RunContext) -> Any:
         calls.append(ctx.unique_id or "")
         return "ok"
+    return f
 
+
+async def test_no_call_goes_out_while_the_lease_has_lapsed() -> None:
+    store = LeasedStore()
+    calls: list[str] = []
     async with Engine(store=store, clock=FakeClock(T0), metrics=False) as queue:
-        queue.define("f")(f)
+        queue.define("f")(recording(calls))
         store.leased = False  # e.g. the database could not be reached for too long
         await queue.enqueue("f", unique_id="a")
         await turns(50)
@@ -51,13 +54,8 @@ async def test_no_call_goes_out_while_the_lease_has_lapsed() -> None:
 async def test_a_run_claimed_before_the_lapse_is_handed_back_uncalled() -> None:
     store = LeasedStore()
     calls: list[str] = []
-
-    async def f(params: Any, ctx: RunContext) -> Any:
-        calls.append(ctx.unique_id or "")
-        return "ok"
-
     async with Engine(store=store, clock=FakeClock(T0), metrics=False) as queue:
-        queue.define("f")(f)
+        queue.define("f")(recording(calls))
         await queue.enqueue("f", unique_id="b", delivery_mode="atMostOnce")
         # the lease lapses between the run's claim (durable) and its call
         queue.driver.execute(queue.core.tick(T0, dispatch=True))
