@@ -11,7 +11,7 @@ import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from cloudqueue.engine.core.batch_codec import encode_segment_header
@@ -72,17 +72,36 @@ def lock_directory(directory: Path) -> int:
 async def fold_elsewhere(directory: Path, seq: int, last_segment: int) -> bytes:
     """The snapshot at ``seq``, folded from the files by ``python -m engine.runtime.compactor``
     in a child process (see there why). Raises ``LogError`` if it cannot be made."""
+    return await run_compactor([str(directory), str(seq), str(last_segment),
+                                str(int(time.time() * 1000))])
+
+
+async def run_compactor(args: Sequence[str],
+                        feed: Callable[[asyncio.StreamWriter], Awaitable[None]] | None = None
+                        ) -> bytes:
+    """``python -m engine.runtime.compactor ARGS`` in a child process: its output (the
+    snapshot's bytes). ``feed`` writes what the child reads on stdin (a store that keeps no
+    files streams the state to fold), before the output is read. A child still running when
+    this is cancelled (the queue is closing) is killed: no orphan is left behind.
+
+    Raises:
+        LogError: the child failed (its last line of stderr says why).
+    """
     root = str(Path(__file__).resolve().parents[2])  # where the ``engine`` package lives
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudqueue.engine.runtime.compactor", str(directory), str(seq),
-        str(last_segment), str(int(time.time() * 1000)),
+        sys.executable, "-m", "cloudqueue.engine.runtime.compactor", *args,
+        stdin=asyncio.subprocess.PIPE if feed is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     try:
+        if feed is not None:
+            assert child.stdin is not None
+            await feed(child.stdin)
+            child.stdin.close()
         out, err = await child.communicate()
     finally:
-        if child.returncode is None:  # cancelled (the queue is closing): no orphan left behind
+        if child.returncode is None:
             child.kill()
             await child.wait()
     if child.returncode != 0:

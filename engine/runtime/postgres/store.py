@@ -41,12 +41,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -60,6 +57,7 @@ from cloudqueue.engine.core.errors import (
 from cloudqueue.engine.core.events import Event
 from cloudqueue.engine.runtime.batches import decode_batch, encode_events
 from cloudqueue.engine.runtime.clock import Clock
+from cloudqueue.engine.runtime.log_dir import run_compactor
 from cloudqueue.engine.runtime.log_sync import DiskFullBackoff, DurableWaiters
 from cloudqueue.engine.runtime.metrics import FSYNC_BUCKETS, Histogram
 from cloudqueue.engine.runtime.postgres.database import (
@@ -423,27 +421,16 @@ class PgStore:
         """The state at ``seq``, folded in a child process (``compactor``, off this process's
         loop and GIL) from the snapshot at ``base`` and the batches after it, which are streamed
         to it row by row: the node never holds them all at once."""
-        child = await start_compactor()
-        try:
-            assert child.stdin is not None and child.stdout is not None
+        async def feed(stdin: asyncio.StreamWriter) -> None:
             packer = msgpack.Packer(use_bin_type=True)
-            child.stdin.write(packer.pack([seq, self.clock.now_ms()]))
+            stdin.write(packer.pack([seq, self.clock.now_ms()]))
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 for query, upto in ((SNAPSHOT_PARTS, base), (COVERED_BATCHES, seq)):
                     async for row in conn.cursor(query, self.app_id, base, upto, prefetch=16):
-                        child.stdin.write(packer.pack([query is SNAPSHOT_PARTS, row["body"]]))
-                        await child.stdin.drain()
-            child.stdin.close()
-            out, err = await asyncio.gather(child.stdout.read(), _read_all(child.stderr))
-            await child.wait()
-        finally:
-            if child.returncode is None:  # cancelled, or the database failed: no orphan
-                child.kill()
-                await child.wait()
-        if child.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            raise LogError(lines[-1] if lines else f"the compactor exited with {child.returncode}")
-        return out
+                        stdin.write(packer.pack([query is SNAPSHOT_PARTS, row["body"]]))
+                        await stdin.drain()
+
+        return await run_compactor(["-"], feed)
 
     async def _write_snapshot(self, seq: int, data: bytes) -> None:
         pieces = [data[i:i + SNAPSHOT_PART_BYTES]
@@ -502,21 +489,6 @@ SNAPSHOT_PARTS = ("SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 
                   "AND $3::bigint = $2 ORDER BY part")
 COVERED_BATCHES = ("SELECT body FROM cq_batches WHERE app_id = $1 AND last_seq > $2 "
                    "AND first_seq <= $3 ORDER BY last_seq")
-
-
-async def start_compactor() -> asyncio.subprocess.Process:
-    """``python -m ...compactor -``: it folds what it reads on stdin (``compactor.fold_given``)."""
-    root = str(Path(__file__).resolve().parents[3])  # where the ``engine`` package lives
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudqueue.engine.runtime.compactor", "-",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env)
-
-
-async def _read_all(stream: asyncio.StreamReader | None) -> bytes:
-    return await stream.read() if stream is not None else b""
 
 
 class PgOpener:
