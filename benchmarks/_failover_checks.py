@@ -255,11 +255,12 @@ def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, end_ms: int, pe
                tasks: Mapping[str, Mapping[str, Any]], invocations: Counter[str],
                outages: Sequence[Outage]) -> dict[str, Any]:
     """Each slot from ``first_slot_ms`` to ``last_slot_ms``: fired (its task exists), invoked
-    (how often), late (created ``CATCH_UP_MS`` or more after its slot: a catch-up). A slot not
-    fired is *explained* when it fell inside an outage (from a second before the kill to the
-    firing after it): the new owner fires one catch-up, for the latest missed slot, and skips
-    the rest (docs/protocol.md §1.10); any other missed slot is unexplained. A firing for a
-    slot before the first or after ``end_ms`` (the schedule paused) should not exist."""
+    (how often), late (created ``CATCH_UP_MS`` or more after its slot: a catch-up). Every slot
+    must be fired once: a slot that fell inside an outage (from a period before the kill to the
+    firing after it) is fired late by the new owner, which fires every slot the app missed
+    during a failover (docs/protocol.md §1.10). A slot not fired is *missed* (``in_outages``:
+    how many of those fell inside one, a hint at the cause). A firing for a slot before the
+    first or after ``end_ms`` (the schedule paused) should not exist."""
     expected = list(range(first_slot_ms, last_slot_ms + 1, period_ms))
     prefix = f"cron:{name}:"
     fired = {int(uid[len(prefix):]): info for uid, info in tasks.items()
@@ -267,7 +268,7 @@ def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, end_ms: int, pe
     missed = [s for s in expected if s not in fired]
     windows = [(o.killed_ms - period_ms, o.resumed_ms if o.resumed_ms is not None
                 else last_slot_ms + period_ms) for o in outages]
-    unexplained = [s for s in missed if not any(lo <= s <= hi for lo, hi in windows)]
+    in_outages = [s for s in missed if any(lo <= s <= hi for lo, hi in windows)]
     late = sorted(s for s, info in fired.items()
                   if "createdAt" in info and epoch_ms(info["createdAt"]) - s >= CATCH_UP_MS)
     invoked = {s: invocations.get(f"{prefix}{s}", 0) for s in expected}
@@ -292,10 +293,9 @@ def slot_audit(name: str, first_slot_ms: int, last_slot_ms: int, end_ms: int, pe
         "fired_once": sum(1 for s in expected if s in fired and invoked[s] == 1),
         "fired_not_invoked": sum(1 for s in expected if s in fired and invoked[s] == 0),
         "invoked_twice": len(doubled), "invoked_twice_after_lost_run": len(reruns_lost),
-        "missed": len(missed), "missed_in_outages": len(missed) - len(unexplained),
-        "missed_unexplained": len(unexplained), "catch_ups": len(late),
+        "missed": len(missed), "missed_in_outages": len(in_outages), "catch_ups": len(late),
         "outside_range": sum(1 for s in fired if s < first_slot_ms or s > end_ms),
-        "examples": {"unexplained": unexplained[:10], "doubled": doubled[:10],
+        "examples": {"missed": missed[:10], "doubled": doubled[:10],
                      "late": late[:10]},
         "outages": per_outage}
 

@@ -63,6 +63,7 @@ def build_driver(config: EngineConfig, core: EngineCore, store: Store, clock: Cl
 class Opened:
     store: Store
     report: RecoveryReport | None
+    failover: bool = False  # StoredState.failover
 
 
 async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHooks,
@@ -114,7 +115,7 @@ async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHo
     if report is not None:
         report.apply_seconds = time.perf_counter() - started
         log.info("%s: %s", config.data_dir, report.summary())
-    return Opened(store, report)
+    return Opened(store, report, loaded.failover)
 
 
 def _is_async(opener: object) -> bool:

@@ -197,7 +197,7 @@ class Engine:
         self._state = "running"
         await self._invoker.start()
         self.store.start()
-        recovery = self.core.recover(self.clock.now_ms())
+        recovery = self.core.recover(self.clock.now_ms(), failover=opened.failover)
         log_recovery(recovery)
         self._driver.execute(recovery)
         self._driver.start()

@@ -63,14 +63,15 @@ def test_no_acknowledged_task_is_lost_and_no_at_most_once_task_runs_twice(
 
 
 @pytest.mark.timeout(600)
-def test_every_schedule_slot_fires_at_most_once_and_misses_only_in_outages(
+def test_every_schedule_slot_fires_once_across_leader_kills(
         quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     proc, out_dir = quick_run
     assert proc.returncode == 0, proc.stderr[-6000:]
     cron = json.loads((out_dir / "failover-quick.json").read_text())["failover_cron"]
     slots = cron["slots"]
     assert len(cron["kills"]) == 2
-    assert slots["expected"] >= 50 and slots["fired"] >= slots["expected"] - 12
-    assert slots["missed_unexplained"] == 0 and slots["outside_range"] == 0
+    assert slots["expected"] >= 50 and slots["fired"] == slots["expected"]
+    assert slots["missed"] == 0 and slots["outside_range"] == 0
+    assert slots["catch_ups"] >= 2  # the slots of each outage, fired late by the new owner
     assert slots["invoked_twice"] == slots["invoked_twice_after_lost_run"]
     assert cron["verdict"]["passed"] is True

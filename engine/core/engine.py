@@ -548,12 +548,14 @@ class EngineCore:
 
     # ------------------------------------------------------------------ restart
 
-    def recover(self, now_ms: int) -> list[Command]:
+    def recover(self, now_ms: int, *, failover: bool = False) -> list[Command]:
         """After replay: runs the restart interrupted. atLeastOnce runs again (not charged);
-        atMostOnce fails with an error saying its run was lost. The decisions are logged."""
+        atMostOnce fails with an error saying its run was lost. Schedules' missed slots: one
+        catch-up, or (``failover``: the app was dispatched by another node until moments ago)
+        every missed slot (``ScheduleBook.recover``). The decisions are logged."""
         events: list[Event] = []
         finished: list[Command] = []
-        self._book.recover(now_ms, events)
+        self._book.recover(now_ms, events, every_slot=failover)
         self._runs.interrupted(now_ms, events, finished)
         return [Append(tuple(events)), *finished] if events else []
 

@@ -1,11 +1,11 @@
 """The core's schedules: their fold, their timers, and their firings.
 
-Create, replace, pause, resume and delete are logged events applied by ``apply``; a slot fires
-from its timer as a ``TaskSubmitted`` naming the schedule and slot (see ``schedules``), and a
-slot whose task is still held is skipped with a logged ``ScheduleSkipped``, so every change to a
-schedule is a logged fact. ``recover`` decides missed slots once at start: one catch-up for
-atLeastOnce, a logged skip for atMostOnce. A schedule's next slot and timer derive from its
-fields (``place``), the same way live, in replay and after a restore.
+Create, replace, pause, resume and delete are logged events applied by ``apply``; a slot fires from
+its timer as a ``TaskSubmitted`` naming the schedule and slot (see ``schedules``), and a slot whose
+task is still held is skipped with a logged ``ScheduleSkipped``, so every change to a schedule is a
+logged fact. ``recover`` decides missed slots once at start: one catch-up for atLeastOnce (every
+missed slot after a failover between nodes), a logged skip for atMostOnce. A schedule's next slot
+and timer derive from its fields (``place``), the same way live, in replay and after a restore.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from cloudqueue.engine.core.events import (
 )
 from cloudqueue.engine.core.options import DeliveryMode
 from cloudqueue.engine.core.runs import Emit
-from cloudqueue.engine.core.schedules import MISSED_COUNT_CAP, Schedule, task_id
+from cloudqueue.engine.core.schedules import (
+    MAX_FAILOVER_SLOTS,
+    MISSED_COUNT_CAP,
+    Schedule,
+    task_id,
+)
 from cloudqueue.engine.core.task import Task, expired
 from cloudqueue.engine.core.timers import TimerKind, Timers
 
@@ -117,15 +122,25 @@ class ScheduleBook:
         events.append(self._emit(lambda seq: TaskSubmitted(
             seq, now_ms, uid, spec.function, spec.params, spec.options, slot, spec.name, slot)))
 
-    def recover(self, now_ms: int, events: list[Event]) -> None:
+    def recover(self, now_ms: int, events: list[Event], *, every_slot: bool = False) -> None:
+        """Missed slots at start. ``every_slot``: the app was dispatched elsewhere until moments
+        ago (a failover or handover between nodes, not an outage): an atLeastOnce schedule
+        fires each slot it missed, up to ``MAX_FAILOVER_SLOTS`` (more: one catch-up)."""
         for found in self.all():
-            if found.next_slot_ms is None or found.next_slot_ms > now_ms:
+            first = found.next_slot_ms
+            if first is None or first > now_ms:
                 continue
             latest, count = self._missed(found, now_ms)
             if found.spec.options.delivery_mode is DeliveryMode.AT_MOST_ONCE:
                 events.append(self._emit(partial(ScheduleSkipped, t_ms=now_ms,
                                                  name=found.spec.name, skipped=count,
                                                  last_slot_ms=latest)))
+            elif every_slot and count <= MAX_FAILOVER_SLOTS:
+                slots = [first]
+                while slots[-1] < latest:
+                    slots.append(found.next_after(slots[-1]))
+                for slot in slots:  # each fired places the timer after it; the last, after now
+                    self._fire(found, slot, now_ms, events)
             else:
                 self._fire(found, latest, now_ms, events)  # one catch-up, the latest slot
 

@@ -8,8 +8,10 @@ torn write) meets its own uniqueId and is not doubled.
 
 Missed slots (the queue was down): ``atLeastOnce`` schedules fire exactly one catch-up at start,
 for the latest missed slot; ``atMostOnce`` schedules fire none, and a ``ScheduleSkipped`` record
-says how many slots were skipped. A paused schedule has no timer; resuming does not catch up the
-paused time.
+says how many slots were skipped. A failover between nodes sharing a database is not the queue
+being down: the node that takes the app over moments after its previous lease ended fires every
+slot an ``atLeastOnce`` schedule missed meanwhile, each once (at most ``MAX_FAILOVER_SLOTS``). A
+paused schedule has no timer; resuming does not catch up the paused time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _TASK_OPTION_NAMES = {"attempts", "backoff", "backoffType", "backoffMax", "deliv
 _PY_TASK_OPTION_NAMES = {"attempts", "backoff", "backoff_type", "backoff_max", "delivery_mode",
                          "timeout", "keep_result"}
 MISSED_COUNT_CAP = 100_000
+# After a failover between nodes, an atLeastOnce schedule fires each slot it missed, up to this
+# many (a schedule of a few milliseconds' interval misses more: it fires one catch-up)
+MAX_FAILOVER_SLOTS = 1_000
 
 
 @dataclass(frozen=True, slots=True)

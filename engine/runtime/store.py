@@ -44,6 +44,10 @@ class StoredState:
     report: Any = None  # an OpenReport, or None when there is nothing to say
     counters: dict[str, Any] = field(default_factory=dict)
     snapshot_schedules: list[Schedule] = field(default_factory=list)
+    # another node dispatched this app until moments ago (a failover or handover between nodes
+    # sharing a database, not a start after the queue was down): schedules fire every slot they
+    # missed meanwhile, not one catch-up (``EngineCore.recover``)
+    failover: bool = False
 
     @property
     def last_seq(self) -> int:

@@ -58,7 +58,7 @@ class Conn:
                      "epoch": 1, "expired": False} for app_id in ("a", "b")]
         raise AssertionError(query)
 
-    async def fetchval(self, query: str, *args: Any) -> Any:
+    async def fetchrow(self, query: str, *args: Any) -> Any:
         return None  # a take: another node was quicker
 
     @contextlib.asynccontextmanager

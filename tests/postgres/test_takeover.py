@@ -10,7 +10,10 @@ from collections import Counter
 from typing import Any
 
 from cloudqueue import Engine, RunContext, TaskState
-from cloudqueue.engine.runtime.postgres.database import FencedError
+from cloudqueue.engine.runtime.clock import SystemClock
+from cloudqueue.engine.runtime.postgres.database import FencedError, open_database
+from cloudqueue.engine.runtime.postgres.node import Node, NodeOptions
+from cloudqueue.engine.runtime.postgres.store import Lease
 from tests.waiting import until
 
 LEASE_MS = 1_000  # the least a lease may be: the takeover below takes about this long
@@ -84,7 +87,9 @@ async def test_a_schedule_fires_each_slot_once_across_a_takeover(pg_url: str) ->
     await old.set_schedule("tick", "tick", interval=200)
     await until(lambda: len(calls) >= 3, "three slots fired on the first node")
     assert old._joined is not None and old._joined.node._task is not None
-    old._joined.node._task.cancel()  # the first node goes silent, its timers still firing
+    # the first node dies: its turns stop and nothing it fires from now on is stored
+    old._joined.node._task.cancel()
+    old._lease_lost()
     new = Engine(store=pg_url, lease_ms=LEASE_MS, concurrency=4)
     new.define("tick")(tick)
     await new.start()
@@ -94,8 +99,50 @@ async def test_a_schedule_fires_each_slot_once_across_a_takeover(pg_url: str) ->
         await until(lambda: old.failure is not None, "the first node fenced")
         held = sorted(int(t.unique_id.rsplit(":", 1)[1]) for t in new.core.tasks()
                       if t.unique_id.startswith("cron:tick:"))
-        # every slot from the first to the last is a task once: none missed, none doubled
+        # every slot from the first to the last is a task once: none missed, none doubled;
+        # those of the lease's second or so without a node fired late, each once, by the new one
         assert held == list(range(held[0], held[-1] + 1, 200))
+        late = [t for t in new.core.tasks() if t.unique_id.startswith("cron:tick:")
+                and t.created_ms - int(t.unique_id.rsplit(":", 1)[1]) >= 400]
+        assert len(late) >= 3
     finally:
         await new.close()
         await old.close()
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.leases: list[Lease] = []
+
+    async def acquired(self, lease: Lease) -> None:
+        self.leases.append(lease)
+
+    async def lost(self) -> None:
+        return None
+
+    async def handover(self) -> None:
+        return None
+
+
+async def test_a_takeover_moments_after_the_last_lease_ended_is_a_failover(pg_url: str) -> None:
+    pool = await open_database(pg_url)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO cq_leases (app_id, owner, epoch, expires_at) VALUES "
+                "('died', 'gone', 3, now() - interval '1 second'), "  # its node died
+                "('handed', NULL, 3, now() - interval '1 second'), "  # handed over on a stop
+                "('down', 'gone', 3, now() - interval '1 hour'), "  # no node for an hour
+                "('older', NULL, 3, '-infinity')")  # released by an earlier version
+        holders = {app: Holder() for app in ("died", "handed", "down", "older", "new")}
+        node = Node(pool, holders, SystemClock(), options=NodeOptions(lease_ms=4_000))
+        await node.start()
+        try:
+            assert {app: [(lease.epoch, lease.failover) for lease in holder.leases]
+                    for app, holder in holders.items()} == {
+                "died": [(4, True)], "handed": [(4, True)], "down": [(4, False)],
+                "older": [(4, False)], "new": [(1, False)]}
+        finally:
+            await node.leave()
+    finally:
+        await pool.close()

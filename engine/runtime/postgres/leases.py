@@ -92,15 +92,19 @@ SELECT app_id, owner, epoch, expires_at < now() AS expired FROM cq_leases
 # taken first in a takeover's transaction: waits for the batches being inserted to commit, and
 # holds new ones back until the epoch has moved (store.py: the fence)
 TAKE_LOCK = "LOCK TABLE cq_batches IN SHARE MODE"
-# a takeover: free, expired, or already this node's (a new epoch either way)
+# a takeover: free, expired, or already this node's (a new epoch either way); also how long
+# ago the previous lease ended (released or expired; NULL: the app had none), in ms
 TAKE = """
+WITH before AS (SELECT expires_at FROM cq_leases WHERE app_id = $1)
 INSERT INTO cq_leases AS l (app_id, owner, epoch, expires_at)
 VALUES ($1, $2, 1, now() + make_interval(secs => $3::float8 / 1000))
 ON CONFLICT (app_id) DO UPDATE
    SET owner = $2, epoch = l.epoch + 1,
        expires_at = now() + make_interval(secs => $3::float8 / 1000)
  WHERE l.owner IS NULL OR l.expires_at < now() OR l.owner = $2
-RETURNING epoch
+RETURNING epoch,
+          (SELECT extract(epoch FROM now() - b.expires_at)::float8 * 1000 FROM before b
+            WHERE isfinite(b.expires_at)) AS ended_ms_ago
 """
 RENEW = """
 UPDATE cq_leases AS l SET expires_at = now() + make_interval(secs => $2::float8 / 1000)
@@ -108,8 +112,9 @@ UPDATE cq_leases AS l SET expires_at = now() + make_interval(secs => $2::float8 
  WHERE l.app_id = held.app_id AND l.epoch = held.epoch AND l.owner = $1
 RETURNING l.app_id
 """
+# free at once (no owner); the expiry says when it ended (a handover, not an outage: TAKE)
 RELEASE = """
-UPDATE cq_leases SET owner = NULL, expires_at = '-infinity'
+UPDATE cq_leases SET owner = NULL, expires_at = now()
  WHERE app_id = $1 AND owner = $2 AND epoch = $3
 """
 LEAVE = "DELETE FROM cq_nodes WHERE node_id = $1"

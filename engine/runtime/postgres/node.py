@@ -56,6 +56,13 @@ class NodeOptions:
     turn_ms: int = 500
     fence_margin_ms: int = 1_000
 
+    @property
+    def failover_window_ms(self) -> int:
+        """A takeover this soon after the app's previous lease ended (released, or expired) is
+        a failover, not a start after the queue was down: the app's schedules fire every slot
+        they missed (``Lease.failover``)."""
+        return 2 * self.lease_ms
+
     def __post_init__(self) -> None:
         if not 0 < self.turn_ms < self.lease_ms - self.fence_margin_ms:
             raise ValueError("a node's turn must be shorter than its lease minus the margin")
@@ -246,15 +253,18 @@ class Node:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(sql.TAKE_LOCK)
-                epoch = await conn.fetchval(sql.TAKE, app_id, self.node_id,
+                taken = await conn.fetchrow(sql.TAKE, app_id, self.node_id,
                                             self.options.lease_ms)
         except UNAVAILABLE as exc:
             log.warning("node %s: could not take app %s: %s", self.node_id, app_id, exc)
             return
-        if epoch is None:
+        if taken is None:
             return  # another node was quicker
-        lease = Lease(app_id, self.node_id, int(epoch),
-                      sent_ms + self.options.lease_ms - self.options.fence_margin_ms)
+        ended_ms_ago = taken["ended_ms_ago"]
+        lease = Lease(app_id, self.node_id, int(taken["epoch"]),
+                      sent_ms + self.options.lease_ms - self.options.fence_margin_ms,
+                      failover=ended_ms_ago is not None
+                      and ended_ms_ago <= self.options.failover_window_ms)
         self.held[app_id] = lease
         self.owners[app_id] = Owner(self.node_id, self.url, lease.epoch)
         self._start_move(app_id, self._open(lease))

@@ -98,6 +98,8 @@ class Lease:
     valid_until_ms: float
     lost: bool = False
     on_valid: Callable[[], None] | None = None  # called when a renewal ends a lapse
+    # taken moments after another lease ended (NodeOptions.failover_window_ms): StoredState's
+    failover: bool = False
 
     def valid(self, now_monotonic_ms: float) -> bool:
         return not self.lost and now_monotonic_ms < self.valid_until_ms
@@ -169,6 +171,7 @@ class PgStore:
                                         [bytes(p["body"]) for p in parts],
                                         [(r["prev_seq"], r["last_seq"], bytes(r["body"]))
                                          for r in rows])
+        state.failover = lease.failover
         store = cls(pool, lease, clock, last_seq=state.last_seq, snapshot_seq=snapshot_seq,
                     bytes_since_snapshot=sum(len(r["body"]) for r in rows), **options)
         return store, state
