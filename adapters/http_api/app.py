@@ -318,6 +318,7 @@ async def ready(request: web.Request) -> web.Response:
         shown["dispatching"] = {a: (cluster.node.node_id if q.local else
                                     getattr(cluster.node.owners.get(a), "node_id", None))
                                 for a, q in every.items()}
+        shown["standbyOf"] = sorted(cluster.node.warm)  # ready to take over at once
     if problems:
         return web.json_response({"status": "not ready", "apps": problems, **shown}, status=503)
     return web.json_response({"status": "ready", **shown})

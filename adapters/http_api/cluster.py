@@ -31,12 +31,18 @@ import asyncpg
 from aiohttp import web
 
 from cloudqueue.adapters.http_api.tenants import APPS, QueueApp
-from cloudqueue.engine.core.errors import AppMovingError
+from cloudqueue.engine.core.errors import AppMovingError, LogGapError
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.clock import Clock, SystemClock
-from cloudqueue.engine.runtime.postgres.database import open_database, refusal, shown_url
+from cloudqueue.engine.runtime.postgres.database import (
+    UNAVAILABLE,
+    open_database,
+    refusal,
+    shown_url,
+)
 from cloudqueue.engine.runtime.postgres.health import DbHealth
 from cloudqueue.engine.runtime.postgres.node import Node, NodeOptions
+from cloudqueue.engine.runtime.postgres.standby import Standby
 from cloudqueue.engine.runtime.postgres.store import Lease, PgOpener
 from cloudqueue.engine.runtime.store import AsyncStoreOpener
 
@@ -72,24 +78,71 @@ class ClusterConfig:
 
 
 class NodeApp:
-    """One app on this node: a new engine each time the node takes the app's lease."""
+    """One app on this node: a new engine each time the node takes the app's lease, started
+    from the standby of the app when this node kept one (``standby.py``: the node was next in
+    line for the app), else read whole."""
 
     def __init__(self, queue_app: QueueApp, cluster: Cluster) -> None:
         self.queue_app = queue_app
         self.cluster = cluster
+        self.standby: Standby | None = None
+        self._standby_engine: Engine | None = None  # unstarted; its core is the standby's
+
+    async def warm(self) -> bool:
+        if self.standby is None:
+            app_id = self.queue_app.keys.app_id
+            standby = Standby(self.cluster.pool, app_id, self.cluster.clock)
+            engine = self.cluster.config.build(app_id, standby)
+            standby.core = engine.core
+            self.standby, self._standby_engine = standby, engine
+        standby = self.standby
+        try:
+            await standby.catch_up()
+        except LogGapError as exc:  # a snapshot covered what it had not read: read it anew
+            log.info("the standby of app %s starts over: %s", standby.app_id, exc)
+            self._drop(standby)
+            return False
+        except UNAVAILABLE:
+            return standby.ready  # a turn without the database: behind, still good
+        except BaseException:
+            self._drop(standby)
+            raise
+        return standby.ready
+
+    def cool(self) -> None:
+        self.standby = self._standby_engine = None
+
+    def _drop(self, standby: Standby) -> None:
+        if self.standby is standby:
+            self.cool()
 
     async def acquired(self, lease: Lease) -> None:
         app_id = self.queue_app.keys.app_id
-        engine = self.cluster.config.build(app_id, PgOpener(self.cluster.pool, lease,
-                                                            self.cluster.clock))
-        lease.on_valid = lambda: engine.driver.poke()
+        standby, engine = self.standby, self._standby_engine
+        self.cool()
         self.cluster.opening.add(app_id)
         try:
-            await engine.start()
-            self.queue_app.engine = engine
-            self.queue_app.local = True
+            if standby is not None and engine is not None and standby.ready:
+                standby.lease = lease
+                try:
+                    await self._start(engine, lease)
+                    log.info("app %s: opened from this node's standby of it (seq %s)", app_id,
+                             standby.seq)
+                    return
+                except LogGapError as exc:  # compacted since its last catch-up: read it whole
+                    log.info("app %s: its standby is behind a snapshot (%s); reading it whole",
+                             app_id, exc)
+            engine = self.cluster.config.build(app_id, PgOpener(self.cluster.pool, lease,
+                                                                self.cluster.clock))
+            await self._start(engine, lease)
         finally:
             self.cluster.opening.discard(app_id)
+
+    async def _start(self, engine: Engine, lease: Lease) -> None:
+        lease.on_valid = lambda: engine.driver.poke()
+        await engine.start()
+        self.queue_app.engine = engine
+        self.queue_app.local = True
 
     async def lost(self) -> None:
         self.queue_app.local = False

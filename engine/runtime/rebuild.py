@@ -24,6 +24,8 @@ def rebuild(core: EngineCore, events: Iterable[Event], *, snapshot_seq: int = 0,
             counters: dict[str, Any] | None = None) -> EngineCore:
     """Fill ``core`` (new, empty) with a snapshot's contents and fold ``events`` (those after
     the snapshot's seq) into it; no recovery decisions are taken (a start takes them next).
+    ``counters`` None: ``core`` already holds the state up to ``snapshot_seq`` (a standby's,
+    ``postgres/standby.py``) and the events go on from it.
 
     Raises:
         LogInconsistentError: an event that does not follow from those before it.
@@ -31,7 +33,8 @@ def rebuild(core: EngineCore, events: Iterable[Event], *, snapshot_seq: int = 0,
     core.restore_many(snapshot_tasks)
     for found in snapshot_schedules:
         core.restore_schedule(found)
-    core.restore_counters(counters or {})
+    if counters is not None:
+        core.restore_counters(counters)
     core.last_seq = max(core.last_seq, snapshot_seq)
     apply_logged(core.apply, events)
     return core
@@ -52,7 +55,8 @@ async def rebuild_yielding(core: EngineCore, events: Sequence[Event], *, snapsho
         await asyncio.sleep(0)
     for found in snapshot_schedules:
         core.restore_schedule(found)
-    core.restore_counters(counters or {})
+    if counters is not None:
+        core.restore_counters(counters)
     core.last_seq = max(core.last_seq, snapshot_seq)
     for start in range(0, len(events), STEP):
         apply_logged(core.apply, events[start:start + STEP])

@@ -42,7 +42,8 @@ class StoredState:
     snapshot_seq: int = 0
     events: list[Event] = field(default_factory=list)
     report: Any = None  # an OpenReport, or None when there is nothing to say
-    counters: dict[str, Any] = field(default_factory=dict)
+    # what a snapshot keeps beyond the tasks; None: the events go on from a core that has them
+    counters: dict[str, Any] | None = field(default_factory=dict)
     snapshot_schedules: list[Schedule] = field(default_factory=list)
     # another node dispatched this app until moments ago (a failover or handover between nodes
     # sharing a database, not a start after the queue was down): schedules fire every slot they

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cloudqueue.engine.runtime.postgres.leases import LeaseRow, NodeRow, plan, preferred
+from cloudqueue.engine.runtime.postgres.leases import (
+    LeaseRow,
+    NodeRow,
+    next_in_line,
+    plan,
+    preferred,
+)
 
 APPS = [f"app{i}" for i in range(300)]
 
@@ -49,3 +55,34 @@ def test_an_app_goes_only_to_nodes_that_serve_it() -> None:
     assert preferred("y", live) == "b"
     assert "y" not in plan("a", ["x", "y"], live, {}, held=()).take
     assert preferred("z", live) is None  # nobody serves it
+
+
+def test_a_node_hands_an_app_back_once_the_joining_nodes_standby_is_ready() -> None:
+    theirs = [app for app in APPS if preferred(app, nodes("a", "b")) == "b"]
+    ready, cold, overdue = theirs[0], theirs[1], theirs[2]
+    joining = [NodeRow("a", None, frozenset(APPS), frozenset()),
+               NodeRow("b", None, frozenset(APPS), frozenset({ready}))]
+    todo = plan("a", APPS, joining, {}, held=APPS, overdue={overdue})
+    assert todo.release == [app for app in theirs if app in (ready, overdue)]
+    assert cold not in todo.release  # b still reads it: a keeps dispatching it meanwhile
+    keeps_none = [joining[0], NodeRow("b", None, frozenset(APPS), None)]  # (a pinned node)
+    assert plan("a", APPS, keeps_none, {}, held=APPS).release == theirs
+
+
+def test_a_node_keeps_a_standby_of_the_apps_it_would_take_next() -> None:
+    three = nodes("a", "b", "c")
+    leases = {app: LeaseRow(app, preferred(app, three), 1, expired=False) for app in APPS}
+    line = {me: next_in_line(me, APPS, three, leases, held=[a for a in APPS
+                                                             if leases[a].owner == me])
+            for me in ("a", "b", "c")}
+    for app in APPS:  # one node in line for each app: the one it would go to if its owner died
+        owner = leases[app].owner
+        assert owner is not None
+        heirs = [me for me, apps in line.items() if app in apps]
+        assert heirs == [preferred(app, [n for n in three if n.node_id != owner])]
+    # a joining node is in line for the apps it prefers, held elsewhere until handed back
+    joined = nodes("a", "b", "c", "d")
+    line_d = next_in_line("d", APPS, joined, leases, held=())
+    assert {app for app in APPS if preferred(app, joined) == "d"} <= set(line_d)
+    free = {app: LeaseRow(app, None, 1, expired=False) for app in APPS}
+    assert next_in_line("d", APPS, joined, free, held=()) == []  # free apps are just taken

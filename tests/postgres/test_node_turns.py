@@ -51,7 +51,7 @@ class Conn:
             del self.node.held["b"]  # handed back while the renewal was on its way
             return renewed
         if query == sql.LIVE_NODES:
-            return [{"node_id": self.node.node_id, "url": None, "apps": ["a", "b"]}]
+            return [{"node_id": self.node.node_id, "url": None, "apps": ["a", "b"], "warm": None}]
         if query == sql.LEASES:
             owner = self.node.node_id if self.renew_all else "other"
             return [{"app_id": app_id, "owner": owner if app_id == "a" else None,

@@ -1,16 +1,19 @@
 """Two ``cloudqueue serve`` nodes on one database, in this process: either node answers every
 request of the app (the one that does not dispatch it forwards), an event stream included; a
-node stopping cleanly hands the app over at once (not after its lease)."""
+node stopping cleanly hands the app over at once (not after its lease), to the node that kept a
+standby of it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 
 from cloudqueue.adapters.auth import AppKeys
 from cloudqueue.config import AppConfig, ServeConfig
@@ -141,3 +144,42 @@ async def test_nodes_share_the_apps_and_each_answers_for_all(pg_url: str) -> Non
             async with session.post(f"{urls[i % 2]}{BASE}/tasks", headers=headers,
                                     json={"function": "echo", "params": {"i": i}}) as answer:
                 assert answer.status == 200, await answer.text()
+
+
+async def test_the_next_node_keeps_a_standby_and_takes_the_app_over_from_it(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cloudqueue.cluster")
+    async with contextlib.AsyncExitStack() as stack, aiohttp.ClientSession() as session:
+        one = await stack.enter_async_context(node(pg_url))
+        two_ctx = node(pg_url)
+        two = await two_ctx.__aenter__()
+        try:
+            owner, other = await owner_and_other(session, one, two)
+            uid = await enqueue(session, owner, {"function": "echo", "params": {"x": 1},
+                                                 "delay": 500})
+            ready: dict[str, Any] = {}
+            for _ in range(200):  # the other node reads the app and says it is ready
+                async with session.get(f"{other}/__health/ready") as answer:
+                    ready = await answer.json()
+                if ready["standbyOf"] == ["appA"]:
+                    break
+                await asyncio.sleep(0.05)  # (polling the servers: their turns run on real time)
+            assert ready["standbyOf"] == ["appA"]
+            later = await enqueue(session, other, {"function": "echo", "params": {"x": 2}})
+            if owner == one:
+                await stack.aclose()  # a clean stop: the app moves to the other node at once
+            else:
+                await two_ctx.__aexit__(None, None, None)
+            for _ in range(200):  # it takes the app at its next turn
+                async with session.get(f"{other}/__health/ready") as answer:
+                    ready = await answer.json()
+                if ready["dispatching"]["appA"] == ready["node"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert ready["dispatching"]["appA"] == ready["node"] and ready["standbyOf"] == []
+            assert "app appA: opened from this node's standby of it" in caplog.text
+            for unique_id in (uid, later):  # what the owner wrote last came along
+                assert (await info(session, other, unique_id))["uniqueId"] == unique_id
+        finally:
+            if owner == one:
+                await two_ctx.__aexit__(None, None, None)

@@ -17,7 +17,7 @@ need not agree; a node's own deadline for starting runs is on its monotonic cloc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -26,6 +26,8 @@ class NodeRow:
     node_id: str
     url: str | None
     apps: frozenset[str]
+    # the apps it keeps a standby of, ready to take (None: it keeps none; ``standby.py``)
+    warm: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +59,24 @@ def preferred(app_id: str, nodes: Iterable[NodeRow]) -> str | None:
 
 
 def plan(me: str, apps: Iterable[str], nodes: Iterable[NodeRow],
-         leases: Mapping[str, LeaseRow], held: Iterable[str]) -> Plan:
+         leases: Mapping[str, LeaseRow], held: Iterable[str],
+         overdue: Collection[str] = ()) -> Plan:
     """What node ``me`` does this turn: take the free apps it prefers, release the apps it holds
-    that another live node prefers. ``nodes``: those alive (``me`` among them)."""
+    that another live node prefers, once that node has a standby of the app ready (it takes it
+    over in a moment, instead of reading it whole while the app waits), or keeps none, or the
+    app is ``overdue`` (it has waited long enough). ``nodes``: those alive (``me`` among
+    them)."""
     live = list(nodes)
+    rows = {n.node_id: n for n in live}
     holding = set(held)
     result = Plan()
     for app_id in apps:
         want = preferred(app_id, live)
         if app_id in holding:
             if want is not None and want != me:
-                result.release.append(app_id)
+                warm = rows[want].warm
+                if warm is None or app_id in warm or app_id in overdue:
+                    result.release.append(app_id)
             continue
         row = leases.get(app_id)
         if want == me and (row is None or row.free or row.owner == me):
@@ -75,14 +84,32 @@ def plan(me: str, apps: Iterable[str], nodes: Iterable[NodeRow],
     return result
 
 
+def next_in_line(me: str, apps: Iterable[str], nodes: Iterable[NodeRow],
+                 leases: Mapping[str, LeaseRow], held: Iterable[str]) -> list[str]:
+    """The apps another node dispatches that node ``me`` would take next: the one it prefers
+    (waiting for a handover), or the one it would go to if its owner died. ``me`` keeps a
+    standby of each."""
+    live = list(nodes)
+    holding = set(held)
+    found = []
+    for app_id in apps:
+        row = leases.get(app_id)
+        if app_id in holding or row is None or row.free:
+            continue
+        others = [n for n in live if n.node_id != row.owner]
+        if preferred(app_id, others) == me:
+            found.append(app_id)
+    return found
+
+
 # ---------------------------------------------------------------------- statements
 
 HEARTBEAT = """
-INSERT INTO cq_nodes (node_id, url, apps) VALUES ($1, $2, $3)
-ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), url = $2, apps = $3
+INSERT INTO cq_nodes (node_id, url, apps, warm) VALUES ($1, $2, $3, $4)
+ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), url = $2, apps = $3, warm = $4
 """
 LIVE_NODES = """
-SELECT node_id, url, apps FROM cq_nodes
+SELECT node_id, url, apps, warm FROM cq_nodes
  WHERE heartbeat_at > now() - make_interval(secs => $1::float8 / 1000)
 """
 LEASES = """

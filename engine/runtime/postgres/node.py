@@ -31,7 +31,7 @@ import logging
 import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -40,10 +40,21 @@ from cloudqueue.engine.runtime.clock import Clock, wait_for
 from cloudqueue.engine.runtime.postgres import leases as sql
 from cloudqueue.engine.runtime.postgres.database import UNAVAILABLE
 from cloudqueue.engine.runtime.postgres.health import CHECK_EVERY_MS, DbHealth
-from cloudqueue.engine.runtime.postgres.leases import LeaseRow, NodeRow, plan
+from cloudqueue.engine.runtime.postgres.leases import (
+    LeaseRow,
+    NodeRow,
+    next_in_line,
+    plan,
+    preferred,
+)
 from cloudqueue.engine.runtime.postgres.store import Lease
 
 log = logging.getLogger("cloudqueue.node")
+
+
+# how long an app another node prefers stays with its owner while that node's standby of it is
+# not ready (a node reading a big app; one that cannot read it at all gets it after this)
+HANDOVER_WAIT_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,21 @@ class NodeOptions:
         """Options for a lease of ``lease_ms``: a turn an eighth of it (at most 500 ms), runs
         stopped a quarter of it before it could expire."""
         return cls(lease_ms, min(500, lease_ms // 8), lease_ms // 4)
+
+
+@runtime_checkable
+class KeepsStandby(Protocol):
+    """An ``AppHolder`` that can keep a standby of its app (``standby.py``) while another node
+    dispatches it."""
+
+    async def warm(self) -> bool:
+        """Read the app (the first time) or what its owner wrote since (later); whether the
+        standby is ready to take the app over."""
+        ...
+
+    def cool(self) -> None:
+        """Drop the standby (the app went to another node's line)."""
+        ...
 
 
 class AppHolder(Protocol):
@@ -116,6 +142,13 @@ class Node:
         self.health = DbHealth()  # the database watched every CHECK_EVERY_MS (health.py)
         self._task: asyncio.Task[None] | None = None
         self._moving: dict[str, asyncio.Task[None]] = {}  # apps being opened or handed back
+        # standbys: kept by holders that can (not by a pinned node), of the apps this node
+        # would take next; ``warm`` those ready, ``_warming`` those catching up now
+        self.standbys = not pinned and any(isinstance(h, KeepsStandby)
+                                           for h in self.apps.values())
+        self.warm: set[str] = set()
+        self._warming: dict[str, asyncio.Task[None]] = {}
+        self._wanted_since: dict[str, float] = {}  # held apps another node prefers: since when
         self._stopping = False
         self._wake = asyncio.Event()
 
@@ -149,6 +182,10 @@ class Node:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        warming = list(self._warming.values())
+        for task in warming:
+            task.cancel()
+        await asyncio.gather(*warming, return_exceptions=True)
         with contextlib.suppress(*UNAVAILABLE):
             async with self.pool.acquire() as conn:
                 await conn.execute(sql.LEAVE, self.node_id)
@@ -208,18 +245,60 @@ class Node:
         self.owners = {r.app_id: Owner(r.owner, next((n.url for n in nodes
                                                       if n.node_id == r.owner), None), r.epoch)
                        for r in rows.values() if r.owner is not None and not r.expired}
-        if self._stopping:
-            return
-        todo = plan(self.node_id, self.apps, nodes, rows, self.held)
+        if not self._stopping:
+            await self._follow(nodes, rows)
+
+    async def _follow(self, nodes: list[NodeRow], rows: dict[str, LeaseRow]) -> None:
+        """The turn's plan: hand back, keep standbys, take."""
+        todo = plan(self.node_id, self.apps, nodes, rows, self.held, self._overdue(nodes))
         for app_id in () if self.pinned else todo.release:
             if app_id not in self._moving:
                 self._start_move(app_id, self._hand_back(app_id))
         for app_id in todo.take:
             if app_id not in self._moving:
-                await self._take(app_id)
+                await self._take(app_id)  # (from its standby, if this node kept one)
+        if self.standbys:  # after the takes: a standby just used is not dropped
+            self._keep_standbys(next_in_line(self.node_id, self.apps, nodes, rows, self.held))
+
+    def _overdue(self, nodes: list[NodeRow]) -> set[str]:
+        """The held apps another node has preferred for ``HANDOVER_WAIT_MS``: handed back
+        whether or not its standby is ready."""
+        now = self.clock.monotonic_ms()
+        wanted = {a for a in self.held if preferred(a, nodes) not in (None, self.node_id)}
+        self._wanted_since = {a: self._wanted_since.get(a, now) for a in wanted}
+        return {a for a, since in self._wanted_since.items() if now - since >= HANDOVER_WAIT_MS}
+
+    def _keep_standbys(self, apps: list[str]) -> None:
+        """Catch up a standby of each of ``apps`` (one at a time per app, beside the turns);
+        drop the others'."""
+        for app_id in apps:
+            if app_id not in self._warming and app_id not in self._moving:
+                task = asyncio.create_task(self._warm(app_id),
+                                           name=f"cloudqueue-standby:{app_id}")
+                self._warming[app_id] = task
+        for app_id, holder in self.apps.items():
+            if (app_id not in apps and app_id not in self.held and app_id not in self._moving
+                    and app_id not in self._warming and isinstance(holder, KeepsStandby)):
+                self.warm.discard(app_id)
+                holder.cool()
+
+    async def _warm(self, app_id: str) -> None:
+        holder = self.apps[app_id]
+        try:
+            ready = isinstance(holder, KeepsStandby) and await holder.warm()
+        except Exception:  # a bug: no standby, the app is read whole if taken
+            log.exception("node %s: the standby of app %s failed", self.node_id, app_id)
+            ready = False
+        finally:
+            del self._warming[app_id]
+        if ready and app_id not in self.held:
+            self.warm.add(app_id)
+        else:
+            self.warm.discard(app_id)
 
     async def _renew(self, conn: PoolConnectionProxy[Any], sent_ms: float) -> set[str]:
-        await conn.execute(sql.HEARTBEAT, self.node_id, self.url, sorted(self.apps))
+        await conn.execute(sql.HEARTBEAT, self.node_id, self.url, sorted(self.apps),
+                           sorted(self.warm) if self.standbys else None)
         if not self.held:
             return set()
         sent = dict(self.held)
@@ -240,10 +319,12 @@ class Node:
 
     async def _look(self, conn: PoolConnectionProxy[Any]
                     ) -> tuple[list[NodeRow], dict[str, LeaseRow]]:
-        nodes = [NodeRow(r["node_id"], r["url"], frozenset(r["apps"]))
+        nodes = [NodeRow(r["node_id"], r["url"], frozenset(r["apps"]),
+                         None if r["warm"] is None else frozenset(r["warm"]))
                  for r in await conn.fetch(sql.LIVE_NODES, self.options.lease_ms)]
         if self.node_id not in {n.node_id for n in nodes}:  # this node is alive: it just beat
-            nodes.append(NodeRow(self.node_id, self.url, frozenset(self.apps)))
+            nodes.append(NodeRow(self.node_id, self.url, frozenset(self.apps),
+                                 frozenset(self.warm) if self.standbys else None))
         rows = {r["app_id"]: LeaseRow(r["app_id"], r["owner"], r["epoch"], r["expired"])
                 for r in await conn.fetch(sql.LEASES, list(self.apps))}
         return nodes, rows
@@ -266,6 +347,7 @@ class Node:
                       failover=ended_ms_ago is not None
                       and ended_ms_ago <= self.options.failover_window_ms)
         self.held[app_id] = lease
+        self.warm.discard(app_id)  # (the standby, if ready, opens it: AppHolder.acquired)
         self.owners[app_id] = Owner(self.node_id, self.url, lease.epoch)
         self._start_move(app_id, self._open(lease))
 

@@ -13,8 +13,8 @@ epoch; ``prev_seq`` is the last seq stored before it (seqs of events rolled back
 never stored), so a missing batch is seen. ``cq_snapshots``: an app's state at ``seq`` (the
 log's snapshot encoding) in parts; the batches it covers are deleted after it. ``cq_leases``:
 which node dispatches each app, until when, at which fencing epoch. ``cq_nodes``: the nodes
-alive (their heartbeat), the apps each serves, and the address other nodes forward an app's
-requests to.
+alive (their heartbeat), the apps each serves, the apps it keeps a standby of (``warm``), and the
+address other nodes forward an app's requests to.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ CREATE TABLE cq_nodes (
     heartbeat_at timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.0,
         autovacuum_vacuum_threshold = 1000);
+"""),
+    (2, "nodes say which apps they keep a standby of", """
+ALTER TABLE cq_nodes ADD COLUMN warm text[];
 """),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -151,29 +151,10 @@ class PgStore:
             LogGapError: batches missing between the snapshot and the last batch.
             LogError: a row that does not decode.
         """
-        async with pool.acquire() as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                head = await conn.fetchrow(
-                    "SELECT seq, parts FROM cq_snapshots WHERE app_id = $1 "
-                    "ORDER BY seq DESC, part LIMIT 1", lease.app_id)
-                snapshot_seq = int(head["seq"]) if head else 0
-                parts = (await conn.fetch(
-                    "SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 ORDER BY part",
-                    lease.app_id, snapshot_seq)) if head else []
-                rows = await conn.fetch(
-                    "SELECT prev_seq, last_seq, body FROM cq_batches "
-                    "WHERE app_id = $1 AND last_seq > $2 ORDER BY last_seq",
-                    lease.app_id, snapshot_seq)
-        if head is not None and len(parts) != head["parts"]:
-            raise LogGapError(f"the snapshot of app {lease.app_id} at seq {snapshot_seq} has "
-                              f"{len(parts)} of its {head['parts']} parts")
-        state = await asyncio.to_thread(_decode_state, lease.app_id, snapshot_seq,
-                                        [bytes(p["body"]) for p in parts],
-                                        [(r["prev_seq"], r["last_seq"], bytes(r["body"]))
-                                         for r in rows])
+        state, size = await read_app(pool, lease.app_id)
         state.failover = lease.failover
-        store = cls(pool, lease, clock, last_seq=state.last_seq, snapshot_seq=snapshot_seq,
-                    bytes_since_snapshot=sum(len(r["body"]) for r in rows), **options)
+        store = cls(pool, lease, clock, last_seq=state.last_seq, snapshot_seq=state.snapshot_seq,
+                    bytes_since_snapshot=size, **options)
         return store, state
 
     # ------------------------------------------------------------------ Store protocol
@@ -465,6 +446,60 @@ class PgStore:
             deleted += count
             if count < DELETE_BATCH_ROWS:
                 return deleted
+
+
+async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, int]:
+    """The app's latest snapshot and the batches after it, decoded (in a worker thread), and
+    the bytes of those batches.
+
+    Raises:
+        LogGapError: batches missing between the snapshot and the last batch.
+        LogError: a row that does not decode.
+    """
+    async with pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            head = await conn.fetchrow(
+                "SELECT seq, parts FROM cq_snapshots WHERE app_id = $1 "
+                "ORDER BY seq DESC, part LIMIT 1", app_id)
+            snapshot_seq = int(head["seq"]) if head else 0
+            parts = (await conn.fetch(
+                "SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 ORDER BY part",
+                app_id, snapshot_seq)) if head else []
+            rows = await conn.fetch(
+                "SELECT prev_seq, last_seq, body FROM cq_batches "
+                "WHERE app_id = $1 AND last_seq > $2 ORDER BY last_seq", app_id, snapshot_seq)
+    if head is not None and len(parts) != head["parts"]:
+        raise LogGapError(f"the snapshot of app {app_id} at seq {snapshot_seq} has "
+                          f"{len(parts)} of its {head['parts']} parts")
+    state = await asyncio.to_thread(_decode_state, app_id, snapshot_seq,
+                                    [bytes(p["body"]) for p in parts],
+                                    [(r["prev_seq"], r["last_seq"], bytes(r["body"]))
+                                     for r in rows])
+    return state, sum(len(r["body"]) for r in rows)
+
+
+async def read_after(pool: asyncpg.Pool, app_id: str, seq: int) -> tuple[StoredState, int, int]:
+    """The app's batches after ``seq`` (the events only: ``counters`` None, no snapshot), the
+    bytes of those batches, and the seq of the app's latest snapshot (0: none).
+
+    Raises:
+        LogGapError: the batch that followed ``seq`` is gone (a snapshot covered and deleted
+            it): read the app whole (``read_app``).
+    """
+    async with pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(
+                "SELECT prev_seq, last_seq, body FROM cq_batches "
+                "WHERE app_id = $1 AND last_seq > $2 ORDER BY last_seq", app_id, seq)
+            snapshot_seq = await conn.fetchval(
+                "SELECT coalesce(max(seq), 0) FROM cq_snapshots WHERE app_id = $1", app_id)
+    decoded = [(r["prev_seq"], r["last_seq"], bytes(r["body"])) for r in rows]
+    if len(decoded) > 64:
+        state = await asyncio.to_thread(_decode_state, app_id, seq, [], decoded)
+    else:  # a turn's worth: quicker than a thread's hop
+        state = _decode_state(app_id, seq, [], decoded)
+    state.counters = None
+    return state, sum(len(r[2]) for r in decoded), int(snapshot_seq)
 
 
 def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
