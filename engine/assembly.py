@@ -64,6 +64,7 @@ class Opened:
     store: Store
     report: RecoveryReport | None
     failover: bool = False  # StoredState.failover
+    froze_heap: bool = False  # gc.freeze() ran: the engine unfreezes when it closes
 
 
 async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHooks,
@@ -115,7 +116,7 @@ async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHo
     if report is not None:
         report.apply_seconds = time.perf_counter() - started
         log.info("%s: %s", config.data_dir, report.summary())
-    return Opened(store, report, loaded.failover)
+    return Opened(store, report, loaded.failover, froze_heap=not shared)
 
 
 def _is_async(opener: object) -> bool:

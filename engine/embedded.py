@@ -140,6 +140,7 @@ class Engine:
                                     self.watchers, self.metrics)
         self._state = "new"
         self.recovery: RecoveryReport | None = None
+        self._froze_heap = False  # open_and_replay froze the heap: close unfreezes it
         self.compaction = CompactionSchedule(self.compact, lambda: self._state == "running",
                                              self.data_dir)
 
@@ -192,6 +193,7 @@ class Engine:
             await self._leave_database()
             raise
         self.store, self.recovery = opened.store, opened.report
+        self._froze_heap = opened.froze_heap
         self._driver = build_driver(self.config, self.core, self.store, self.clock,
                                     self._invoker, self.watchers, self.metrics)
         self._state = "running"
@@ -241,8 +243,11 @@ class Engine:
         self._state = "closed"
         # Frozen objects are never collected, and the engine's own (its core, its driver) were
         # frozen at start (open_and_replay): left frozen, their reference cycles would keep
-        # every task this engine held alive until the process ends.
-        gc.unfreeze()
+        # every task this engine held alive until the process ends. Not so for an engine that
+        # opened a shared store: it froze nothing, and unfreezing the server's heap (what its
+        # HeapFreezer froze) would make the next collection walk all of it, for seconds.
+        if self._froze_heap:
+            gc.unfreeze()
 
     async def __aenter__(self) -> Engine:
         await self.start()

@@ -110,7 +110,14 @@ class NodeApp:
         return standby.ready
 
     def cool(self) -> None:
+        standby, engine = self._detach()
+        if engine is not None and standby is not None and not standby.opened:
+            engine.core.let_go()  # its tasks are freed now, not at the next full collection
+
+    def _detach(self) -> tuple[Standby | None, Engine | None]:
+        found = self.standby, self._standby_engine
         self.standby = self._standby_engine = None
+        return found
 
     def _drop(self, standby: Standby) -> None:
         if self.standby is standby:
@@ -118,8 +125,7 @@ class NodeApp:
 
     async def acquired(self, lease: Lease) -> None:
         app_id = self.queue_app.keys.app_id
-        standby, engine = self.standby, self._standby_engine
-        self.cool()
+        standby, engine = self._detach()
         self.cluster.opening.add(app_id)
         try:
             if standby is not None and engine is not None and standby.ready:
@@ -132,6 +138,8 @@ class NodeApp:
                 except LogGapError as exc:  # compacted since its last catch-up: read it whole
                     log.info("app %s: its standby is behind a snapshot (%s); reading it whole",
                              app_id, exc)
+            if engine is not None:
+                engine.core.let_go()
             engine = self.cluster.config.build(app_id, PgOpener(self.cluster.pool, lease,
                                                                 self.cluster.clock))
             await self._start(engine, lease)
@@ -151,11 +159,14 @@ class NodeApp:
         if fence is not None:
             fence()  # nothing more written or started here, before anything else
         await engine.close(grace_ms=0)
+        engine.core.let_go()  # its tasks are freed now, not at the next full collection
         self._placeholder()
 
     async def handover(self) -> None:
         self.queue_app.local = False  # new requests wait for the next owner
-        await self.queue_app.engine.close(grace_ms=self.cluster.config.grace_ms)
+        engine = self.queue_app.engine
+        await engine.close(grace_ms=self.cluster.config.grace_ms)
+        engine.core.let_go()
         self._placeholder()
 
     def _placeholder(self) -> None:

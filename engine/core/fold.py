@@ -84,6 +84,17 @@ class TaskTable:
         self._quota = quota
         self._schedule_concurrency = schedule_concurrency
 
+    def let_go(self) -> None:
+        """Drop every task (``EngineCore.let_go``)."""
+        self.tasks.clear()
+        for queue in (self.ready, self.ready_scheduled, *self.ready_by_function.values()):
+            queue.clear()
+        self.running.clear()
+        self.running_scheduled.clear()
+        self.running_by_function.clear()
+        self.unfinished = 0
+        self.by_state = dict.fromkeys(TaskState, 0)
+
     # ------------------------------------------------------------------ where a task belongs
 
     def place(self, task: Task) -> None:

@@ -57,6 +57,10 @@ class ReadyQueue:
         self._live[task_id] = entry
         heappush(self._heap, entry)
 
+    def clear(self) -> None:
+        self._heap.clear()
+        self._live.clear()
+
     def discard(self, task_id: str) -> bool:
         """Forget ``task_id``; True if it was queued.  Its heap tuple goes stale."""
         if self._live.pop(task_id, None) is None:

@@ -152,6 +152,12 @@ class TimerWheel(Generic[K]):
         self._live += 1
         return handle
 
+    def clear(self) -> None:
+        """Drop every timer."""
+        self._live = 0
+        self._buckets.clear()
+        self._heap.clear()
+
     def cancel(self, handle: TimerHandle) -> None:
         """Disarm ``handle``; a no-op if it already fired or was cancelled."""
         if handle._owner is not self:

@@ -66,6 +66,11 @@ class Timers:
         else:
             owner.timer = handle
 
+    def let_go(self) -> None:
+        """Drop every timer (``EngineCore.let_go``)."""
+        self._wheel.clear()
+        self._due.clear()
+
     def clear(self, owner: Timed) -> None:
         if owner.timer is not None:
             self._wheel.cancel(owner.timer)
