@@ -90,6 +90,7 @@ from cloudqueue.engine.runtime.defined import import_functions
 from cloudqueue.engine.runtime.heap import HeapFreezer
 from cloudqueue.engine.runtime.log_file import LogCorruptError, LogLockedError
 from cloudqueue.engine.runtime.log_options import LogOptions
+from cloudqueue.engine.runtime.loop_watch import LoopWatch
 from cloudqueue.engine.runtime.postgres.urls import shown_url
 from cloudqueue.engine.runtime.store import AsyncStoreOpener
 
@@ -214,6 +215,8 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None) -> No
             freezer = asyncio.ensure_future(HeapFreezer(
                 freeze_every_s=config.gc_freeze_ms / 1000,
                 full_every_s=config.gc_full_collect_s or None).run())
+        watch = LoopWatch(loop)  # logs where the loop was held, when it is for a second
+        watch.start()
         if started is not None:
             started.set()
         try:
@@ -223,6 +226,7 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None) -> No
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            watch.stop()
             if freezer is not None:
                 freezer.cancel()
                 await asyncio.gather(freezer, return_exceptions=True)
