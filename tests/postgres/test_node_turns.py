@@ -1,16 +1,17 @@
 """A node's turn (``Node.turn``) against a scripted connection: an app handed back while the
 turn's renewal is on its way, or while the turn stops the apps it lost, is skipped, not a failed
-turn."""
+turn. And which standbys a node reads, and when (``Node._keep_standbys``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cloudqueue.engine.runtime.clock import SystemClock
+from cloudqueue.engine.runtime.clock import FakeClock, SystemClock
 from cloudqueue.engine.runtime.postgres import leases as sql
-from cloudqueue.engine.runtime.postgres.node import Node
+from cloudqueue.engine.runtime.postgres.node import STANDBY_CALM_MS, Node
 from cloudqueue.engine.runtime.postgres.store import Lease
 
 
@@ -100,3 +101,52 @@ async def test_an_app_handed_back_while_the_turn_stops_a_lost_one_is_skipped() -
     assert node.turns == 1 and node.held == {}
     assert (holders["a"].lost_calls, holders["b"].lost_calls) == (1, 0)
     assert node.owners["a"].node_id == "other"
+
+
+class Warming:
+    """A holder that keeps standbys: each ``warm`` reads (records it) and is ready."""
+
+    def __init__(self, reads: list[str], app_id: str) -> None:
+        self.reads, self.app_id = reads, app_id
+        self.cooled = 0
+
+    async def acquired(self, lease: Lease) -> None:
+        return None
+
+    async def lost(self) -> None:
+        return None
+
+    async def handover(self) -> None:
+        return None
+
+    async def warm(self) -> bool:
+        self.reads.append(self.app_id)
+        return True
+
+    def cool(self) -> None:
+        self.cooled += 1
+
+
+async def test_standbys_are_read_one_at_a_time_and_against_a_death_only_when_calm() -> None:
+    reads: list[str] = []
+    clock = FakeClock()
+    holders = {a: Warming(reads, a) for a in ("heir", "joining", "later")}
+    node = Node(Pool(Conn()), holders, clock, node_id="me")  # type: ignore[arg-type]
+
+    async def keep(apps: list[str], handovers: set[str]) -> None:
+        node._keep_standbys(apps, handovers)
+        await asyncio.gather(*node._warming.values())
+
+    await keep(["heir", "joining"], {"joining"})
+    assert reads == ["joining"]  # the app it waits to be handed first; one read at a time
+    await keep(["heir", "joining"], {"joining"})
+    assert reads == ["joining", "joining", "heir"]  # the first catches up; the other is read
+    assert node.warm == {"heir", "joining"}
+    node._moved_ms = clock.monotonic_ms()  # an app moved: not calm
+    await keep(["heir", "joining", "later"], {"joining"})
+    assert "later" not in reads  # a new standby against a death waits
+    clock.advance(STANDBY_CALM_MS)
+    await keep(["heir", "joining", "later"], {"joining"})
+    assert reads[-1] == "later" and node.warm == {"heir", "joining", "later"}
+    await keep(["joining"], {"joining"})  # the others went to other nodes' lines
+    assert node.warm == {"joining"} and holders["heir"].cooled == 1

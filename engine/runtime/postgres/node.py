@@ -52,6 +52,9 @@ from cloudqueue.engine.runtime.postgres.store import Lease
 log = logging.getLogger("cloudqueue.node")
 
 
+# how long a node goes without an app moving to or from it before it begins a standby against a
+# death (``Node._keep_standbys``)
+STANDBY_CALM_MS = 30_000
 # how long an app another node prefers stays with its owner while that node's standby of it is
 # not ready (a node reading a big app; one that cannot read it at all gets it after this)
 HANDOVER_WAIT_MS = 30_000
@@ -149,6 +152,8 @@ class Node:
         self.warm: set[str] = set()
         self._warming: dict[str, asyncio.Task[None]] = {}
         self._wanted_since: dict[str, float] = {}  # held apps another node prefers: since when
+        # when an app last moved to or from this node (began, or was done moving)
+        self._moved_ms = float("-inf")
         self._stopping = False
         self._wake = asyncio.Event()
 
@@ -210,10 +215,12 @@ class Node:
 
     def _start_move(self, app_id: str, work: Coroutine[Any, Any, None]) -> None:
         """Open or hand back ``app_id`` beside the turns (which go on renewing its lease)."""
+        self._moved_ms = self.clock.monotonic_ms()
         task = asyncio.create_task(work, name=f"cloudqueue-node:{app_id}")
         self._moving[app_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
+            self._moved_ms = self.clock.monotonic_ms()
             if self._moving.get(app_id) is task:
                 del self._moving[app_id]
             self.changed.set()
@@ -258,7 +265,8 @@ class Node:
             if app_id not in self._moving:
                 await self._take(app_id)  # (from its standby, if this node kept one)
         if self.standbys:  # after the takes: a standby just used is not dropped
-            self._keep_standbys(next_in_line(self.node_id, self.apps, nodes, rows, self.held))
+            line = next_in_line(self.node_id, self.apps, nodes, rows, self.held)
+            self._keep_standbys(line, {a for a in line if preferred(a, nodes) == self.node_id})
 
     def _overdue(self, nodes: list[NodeRow]) -> set[str]:
         """The held apps another node has preferred for ``HANDOVER_WAIT_MS``: handed back
@@ -268,14 +276,26 @@ class Node:
         self._wanted_since = {a: self._wanted_since.get(a, now) for a in wanted}
         return {a for a, since in self._wanted_since.items() if now - since >= HANDOVER_WAIT_MS}
 
-    def _keep_standbys(self, apps: list[str]) -> None:
-        """Catch up a standby of each of ``apps`` (one at a time per app, beside the turns);
-        drop the others'."""
-        for app_id in apps:
-            if app_id not in self._warming and app_id not in self._moving:
-                task = asyncio.create_task(self._warm(app_id),
-                                           name=f"cloudqueue-standby:{app_id}")
-                self._warming[app_id] = task
+    def _keep_standbys(self, apps: list[str], handovers: set[str]) -> None:
+        """Catch up a standby of each of ``apps`` (one catch-up at a time per app, beside the
+        turns), and drop the others'. Reading an app whole costs a core for seconds, so one
+        app at a time; and a standby against a death (not of an app this node is waiting to be
+        handed, ``handovers``) is begun only once the node is calm: nothing moved to or from it
+        for ``STANDBY_CALM_MS``. While nodes come and go, those would be read and dropped
+        again and again, crowding out the work that matters then (the failover without one
+        reads the app whole, as before)."""
+        now = self.clock.monotonic_ms()
+        calm = not self._moving and now - self._moved_ms >= STANDBY_CALM_MS
+        reading = any(a not in self.warm for a in self._warming)  # an app read whole
+        for app_id in sorted(apps, key=lambda a: a not in handovers):
+            if app_id in self._warming or app_id in self._moving:
+                continue
+            if app_id not in self.warm:  # its standby is to be read whole
+                if reading or (app_id not in handovers and not calm):
+                    continue
+                reading = True
+            task = asyncio.create_task(self._warm(app_id), name=f"cloudqueue-standby:{app_id}")
+            self._warming[app_id] = task
         for app_id, holder in self.apps.items():
             if (app_id not in apps and app_id not in self.held and app_id not in self._moving
                     and app_id not in self._warming and isinstance(holder, KeepsStandby)):
@@ -365,6 +385,7 @@ class Node:
                  lease.epoch)
 
     async def _lost(self, app_id: str) -> None:
+        self._moved_ms = self.clock.monotonic_ms()
         lease = self.held.pop(app_id)
         moving = self._moving.pop(app_id, None)
         if moving is not None:  # still opening (or handing back): stop that first
