@@ -117,6 +117,7 @@ class NodeView:
     status: int  # of GET /__health/ready
     node_id: str
     dispatching: Mapping[str, str | None]
+    standby_of: frozenset[str] = frozenset()  # the apps it keeps a ready standby of
 
 
 def preferred(app_id: str, node_ids: Iterable[str]) -> str:

@@ -8,6 +8,8 @@ Run from the repository root::
                                                         # cron 60 s (under 3 min)
     python -m benchmarks.bench_failover --case failover_cron
     python -m benchmarks.bench_failover --rate 500 --kill-rounds 10 --seed 7
+    python -m benchmarks.bench_failover --case failover --standbys --kill-rounds 10 \
+        --stop-rounds 3 --pg-rounds 0     # failures far apart: each app's standby ready first
 
 Two cases, each on a fresh throwaway PostgreSQL cluster (``LocalPostgres``, fsync on, listening
 on 127.0.0.1) and its own processes, all on 127.0.0.1 and free ports:
@@ -122,6 +124,7 @@ BASE = "/1.1/engine/cloud-queue"
 FAILOVER_P99_TARGET_S = 10.0
 KEEP_RESULT_MS = 6 * 3600 * 1000  # every task stays readable until the end of the run
 READY_LIMIT_S = 60.0  # a node answers ready within, after its start
+STANDBY_LIMIT_S = 120.0  # --standbys: each app has a ready standby somewhere within
 SETTLE_LIMIT_S = 60.0  # the apps are back on their preferred nodes within
 PROBE_LIMIT_S = 90.0  # a probe has run within, after the chaos
 DRAIN_LIMIT_S = 300.0
@@ -144,6 +147,7 @@ class Plan:
     sample_every_s: float = 2.0
     get_sample: int = 2_000  # acknowledged tasks asked again one by one
     seed: int = 1
+    standbys: bool = False  # before each kill or SIGSTOP round, wait for every app's standby
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +245,8 @@ class Cluster:
             return None
         if "node" not in body:
             return None
-        return NodeView(node.index, answer.status, body["node"], body.get("dispatching", {}))
+        return NodeView(node.index, answer.status, body["node"], body.get("dispatching", {}),
+                        frozenset(body.get("standbyOf", ())))
 
     async def views(self) -> list[NodeView | None]:
         return list(await asyncio.gather(*(self.view_of(n) for n in self.up())))
@@ -268,6 +273,17 @@ class Cluster:
             await asyncio.sleep(0.1)
         self.unsettled = [asdict(v) if v is not None else None for v in views]
         self.unsettled.append({"inbound": [tcp_inbound(n.port) for n in self.nodes]})
+        return None
+
+    async def wait_standbys(self, limit_s: float = STANDBY_LIMIT_S) -> float | None:
+        """Seconds until every app has a ready standby on some node up (None: not in time)."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit_s:
+            views = await self.views()
+            kept = set().union(*(v.standby_of for v in views if v is not None))
+            if kept >= set(self.app_ids):
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
         return None
 
     async def owners(self) -> dict[str, int]:
@@ -517,6 +533,9 @@ class FailoverRun:
             return {}
 
     async def _round(self, kind: str, index: int, body: Any) -> None:
+        standby_wait_s = None
+        if self.plan.standbys and kind != "pg_kill":  # failures far apart: nodes calm
+            standby_wait_s = await self.cluster.wait_standbys()
         started = now_ns()
         acked_before = self._load_status().get("acked", 0)  # ~ the tasks the apps hold
         try:
@@ -526,6 +545,8 @@ class FailoverRun:
             self.problems.append(f"{kind} round {index}: {exc}")
         result.update({"kind": kind, "round": index, "start_ns": started, "end_ns": now_ns(),
                        "acked_before": acked_before})
+        if self.plan.standbys and kind != "pg_kill":
+            result["standbys_ready_s"] = standby_wait_s
         self.rounds.append(result)
         status = self._load_status()
         slowest = result.get("failover_s")
@@ -911,7 +932,7 @@ def _write_document(out_dir: Path, quick: bool, documents: dict[str, Any]) -> Pa
 
 
 def build_cases(quick: bool, rate: int | None = None,
-                rounds: dict[str, int | None] | None = None, seed: int = 1,
+                rounds: dict[str, Any] | None = None, seed: int = 1,
                 out_dir: Path = Path("."),
                 documents: dict[str, Any] | None = None) -> list[Case]:
     documents = {} if documents is None else documents
@@ -924,6 +945,7 @@ def build_cases(quick: bool, rate: int | None = None,
         cron = CronPlan(seconds=600, kill_every_s=30, seed=seed)
     plan = replace(plan, **{k: v for k, v in (rounds or {}).items() if v is not None})
     params = {"nodes": plan.nodes, "apps": plan.apps, "rate_per_s": plan.rate,
+              **({"standbys": True} if plan.standbys else {}),
               "lease_ms": plan.lease_ms, "kill_rounds": plan.kill_rounds,
               "sigstop_rounds": plan.stop_rounds, "pg_kill_rounds": plan.pg_rounds,
               "store": "postgresql, fsync on", "latency": "failover of each kill round"}
@@ -1007,17 +1029,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--stop-rounds", type=int, default=None)
     pre.add_argument("--pg-rounds", type=int, default=None)
     pre.add_argument("--seed", type=int, default=1)
+    pre.add_argument("--standbys", action="store_true")
     known, rest = pre.parse_known_args(argv)
     names = [case.name for case in build_cases(True)]
     args = parse_args(rest, names, (__doc__ or "").split("\n", 1)[0]
                       + " Also: --rate N (enqueues/s), --kill-rounds N, --stop-rounds N, "
-                      "--pg-rounds N, --seed N.")
+                      "--pg-rounds N, --seed N, --standbys (before each kill or SIGSTOP, wait "
+                      "until every app has a ready standby: failures far apart).")
     # a SIGTERM (a test's timeout) still cleans up: processes killed, directories removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     documents: dict[str, Any] = {}
     settings = Settings(quick=args.quick, warmup=0, repeats=1)
-    rounds = {"kill_rounds": known.kill_rounds, "stop_rounds": known.stop_rounds,
-              "pg_rounds": known.pg_rounds}
+    rounds: dict[str, Any] = {"kill_rounds": known.kill_rounds,
+                              "stop_rounds": known.stop_rounds, "pg_rounds": known.pg_rounds,
+                              "standbys": known.standbys or None}
     cases = [c for c in build_cases(args.quick, known.rate, rounds, known.seed,
                                     args.out.parent, documents)
              if not args.cases or c.name in args.cases]
