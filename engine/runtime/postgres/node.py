@@ -6,10 +6,15 @@ Each turn (``NodeOptions.turn_ms``) the node, on one connection:
 2. renews the leases of the apps it dispatches, in one statement; an app whose lease did not
    renew was taken over (its epoch moved): the node drops it at once (``AppHolder.lost``);
 3. reads the nodes alive and the leases, and follows the plan (``leases.plan``): hands back the
-   apps another node prefers (``AppHolder.handover``: runs in flight get their grace, what is
-   pending is written, then the lease is released, so the next owner takes it at its next turn
-   rather than after the lease expires), and takes the free apps it prefers (``AppHolder
-   .acquired``: the epoch bumped, then the app's state read and its dispatch started).
+   apps another node prefers once that node's standby of the app is ready (``AppHolder
+   .handover``: runs in flight get their grace, what is pending is written, then the lease is
+   released, so the next owner takes it at its next turn rather than after the lease expires),
+   and takes the free apps it prefers (``AppHolder.acquired``: the epoch bumped, then the app's
+   state read, or its standby's caught up, and its dispatch started);
+4. keeps a standby (``standby.py``) of each app it is next in line for (``leases.next_in_line``)
+   when its holders can (``KeepsStandby``): one read whole at a time, and against a death only
+   once the node is calm (``_keep_standbys``); the apps whose standby is ready go out with the
+   next heartbeat (``cq_nodes.warm``).
 
 Every ``health.CHECK_EVERY_MS`` it also reads the database's health (``health.py``: the queue's
 tables, and who holds the oldest transaction).
