@@ -185,7 +185,7 @@ class Engine:
             self._joined = await join(self.database_url, self.config.name or DEFAULT_APP,
                                       self.clock, options=NodeOptions.of(self.config.lease_ms))
             self._joined.opener.lease.on_valid = lambda: self._driver.poke()
-            self._joined.holder.on_lost = self._lease_lost
+            self._joined.holder.on_lost = self.lease_lost
             self._open_store = self._joined.opener
         try:
             opened = await open_and_replay(self._open_store, hooks, self.core, self.config)
@@ -205,8 +205,9 @@ class Engine:
         self._driver.start()
         self._driver.poke()
 
-    def _lease_lost(self) -> None:
-        """Another node took this engine's app over: fail closed (``PgStore.fence``)."""
+    def lease_lost(self) -> None:
+        """Another node took this engine's app over: fail closed (``PgStore.fence``), nothing
+        more written or started. (A store that has no lease: nothing to do.)"""
         fence = getattr(self.store, "fence", None)
         if fence is not None:
             fence()

@@ -153,25 +153,20 @@ class NodeApp:
         self.queue_app.local = True
 
     async def lost(self) -> None:
-        self.queue_app.local = False
-        engine = self.queue_app.engine
-        fence = getattr(engine.store, "fence", None)
-        if fence is not None:
-            fence()  # nothing more written or started here, before anything else
-        await engine.close(grace_ms=0)
-        engine.core.let_go()  # its tasks are freed now, not at the next full collection
-        self._placeholder()
+        self.queue_app.engine.lease_lost()  # nothing more written or started here, first
+        await self._close(grace_ms=0)
 
     async def handover(self) -> None:
+        await self._close(grace_ms=self.cluster.config.grace_ms)
+
+    async def _close(self, grace_ms: int) -> None:
+        """Close the app's engine, free its tasks at once (not at the next full collection),
+        and put in a placeholder: an engine never started, standing in until the app is taken
+        again (it knows the app's functions and limits; the node answers nothing from it)."""
         self.queue_app.local = False  # new requests wait for the next owner
         engine = self.queue_app.engine
-        await engine.close(grace_ms=self.cluster.config.grace_ms)
+        await engine.close(grace_ms=grace_ms)
         engine.core.let_go()
-        self._placeholder()
-
-    def _placeholder(self) -> None:
-        """An engine never started, standing in until the app is taken again (it knows the
-        app's functions and limits; the node answers nothing from it)."""
         self.queue_app.engine = self.cluster.config.build(self.queue_app.keys.app_id, None)
 
 

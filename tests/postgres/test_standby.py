@@ -58,7 +58,7 @@ async def test_a_standby_follows_the_owner_and_takes_over_from_where_it_is(pg_ur
         # the owner dies: its turns stop, nothing more of it is stored
         assert owner._joined is not None and owner._joined.node._task is not None
         owner._joined.node._task.cancel()
-        owner._lease_lost()
+        owner.lease_lost()
         expected = states(owner)
         taken = None
         while taken is None:  # its lease runs out

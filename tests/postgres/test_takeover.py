@@ -89,7 +89,7 @@ async def test_a_schedule_fires_each_slot_once_across_a_takeover(pg_url: str) ->
     assert old._joined is not None and old._joined.node._task is not None
     # the first node dies: its turns stop and nothing it fires from now on is stored
     old._joined.node._task.cancel()
-    old._lease_lost()
+    old.lease_lost()
     new = Engine(store=pg_url, lease_ms=LEASE_MS, concurrency=4)
     new.define("tick")(tick)
     await new.start()

@@ -16,7 +16,6 @@ ends the standby; the node reads the app whole again at its next turn.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import asyncpg
 
@@ -28,6 +27,7 @@ from cloudqueue.engine.runtime.postgres.store import (
     PgStore,
     read_after,
     read_app,
+    since_snapshot,
 )
 from cloudqueue.engine.runtime.rebuild import rebuild_yielding
 from cloudqueue.engine.runtime.store import Store, StoredState, StoreHooks
@@ -48,8 +48,6 @@ class Standby:
         self.core: EngineCore | None = None
         self.lease: Lease | None = None
         self.seq: int | None = None  # the last seq folded in (None: not read yet)
-        self.snapshot_seq = 0
-        self.bytes_since_snapshot = 0
         self.opened = False
         self._folding = asyncio.Lock()  # one catch-up at a time, and none once it opens
 
@@ -71,22 +69,15 @@ class Standby:
         if self.core is None or self.opened:
             raise RuntimeError(f"app {self.app_id}'s standby has no core, or opened already")
         if self.seq is None:
-            state, size = await read_app(self.pool, self.app_id)
-            self.snapshot_seq, self.bytes_since_snapshot = state.snapshot_seq, size
+            state, _ = await read_app(self.pool, self.app_id)
         else:
-            state, size, snapshot_seq = await read_after(self.pool, self.app_id, self.seq)
-            self._count(size, snapshot_seq)
+            state = await read_after(self.pool, self.app_id, self.seq)
         await rebuild_yielding(self.core, state.events, snapshot_seq=state.snapshot_seq,
                                snapshot_tasks=state.snapshot_tasks,
                                snapshot_schedules=state.snapshot_schedules,
                                counters=state.counters)
         self.seq = state.last_seq
         return len(state.events)
-
-    def _count(self, size: int, snapshot_seq: int) -> None:
-        if snapshot_seq > self.snapshot_seq:  # the owner compacted: (about) nothing since
-            self.snapshot_seq, self.bytes_since_snapshot = snapshot_seq, 0
-        self.bytes_since_snapshot += size
 
     async def __call__(self, hooks: StoreHooks) -> tuple[Store, StoredState]:
         async with self._folding:  # after a catch-up under way: the tail follows its seq
@@ -98,13 +89,11 @@ class Standby:
             raise RuntimeError(f"app {self.app_id}'s standby cannot open it (not taken, not "
                                "read, or opened already)")
         self.opened = True  # whatever happens next, its core is the engine's now
-        tail, size, snapshot_seq = await read_after(self.pool, self.app_id, self.seq)
-        self._count(size, snapshot_seq)
+        tail = await read_after(self.pool, self.app_id, self.seq)
+        snapshot_seq, size = await since_snapshot(self.pool, self.app_id)
         tail.failover = lease.failover
-        options: dict[str, Any] = {"compact_bytes": self.compact_bytes,
-                                   "on_compact_due": hooks.on_compact_due,
-                                   "on_disk_full": hooks.on_disk_full}
         store = PgStore(self.pool, lease, self.clock, last_seq=tail.last_seq,
-                        snapshot_seq=self.snapshot_seq,
-                        bytes_since_snapshot=self.bytes_since_snapshot, **options)
+                        snapshot_seq=snapshot_seq, bytes_since_snapshot=size,
+                        compact_bytes=self.compact_bytes, on_compact_due=hooks.on_compact_due,
+                        on_disk_full=hooks.on_disk_full)
         return store, tail

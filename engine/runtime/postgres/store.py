@@ -465,9 +465,7 @@ async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, int]:
             parts = (await conn.fetch(
                 "SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 ORDER BY part",
                 app_id, snapshot_seq)) if head else []
-            rows = await conn.fetch(
-                "SELECT prev_seq, last_seq, body FROM cq_batches "
-                "WHERE app_id = $1 AND last_seq > $2 ORDER BY last_seq", app_id, snapshot_seq)
+            rows = await conn.fetch(BATCHES_AFTER, app_id, snapshot_seq)
     if head is not None and len(parts) != head["parts"]:
         raise LogGapError(f"the snapshot of app {app_id} at seq {snapshot_seq} has "
                           f"{len(parts)} of its {head['parts']} parts")
@@ -478,28 +476,36 @@ async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, int]:
     return state, sum(len(r["body"]) for r in rows)
 
 
-async def read_after(pool: asyncpg.Pool, app_id: str, seq: int) -> tuple[StoredState, int, int]:
-    """The app's batches after ``seq`` (the events only: ``counters`` None, no snapshot), the
-    bytes of those batches, and the seq of the app's latest snapshot (0: none).
+async def read_after(pool: asyncpg.Pool, app_id: str, seq: int) -> StoredState:
+    """The app's events after ``seq`` (``counters`` None: they go on from a core that has the
+    state up to ``seq``).
 
     Raises:
         LogGapError: the batch that followed ``seq`` is gone (a snapshot covered and deleted
             it): read the app whole (``read_app``).
     """
     async with pool.acquire() as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            rows = await conn.fetch(
-                "SELECT prev_seq, last_seq, body FROM cq_batches "
-                "WHERE app_id = $1 AND last_seq > $2 ORDER BY last_seq", app_id, seq)
-            snapshot_seq = await conn.fetchval(
-                "SELECT coalesce(max(seq), 0) FROM cq_snapshots WHERE app_id = $1", app_id)
+        rows = await conn.fetch(BATCHES_AFTER, app_id, seq)
     decoded = [(r["prev_seq"], r["last_seq"], bytes(r["body"])) for r in rows]
     if len(decoded) > 64:
         state = await asyncio.to_thread(_decode_state, app_id, seq, [], decoded)
     else:  # a turn's worth: quicker than a thread's hop
         state = _decode_state(app_id, seq, [], decoded)
     state.counters = None
-    return state, sum(len(r[2]) for r in decoded), int(snapshot_seq)
+    return state
+
+
+async def since_snapshot(pool: asyncpg.Pool, app_id: str) -> tuple[int, int]:
+    """The seq of the app's latest snapshot (0: none) and the bytes of the batches after it:
+    where a store opened on the app stands towards its next compaction."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT s.seq, (SELECT coalesce(sum(octet_length(b.body)), 0) FROM cq_batches b "
+            "               WHERE b.app_id = $1 AND b.last_seq > s.seq) AS size "
+            "  FROM (SELECT coalesce(max(seq), 0) AS seq FROM cq_snapshots "
+            "         WHERE app_id = $1) s", app_id)
+    assert row is not None  # (an aggregate: one row always)
+    return int(row["seq"]), int(row["size"])
 
 
 def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
@@ -523,6 +529,8 @@ def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
                        snapshot_schedules=snapshot.schedules if snapshot else [])
 
 
+BATCHES_AFTER = ("SELECT prev_seq, last_seq, body FROM cq_batches WHERE app_id = $1 "
+                 "AND last_seq > $2 ORDER BY last_seq")
 SNAPSHOT_PARTS = ("SELECT body FROM cq_snapshots WHERE app_id = $1 AND seq = $2 "
                   "AND $3::bigint = $2 ORDER BY part")
 COVERED_BATCHES = ("SELECT body FROM cq_batches WHERE app_id = $1 AND last_seq > $2 "
