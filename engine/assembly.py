@@ -112,11 +112,13 @@ async def open_and_replay(opener: StoreOpener | AsyncStoreOpener, hooks: StoreHo
             gc.enable()
     if not shared:
         gc.freeze()
-    report = loaded.report
+    report = loaded.report  # the log's RecoveryReport, a database's ReadReport, or None
     if report is not None:
         report.apply_seconds = time.perf_counter() - started
-        log.info("%s: %s", config.data_dir, report.summary())
-    return Opened(store, report, loaded.failover, froze_heap=not shared)
+        log.info("%s: %s", config.data_dir if config.data_dir is not None else
+                 f"app {config.name}", report.summary())
+    return Opened(store, report if isinstance(report, RecoveryReport) else None,
+                  loaded.failover, froze_heap=not shared)
 
 
 def _is_async(opener: object) -> bool:

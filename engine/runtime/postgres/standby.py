@@ -90,10 +90,11 @@ class Standby:
                                "read, or opened already)")
         self.opened = True  # whatever happens next, its core is the engine's now
         tail = await read_after(self.pool, self.app_id, self.seq)
-        snapshot_seq, size = await since_snapshot(self.pool, self.app_id)
+        snapshot_seq, sizes = await since_snapshot(self.pool, self.app_id)
         tail.failover = lease.failover
         store = PgStore(self.pool, lease, self.clock, last_seq=tail.last_seq,
-                        snapshot_seq=snapshot_seq, bytes_since_snapshot=size,
+                        snapshot_seq=snapshot_seq, bytes_since_snapshot=sizes.batches,
+                        snapshot_bytes=sizes.snapshot,
                         compact_bytes=self.compact_bytes, on_compact_due=hooks.on_compact_due,
                         on_disk_full=hooks.on_disk_full)
         return store, tail

@@ -33,7 +33,11 @@ this node's monotonic clock from the moment the renewal was sent.
 
 Compaction: the state at a seq is folded from the latest snapshot and the batches up to it, in a
 child process (``compactor``, as the log's), and written as the app's new snapshot under the
-same lease check; the batches it covers are then deleted, in bounded statements.
+same lease check; the batches it covers are then deleted, in bounded statements. It is due once
+the batches since the snapshot are as large as the snapshot (at least ``MIN_COMPACT_BYTES``, at
+most ``compact_bytes``): a node that takes the app over reads the snapshot and every batch after
+it, and folding the events of tasks long finished and expired is the cost of a takeover that
+nothing needs. So a takeover reads at most about twice the app's live state.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgpack
@@ -74,7 +78,9 @@ log = logging.getLogger("cloudqueue.postgres")
 UNKNOWN_AFTER_MS = 10_000  # a batch's callers wait this long for a lost answer to be known
 SNAPSHOT_PART_BYTES = 8 * 1024 * 1024  # a snapshot is kept in rows of at most this
 DELETE_BATCH_ROWS = 5_000  # covered batches deleted per statement
-DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024  # of batches written since the last snapshot
+DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024  # of batches written since the last snapshot, at most
+# ... and at least this much, once the batches are as large as the snapshot (module doc)
+MIN_COMPACT_BYTES = 8 * 1024 * 1024
 
 # fenced by the lease row (see the module's doc: why no row lock is needed here)
 INSERT_BATCH = """
@@ -109,7 +115,7 @@ class PgStore:
     """The ``Store`` of one app in the database ``pool`` holds, under ``lease``."""
 
     def __init__(self, pool: asyncpg.Pool, lease: Lease, clock: Clock, *, last_seq: int,
-                 snapshot_seq: int = 0, bytes_since_snapshot: int = 0,
+                 snapshot_seq: int = 0, bytes_since_snapshot: int = 0, snapshot_bytes: int = 0,
                  compact_bytes: int | None = DEFAULT_COMPACT_BYTES,
                  on_compact_due: Callable[[], None] | None = None,
                  on_disk_full: Callable[[list[Event]], list[Event]] | None = None) -> None:
@@ -122,6 +128,7 @@ class PgStore:
         self.on_disk_full = on_disk_full
         self.snapshot_seq = snapshot_seq
         self.bytes_since_snapshot = bytes_since_snapshot
+        self.snapshot_bytes = snapshot_bytes  # the latest snapshot's size
         self._durable_seq = last_seq
         self._appended_seq = last_seq
         self._pending: list[Event] = []
@@ -151,10 +158,10 @@ class PgStore:
             LogGapError: batches missing between the snapshot and the last batch.
             LogError: a row that does not decode.
         """
-        state, size = await read_app(pool, lease.app_id)
+        state, sizes = await read_app(pool, lease.app_id)
         state.failover = lease.failover
         store = cls(pool, lease, clock, last_seq=state.last_seq, snapshot_seq=state.snapshot_seq,
-                    bytes_since_snapshot=size, **options)
+                    bytes_since_snapshot=sizes.batches, snapshot_bytes=sizes.snapshot, **options)
         return store, state
 
     # ------------------------------------------------------------------ Store protocol
@@ -319,8 +326,14 @@ class PgStore:
         if self._pending:
             self._kick.set()
         if (self.compact_bytes is not None and self.on_compact_due is not None
-                and not self._compacting and self.bytes_since_snapshot >= self.compact_bytes):
+                and not self._compacting and self.bytes_since_snapshot >= self.compact_due_bytes):
             self.on_compact_due()
+
+    @property
+    def compact_due_bytes(self) -> int:
+        """The bytes of batches since the snapshot at which a compaction is due (module doc)."""
+        assert self.compact_bytes is not None
+        return min(self.compact_bytes, max(MIN_COMPACT_BYTES, self.snapshot_bytes))
 
     def _disk_full(self, batch: list[Event], error: LogError) -> list[Event]:
         """Nothing of ``batch`` was stored: roll back its tasks and those queued behind it
@@ -394,6 +407,7 @@ class PgStore:
                 data = await self._fold(conn, base, seq)
             await self._write_snapshot(seq, data)
             self.snapshot_seq = seq
+            self.snapshot_bytes = len(data)
             self.bytes_since_snapshot = max(0, self.bytes_since_snapshot - written_before)
             return await self._delete_covered(seq)
         except UNAVAILABLE as exc:
@@ -448,9 +462,14 @@ class PgStore:
                 return deleted
 
 
-async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, int]:
+class ReadSizes(NamedTuple):
+    snapshot: int  # the bytes of the app's latest snapshot (0: none)
+    batches: int  # the bytes of the batches after it
+
+
+async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, ReadSizes]:
     """The app's latest snapshot and the batches after it, decoded (in a worker thread), and
-    the bytes of those batches.
+    the bytes of each.
 
     Raises:
         LogGapError: batches missing between the snapshot and the last batch.
@@ -469,11 +488,15 @@ async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, int]:
     if head is not None and len(parts) != head["parts"]:
         raise LogGapError(f"the snapshot of app {app_id} at seq {snapshot_seq} has "
                           f"{len(parts)} of its {head['parts']} parts")
-    state = await asyncio.to_thread(_decode_state, app_id, snapshot_seq,
-                                    [bytes(p["body"]) for p in parts],
+    started = time.perf_counter()
+    bodies = [bytes(p["body"]) for p in parts]
+    state = await asyncio.to_thread(_decode_state, app_id, snapshot_seq, bodies,
                                     [(r["prev_seq"], r["last_seq"], bytes(r["body"]))
                                      for r in rows])
-    return state, sum(len(r["body"]) for r in rows)
+    sizes = ReadSizes(sum(map(len, bodies)), sum(len(r["body"]) for r in rows))
+    state.report = ReadReport(app_id, len(state.snapshot_tasks), len(state.events),
+                              sizes.snapshot + sizes.batches, time.perf_counter() - started)
+    return state, sizes
 
 
 async def read_after(pool: asyncpg.Pool, app_id: str, seq: int) -> StoredState:
@@ -495,17 +518,19 @@ async def read_after(pool: asyncpg.Pool, app_id: str, seq: int) -> StoredState:
     return state
 
 
-async def since_snapshot(pool: asyncpg.Pool, app_id: str) -> tuple[int, int]:
-    """The seq of the app's latest snapshot (0: none) and the bytes of the batches after it:
-    where a store opened on the app stands towards its next compaction."""
+async def since_snapshot(pool: asyncpg.Pool, app_id: str) -> tuple[int, ReadSizes]:
+    """The seq of the app's latest snapshot (0: none), its bytes and those of the batches after
+    it: where a store opened on the app stands towards its next compaction."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT s.seq, (SELECT coalesce(sum(octet_length(b.body)), 0) FROM cq_batches b "
-            "               WHERE b.app_id = $1 AND b.last_seq > s.seq) AS size "
+            "               WHERE b.app_id = $1 AND b.last_seq > s.seq) AS size, "
+            "       (SELECT coalesce(sum(octet_length(p.body)), 0) FROM cq_snapshots p "
+            "         WHERE p.app_id = $1 AND p.seq = s.seq) AS snapshot "
             "  FROM (SELECT coalesce(max(seq), 0) AS seq FROM cq_snapshots "
             "         WHERE app_id = $1) s", app_id)
     assert row is not None  # (an aggregate: one row always)
-    return int(row["seq"]), int(row["size"])
+    return int(row["seq"]), ReadSizes(int(row["snapshot"]), int(row["size"]))
 
 
 def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
@@ -527,6 +552,24 @@ def _decode_state(app_id: str, snapshot_seq: int, parts: list[bytes],
                        snapshot_seq=snapshot_seq, events=events,
                        counters=snapshot.counters if snapshot else {},
                        snapshot_schedules=snapshot.schedules if snapshot else [])
+
+
+@dataclass
+class ReadReport:
+    """What a whole read of an app took (``open_and_replay`` logs it, with the rebuild's time):
+    for an operator who wonders why a takeover took the seconds it did."""
+
+    app_id: str
+    snapshot_tasks: int
+    events: int
+    bytes_read: int
+    seconds: float  # reading and decoding
+    apply_seconds: float = 0.0  # rebuilding the state from what was read
+
+    def summary(self) -> str:
+        return (f"read {self.snapshot_tasks} tasks from the snapshot and {self.events} events "
+                f"after it ({self.bytes_read / 1e6:.1f} MB) in {self.seconds:.3f} s "
+                f"(+ {self.apply_seconds:.3f} s rebuilding state)")
 
 
 BATCHES_AFTER = ("SELECT prev_seq, last_seq, body FROM cq_batches WHERE app_id = $1 "
