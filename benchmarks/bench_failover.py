@@ -8,6 +8,7 @@ Run from the repository root::
                                                         # cron 60 s (under 3 min)
     python -m benchmarks.bench_failover --case failover_cron
     python -m benchmarks.bench_failover --rate 500 --kill-rounds 10 --seed 7
+    python -m benchmarks.bench_failover --case failover --keep-result-s 21600  # keep every task
     python -m benchmarks.bench_failover --case failover --standbys --kill-rounds 10 \
         --stop-rounds 3 --pg-rounds 0     # failures far apart: each app's standby ready first
 
@@ -37,10 +38,16 @@ seconds, three phases, under the same load:
    start on the same data directory (crash recovery). The nodes are not touched: a probe per app
    (all apps) measures when each runs tasks again.
 
+The load tasks keep the queue's default ``keepResult``, 300 s (``--keep-result-s``; 40 s with
+``--quick``): the apps hold what they would at this rate, about 300,000 tasks, and a finished
+task leaves the queue during the run. So every acknowledged task is accounted for by one of:
+the host invoked it (the record file); or, not invoked, its state was read while the queue held
+it (``AckSweep``: a minute after its acknowledgement, again every half minute until final; a 404
+then is a lost task, and one not read in time counts as lost too); or it is held at the end.
 Then the load stops, the queue drains (every app: no task queued, running or waiting to retry),
-and every acknowledged uniqueId is checked: the app's task list (``GET /tasks``, pages of 1,000)
-gives every task's state, and ``GET /tasks/{uniqueId}`` (master) asks again for any acknowledged
-task the list did not show final, and for a random sample, on random nodes. Verdict: **no
+and the tasks still held are checked: the app's task list (``GET /tasks``, pages of 1,000)
+gives their states, and ``GET /tasks/{uniqueId}`` (master) asks again for any acknowledged
+task not accounted for, and for a random sample of those held, on random nodes. Verdict: **no
 acknowledged task lost** (absent, or not final), **no atMostOnce task invoked twice** (the record
 file), failover p99 <= 10 s over the kill rounds. Reported besides: the 503 / 502 answers (and
 broken connections, timeouts) the load saw during each round, database connections per node
@@ -85,7 +92,9 @@ import asyncpg
 
 from benchmarks._burst_procs import machine_busy_s
 from benchmarks._failover_checks import (
+    EXPIRED,
     FINAL,
+    AckSweep,
     NodeView,
     Outage,
     RecordTail,
@@ -122,7 +131,10 @@ from benchmarks._harness import (
 now_ns = time.monotonic_ns
 BASE = "/1.1/engine/cloud-queue"
 FAILOVER_P99_TARGET_S = 10.0
-KEEP_RESULT_MS = 6 * 3600 * 1000  # every task stays readable until the end of the run
+KEEP_ALL_MS = 6 * 3600 * 1000  # probes and cron firings stay readable until the end of the run
+SWEEP_AFTER_S = 60.0  # AckSweep: acknowledged tasks not invoked are asked for this long after
+# (at most a fifth of keepResult), at a sweep every half that, at most this many per sweep
+SWEEP_LIMIT = 3_000
 READY_LIMIT_S = 60.0  # a node answers ready within, after its start
 STANDBY_LIMIT_S = 120.0  # --standbys: each app has a ready standby somewhere within
 SETTLE_LIMIT_S = 60.0  # the apps are back on their preferred nodes within
@@ -148,6 +160,9 @@ class Plan:
     get_sample: int = 2_000  # acknowledged tasks asked again one by one
     seed: int = 1
     standbys: bool = False  # before each kill or SIGSTOP round, wait for every app's standby
+    # the load tasks' keepResult: the queue's default, so the apps hold what they would at
+    # 1,000/s (~300,000 tasks), not every task of the run (KEEP_ALL_MS: ~1,000,000 by its end)
+    keep_result_ms: int = 300_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +339,7 @@ class Cluster:
         deadline = since_ns + round(PROBE_LIMIT_S * 1e9)
         self.tail.poll()
         body = {"function": "record", "params": {}, "uniqueId": uid, "priority": 0,
-                "keepResult": KEEP_RESULT_MS}
+                "keepResult": KEEP_ALL_MS}
         stored = await self.enqueue(app_id, body, avoid, deadline)
         ran = await self.tail.first_run(uid, deadline)
         return {"app": app_id, "uid": uid, "tries": stored["tries"],
@@ -461,6 +476,10 @@ class FailoverRun:
         self.rng = random.Random(plan.seed)
         self.rounds: list[dict[str, Any]] = []
         self.problems: list[str] = []
+        after_s = min(SWEEP_AFTER_S, plan.keep_result_ms / 5_000)
+        self.sweep_every_s = after_s / 2
+        self.sweep = AckSweep(root / "acked.txt", round(after_s * 1e9),
+                              round(plan.keep_result_ms * 1e6))
 
     def say(self, text: str) -> None:
         print(f"  [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -473,6 +492,7 @@ class FailoverRun:
             load = self._start_load()
             sampler = ConnectionSampler(cluster, plan.sample_every_s)
             sampling = asyncio.ensure_future(sampler.run())
+            sweeping = asyncio.ensure_future(self._sweep_forever())
             try:
                 await self._until_load_runs(load)
                 await asyncio.sleep(plan.warmup_s)  # calm load before the first round
@@ -491,6 +511,8 @@ class FailoverRun:
                 sampling.cancel()
                 await asyncio.gather(sampling, return_exceptions=True)
                 code = await asyncio.to_thread(stop_gracefully, load, 60)
+                sweeping.cancel()
+                await asyncio.gather(sweeping, return_exceptions=True)
             if code != 0:
                 self.problems.append(f"the load process exited with {code}")
             summary = json.loads((self.root / "load-summary.json").read_text())
@@ -499,6 +521,7 @@ class FailoverRun:
             drained_s = await cluster.wait_drained(DRAIN_LIMIT_S)
             if drained_s is None:
                 self.problems.append(f"the queue did not drain within {DRAIN_LIMIT_S} s")
+            await self._sweep()  # the last ones not invoked, while the queue still holds them
             checks = await self._check(acked)
             return self._document(summary, sampler, checks, chaos_s, drained_s)
         finally:
@@ -508,7 +531,8 @@ class FailoverRun:
         cluster = self.cluster
         config = {"ports": [n.port for n in cluster.nodes],
                   "apps": [[a, app_keys(a)[2]] for a in self.app_ids], "rate": self.plan.rate,
-                  "keep_result_ms": KEEP_RESULT_MS, "acked_path": str(self.root / "acked.txt"),
+                  "keep_result_ms": self.plan.keep_result_ms,
+                  "acked_path": str(self.root / "acked.txt"),
                   "status_path": str(self.root / "load-status.json"),
                   "summary_path": str(self.root / "load-summary.json"),
                   "per_node_in_flight": 1_500, "timeout_s": 30}
@@ -651,6 +675,28 @@ class FailoverRun:
 
     # ------------------------------------------------------------------ the checks
 
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every_s)
+            await self._sweep()
+
+    async def _sweep(self) -> None:
+        """Ask for the acknowledged tasks not invoked (``AckSweep``), a few at a time; one the
+        queue does not answer now (a failover under way) is asked again at the next sweep."""
+        tail, sweep = self.cluster.tail, self.sweep
+        sweep.poll(now_ns())
+        tail.poll()
+        due = sweep.due(tail.invoked, now_ns(), SWEEP_LIMIT)
+
+        async def ask(uid: str) -> None:
+            try:
+                sweep.answer(uid, await self.cluster.state_of(self._app_of(uid), uid))
+            except (RuntimeError, aiohttp.ClientError, TimeoutError):
+                pass
+
+        for start in range(0, len(due), 8):
+            await asyncio.gather(*(ask(uid) for uid in due[start:start + 8]))
+
     async def _check(self, acked: Sequence[str]) -> dict[str, Any]:
         cluster = self.cluster
         states: dict[str, str] = {}
@@ -659,22 +705,39 @@ class FailoverRun:
             tasks = await cluster.all_tasks(app)
             held += len(tasks)
             states.update({uid: info["state"] for uid, info in tasks.items()})
-        doubtful = [u for u in acked if states.get(u) not in FINAL]
+        listed = list(states)
+        invocations = read_invocations(cluster.record)
+        gone = 0
+        for uid in acked:  # no longer held: read while it was (AckSweep), or ran and expired
+            if uid not in states:
+                if uid in self.sweep.states:
+                    states[uid] = self.sweep.states[uid]
+                elif invocations.get(uid):
+                    states[uid] = EXPIRED
+                    gone += 1
+        doubtful = [u for u in acked if states.get(u) not in FINAL and states.get(u) != EXPIRED]
         asked: dict[str, str] = {}
         for uid in doubtful[:10_000]:
             asked[uid] = await cluster.state_of(self._app_of(uid), uid)
         states.update(asked)
-        sample = self.rng.sample(list(acked), min(self.plan.get_sample, len(acked)))
+        kept = set(listed)
+        held_acked = [u for u in acked if u in kept]
+        sample = self.rng.sample(held_acked, min(self.plan.get_sample, len(held_acked)))
         disagree = []
+        expired_since = 0
         for uid in sample:
             state = await cluster.state_of(self._app_of(uid), uid)
-            if state != states.get(uid, "404"):
+            if state == "404" and states.get(uid) in FINAL \
+                    and self.plan.keep_result_ms < KEEP_ALL_MS:
+                expired_since += 1  # its keepResult ran out since the list was read
+            elif state != states.get(uid, "404"):
                 disagree.append((uid, state, states.get(uid)))
-        invocations = read_invocations(cluster.record)
         result = audit(acked, states, invocations)
-        return {"tasks": result.figures(), "held_at_end": held,
+        return {"tasks": result.figures(), "held_at_end": held, "expired_after_running": gone,
+                "keep_result_ms": self.plan.keep_result_ms, "sweep": self.sweep.figures(),
                 "asked_one_by_one": len(asked) + len(sample),
-                "list_and_get_disagree": disagree[:10], "disagreements": len(disagree)}
+                "list_and_get_disagree": disagree[:10], "disagreements": len(disagree),
+                "expired_since_listed": expired_since}
 
     def _app_of(self, uid: str) -> str:
         return self.app_ids[int(uid[1:].split("-", 1)[0])]
@@ -710,7 +773,8 @@ class FailoverRun:
         duration_s = (summary["end_ns"] - summary["t0_ns"]) / 1e9
         tasks = checks["tasks"]
         broken = {k: n for k, n in tasks["states"].items()
-                  if k.startswith("atLeastOnce:") and k != "atLeastOnce:success"}
+                  if k.startswith("atLeastOnce:")
+                  and k not in ("atLeastOnce:success", f"atLeastOnce:{EXPIRED}")}
         if broken:  # `record` never fails: an atLeastOnce task must end in success
             self.problems.append(f"acknowledged atLeastOnce tasks not successful: {broken}")
         kill_p99 = phases["kill"]["failover_s"]["p99"]
@@ -759,7 +823,7 @@ class CronRun:
         try:
             await cluster.start()
             body = {"function": "record", "params": {}, "cron": "* * * * * *",
-                    "keepResult": KEEP_RESULT_MS}
+                    "keepResult": KEEP_ALL_MS}
             status, schedule = await self._put(body)
             if status != 200:
                 raise RuntimeError(f"PUT /schedules/{CRON_NAME}: {status} {schedule}")
@@ -938,7 +1002,7 @@ def build_cases(quick: bool, rate: int | None = None,
     documents = {} if documents is None else documents
     if quick:
         plan = Plan(rate=rate or 500, kill_rounds=3, stop_rounds=2, pg_rounds=2, seed=seed,
-                    get_sample=500)
+                    get_sample=500, keep_result_ms=40_000)  # tasks expire within the run
         cron = CronPlan(seconds=60, kill_every_s=20, seed=seed)
     else:
         plan = Plan(rate=rate or 1_000, kill_rounds=50, stop_rounds=10, pg_rounds=10, seed=seed)
@@ -946,6 +1010,7 @@ def build_cases(quick: bool, rate: int | None = None,
     plan = replace(plan, **{k: v for k, v in (rounds or {}).items() if v is not None})
     params = {"nodes": plan.nodes, "apps": plan.apps, "rate_per_s": plan.rate,
               **({"standbys": True} if plan.standbys else {}),
+              "keep_result_s": plan.keep_result_ms / 1000,
               "lease_ms": plan.lease_ms, "kill_rounds": plan.kill_rounds,
               "sigstop_rounds": plan.stop_rounds, "pg_kill_rounds": plan.pg_rounds,
               "store": "postgresql, fsync on", "latency": "failover of each kill round"}
@@ -993,7 +1058,10 @@ def summary_table(documents: dict[str, Any]) -> str:
                   f"invoked twice {tasks['at_most_once_twice']}; atLeastOnce invoked again "
                   f"{tasks['at_least_once_reruns']}; success never invoked "
                   f"{tasks['success_never_invoked']}; held at the end "
-                  f"{failover['checks']['held_at_end']:,}",
+                  f"{failover['checks']['held_at_end']:,}; ran and expired (keepResult "
+                  f"{failover['checks']['keep_result_ms'] / 1000:g} s) "
+                  f"{failover['checks']['expired_after_running']:,}; not invoked, read while "
+                  f"held {failover['checks']['sweep']}",
                   f"db connections per node: max {conn['per_node_max']} (mean "
                   f"{conn['per_node_mean']}); pg_stat_activity 'cloudqueue' max "
                   f"{conn['pg_stat_activity_cloudqueue_max']} (mean per node "
@@ -1030,19 +1098,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--pg-rounds", type=int, default=None)
     pre.add_argument("--seed", type=int, default=1)
     pre.add_argument("--standbys", action="store_true")
+    pre.add_argument("--keep-result-s", type=float, default=None)
     known, rest = pre.parse_known_args(argv)
     names = [case.name for case in build_cases(True)]
     args = parse_args(rest, names, (__doc__ or "").split("\n", 1)[0]
                       + " Also: --rate N (enqueues/s), --kill-rounds N, --stop-rounds N, "
                       "--pg-rounds N, --seed N, --standbys (before each kill or SIGSTOP, wait "
-                      "until every app has a ready standby: failures far apart).")
+                      "until every app has a ready standby: failures far apart), "
+                      "--keep-result-s N (the load tasks' keepResult; default 300).")
     # a SIGTERM (a test's timeout) still cleans up: processes killed, directories removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     documents: dict[str, Any] = {}
     settings = Settings(quick=args.quick, warmup=0, repeats=1)
     rounds: dict[str, Any] = {"kill_rounds": known.kill_rounds,
                               "stop_rounds": known.stop_rounds, "pg_rounds": known.pg_rounds,
-                              "standbys": known.standbys or None}
+                              "standbys": known.standbys or None,
+                              "keep_result_ms": None if known.keep_result_s is None
+                              else round(known.keep_result_s * 1000)}
     cases = [c for c in build_cases(args.quick, known.rate, rounds, known.seed,
                                     args.out.parent, documents)
              if not args.cases or c.name in args.cases]
