@@ -65,6 +65,8 @@ docs/protocol.md §1.10). A slot not fired, or fired twice, is a failure.
 Output: one JSON line per case (stdout and ``--out``, the harness's record: ``ops_per_s`` the
 acknowledged enqueues per second, the latency percentiles the kill rounds' failover times, or the
 cron kills'), and ``failover[-quick].json`` beside ``--out`` with every round, sample and check.
+The processes' logs stay in the run's directory when a check fails, or with
+``CLOUDQUEUE_BENCH_KEEP=1``.
 The exit status is 1 when a check fails (a task lost, an atMostOnce task invoked twice, a node or
 app that did not recover, a cron slot missed), so that a run cannot pass quietly.
 """
@@ -941,7 +943,7 @@ def _trial(kind: str, plan: Plan | CronPlan, out_dir: Path, quick: bool,
         document["work_dir"] = str(root)
         documents[kind] = document
         document["bench_cpu_s"] = (time.process_time_ns() - cpu0) / 1e9
-        keep = not document["verdict"]["passed"]
+        keep = not document["verdict"]["passed"] or bool(os.environ.get("CLOUDQUEUE_BENCH_KEEP"))
     finally:
         if keep:
             print(f"  logs kept in {root}", file=sys.stderr)
