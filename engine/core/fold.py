@@ -124,8 +124,7 @@ class TaskTable:
         elif state is _RETRY_WAIT:
             self._arm(task, _WAKE, task.retry_at_ms or 0, task.unique_id)
         else:
-            self._arm(task, _EXPIRE, (task.finished_ms or 0) + task.options.keep_result_ms,
-                      task.unique_id)
+            self._arm(task, _EXPIRE, task.expires_at_ms(), task.unique_id)
 
     def unplace(self, task: Task) -> None:
         """Take ``task`` out of where its current state put it (before its state changes)."""

@@ -237,6 +237,10 @@ class Task:
     # from a snapshot, which is durable); readers outside show it once that seq is durable
     changed_seq: int = 0
 
+    def expires_at_ms(self) -> int:
+        """When a finished task's keepResult ends (its EXPIRE timer)."""
+        return (self.finished_ms or 0) + self.options.keep_result_ms
+
     def info(self) -> TaskInfo:
         return TaskInfo(
             unique_id=self.unique_id,

@@ -32,7 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from cloudqueue.engine.core.codec import UnknownRecordKindError, options_from_dict, options_to_dict
+from cloudqueue.engine.core.codec import (
+    UnknownRecordKindError,
+    decode_record,
+    encode_record,
+    options_from_dict,
+    options_to_dict,
+)
 from cloudqueue.engine.core.history import (
     actions_from_row,
     actions_to_row,
@@ -205,3 +211,95 @@ def task_from_row(row: Any, version: int = ROW_VERSION) -> Task:
 def tasks_from_rows(rows: list[Any], version: int) -> list[Task]:
     """``task_from_row`` over a snapshot's chunk of rows."""
     return TASK_ROWS.from_rows(rows, version)
+
+
+# ---------------------------------------------------------------------- finished tasks, kept packed
+
+_FIELDS = tuple(f.name for f in fields(Task))
+_FINAL_STATES = {state.value: state for state in TaskState if state.is_final}
+
+
+class KeptTask(Task):
+    """A finished task as a snapshot keeps it (``kept_from_items``): what the task table needs
+    of it is set (uniqueId, state, seq, run seq, when its keepResult ends) and its row stays
+    packed until anything else of it is first read; then the whole row is decoded into it, the
+    fields already set keeping their values (they may have changed since). Most of what an
+    app holds is finished tasks kept only for ``keepResult``, read by nobody: restoring them
+    this way costs a third of building each, and a snapshot written again carries their rows
+    through unread (``kept_items``). So a node that takes an app over, and a compaction, spend
+    their time on the tasks that are still to run."""
+
+    __slots__ = ("_packed", "_version", "_expires_ms")
+    _packed: bytes | None  # the row, until it is decoded
+    _version: int  # its row version
+    _expires_ms: int  # when its keepResult ends
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for a slot not set yet: the row's fields, until it is decoded
+        if name in _KEPT_SLOTS or name not in _FIELDS:
+            raise AttributeError(name)
+        packed = self._packed
+        if packed is None:
+            raise AttributeError(name)
+        self._packed = None
+        row = decode_record(packed)
+        row[0] = self.unique_id  # (kept_items leaves it out of the packed row)
+        full = TASK_ROWS.from_row(row, self._version)
+        for field_name in _FIELDS:
+            try:
+                object.__getattribute__(self, field_name)
+            except AttributeError:
+                object.__setattr__(self, field_name, object.__getattribute__(full, field_name))
+        return object.__getattribute__(self, name)
+
+    @property
+    def packed(self) -> bool:
+        """Its row is not decoded yet."""
+        return self._packed is not None
+
+    def expires_at_ms(self) -> int:
+        return self._expires_ms if self._packed is not None else Task.expires_at_ms(self)
+
+
+_KEPT_SLOTS = frozenset(KeptTask.__slots__)
+KEPT_WIDTH = 7  # the items of one kept task (kept_items)
+
+
+def kept_items(task: Task) -> tuple[Any, ...]:
+    """A finished task as a snapshot keeps it: ``(uniqueId, state, seq, run_seq, expires_ms,
+    row_version, packed_row)``, the packed row's uniqueId null (it is the first item already); a
+    ``KeptTask`` still packed hands its row on as it is."""
+    if isinstance(task, KeptTask) and task._packed is not None:
+        kept = task
+        return (kept.unique_id, kept.state.value, kept.seq, kept.run_seq, kept._expires_ms,
+                kept._version, kept._packed)
+    row = task_to_row(task)
+    row[0] = None
+    return (task.unique_id, task.state.value, task.seq, task.run_seq, task.expires_at_ms(),
+            ROW_VERSION, encode_record(row))
+
+
+def kept_from_items(items: list[Any]) -> list[Task]:
+    """The finished tasks of a snapshot's kept chunk (``KEPT_WIDTH`` items each, flat).
+    Raises ``UnknownRecordKindError`` for items that are not such tasks."""
+    if len(items) % KEPT_WIDTH:
+        raise UnknownRecordKindError("kept task", len(items))
+    new, found = KeptTask.__new__, list[Task]()
+    states, latest = _FINAL_STATES, ROW_VERSION
+    try:
+        for at in range(0, len(items), KEPT_WIDTH):
+            unique_id, state, seq, run_seq, expires_ms, version, packed = \
+                items[at:at + KEPT_WIDTH]
+            if not (unique_id.__class__ is str and packed.__class__ is bytes
+                    and version.__class__ is int and 1 <= version <= latest
+                    and seq.__class__ is int and run_seq.__class__ is int
+                    and expires_ms.__class__ is int):
+                raise ValueError("a kept task's items")
+            task = new(KeptTask)
+            task.unique_id, task.state, task.seq, task.run_seq = \
+                unique_id, states[state], seq, run_seq
+            task._expires_ms, task._version, task._packed = expires_ms, version, packed
+            found.append(task)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnknownRecordKindError("kept task", latest) from exc
+    return found

@@ -5,12 +5,16 @@ A snapshot file ``snapshot-<seq>.snap`` is a run of frames: a header record (``k
 keepResult: the dedup window) and schedules, and a footer (``k: "end"``, the count again). Frames
 make damage detectable; the footer makes a truncated file detectable.
 
-Format 3 (header ``"v": 3``, written now) holds the tasks as rows in chunks of up to
+Format 4 (header ``"v": 4``, written now) holds the unfinished tasks as rows in chunks of up to
 ``CHUNK_TASKS`` (fewer where they are large: a chunk packs to at most ``CHUNK_BYTES``), one frame
-per chunk: ``[3, "tasks", [row, ...], row_version]`` (``engine.core.task_rows``: rows of an
-earlier row version read with the defaults of the columns added since), and the schedules in
-``[3, "schedules", [record, ...]]`` frames. Format 2 (``"v": 2``, chunks without a row version:
-row version 1) is still read. Format 1 (``"v": 1``, written by cloudqueue 0.1) is not: it
+per chunk: ``[4, "tasks", [row, ...], row_version]`` (``engine.core.task_rows``: rows of an
+earlier row version read with the defaults of the columns added since); the finished ones
+(kept for keepResult) in ``[4, "kept", [uniqueId, state, seq, run_seq, expires_ms, row_version,
+packed_row, ...]]`` frames (the packed row without its uniqueId), each row packed on its own so
+that a restore leaves it packed until it is read (``task_rows.KeptTask``) and a compaction
+writes it again unread; and the schedules in ``[4, "schedules", [record, ...]]`` frames.
+Format 3 (every task a row in ``"tasks"`` chunks) and format 2 (chunks without a row version:
+row version 1) are still read. Format 1 (``"v": 1``, written by cloudqueue 0.1) is not: it
 refuses to load with ``LogFormatRetiredError``.
 
 Compaction, crash-safe at every step (``LogStore.compact`` drives it):
@@ -41,7 +45,13 @@ from cloudqueue.engine.core.errors import LogFormatRetiredError
 from cloudqueue.engine.core.framing import CorruptRecordError, TailState, encode_frame, scan
 from cloudqueue.engine.core.schedules import Schedule
 from cloudqueue.engine.core.task import Task
-from cloudqueue.engine.core.task_rows import ROW_VERSION, task_to_row, tasks_from_rows
+from cloudqueue.engine.core.task_rows import (
+    ROW_VERSION,
+    kept_from_items,
+    kept_items,
+    task_to_row,
+    tasks_from_rows,
+)
 from cloudqueue.engine.runtime.log_file import FileOps, LogCorruptError, list_segments
 
 SNAPSHOT_PREFIX = "snapshot-"
@@ -68,8 +78,8 @@ class SnapshotContents(NamedTuple):
     schedules: list[Schedule]
 
 
-SNAPSHOT_FORMAT = 3
-READ_FORMATS = (2, 3)
+SNAPSHOT_FORMAT = 4
+READ_FORMATS = (2, 3, 4)
 CHUNK_TASKS = 4_096
 # A chunk's frame is split in halves until it packs to at most this (a frame holds 16 MiB; one
 # task row, params and result at most 4 MiB each, always fits).
@@ -80,14 +90,21 @@ def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, Any] | 
                     schedules: Iterable[Schedule] = ()) -> bytes:
     """The bytes of a snapshot at ``seq``. ``counters`` is state beyond the tasks (the day's
     enqueue count for quotas, since when dispatch is paused, the audit list)."""
-    task_rows = [task_to_row(task) for task in tasks]
+    task_rows, kept = [], []
+    for task in tasks:
+        if task.state.is_final:
+            kept.append(kept_items(task))
+        else:
+            task_rows.append(task_to_row(task))
     schedule_records = [schedule_to_record(found) for found in schedules]
-    count = len(task_rows) + len(schedule_records)
+    count = len(task_rows) + len(kept) + len(schedule_records)
     header = {"v": SNAPSHOT_FORMAT, "k": "snap", "seq": seq, "n": count,
               "counters": counters or {}}
     footer = {"v": SNAPSHOT_FORMAT, "k": "end", "n": count}
     body = [frame for i in range(0, len(task_rows), CHUNK_TASKS)
             for frame in _chunk_frames("tasks", task_rows[i:i + CHUNK_TASKS])]
+    body += [frame for i in range(0, len(kept), CHUNK_TASKS)
+             for frame in _chunk_frames("kept", kept[i:i + CHUNK_TASKS])]
     if schedule_records:
         body += _chunk_frames("schedules", schedule_records)
     return b"".join([encode_frame(encode_record(header)), *body,
@@ -95,10 +112,11 @@ def encode_snapshot(seq: int, tasks: Iterable[Task], counters: dict[str, Any] | 
 
 
 def _chunk_frames(kind: str, items: list[Any]) -> list[bytes]:
-    """``[3, kind, items(, row_version)]`` as one frame, or halved until each part packs to
+    """``[4, kind, items(, row_version)]`` as one frame, or halved until each part packs to
     ``CHUNK_BYTES`` (a few large tasks would otherwise make a frame over the 16 MiB a frame may
-    hold)."""
-    chunk = [SNAPSHOT_FORMAT, kind, items]
+    hold). A kept chunk's items are tuples, written flat."""
+    chunk = [SNAPSHOT_FORMAT, kind,
+             [item for kept in items for item in kept] if kind == "kept" else items]
     payload = encode_record(chunk + [ROW_VERSION] if kind == "tasks" else chunk)
     if len(payload) <= CHUNK_BYTES or len(items) == 1:
         return [encode_frame(payload)]
@@ -149,9 +167,11 @@ def _body(version: int, payloads: list[bytes]) -> tuple[list[Task], list[Schedul
         if not (isinstance(chunk, list) and chunk[:1] == [version] and len(chunk) >= 3
                 and isinstance(chunk[2], list)):
             raise UnknownRecordKindError("snapshot chunk", version)
-        if chunk[1] == "tasks" and len(chunk) == (4 if version == 3 else 3):
-            row_version = chunk[3] if version == 3 else 1
+        if chunk[1] == "tasks" and len(chunk) == (3 if version == 2 else 4):
+            row_version = 1 if version == 2 else chunk[3]
             tasks += tasks_from_rows(chunk[2], row_version)
+        elif chunk[1] == "kept" and version >= 4 and len(chunk) == 3:
+            tasks += kept_from_items(chunk[2])
         elif chunk[1] == "schedules" and len(chunk) == 3:
             schedules += map(schedule_from_record, chunk[2])
         else:

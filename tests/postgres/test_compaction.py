@@ -54,9 +54,9 @@ async def test_compaction_keeps_the_state_and_drops_what_it_covers(pg_url: str,
 
 
 def test_a_compaction_is_due_once_the_batches_since_the_snapshot_are_as_large_as_it() -> None:
-    """A takeover reads the snapshot and every batch after it: the batches are compacted away
-    once they are as large as the snapshot (at least MIN_COMPACT_BYTES, at most compact_bytes),
-    so that a takeover reads at most about twice the app's live state."""
+    """A takeover reads the snapshot and folds every event after it: the batches are compacted
+    away once they are a quarter of the snapshot's size (at least MIN_COMPACT_BYTES, at most
+    compact_bytes)."""
     due: list[int] = []
 
     def store(snapshot_bytes: int, compact_bytes: int | None = 64_000_000) -> pg_store.PgStore:
@@ -67,10 +67,11 @@ def test_a_compaction_is_due_once_the_batches_since_the_snapshot_are_as_large_as
 
     minimum = pg_store.MIN_COMPACT_BYTES
     assert store(0).compact_due_bytes == minimum  # a small app: every MIN_COMPACT_BYTES
-    assert store(minimum * 3).compact_due_bytes == minimum * 3  # as large as its snapshot
-    assert store(minimum * 3, compact_bytes=minimum * 2).compact_due_bytes == minimum * 2
+    assert store(minimum * 3).compact_due_bytes == minimum  # a quarter of it is less
+    assert store(minimum * 12).compact_due_bytes == minimum * 3  # a quarter of its snapshot
+    assert store(minimum * 12, compact_bytes=minimum * 2).compact_due_bytes == minimum * 2
 
-    big = store(minimum * 3)
+    big = store(minimum * 12)
     big._stored([TaskSubmitted(1, T0, "t", "ok", {}, TaskOptions(), T0)], minimum * 3 - 1)
     assert due == []
     big._stored([TaskSubmitted(2, T0, "u", "ok", {}, TaskOptions(), T0)], 1)

@@ -29,6 +29,9 @@ from cloudqueue.engine.runtime.snapshot import (
 
 T0 = 1_700_000_000_000
 FORMAT_2 = Path(__file__).parents[1] / "data" / "logs" / "queue-format2"
+# the golden ``queue`` directory opened and compacted by the last version that wrote snapshot
+# format 3 (every task a row in "tasks" chunks; format 4 keeps the finished ones apart, packed)
+SNAPSHOT_3 = Path(__file__).parents[1] / "data" / "logs" / "queue-snapshot3"
 
 
 async def test_a_format_2_log_loads_and_later_batches_go_on_in_a_headed_segment(
@@ -55,22 +58,29 @@ async def test_a_format_2_log_loads_and_later_batches_go_on_in_a_headed_segment(
         assert queue.core.last_seq == last_seq + 1
 
 
-async def test_a_format_2_snapshot_loads_and_the_next_is_written_in_format_3(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", [FORMAT_2, SNAPSHOT_3], ids=["format-2", "format-3"])
+async def test_an_older_snapshot_loads_and_the_next_is_written_in_format_4(
+        tmp_path: Path, source: Path) -> None:
     directory = tmp_path / "data"
-    shutil.copytree(FORMAT_2, directory)
+    shutil.copytree(source, directory)
     (old,) = list_snapshots(directory)
     assert read_snapshot(old[1]).seq == old[0]
     async with Engine(data_dir=directory, clock=FakeClock(T0 + 10)) as queue:
+        before = {t.unique_id: t.info() for t in queue.core.tasks()}
         await queue.compact()
     (_, path), = list_snapshots(directory)
     payloads = scan(path.read_bytes()).payloads
-    assert msgpack.unpackb(payloads[0])["v"] == SNAPSHOT_FORMAT == 3
-    tasks_chunk = msgpack.unpackb(payloads[1])
-    assert tasks_chunk[:2] == [3, "tasks"] and tasks_chunk[3] == ROW_VERSION
+    assert msgpack.unpackb(payloads[0])["v"] == SNAPSHOT_FORMAT == 4
+    tasks_chunk, kept_chunk = msgpack.unpackb(payloads[1]), msgpack.unpackb(payloads[2])
+    assert tasks_chunk[:2] == [4, "tasks"] and tasks_chunk[3] == ROW_VERSION
+    assert kept_chunk[:2] == [4, "kept"]  # the finished tasks, each row packed on its own
     contents = read_snapshot(path)
-    assert {t.unique_id: t.state for t in contents.tasks}["ok-0"] is TaskState.SUCCESS
+    states = {t.unique_id: t.state for t in contents.tasks}
+    assert states["ok-0"] is TaskState.SUCCESS and states["later-0"] is TaskState.CANCELLED
+    assert states["later-1"] is TaskState.QUEUED
     assert [s.spec.name for s in contents.schedules] == ["nightly"]
+    async with Engine(data_dir=directory, clock=FakeClock(T0 + 10)) as queue:
+        assert {t.unique_id: t.info() for t in queue.core.tasks()} == before
 
 
 async def test_a_snapshot_with_task_rows_of_a_later_version_refuses_to_start(

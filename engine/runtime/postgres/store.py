@@ -34,10 +34,12 @@ this node's monotonic clock from the moment the renewal was sent.
 Compaction: the state at a seq is folded from the latest snapshot and the batches up to it, in a
 child process (``compactor``, as the log's), and written as the app's new snapshot under the
 same lease check; the batches it covers are then deleted, in bounded statements. It is due once
-the batches since the snapshot are as large as the snapshot (at least ``MIN_COMPACT_BYTES``, at
-most ``compact_bytes``): a node that takes the app over reads the snapshot and every batch after
-it, and folding the events of tasks long finished and expired is the cost of a takeover that
-nothing needs. So a takeover reads at most about twice the app's live state.
+the batches since the snapshot are a quarter of the snapshot's size (at least
+``MIN_COMPACT_BYTES``, at most ``compact_bytes``): a node that takes the app over reads the
+snapshot and folds every event after it, and an event folds at several times the cost of a
+snapshot's byte (whose finished tasks stay packed: ``task_rows.KeptTask``); the events of tasks
+long finished and expired are work a takeover would do for nothing. Folding them in the
+compactor instead costs the owner little: it carries the snapshot's packed rows through.
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ UNKNOWN_AFTER_MS = 10_000  # a batch's callers wait this long for a lost answer 
 SNAPSHOT_PART_BYTES = 8 * 1024 * 1024  # a snapshot is kept in rows of at most this
 DELETE_BATCH_ROWS = 5_000  # covered batches deleted per statement
 DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024  # of batches written since the last snapshot, at most
-# ... and at least this much, once the batches are as large as the snapshot (module doc)
-MIN_COMPACT_BYTES = 8 * 1024 * 1024
+# ... and at least this much, once the batches are a quarter of the snapshot (module doc)
+MIN_COMPACT_BYTES = 2 * 1024 * 1024
 
 # fenced by the lease row (see the module's doc: why no row lock is needed here)
 INSERT_BATCH = """
@@ -333,7 +335,7 @@ class PgStore:
     def compact_due_bytes(self) -> int:
         """The bytes of batches since the snapshot at which a compaction is due (module doc)."""
         assert self.compact_bytes is not None
-        return min(self.compact_bytes, max(MIN_COMPACT_BYTES, self.snapshot_bytes))
+        return min(self.compact_bytes, max(MIN_COMPACT_BYTES, self.snapshot_bytes // 4))
 
     def _disk_full(self, batch: list[Event], error: LogError) -> list[Event]:
         """Nothing of ``batch`` was stored: roll back its tasks and those queued behind it
