@@ -11,7 +11,7 @@ import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +23,8 @@ from cloudqueue.engine.runtime.postgres.leases import rank
 now_ns = time.monotonic_ns
 FINAL = frozenset({"success", "failed", "cancelled"})
 # an acknowledged task the queue no longer holds, invoked before: it ran, and was kept its
-# keepResult (the audit's state for it; AckSweep read the state of those not invoked)
+# keepResult (the audit's state for it: ``account``)
 EXPIRED = "expired"
-UNKNOWN = "unknown"  # AckSweep: asked for too late to tell a loss from an expiry
 CATCH_UP_MS = 250  # a firing created this late after its slot was a catch-up (timers: ~ms)
 
 
@@ -48,7 +47,6 @@ class RecordTail:
         self.watch_prefixes: tuple[str, ...] = ("p",)  # probes; more may be added
         self.latest: list[tuple[str, int]] = []  # (uid, ns) of watched prefixes, in order
         self.app_times: dict[int, array[int]] = {}  # app index -> invocation times, in order
-        self.invoked: set[str] = set()  # the load tasks (L, M uids) invoked so far
 
     def poll(self) -> None:
         try:
@@ -67,7 +65,6 @@ class RecordTail:
             self.lines += 1
             uid, _, rest = raw.decode().partition(" ")
             if uid[:1] in ("L", "M"):
-                self.invoked.add(uid)
                 app = int(uid[1:uid.index("-")])
                 times = self.app_times.get(app)
                 if times is None:
@@ -103,60 +100,25 @@ class RecordTail:
                     None)
 
 
-class AckSweep:
-    """The state of each acknowledged task the host has not invoked, read while the queue still
-    holds it: with a ``keepResult`` shorter than the run, a finished task is gone by the end's
-    audit, and an atMostOnce task whose run was lost (failed without an invocation) would look
-    lost then. A task the host invoked ran; one it did not is asked for (``GET``) once it was
-    acknowledged ``after_ns`` ago, and again at each sweep until it is final. A 404 then, well
-    within its ``keepResult``, is a lost task; one asked too late to tell is ``UNKNOWN`` (the
-    audit counts it missing: a run cannot pass on what it did not see)."""
-
-    def __init__(self, acked_path: Path, after_ns: int, keep_ns: int) -> None:
-        self.acked_path = acked_path
-        self.after_ns = after_ns
-        self.keep_ns = keep_ns
-        self.offset = 0
-        self.partial = b""
-        self.pending: dict[str, int] = {}  # uid -> when its acknowledgement was seen
-        self.states: dict[str, str] = {}  # uid -> final state ("404", UNKNOWN: see above)
-        self.asked = 0
-
-    def poll(self, now: int) -> None:
-        """The acknowledgements written since the last poll, seen at ``now``."""
-        with contextlib.suppress(FileNotFoundError), self.acked_path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-            self.offset += len(data)
-            lines = (self.partial + data).split(b"\n")
-            self.partial = lines.pop()
-            for raw in lines:
-                if raw:
-                    self.pending[raw.decode()] = now
-
-    def due(self, invoked: set[str], now: int, limit: int) -> list[str]:
-        """At most ``limit`` acknowledged uids to ask for now: not invoked, acknowledged at
-        least ``after_ns`` ago; those asked too late to tell are settled as ``UNKNOWN``."""
-        found: list[str] = []
-        for uid, seen in list(self.pending.items()):
+def account(acked: Iterable[str], held: Mapping[str, str], invoked: Container[str],
+            seen_failed: Mapping[str, str]) -> tuple[dict[str, str], int]:
+    """Every acknowledged task's state for the audit, when tasks leave the queue within the run
+    (``keepResult`` shorter than it): the state the queue holds at the end (``held``); else, if
+    the host invoked it, ``EXPIRED`` (it ran, and was kept its keepResult); else the final state
+    a listing of the app's failed tasks showed during the run (``seen_failed``: an atMostOnce
+    task whose run was lost fails without an invocation). A task none of these accounts for is
+    left out: the audit asks the queue for it, and counts it lost if it is gone. Also returns
+    how many were ``EXPIRED``."""
+    states = dict(held)
+    gone = 0
+    for uid in acked:
+        if uid not in states:
             if uid in invoked:
-                del self.pending[uid]
-            elif now - seen >= self.keep_ns - self.after_ns:
-                self.answer(uid, UNKNOWN)
-            elif now - seen >= self.after_ns and len(found) < limit:
-                found.append(uid)
-        return found
-
-    def answer(self, uid: str, state: str) -> None:
-        """What ``GET`` said of ``uid``: final (or ``"404"``) settles it; else it is asked again."""
-        self.asked += 1
-        if state in FINAL or state in ("404", UNKNOWN):
-            self.states[uid] = state
-            self.pending.pop(uid, None)
-
-    def figures(self) -> dict[str, Any]:
-        by_state = Counter(self.states.values())
-        return {"asked": self.asked, "settled": dict(by_state), "pending": len(self.pending)}
+                states[uid] = EXPIRED
+                gone += 1
+            elif uid in seen_failed:
+                states[uid] = seen_failed[uid]
+    return states, gone
 
 
 def read_invocations(path: Path) -> Counter[str]:
@@ -279,7 +241,7 @@ def audit(acked: Iterable[str], states: Mapping[str, str], invocations: Counter[
         acked_set.add(uid)
         state = states.get(uid, "404")
         mode = "atMostOnce" if uid.startswith("M") else "atLeastOnce"
-        if state in ("404", UNKNOWN):
+        if state == "404":
             result.missing.append(uid)
         elif state not in FINAL and state != EXPIRED:
             result.unfinished.append(uid)

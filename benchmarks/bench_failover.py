@@ -40,10 +40,11 @@ seconds, three phases, under the same load:
 
 The load tasks keep the queue's default ``keepResult``, 300 s (``--keep-result-s``; 40 s with
 ``--quick``): the apps hold what they would at this rate, about 300,000 tasks, and a finished
-task leaves the queue during the run. So every acknowledged task is accounted for by one of:
-the host invoked it (the record file); or, not invoked, its state was read while the queue held
-it (``AckSweep``: a minute after its acknowledgement, again every half minute until final; a 404
-then is a lost task, and one not read in time counts as lost too); or it is held at the end.
+task leaves the queue during the run. So every acknowledged task is accounted for by one of
+(``account``): it is held at the end; or the host invoked it (the record file: it ran); or,
+never invoked, a listing of its app's failed tasks (``GET /tasks?state=failed``, every app every
+30 s during the run: a failed task stays listed for its 300 s) showed it failed (an
+atMostOnce task whose run was in flight on a dead node fails "run lost", uninvoked).
 Then the load stops, the queue drains (every app: no task queued, running or waiting to retry),
 and the tasks still held are checked: the app's task list (``GET /tasks``, pages of 1,000)
 gives their states, and ``GET /tasks/{uniqueId}`` (master) asks again for any acknowledged
@@ -96,10 +97,10 @@ from benchmarks._burst_procs import machine_busy_s
 from benchmarks._failover_checks import (
     EXPIRED,
     FINAL,
-    AckSweep,
     NodeView,
     Outage,
     RecordTail,
+    account,
     answers_between,
     audit,
     epoch_ms,
@@ -134,9 +135,7 @@ now_ns = time.monotonic_ns
 BASE = "/1.1/engine/cloud-queue"
 FAILOVER_P99_TARGET_S = 10.0
 KEEP_ALL_MS = 6 * 3600 * 1000  # probes and cron firings stay readable until the end of the run
-SWEEP_AFTER_S = 60.0  # AckSweep: acknowledged tasks not invoked are asked for this long after
-# (at most a fifth of keepResult), at a sweep every half that, at most this many per sweep
-SWEEP_LIMIT = 3_000
+SWEEP_EVERY_S = 30.0  # each app's failed tasks are listed this often (at most keepResult / 5)
 READY_LIMIT_S = 60.0  # a node answers ready within, after its start
 STANDBY_LIMIT_S = 120.0  # --standbys: each app has a ready standby somewhere within
 SETTLE_LIMIT_S = 60.0  # the apps are back on their preferred nodes within
@@ -375,13 +374,15 @@ class Cluster:
             await asyncio.sleep(0.5)
         return None
 
-    async def all_tasks(self, app_id: str) -> dict[str, dict[str, Any]]:
-        """Every task of the app the queue holds, from its task list (pages of 1,000)."""
+    async def all_tasks(self, app_id: str, query: str = "") -> dict[str, dict[str, Any]]:
+        """Every task of the app the queue holds (``query``: those it picks, e.g.
+        ``&state=failed``), from its task list (pages of 1,000)."""
         found: dict[str, dict[str, Any]] = {}
         cursor = ""
         for _ in range(10_000):  # pages; bounded
             node = self.up()[0]
-            status, body = await self.get_json(node, app_id, f"/tasks?limit=1000{cursor}")
+            status, body = await self.get_json(node, app_id,
+                                               f"/tasks?limit=1000{query}{cursor}")
             if status != 200:
                 raise RuntimeError(f"GET /tasks of {app_id}: {status} {body}")
             for info in body["results"]:
@@ -478,10 +479,9 @@ class FailoverRun:
         self.rng = random.Random(plan.seed)
         self.rounds: list[dict[str, Any]] = []
         self.problems: list[str] = []
-        after_s = min(SWEEP_AFTER_S, plan.keep_result_ms / 5_000)
-        self.sweep_every_s = after_s / 2
-        self.sweep = AckSweep(root / "acked.txt", round(after_s * 1e9),
-                              round(plan.keep_result_ms * 1e6))
+        self.sweep_every_s = min(SWEEP_EVERY_S, plan.keep_result_ms / 5_000)
+        self.seen_failed: dict[str, str] = {}  # load tasks the failed lists showed: ``account``
+        self.sweeps = 0
 
     def say(self, text: str) -> None:
         print(f"  [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -523,7 +523,7 @@ class FailoverRun:
             drained_s = await cluster.wait_drained(DRAIN_LIMIT_S)
             if drained_s is None:
                 self.problems.append(f"the queue did not drain within {DRAIN_LIMIT_S} s")
-            await self._sweep()  # the last ones not invoked, while the queue still holds them
+            await self._sweep()  # (the failed tasks are held still: the task lists show them)
             checks = await self._check(acked)
             return self._document(summary, sampler, checks, chaos_s, drained_s)
         finally:
@@ -683,21 +683,16 @@ class FailoverRun:
             await self._sweep()
 
     async def _sweep(self) -> None:
-        """Ask for the acknowledged tasks not invoked (``AckSweep``), a few at a time; one the
-        queue does not answer now (a failover under way) is asked again at the next sweep."""
-        tail, sweep = self.cluster.tail, self.sweep
-        sweep.poll(now_ns())
-        tail.poll()
-        due = sweep.due(tail.invoked, now_ns(), SWEEP_LIMIT)
-
-        async def ask(uid: str) -> None:
+        """List each app's failed tasks (``account``); an app that does not answer now (a
+        failover under way) is listed again at the next sweep."""
+        for app in self.app_ids:
             try:
-                sweep.answer(uid, await self.cluster.state_of(self._app_of(uid), uid))
+                found = await self.cluster.all_tasks(app, "&state=failed")
             except (RuntimeError, aiohttp.ClientError, TimeoutError):
-                pass
-
-        for start in range(0, len(due), 8):
-            await asyncio.gather(*(ask(uid) for uid in due[start:start + 8]))
+                continue
+            self.seen_failed.update({uid: info["state"] for uid, info in found.items()
+                                     if uid[:1] in ("L", "M")})
+        self.sweeps += 1
 
     async def _check(self, acked: Sequence[str]) -> dict[str, Any]:
         cluster = self.cluster
@@ -709,14 +704,7 @@ class FailoverRun:
             states.update({uid: info["state"] for uid, info in tasks.items()})
         listed = list(states)
         invocations = read_invocations(cluster.record)
-        gone = 0
-        for uid in acked:  # no longer held: read while it was (AckSweep), or ran and expired
-            if uid not in states:
-                if uid in self.sweep.states:
-                    states[uid] = self.sweep.states[uid]
-                elif invocations.get(uid):
-                    states[uid] = EXPIRED
-                    gone += 1
+        states, gone = account(acked, states, invocations, self.seen_failed)
         doubtful = [u for u in acked if states.get(u) not in FINAL and states.get(u) != EXPIRED]
         asked: dict[str, str] = {}
         for uid in doubtful[:10_000]:
@@ -736,7 +724,8 @@ class FailoverRun:
                 disagree.append((uid, state, states.get(uid)))
         result = audit(acked, states, invocations)
         return {"tasks": result.figures(), "held_at_end": held, "expired_after_running": gone,
-                "keep_result_ms": self.plan.keep_result_ms, "sweep": self.sweep.figures(),
+                "keep_result_ms": self.plan.keep_result_ms, "failed_lists": {"sweeps": self.sweeps,
+                                 "failed_seen": len(self.seen_failed)},
                 "asked_one_by_one": len(asked) + len(sample),
                 "list_and_get_disagree": disagree[:10], "disagreements": len(disagree),
                 "expired_since_listed": expired_since}
@@ -1062,8 +1051,8 @@ def summary_table(documents: dict[str, Any]) -> str:
                   f"{tasks['success_never_invoked']}; held at the end "
                   f"{failover['checks']['held_at_end']:,}; ran and expired (keepResult "
                   f"{failover['checks']['keep_result_ms'] / 1000:g} s) "
-                  f"{failover['checks']['expired_after_running']:,}; not invoked, read while "
-                  f"held {failover['checks']['sweep']}",
+                  f"{failover['checks']['expired_after_running']:,}; failed tasks listed "
+                  f"during the run {failover['checks']['failed_lists']}",
                   f"db connections per node: max {conn['per_node_max']} (mean "
                   f"{conn['per_node_mean']}); pg_stat_activity 'cloudqueue' max "
                   f"{conn['pg_stat_activity_cloudqueue_max']} (mean per node "
