@@ -9,9 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from cloudqueue.engine.core.commands import Invoke
 from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.core.task import Task
+from cloudqueue.engine.core.task_rows import KeptTask
+from cloudqueue.engine.runtime.rebuild import rebuild
+from cloudqueue.engine.runtime.snapshot import decode_snapshot, encode_snapshot
 
 T0 = 1_700_000_000_000
 
@@ -27,7 +31,7 @@ def no_cyclic_gc() -> Iterator[None]:
 
 
 def tasks_alive() -> int:
-    return sum(1 for o in gc.get_objects() if type(o) is Task)
+    return sum(1 for o in gc.get_objects() if isinstance(o, Task))  # KeptTask too
 
 
 def test_a_core_let_go_frees_its_tasks_at_once(no_cyclic_gc: None) -> None:
@@ -41,3 +45,24 @@ def test_a_core_let_go_frees_its_tasks_at_once(no_cyclic_gc: None) -> None:
     core.let_go()
     assert len(core) == 0 and core.unfinished == 0 and core.next_deadline_ms() is None
     assert tasks_alive() == before  # gone, with no collection (the core is still here)
+
+
+def test_a_core_let_go_frees_the_finished_tasks_a_snapshot_kept_packed(no_cyclic_gc: None
+                                                                       ) -> None:
+    source = EngineCore(CoreConfig(concurrency=50))
+    for i in range(50):
+        source.submit(f"t{i}", "f", {"i": i}, TaskOptions(), T0)
+    for command in source.tick(T0, dispatch=True):
+        if isinstance(command, Invoke):
+            source.run_succeeded(command.unique_id, command.run_seq, None, T0 + 1)
+    data = encode_snapshot(source.last_seq, source.tasks(), source.counters())
+    del source, command
+    before = tasks_alive()
+    snapshot = decode_snapshot(data, "test")
+    core = rebuild(EngineCore(CoreConfig(), start_ms=T0 + 2), [], snapshot_seq=snapshot.seq,
+                   snapshot_tasks=snapshot.tasks, counters=snapshot.counters)
+    del snapshot
+    assert tasks_alive() - before == 50
+    assert all(isinstance(t, KeptTask) for t in core.tasks())
+    core.let_go()
+    assert tasks_alive() == before
