@@ -702,7 +702,7 @@ class FailoverRun:
             tasks = await cluster.all_tasks(app)
             held += len(tasks)
             states.update({uid: info["state"] for uid, info in tasks.items()})
-        listed = list(states)
+        listed = set(states)  # held at the end
         invocations = read_invocations(cluster.record)
         states, gone = account(acked, states, invocations, self.seen_failed)
         doubtful = [u for u in acked if states.get(u) not in FINAL and states.get(u) != EXPIRED]
@@ -710,8 +710,7 @@ class FailoverRun:
         for uid in doubtful[:10_000]:
             asked[uid] = await cluster.state_of(self._app_of(uid), uid)
         states.update(asked)
-        kept = set(listed)
-        held_acked = [u for u in acked if u in kept]
+        held_acked = [u for u in acked if u in listed]
         sample = self.rng.sample(held_acked, min(self.plan.get_sample, len(held_acked)))
         disagree = []
         expired_since = 0

@@ -55,6 +55,8 @@ from benchmarks._harness import (
     run_cases,
 )
 from cloudqueue.engine.core.batch_codec import encode_batch
+from cloudqueue.engine.core.commands import Append, Invoke
+from cloudqueue.engine.core.engine import CoreConfig, EngineCore
 from cloudqueue.engine.core.events import TaskSubmitted
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.embedded import Engine
@@ -304,7 +306,8 @@ async def _start_trial(directory: Path, info: Mapping[str, float], n: int,
     if report is None:
         raise RuntimeError("the engine did not report its recovery")
     loaded = report.snapshot_tasks if snapshot else report.records
-    if held != n or loaded != n:
+    expected = n if snapshot else int(info.get("records", n))
+    if held != n or loaded != expected:
         raise RuntimeError(f"start held {held} tasks and loaded {loaded}, expected {n} "
                            f"({report.summary()})")
     extra = {
@@ -340,6 +343,50 @@ async def _replay_and_compact(directory: Path, n: int) -> dict[str, float]:
     size = snapshots[-1][1].stat().st_size
     return {"compact_s": compact_ns / 1e9, "snapshot_bytes": float(size),
             "snapshot_bytes_per_task": size / n}
+
+
+def write_finished_log(directory: Path, n: int, batch: int = REPLAY_BATCH) -> dict[str, float]:
+    """``n`` tasks that ran and succeeded, kept a day for their result (what most of a busy
+    queue holds): each one's TaskSubmitted, RunStarted and RunSucceeded, as the core emits them,
+    framed as ``LogStore`` writes them, in segments rotated at the engine's default size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    t_ms = time.time_ns() // 1_000_000
+    core = EngineCore(CoreConfig(concurrency=batch), start_ms=t_ms)
+    options = TaskOptions(keep_result_ms=FAR_DELAY_MS)
+    segment, size, total = 1, 0, 0
+    out = (directory / segment_name(segment)).open("wb")
+    try:
+        for first in range(0, n, batch):
+            items = [(str(uuid.uuid4()), FUNCTION, task_params(i), options)
+                     for i in range(first, min(n, first + batch))]
+            commands = core.submit_many(items, t_ms)
+            started = core.tick(t_ms)
+            commands += started
+            for run in started:
+                if isinstance(run, Invoke):
+                    commands += core.run_succeeded(run.unique_id, run.run_seq, None, t_ms)
+            events = [e for c in commands if isinstance(c, Append) for e in c.events]
+            data = encode_batch(events, size, size)
+            out.write(data)
+            size += len(data)
+            total += len(data)
+            if size >= DEFAULT_SEGMENT_BYTES:
+                out.close()
+                segment, size = segment + 1, 0
+                out = (directory / segment_name(segment)).open("wb")
+    finally:
+        out.close()
+    if len(core) != n or core.unfinished:
+        raise RuntimeError(f"the fixture holds {len(core)} tasks, {core.unfinished} unfinished")
+    return {"log_bytes": float(total), "bytes_per_task": total / n, "records": float(
+        core.last_seq)}
+
+
+def build_finished_snapshot(directory: Path, n: int) -> dict[str, float]:
+    """``write_finished_log``'s tasks, compacted into a snapshot by ``await queue.compact()``."""
+    info = write_finished_log(directory, n)
+    info.update(asyncio.run(_replay_and_compact(directory, n)))
+    return info
 
 
 def build_snapshot(directory: Path, n: int) -> dict[str, float]:
@@ -512,6 +559,11 @@ def _restart_cases(root: Path, sizes: Sizes) -> list[Case]:
         base["n_reduced_from"] = REDUCED_FROM["replay"]
     heavy: RepeatCounts = {"warmup": 0, "repeats": 2}
     snap_fixture = Fixture(root, "snapshot-", partial(build_snapshot, n=sizes.snapshot))
+    finished_log = Fixture(root, "finished-", partial(write_finished_log, n=sizes.snapshot))
+    finished_snap = Fixture(root, "finished-snapshot-",
+                            partial(build_finished_snapshot, n=sizes.snapshot))
+    finished = {"store": "log", "n": sizes.snapshot, "task_params": PARAMS_SHAPE,
+                "task_state": "success, kept a day (3 records each in the log)"}
     return [
         LogCase("replay_rate", {**base, "phase": "read_log"},
                 partial(read_log_trial, log_fixture, sizes.replay), "records/s", REPLAY,
@@ -526,6 +578,15 @@ def _restart_cases(root: Path, sizes: Sizes) -> list[Case]:
                 partial(start_trial, snap_fixture, sizes.snapshot, True), "tasks/s",
                 SNAPSHOT_RESTART, variant=f"tasks={sizes.snapshot}", fixture=snap_fixture,
                 warmup=0, repeats=3),
+        # what a node taking an app over (and a restart) mostly reads: finished tasks, kept
+        LogCase("restart_finished", {**finished, "from": "log"},
+                partial(start_trial, finished_log, sizes.snapshot, False), "tasks/s", None,
+                variant=f"log,tasks={sizes.snapshot}", fixture=finished_log, warmup=0,
+                repeats=3),
+        LogCase("restart_finished", {**finished, "from": "snapshot"},
+                partial(start_trial, finished_snap, sizes.snapshot, True), "tasks/s", None,
+                variant=f"snapshot,tasks={sizes.snapshot}", fixture=finished_snap, warmup=0,
+                repeats=3),
     ]
 
 

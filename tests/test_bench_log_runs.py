@@ -24,6 +24,8 @@ QUICK_CASES = [
     ("replay_rate", "read_log"),
     ("replay_rate", "engine_start"),
     ("restart_with_snapshot", "tasks=2000"),
+    ("restart_finished", "log,tasks=2000"),
+    ("restart_finished", "snapshot,tasks=2000"),
     ("memory_per_task", "tasks=5000"),
 ]
 

@@ -255,8 +255,7 @@ class Task:
             result=self.result,
             error=self.error,
             retry_at_ms=self.retry_at_ms if self.state is TaskState.RETRY_WAIT else None,
-            expires_ms=(self.finished_ms + self.options.keep_result_ms
-                        if self.finished_ms is not None else None),
+            expires_ms=self.expires_at_ms() if self.finished_ms is not None else None,
             schedule=self.schedule,
             progress=self.progress,
             progress_ms=self.progress_ms,
@@ -272,8 +271,7 @@ class Task:
 def expired(task: Task, now_ms: int) -> bool:
     """The task's keepResult window has passed: its uniqueId is free (it stays in memory until
     its purge is logged)."""
-    return (task.finished_ms is not None
-            and now_ms >= task.finished_ms + task.options.keep_result_ms)
+    return task.finished_ms is not None and now_ms >= task.expires_at_ms()
 
 
 @value

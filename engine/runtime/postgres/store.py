@@ -477,6 +477,7 @@ async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, ReadSi
         LogGapError: batches missing between the snapshot and the last batch.
         LogError: a row that does not decode.
     """
+    started = time.perf_counter()
     async with pool.acquire() as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             head = await conn.fetchrow(
@@ -490,13 +491,12 @@ async def read_app(pool: asyncpg.Pool, app_id: str) -> tuple[StoredState, ReadSi
     if head is not None and len(parts) != head["parts"]:
         raise LogGapError(f"the snapshot of app {app_id} at seq {snapshot_seq} has "
                           f"{len(parts)} of its {head['parts']} parts")
-    started = time.perf_counter()
     bodies = [bytes(p["body"]) for p in parts]
     state = await asyncio.to_thread(_decode_state, app_id, snapshot_seq, bodies,
                                     [(r["prev_seq"], r["last_seq"], bytes(r["body"]))
                                      for r in rows])
     sizes = ReadSizes(sum(map(len, bodies)), sum(len(r["body"]) for r in rows))
-    state.report = ReadReport(app_id, len(state.snapshot_tasks), len(state.events),
+    state.report = ReadReport(len(state.snapshot_tasks), len(state.events),
                               sizes.snapshot + sizes.batches, time.perf_counter() - started)
     return state, sizes
 
@@ -561,11 +561,10 @@ class ReadReport:
     """What a whole read of an app took (``open_and_replay`` logs it, with the rebuild's time):
     for an operator who wonders why a takeover took the seconds it did."""
 
-    app_id: str
     snapshot_tasks: int
     events: int
     bytes_read: int
-    seconds: float  # reading and decoding
+    seconds: float  # fetching from the database and decoding
     apply_seconds: float = 0.0  # rebuilding the state from what was read
 
     def summary(self) -> str:
