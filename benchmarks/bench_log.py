@@ -35,7 +35,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -57,7 +57,7 @@ from benchmarks._harness import (
 from cloudqueue.engine.core.batch_codec import encode_batch
 from cloudqueue.engine.core.commands import Append, Invoke
 from cloudqueue.engine.core.engine import CoreConfig, EngineCore
-from cloudqueue.engine.core.events import TaskSubmitted
+from cloudqueue.engine.core.events import Event, TaskSubmitted
 from cloudqueue.engine.core.options import TaskOptions
 from cloudqueue.engine.embedded import Engine
 from cloudqueue.engine.runtime.log_file import DEFAULT_SEGMENT_BYTES, read_log, segment_name
@@ -241,17 +241,25 @@ def write_log(directory: Path, n: int, batch: int = REPLAY_BATCH) -> dict[str, f
     in batches of ``batch`` framed and encoded exactly as ``LogStore`` writes them (format 2: one
     frame per batch), in segments rotated at the engine's default size. No fsync: a
     page-cache-warm log, as right after a crash of the process."""
-    directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     t_ms = time.time_ns() // 1_000_000
     options = TaskOptions(delay_ms=FAR_DELAY_MS)
+    batches = ([TaskSubmitted(seq, t_ms, str(uuid.uuid4()), FUNCTION, task_params(seq), options,
+                              t_ms) for seq in range(first, min(n + 1, first + batch))]
+               for first in range(1, n + 1, batch))
+    total, segments = write_segments(directory, batches)
+    return {"log_bytes": float(total), "bytes_per_record": total / n,
+            "segments": float(segments), "write_s": time.perf_counter() - started}
+
+
+def write_segments(directory: Path, batches: Iterable[Sequence[Event]]) -> tuple[int, int]:
+    """Each batch framed and encoded as ``LogStore`` writes it, in segments rotated at the
+    engine's default size (no fsync); the bytes written and the segments."""
+    directory.mkdir(parents=True, exist_ok=True)
     segment, size, total = 1, 0, 0
     out = (directory / segment_name(segment)).open("wb")
     try:
-        for first in range(1, n + 1, batch):
-            seqs = range(first, min(n + 1, first + batch))
-            events = [TaskSubmitted(seq, t_ms, str(uuid.uuid4()), FUNCTION, task_params(seq),
-                                    options, t_ms) for seq in seqs]
+        for events in batches:
             data = encode_batch(events, size, size)
             out.write(data)
             size += len(data)
@@ -262,8 +270,7 @@ def write_log(directory: Path, n: int, batch: int = REPLAY_BATCH) -> dict[str, f
                 out = (directory / segment_name(segment)).open("wb")
     finally:
         out.close()
-    return {"log_bytes": float(total), "bytes_per_record": total / n,
-            "segments": float(segment), "write_s": time.perf_counter() - started}
+    return total, segment
 
 
 # ---------------------------------------------------------------------- replay
@@ -349,13 +356,11 @@ def write_finished_log(directory: Path, n: int, batch: int = REPLAY_BATCH) -> di
     """``n`` tasks that ran and succeeded, kept a day for their result (what most of a busy
     queue holds): each one's TaskSubmitted, RunStarted and RunSucceeded, as the core emits them,
     framed as ``LogStore`` writes them, in segments rotated at the engine's default size."""
-    directory.mkdir(parents=True, exist_ok=True)
     t_ms = time.time_ns() // 1_000_000
     core = EngineCore(CoreConfig(concurrency=batch), start_ms=t_ms)
     options = TaskOptions(keep_result_ms=FAR_DELAY_MS)
-    segment, size, total = 1, 0, 0
-    out = (directory / segment_name(segment)).open("wb")
-    try:
+
+    def batches() -> Iterator[list[Event]]:
         for first in range(0, n, batch):
             items = [(str(uuid.uuid4()), FUNCTION, task_params(i), options)
                      for i in range(first, min(n, first + batch))]
@@ -365,17 +370,9 @@ def write_finished_log(directory: Path, n: int, batch: int = REPLAY_BATCH) -> di
             for run in started:
                 if isinstance(run, Invoke):
                     commands += core.run_succeeded(run.unique_id, run.run_seq, None, t_ms)
-            events = [e for c in commands if isinstance(c, Append) for e in c.events]
-            data = encode_batch(events, size, size)
-            out.write(data)
-            size += len(data)
-            total += len(data)
-            if size >= DEFAULT_SEGMENT_BYTES:
-                out.close()
-                segment, size = segment + 1, 0
-                out = (directory / segment_name(segment)).open("wb")
-    finally:
-        out.close()
+            yield [e for c in commands if isinstance(c, Append) for e in c.events]
+
+    total, _ = write_segments(directory, batches())
     if len(core) != n or core.unfinished:
         raise RuntimeError(f"the fixture holds {len(core)} tasks, {core.unfinished} unfinished")
     return {"log_bytes": float(total), "bytes_per_task": total / n, "records": float(
